@@ -1,0 +1,25 @@
+# Two entry points: `make demo` (set up, then run the main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/zoo: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(BIN)/zoo
+
+demo: $(BIN)/zoo
+	$(BIN)/zoo list
+	$(BIN)/zoo export binary
+
+test: $(BIN)/zoo
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/zoo
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

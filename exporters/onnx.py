@@ -1,0 +1,157 @@
+"""ONNX export with torch.export (``torch.onnx.export(dynamo=True)``), run with onnxruntime.
+
+Registered through ``register_exporters`` like any third-party format. torch,
+onnx and onnxruntime are imported inside the functions, so loading this
+plugin costs nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zoo
+from zoo import Exporter
+from zoo.errors import ExportFailed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 20
+MIN_OPSET = 18  # the torch.export-based exporter's lowest
+MAX_OPSET = 23
+EXTERNAL_DATA_BYTES = 2**31 - 2**24  # protobuf's 2 GB limit, with room for the graph
+# Node metadata kept in the file: where a node came from in the module tree.
+# Stack traces and FX dumps are dropped: they hold absolute paths of this machine.
+KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Send the exporter's prints, warnings and log lines to our log (shown with -v)."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for lg in loggers:
+            if not verbose:
+                lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    for text in (out.getvalue(), err.getvalue()):
+        for line in text.splitlines():
+            log.info("exporter: %s", line)
+    for warning in caught:
+        log.info("exporter warning: %s", warning.message)
+
+
+def export(job: Any) -> list[Path]:
+    import torch
+
+    opset = job.opset or DEFAULT_OPSET
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise zoo.ParameterError(f"--opset {opset} is not supported; use {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    dynamic_shapes = None
+    if any(job.dynamic.values()):
+        dims: dict[str, Any] = {}
+        dynamic_shapes = tuple(
+            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in job.dynamic[name].items()}
+            for name in job.sample
+        )
+    with quiet_exporter():
+        program = torch.onnx.export(
+            job.module,
+            tuple(job.sample.values()),
+            input_names=list(job.sample),
+            output_names=job.output_names,
+            dynamic_shapes=dynamic_shapes,
+            opset_version=opset,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
+    model = program.model
+    for node in model.graph.all_nodes():
+        for key in [k for k in node.metadata_props if k not in KEEP_NODE_METADATA]:
+            del node.metadata_props[key]
+    model.metadata_props.clear()
+    model.metadata_props.update(job.metadata)
+    weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    files = [job.path]
+    if weight_bytes < EXTERNAL_DATA_BYTES:
+        program.save(str(job.path), external_data=False)
+    else:
+        program.save(str(job.path), external_data=True)  # the exporter names it <file>.data
+        files.append(job.path.with_name(job.path.name + ".data"))
+    try:
+        check(job.path)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportFailed(f"onnx.checker rejected the exported graph: {' '.join(str(exc).split())[:300]}") from exc
+    return files
+
+
+class OrtRunner:
+    """An onnxruntime session that maps input names to arrays and back."""
+
+    def __init__(self, path: Path, device: str) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        wanted = ["CPUExecutionProvider"]
+        self.note = ""
+        if device == "cuda":
+            if "CUDAExecutionProvider" in available:
+                wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            else:
+                self.note = "this onnxruntime has no CUDAExecutionProvider: verified on the CPU provider"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        self.providers = self.session.get_providers()
+        self.description = f"onnxruntime {ort.__version__}"
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
+        return dict(zip(self.output_names, self.session.run(None, feed)))
+
+
+def load(path: Path, device: str) -> OrtRunner:
+    return OrtRunner(path, device)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def check(path: Path) -> None:
+    """``onnx.checker`` with full shape inference; works on files past 2 GB."""
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+@zoo.hookimpl
+def register_exporters(register):
+    register(
+        Exporter(
+            name="onnx",
+            suffix=".onnx",
+            summary=f"ONNX via torch.export (opset {DEFAULT_OPSET}), verified with onnxruntime",
+            export=export,
+            load=load,
+            read_metadata=read_metadata,
+            default_opset=DEFAULT_OPSET,
+        )
+    )

@@ -1,0 +1,1 @@
+"""Built-in architectures, each a plugin written exactly as a third party would write one."""

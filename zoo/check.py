@@ -1,0 +1,147 @@
+"""``zoo check``: forward pass, head checks, loss check and backward, with numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo.model import BuiltModel
+from zoo.shapes import concrete, sample_sizes
+from zoo.tasks import HeadCheck, closed_form_loss, head_checks, loss_name, make_target, torch_loss
+
+LOSS_RTOL = 1e-4  # float32 loss vs float64 closed form
+LOSS_ATOL = 1e-5
+
+
+@dataclass
+class LossCheck:
+    output: str
+    loss: str
+    torch: float
+    closed_form: float
+    ok: bool
+
+    @property
+    def difference(self) -> float:
+        return abs(self.torch - self.closed_form)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "loss": self.loss,
+            "torch": self.torch,
+            "closed_form": self.closed_form,
+            "abs_diff": self.difference,
+            "ok": self.ok,
+        }
+
+
+@dataclass
+class CheckResult:
+    architecture: str
+    plugin: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> shape, dtype, finite
+    heads: list[HeadCheck] = field(default_factory=list)
+    losses: list[LossCheck] = field(default_factory=list)
+    gradients: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "plugin": self.plugin,
+            "params": self.params,
+            "seed": self.seed,
+            "device": self.device,
+            "ok": self.ok,
+            "outputs": self.outputs,
+            "heads": [h.to_dict() for h in self.heads],
+            "losses": [loss.to_dict() for loss in self.losses],
+            "gradients": self.gradients,
+            "warnings": self.warnings,
+            "failures": self.failures,
+        }
+
+
+def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
+    """Run every check on ``built``; failures are collected, not raised."""
+    import torch
+
+    from zoo.describe import structure_warnings
+
+    arch = built.arch
+    result = CheckResult(arch.name, arch.plugin, built.params, built.seed, built.device)
+    result.warnings = structure_warnings(built)
+    inputs = built.sample_inputs()
+    sizes = sample_sizes(arch, built.params)
+    outputs = built.forward(inputs, grad=backward)
+
+    generator = torch.Generator().manual_seed(built.seed + 1)
+    total = None
+    for spec in arch.outputs:
+        value = outputs[spec.name]
+        finite = bool(torch.isfinite(value).all()) if value.is_floating_point() else True
+        result.outputs[spec.name] = {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "finite": finite}
+        if not finite:
+            result.failures.append(f"output {spec.name!r} has NaN or infinite values")
+            continue
+        if spec.shape is not None:
+            want = concrete(spec.shape, built.params, sizes, f"output {spec.name!r}")
+            if tuple(value.shape) != want:
+                result.failures.append(f"output {spec.name!r} has shape {tuple(value.shape)}, expected {want}")
+                continue
+        numpy_value = value.detach().cpu().double().numpy()
+        for head in head_checks(spec, numpy_value):
+            result.heads.append(head)
+            if not head.ok:
+                result.failures.append(f"head check failed on {spec.name!r}: {head.check} ({head.detail})")
+        if spec.task is None:
+            continue
+        target = make_target(spec, value.detach().cpu(), generator).to(value.device)
+        loss = torch_loss(spec, value, target)
+        closed = closed_form_loss(spec, numpy_value, target.cpu().numpy())
+        ok = math.isfinite(loss.item()) and math.isclose(loss.item(), closed, rel_tol=LOSS_RTOL, abs_tol=LOSS_ATOL)
+        result.losses.append(LossCheck(spec.name, loss_name(spec), loss.item(), closed, ok))
+        if not ok:
+            result.failures.append(
+                f"loss check failed on {spec.name!r}: torch {loss.item():.6g} vs closed form {closed:.6g}"
+            )
+        total = loss if total is None else total + loss
+
+    if backward and result.ok:
+        if total is None:  # no task: still prove gradients flow
+            floats = [v for v in outputs.values() if v.is_floating_point()]
+            total = sum(v.float().mean() for v in floats) if floats else None
+        _check_gradients(built, total, result)
+    return result
+
+
+def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None:
+    import torch
+
+    params = [(name, p) for name, p in built.module.named_parameters() if p.requires_grad]
+    for _, p in params:
+        p.grad = None
+    if total is None or not params:
+        result.gradients = {"parameters": len(params), "checked": False}
+        return
+    total.backward()
+    missing = [name for name, p in params if p.grad is None]
+    bad = [name for name, p in params if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    norm = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for _, p in params if p.grad is not None))
+    result.gradients = {"parameters": len(params), "checked": True, "no_grad": missing, "non_finite": bad, "norm": norm}
+    if missing:
+        result.failures.append(f"backward reached no gradient for {', '.join(missing)}")
+    if bad:
+        result.failures.append(f"non-finite gradients for {', '.join(bad)}")
+    for _, p in params:
+        p.grad = None

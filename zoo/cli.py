@@ -1,0 +1,531 @@
+"""The ``zoo`` command line: parse, call the library, print.
+
+Errors a user can fix are ``ZooError``s: one line on stderr, exit 1 (a check or
+verification failed) or 2 (usage). Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+
+from zoo import __version__
+from zoo.errors import OutputPathError, UsageError, ZooError
+from zoo.manager import Zoo, load_zoo
+from zoo.params import format_value, parse_params
+from zoo.spec import Architecture
+
+EXIT_INTERRUPTED = 130
+
+
+class ZooGroup(click.Group):
+    """Adds plugin commands, and turns ``ZooError`` and Ctrl-C into one line and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *_plugin_commands(ctx).commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return self.commands.get(name) or _plugin_commands(ctx).commands.get(name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ZooError as exc:
+            click.echo(f"zoo: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("zoo: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def get_zoo(ctx: click.Context) -> Zoo:
+    """The Zoo for this invocation: given by the caller (``obj=``) or loaded once."""
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = load_zoo()
+    _report_problems(root)
+    return root.obj
+
+
+def _report_problems(root: click.Context) -> None:
+    """Each plugin problem once, on stderr: the commands keep working."""
+    shown = root.meta.setdefault("zoo.problems_shown", 0)
+    for problem in root.obj.problems[shown:]:
+        click.echo(f"zoo: warning: {problem}", err=True)
+    root.meta["zoo.problems_shown"] = len(root.obj.problems)
+
+
+def _plugin_commands(ctx: click.Context) -> click.Group:
+    root = ctx.find_root()
+    group = root.meta.get("zoo.plugin_commands")
+    if group is None:
+        group = root.meta["zoo.plugin_commands"] = click.Group("plugin-commands")
+        get_zoo(ctx).add_commands(group, reserved=cli.commands)
+        _report_problems(root)
+    return group
+
+
+def param_option(func: Any) -> Any:
+    return click.option(
+        "-p",
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Build parameter, repeatable (see 'zoo show NAME' for the list).",
+    )(func)
+
+
+def json_option(func: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")(func)
+
+
+def device_option(func: Any) -> Any:
+    return click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda"]),
+        default="cpu",
+        show_default=True,
+        help="Where the model and its PyTorch reference run.",
+    )(func)
+
+
+def seed_option(func: Any) -> Any:
+    return click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and generated inputs.")(func)
+
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="zoo")
+@click.option("-v", "--verbose", count=True, help="Show log messages (-vv: debug), including the exporter's own.")
+def cli(verbose: int) -> None:
+    """A plugin-based model zoo: build PyTorch architectures, check them, export
+    them to ONNX, and prove with onnxruntime that the export computes the same.
+
+    \b
+    Examples:
+      zoo list
+      zoo check binary
+      zoo export binary --device cuda
+    """
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose == 0:
+        logging.getLogger().setLevel(logging.ERROR)
+
+
+@cli.command("list")
+@click.argument("pattern", required=False)
+@json_option
+@click.pass_context
+def list_command(ctx: click.Context, pattern: str | None, as_json: bool) -> None:
+    """List registered architectures, optionally filtered by a wildcard PATTERN.
+
+    \b
+    Examples:
+      zoo list
+      zoo list 'multi*'
+      zoo list --json
+    """
+    archs = get_zoo(ctx).architectures.filter(pattern)
+    if as_json:
+        click.echo(json.dumps([a.to_dict() for a in archs], indent=2))
+        return
+    if not archs:
+        click.echo(f"no architecture matches {pattern!r}" if pattern else "no architectures registered")
+        return
+    rows = [(a.name, ",".join(a.aliases) or "-", ",".join(a.tasks) or "-", a.shape_text(), a.plugin) for a in archs]
+    click.echo(table(("NAME", "ALIASES", "TASK", "INPUTS", "PLUGIN"), rows))
+
+
+@cli.command("show")
+@click.argument("name")
+@param_option
+@seed_option
+@json_option
+@click.pass_context
+def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int, as_json: bool) -> None:
+    """Show an architecture: parameters, layers, shapes and warnings.
+
+    \b
+    Examples:
+      zoo show binary
+      zoo show multi --param n_classes=10 --param activation=relu
+    """
+    from zoo.describe import describe
+    from zoo.model import build_model
+
+    arch = get_zoo(ctx).architecture(name)
+    overrides = parse_params(params, arch.parameters, arch.name)
+    built = build_model(arch, overrides, seed=seed)
+    info = describe(built)
+    if as_json:
+        click.echo(json.dumps({**arch.to_dict(), "params": built.params, **info.to_dict()}, indent=2, default=str))
+        return
+    click.echo(heading(arch))
+    if arch.summary:
+        click.echo(f"  {arch.summary}")
+    click.echo("parameters:")
+    for p in arch.parameters.values():
+        click.echo(f"  {p.name} = {format_value(built.params[p.name])}  ({p.type_name}, default {format_value(p.default)})")
+    click.echo("inputs:")
+    for inp in arch.inputs:
+        symbolic = "×".join(map(str, inp.shape))
+        click.echo(f"  {inp.name}: {inp.dtype} {info.input_shapes[inp.name]}  ({symbolic})")
+    click.echo("outputs:")
+    for out in arch.outputs:
+        extra = ", ".join(f"{k} {v}" for k, v in (("task", out.task), ("head", out.head)) if v)
+        click.echo(f"  {out.name}: {info.output_shapes.get(out.name)}" + (f"  ({extra})" if extra else ""))
+    click.echo("layers:")
+    for layer_name, module in info.layers:
+        click.echo(f"  {layer_name:<12} {module}")
+    click.echo(f"parameter count: {info.parameters:,} ({info.trainable:,} trainable)")
+    for warning in info.warnings:
+        click.echo(f"warning: {warning}")
+
+
+@cli.command("check")
+@click.argument("name")
+@param_option
+@device_option
+@seed_option
+@json_option
+@click.pass_context
+def check_command(ctx: click.Context, name: str, params: Sequence[str], device: str, seed: int, as_json: bool) -> None:
+    """Forward pass, head checks, loss check and backward pass; no export.
+
+    Exits 1 if any check fails.
+
+    \b
+    Examples:
+      zoo check binary
+      zoo check stack --param activation=relu --seed 3
+    """
+    from zoo.check import check_model
+    from zoo.model import build_model
+
+    arch = get_zoo(ctx).architecture(name)
+    overrides = parse_params(params, arch.parameters, arch.name)
+    result = check_model(build_model(arch, overrides, seed=seed, device=device))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(check_lines(result)))
+    if not result.ok:
+        ctx.exit(1)
+
+
+def check_lines(result: Any) -> list[str]:
+    changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
+    lines = [f"check {result.architecture} (plugin {result.plugin}, seed {result.seed}, device {result.device})", f"  params    {changed or '-'}"]
+    for name, out in result.outputs.items():
+        lines.append(f"  forward   {name} {out['shape']} {out['dtype']}, {'finite' if out['finite'] else 'NOT FINITE'}")
+    for head in result.heads:
+        lines.append(f"  head      {head.output}: {head.check}: {head.detail} {'ok' if head.ok else 'FAILED'}")
+    for loss in result.losses:
+        lines.append(
+            f"  loss      {loss.output}: {loss.loss}: torch {loss.torch:.6f}, closed form {loss.closed_form:.6f}"
+            f" (|diff| {loss.difference:.1e}) {'ok' if loss.ok else 'FAILED'}"
+        )
+    grads = result.gradients
+    if grads.get("checked"):
+        healthy = not grads["no_grad"] and not grads["non_finite"]
+        lines.append(
+            f"  backward  {grads['parameters']} parameter tensors, "
+            f"{'all gradients finite' if healthy else 'BROKEN gradients'} (norm {grads['norm']:.4g})"
+        )
+    for warning in result.warnings:
+        lines.append(f"  warning   {warning}")
+    lines.extend(f"  FAILED    {failure}" for failure in result.failures)
+    lines.append("ok" if result.ok else "check FAILED")
+    return lines
+
+
+def tolerance_options(func: Any) -> Any:
+    from zoo.exporting import TOLERANCE_HELP
+
+    func = click.option("--atol", type=float, help=f"Absolute tolerance ({TOLERANCE_HELP}).")(func)
+    return click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")(func)
+
+
+def report_option(func: Any) -> Any:
+    return click.option(
+        "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
+    )(func)
+
+
+@cli.command("export")
+@click.argument("name", required=False)
+@click.option("--all", "export_all", is_flag=True, help="Export every architecture (NAME, if given, is a wildcard filter).")
+@param_option
+@device_option
+@seed_option
+@click.option("--weights", type=click.Path(path_type=Path), help="Trained state dict to load (.safetensors, .pt, .pth).")
+@click.option("--format", "format_name", default="onnx", show_default=True, help="Export format ('zoo plugins' lists them).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default ./NAME.onnx); with --all, a folder.")
+@click.option("--opset", type=int, help="ONNX opset (default 20, supported 18-23).")
+@click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
+@tolerance_options
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@report_option
+@json_option
+@click.pass_context
+def export_command(
+    ctx: click.Context,
+    name: str | None,
+    export_all: bool,
+    params: Sequence[str],
+    device: str,
+    seed: int,
+    weights: Path | None,
+    format_name: str,
+    output: Path | None,
+    opset: int | None,
+    static: bool,
+    rtol: float | None,
+    atol: float | None,
+    force: bool,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    """Check, export and verify an architecture: onnxruntime must compute what
+    PyTorch computes, at several batch sizes, or the command fails (exit 1) and
+    no file is left.
+
+    \b
+    Examples:
+      zoo export binary
+      zoo export multiclass --param n_classes=10 -o models/mc10.onnx
+      zoo export binary --device cuda --report binary.json
+      zoo export --all -o exported/
+    """
+    from zoo.exporting import export_model
+    from zoo.model import build_model, torch_device
+
+    zoo = get_zoo(ctx)
+    exporter = zoo.exporter(format_name)
+    if export_all:
+        archs = zoo.architectures.filter(name)
+        if not archs:
+            raise UsageError(f"no architecture matches {name!r}")
+    elif name is None:
+        raise UsageError("give an architecture NAME (see 'zoo list') or --all")
+    else:
+        archs = [zoo.architecture(name)]
+    torch_device(device)  # fail before any work when the device is missing
+    folder = output or Path(".")
+    if export_all and not folder.is_dir():
+        raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
+    results = []
+    for index, arch in enumerate(archs):
+        target = folder / f"{arch.name}{exporter.suffix}" if export_all or output is None else output
+        if export_all and not as_json:
+            click.echo(f"[{index + 1}/{len(archs)}] {arch.name} ...", err=True)
+        try:
+            overrides = parse_params(params, arch.parameters, arch.name) if not export_all else {}
+            built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
+            result = export_model(
+                built, exporter, target, opset=opset, static=static, rtol=rtol, atol=atol, force=force
+            )
+        except ZooError as exc:
+            if not export_all:
+                raise
+            results.append(FailedExport(arch.name, str(exc)))
+            continue
+        results.append(result)
+    records = [r.to_dict() for r in results]
+    if report is not None:
+        write_json(report, records if export_all else records[0])
+    if as_json:
+        click.echo(json.dumps(records if export_all else records[0], indent=2, default=str))
+    elif export_all:
+        click.echo(table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results]))
+    else:
+        click.echo("\n".join(export_lines(results[0])))
+    if not all(r.ok for r in results):
+        if not export_all and not as_json:
+            click.echo(f"zoo: error: {results[0].error}", err=True)
+        ctx.exit(1)
+
+
+@cli.command("verify")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--weights", type=click.Path(path_type=Path), help="The weights the file was exported with, if any.")
+@device_option
+@tolerance_options
+@report_option
+@json_option
+@click.pass_context
+def verify_command(
+    ctx: click.Context,
+    file: Path,
+    weights: Path | None,
+    device: str,
+    rtol: float | None,
+    atol: float | None,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    """Re-verify an exported file: rebuild its architecture from the metadata
+    inside it (name, parameters, seed, weights by sha256) and compare again.
+
+    \b
+    Examples:
+      zoo verify binary-sigmoid.onnx
+      zoo verify trained.onnx --weights trained.safetensors --device cuda
+    """
+    from zoo.exporting import verify_artifact
+
+    result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
+    record = result.to_dict()
+    if report is not None:
+        write_json(report, record)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
+    else:
+        click.echo("\n".join(export_lines(result, verb="verify")))
+    if not result.ok:
+        if not as_json:
+            click.echo(f"zoo: error: {result.error}", err=True)
+        ctx.exit(1)
+
+
+class FailedExport:
+    """An ``--all`` entry that failed before verification (check, build or export error)."""
+
+    def __init__(self, name: str, error: str) -> None:
+        self.name, self.error, self.ok = name, error, False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "failed", "architecture": self.name, "error": self.error}
+
+
+def summary_row(result: Any) -> tuple[str, ...]:
+    if isinstance(result, FailedExport):
+        return (result.name, "FAILED", "-", "-", result.error)
+    verification = result.verification
+    seconds = sum(result.timings.values())
+    status = "ok" if result.ok else "FAILED"
+    shown = str(result.files[0]) if result.ok else (result.error or "")
+    return (result.built.arch.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+
+
+def export_lines(result: Any, verb: str = "export") -> list[str]:
+    built, verification = result.built, result.verification
+    arch = built.arch
+    dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes})) if not result.static else ""
+    lines = [
+        f"{verb} {arch.name} (plugin {arch.plugin}, seed {built.seed}, device {built.device}) "
+        f"→ {result.files[0]}  [{result.exporter.name}, opset {result.opset or 'default'}, "
+        f"{'dynamic: ' + dynamic if dynamic else 'static shapes'}]"
+    ]
+    if result.check is not None:
+        for loss in result.check.losses:
+            lines.append(f"  loss      {loss.output}: {loss.loss} {loss.torch:.6f} (closed form {loss.closed_form:.6f}) ok")
+        for warning in result.check.warnings:
+            lines.append(f"  warning   {warning}")
+    providers = ", ".join(verification.providers) or "-"
+    lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
+    if verification.note:
+        lines.append(f"  note      {verification.note}")
+    for case in verification.cases:
+        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
+        for out_name, stats in case.outputs.items():
+            extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
+            lines.append(
+                f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}{extra}"
+                f"  {'ok' if stats['ok'] else 'MISMATCH'}"
+            )
+        lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
+    lines.append(f"  tolerance {tolerances}")
+    if result.ok:
+        from zoo.weights import sha256
+
+        for path in result.files:
+            size = path.stat().st_size
+            lines.append(f"  file      {path}  {human_bytes(size)}  sha256 {sha256(path)[:16]}…")
+    timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    lines.append(f"  time      {timings}")
+    lines.append("ok" if result.ok else f"{verb} FAILED")
+    return lines
+
+
+def human_bytes(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write a report atomically."""
+    import os
+    import tempfile
+
+    if not path.parent.is_dir():
+        raise OutputPathError(f"report folder {str(path.parent)!r} does not exist")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@cli.command("plugins")
+@json_option
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List loaded plugins, their distributions, what they registered, and failures.
+
+    \b
+    Examples:
+      zoo plugins
+      ZOO_LOAD_PLUGINS= zoo plugins      # built-ins only
+    """
+    zoo = get_zoo(ctx)
+    _plugin_commands(ctx)  # so plugin commands are listed too
+    infos = list(zoo.plugins.values())
+    if as_json:
+        click.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    rows = []
+    for info in infos:
+        registered = [
+            f"{kind}: {', '.join(names)}"
+            for kind, names in (("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands))
+            if names
+        ]
+        dist = f"{info.distribution or '-'}{' (built-in)' if info.builtin else ''}"
+        rows.append((info.name, dist, info.version or "-", info.status, "; ".join(registered) or "-"))
+    click.echo(table(("PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERED"), rows))
+    for info in infos:
+        for error in info.errors:
+            click.echo(f"{info.name}: {error}")
+
+
+def heading(arch: Architecture) -> str:
+    aliases = f" (alias {', '.join(arch.aliases)})" if arch.aliases else ""
+    return f"{arch.name}{aliases}, plugin {arch.plugin}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli(prog_name="zoo")

@@ -1,0 +1,480 @@
+"""The export pipeline: check → export (atomic) → verify against PyTorch → report.
+
+The core owns everything that is the same for every format: where files go and
+when they appear, the generated inputs, the comparison and the report. An
+``Exporter`` only turns a module into files and loads them back as a runner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo import __version__
+from zoo.check import CheckResult, check_model
+from zoo.errors import CheckFailed, ExportFailed, OutputPathError, UsageError, VerificationFailed, ZooError
+from zoo.model import BuiltModel
+from zoo.shapes import dynamic_dims, verification_cases
+from zoo.spec import Architecture, Dim, Exporter, Tolerance
+from zoo.tasks import agreement, closed_form_loss, make_target
+
+log = logging.getLogger(__name__)
+
+META_PREFIX = "zoo."
+VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
+
+# Defaults per (device, dtype): |torch - exported| <= atol + rtol * |torch|.
+DEFAULT_TOLERANCES = {
+    ("cpu", "float64"): Tolerance(1e-7, 1e-9),
+    ("cpu", "float32"): Tolerance(1e-4, 1e-5),
+    ("cuda", "float32"): Tolerance(1e-3, 1e-4),
+    ("*", "float16"): Tolerance(1e-2, 1e-3),
+    ("*", "bfloat16"): Tolerance(2e-2, 1e-2),
+}
+TOLERANCE_HELP = "defaults: float32 1e-4/1e-5 on cpu, 1e-3/1e-4 on cuda; float16 1e-2/1e-3; integers exact"
+
+
+@dataclass
+class ExportJob:
+    """What an exporter's ``export`` receives."""
+
+    arch: Architecture
+    module: Any  # torch.nn.Module, eval mode, on ``device``
+    sample: dict[str, Any]  # input name -> tensor, in the architecture's input order
+    dynamic: dict[str, dict[int, Dim]]  # input name -> {axis: Dim} that must stay dynamic
+    output_names: list[str]
+    path: Path  # write the main file here (a temporary folder beside the final path)
+    opset: int | None
+    metadata: dict[str, str]
+    device: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CaseResult:
+    sizes: dict[str, int]
+    outputs: dict[str, dict[str, Any]]  # name -> max_abs, max_rel, ok, agreement, loss...
+    failures: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def max_abs(self) -> float:
+        return max((o["max_abs"] for o in self.outputs.values()), default=0.0)
+
+
+@dataclass
+class Verification:
+    runtime: str
+    providers: list[str]
+    tolerances: dict[str, dict[str, float]]  # output name -> rtol/atol
+    cases: list[CaseResult]
+    note: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(case.ok for case in self.cases)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f for case in self.cases for f in case.failures]
+
+    @property
+    def max_abs(self) -> float:
+        return max((c.max_abs for c in self.cases), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "runtime": self.runtime,
+            "execution_providers": self.providers,
+            "note": self.note,
+            "tolerances": self.tolerances,
+            "max_abs_error": self.max_abs,
+            "cases": [{"sizes": c.sizes, "ok": c.ok, "outputs": c.outputs, "failures": c.failures} for c in self.cases],
+        }
+
+
+@dataclass
+class ExportResult:
+    """One record of ``--report``: everything needed to trust or redo an export."""
+
+    built: BuiltModel
+    exporter: Exporter
+    opset: int | None
+    static: bool
+    files: list[Path] = field(default_factory=list)
+    check: CheckResult | None = None
+    verification: Verification | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verification is not None and self.verification.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        built = self.built
+        return {
+            "status": "ok" if self.ok else "failed",
+            "error": self.error,
+            "architecture": built.arch.name,
+            "plugin": built.arch.plugin,
+            "params": built.params,
+            "seed": built.seed,
+            "device": built.device,
+            "weights": built.weights,
+            "exporter": {"name": self.exporter.name, "plugin": self.exporter.plugin, "opset": self.opset, "static": self.static},
+            "files": [file_record(p) for p in self.files],
+            "check": self.check.to_dict() if self.check else None,
+            "verification": self.verification.to_dict() if self.verification else None,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "versions": versions(),
+        }
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "zoo": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    from zoo.weights import sha256
+
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256(path)} if path.exists() else {"path": str(path)}
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def metadata_for(built: BuiltModel, exporter: Exporter, opset: int | None, static: bool) -> dict[str, str]:
+    """What goes inside the file, so ``zoo verify`` can rebuild the model from it alone."""
+    import torch
+
+    meta = {
+        "version": __version__,
+        "architecture": built.arch.name,
+        "plugin": built.arch.plugin,
+        "params": json.dumps(built.params, sort_keys=True),
+        "seed": str(built.seed),
+        "exporter": exporter.name,
+        "opset": str(opset),
+        "static": "true" if static else "false",
+        "torch_version": torch.__version__,
+    }
+    if built.weights:
+        meta["weights_sha256"] = built.weights["sha256"]
+    return {META_PREFIX + k: v for k, v in meta.items()}
+
+
+def check_output_path(path: Path, force: bool) -> None:
+    """Refuse paths that cannot end in a good file, before any work is done."""
+    parent = path.parent
+    if path.is_dir():
+        raise OutputPathError(f"output {str(path)!r} is a directory; give a file name such as {str(path / 'model.onnx')!r}")
+    if not parent.is_dir():
+        raise OutputPathError(f"output folder {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"output folder {str(parent)!r} is not writable; choose another with -o")
+    if path.exists() and not force:
+        raise OutputPathError(f"{str(path)!r} already exists; pass --force to overwrite it")
+
+
+@contextmanager
+def staging(final: Path) -> Iterator[Path]:
+    """A temporary folder beside ``final`` (same file system, so moves are atomic
+    renames); removed with whatever is left in it."""
+    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield temp
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def place(written: list[Path], main: Path, final: Path) -> list[Path]:
+    """Move the files next to ``final``, the main file last: it refers to the
+    others by name, so it only appears once they are all there."""
+    placed = []
+    for side in written:
+        if side != main:
+            target = final.parent / side.name
+            os.replace(side, target)
+            placed.append(target)
+    os.replace(main, final)
+    return [final, *placed]
+
+
+def tolerance_for(arch: Architecture, device: str, dtype: str, rtol: float | None, atol: float | None) -> Tolerance | None:
+    """The tolerance to compare an output with; ``None`` means exact (integers, bools)."""
+    if not dtype.startswith(("float", "bfloat")):
+        return None
+    base = (
+        arch.tolerances.get(device)
+        or arch.tolerances.get("*")
+        or DEFAULT_TOLERANCES.get((device, dtype))
+        or DEFAULT_TOLERANCES.get(("*", dtype))
+        or DEFAULT_TOLERANCES[("cuda" if device == "cuda" else "cpu", "float32")]
+    )
+    return Tolerance(base.rtol if rtol is None else rtol, base.atol if atol is None else atol)
+
+
+def verify_files(
+    built: BuiltModel,
+    exporter: Exporter,
+    path: Path,
+    static: bool,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> Verification:
+    """Run the exported model and PyTorch on fresh inputs at several sizes and compare every output."""
+    import numpy as np
+    import torch
+
+    arch = built.arch
+    start = time.perf_counter()
+    try:
+        runner = exporter.load(path, built.device)
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationFailed(f"{exporter.name} could not load {path.name}: {type(exc).__name__}: {exc}") from exc
+    cases = [verification_cases(arch, built.params)[0]] if static else verification_cases(arch, built.params)
+    tolerances: dict[str, dict[str, float]] = {}
+    results = []
+    for index, sizes in enumerate(cases):
+        seed = built.seed + VERIFY_SEED_OFFSET + index
+        inputs = built.sample_inputs(sizes, seed=seed)
+        reference = built.forward(inputs)
+        feed = {name: t.detach().cpu().numpy() for name, t in inputs.items()}
+        try:
+            got = runner(feed)
+        except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
+            results.append(CaseResult(dict(sizes), {}, [f"{_case(sizes)}: {exporter.name} runtime raised {type(exc).__name__}: {_short(exc)}"]))
+            continue
+        generator = torch.Generator().manual_seed(seed)
+        outputs: dict[str, dict[str, Any]] = {}
+        failures: list[str] = []
+        for spec in arch.outputs:
+            ref = reference[spec.name].detach().cpu()
+            dtype = str(ref.dtype).removeprefix("torch.")
+            tol = tolerance_for(arch, built.device, dtype, rtol, atol)
+            tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
+            if spec.name not in got:
+                failures.append(f"{_case(sizes)}: output {spec.name!r} is missing from the exported model")
+                continue
+            cand = np.asarray(got[spec.name])
+            ref_np = ref.float().numpy() if dtype == "bfloat16" else ref.numpy()
+            if cand.shape != ref_np.shape:
+                failures.append(f"{_case(sizes)}: output {spec.name!r} has shape {list(cand.shape)}, PyTorch gives {list(ref_np.shape)}")
+                continue
+            stats = compare(ref_np, cand, tol)
+            if not stats["ok"]:
+                failures.append(
+                    f"{_case(sizes)}: output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
+                    f"max rel error {stats['max_rel']:.3g} (rtol {tolerances[spec.name]['rtol']:g}, atol {tolerances[spec.name]['atol']:g})"
+                )
+            margin = 2 * (tol.atol + tol.rtol) if tol else 0.0
+            agreed = agreement(spec, ref_np, cand, margin)
+            if agreed is not None:
+                stats[agreed[0] + "_agreement"] = agreed[1]
+                if agreed[1] < 1.0:
+                    failures.append(f"{_case(sizes)}: output {spec.name!r}: {agreed[0]} agrees on only {agreed[1]:.1%} of rows")
+            if spec.task is not None and tol is not None:
+                target = make_target(spec, ref, generator).numpy()
+                loss_ref = closed_form_loss(spec, ref_np, target)
+                loss_got = closed_form_loss(spec, cand, target)
+                stats["loss"] = {"torch": loss_ref, "exported": loss_got}
+                if not abs(loss_ref - loss_got) <= 10 * (tol.atol + tol.rtol * abs(loss_ref)):
+                    failures.append(f"{_case(sizes)}: loss on {spec.name!r} is {loss_got:.6g} exported vs {loss_ref:.6g} in PyTorch")
+            outputs[spec.name] = stats
+        results.append(CaseResult(dict(sizes), outputs, failures))
+    return Verification(
+        runtime=getattr(runner, "description", exporter.name),
+        providers=list(getattr(runner, "providers", [])),
+        tolerances=tolerances,
+        cases=results,
+        note=getattr(runner, "note", ""),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def compare(reference: Any, candidate: Any, tol: Tolerance | None) -> dict[str, Any]:
+    import numpy as np
+
+    if tol is None:
+        equal = bool(np.array_equal(reference, candidate))
+        diff = 0.0 if equal else float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
+        return {"max_abs": diff, "max_rel": diff, "ok": equal}
+    ref = reference.astype(np.float64)
+    cand = candidate.astype(np.float64)
+    if ref.size == 0:
+        return {"max_abs": 0.0, "max_rel": 0.0, "ok": True}
+    finite = np.isfinite(ref) == np.isfinite(cand)
+    diff = np.abs(ref - cand)
+    diff = np.where(np.isfinite(ref) & np.isfinite(cand), diff, np.where(ref == cand, 0.0, np.inf))
+    max_abs = float(diff.max())
+    max_rel = float((diff / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)).max())
+    ok = bool(finite.all() and (diff <= tol.atol + tol.rtol * np.abs(ref)).all())
+    return {"max_abs": max_abs, "max_rel": max_rel, "ok": ok}
+
+
+def _case(sizes: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sizes.items()) or "static shapes"
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
+def export_model(
+    built: BuiltModel,
+    exporter: Exporter,
+    output: Path,
+    *,
+    opset: int | None = None,
+    static: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
+    force: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> ExportResult:
+    """Check, export into a staging folder, verify there, then move the files into
+    place. Raises on a failed check or export; a failed verification places
+    nothing and returns a result whose ``ok`` is False."""
+    opset = opset or exporter.default_opset
+    result = ExportResult(built, exporter, opset, static)
+    check_output_path(output, force)
+    with _timed(result.timings, "check"):
+        result.check = check_model(built)
+    if not result.check.ok:
+        raise CheckFailed(f"{built.arch.name}: " + "; ".join(result.check.failures))
+    arch = built.arch
+    sample = built.sample_inputs()
+    dims = {} if static else dynamic_dims(arch, built.params)
+    dynamic = {
+        inp.name: {axis: dims[d.name] for axis, d in enumerate(inp.dims) if isinstance(d, Dim) and d.name in dims}
+        for inp in arch.inputs
+    }
+    job = ExportJob(
+        arch=arch,
+        module=built.module,
+        sample=sample,
+        dynamic=dynamic,
+        output_names=[o.name for o in arch.outputs],
+        path=output,
+        opset=opset,
+        metadata=metadata_for(built, exporter, opset, static),
+        device=built.device,
+        options=dict(options or {}),
+    )
+    with staging(output) as temp:
+        job.path = temp / output.name
+        with _timed(result.timings, "export"):
+            try:
+                written = [Path(p) for p in (exporter.export(job) or [job.path])]
+            except ZooError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.info("exporter %s failed", exporter.name, exc_info=True)
+                raise ExportFailed(
+                    f"{exporter.name} could not export {arch.name}: {type(exc).__name__}: {_short(exc, 200)} (run with -v for details)"
+                ) from exc
+        with _timed(result.timings, "verify"):
+            result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
+        if result.verification.ok:
+            result.files = place(written, job.path, output)
+        else:  # nothing is placed: a file that computes the wrong thing must not look good
+            result.files = [output.parent / p.name for p in written]
+            result.error = "verification failed: " + result.verification.failures[0]
+    return result
+
+
+def read_metadata(exporter: Exporter, path: Path) -> dict[str, str]:
+    try:
+        raw = exporter.read_metadata(path)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
+    meta = {k[len(META_PREFIX) :]: v for k, v in raw.items() if k.startswith(META_PREFIX)}
+    if "architecture" not in meta:
+        raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
+    return meta
+
+
+def exporter_for(exporters: Any, path: Path) -> Exporter:
+    """The registered exporter whose suffix ``path`` has."""
+    for exporter in exporters:
+        if path.name.endswith(exporter.suffix):
+            return exporter
+    suffixes = ", ".join(e.suffix for e in exporters)
+    raise UsageError(f"{str(path)!r}: no exporter writes files like this (known: {suffixes})")
+
+
+def verify_artifact(
+    zoo: Any,
+    path: Path,
+    *,
+    weights: Path | None = None,
+    device: str = "cpu",
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> ExportResult:
+    """Rebuild the model named in ``path``'s own metadata and verify the file against it."""
+    from zoo.model import build_model
+    from zoo.weights import sha256
+
+    if not path.is_file():
+        raise UsageError(f"{str(path)!r} does not exist")
+    exporter = exporter_for(zoo.exporters, path)
+    meta = read_metadata(exporter, path)
+    arch = zoo.architectures.get(meta["architecture"])
+    if arch is None:
+        plugin = meta.get("plugin", "?")
+        raise UsageError(
+            f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
+            "install that plugin (see 'zoo plugins')"
+        )
+    expected = meta.get("weights_sha256")
+    if expected and weights is None:
+        raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
+    if weights is not None and expected and sha256(weights) != expected:
+        raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
+    try:
+        params = json.loads(meta.get("params", "{}"))
+        seed = int(meta.get("seed", "0"))
+    except ValueError as exc:
+        raise UsageError(f"{path.name} has damaged zoo metadata: {exc}") from exc
+    built = build_model(arch, params, seed=seed, device=device, weights=weights)
+    static = meta.get("static") == "true"
+    opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
+    result = ExportResult(built, exporter, opset, static, files=[path])
+    with _timed(result.timings, "verify"):
+        result.verification = verify_files(built, exporter, path, static, rtol, atol)
+    if not result.verification.ok:
+        result.error = "verification failed: " + result.verification.failures[0]
+    return result

@@ -1,0 +1,235 @@
+"""Load plugins, call their hooks one plugin at a time, and keep what they registered.
+
+There is no module-level manager: ``load_zoo()`` builds a fresh ``Zoo`` each
+time, so tests can make their own and register fake plugins.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from zoo import hookspecs
+from zoo.registry import DuplicateName, Registry
+from zoo.spec import Architecture, Exporter
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTION = "zoo-onnx"
+DEFAULT_PLUGINS = ("zoo.plugins.seed", "zoo.exporters.onnx")
+LOAD_ENV = "ZOO_LOAD_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """What ``zoo plugins`` shows for one plugin."""
+
+    name: str
+    module: str | None = None
+    distribution: str | None = None
+    version: str | None = None
+    builtin: bool = False
+    loaded: bool = False
+    architectures: list[str] = field(default_factory=list)
+    exporters: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if not self.loaded:
+            return "failed"
+        return "partial" if self.errors else "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "builtin": self.builtin,
+            "status": self.status,
+            "architectures": self.architectures,
+            "exporters": self.exporters,
+            "commands": self.commands,
+            "errors": self.errors,
+        }
+
+
+class Zoo:
+    """The plugin manager and everything the plugins registered."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.architectures: Registry[Architecture] = Registry("architecture")
+        self.exporters: Registry[Exporter] = Registry("exporter")
+        self.plugins: dict[str, PluginInfo] = {}
+        self.problems: list[str] = []
+
+    # -- loading ---------------------------------------------------------------
+
+    def add_plugin(self, plugin: object, info: PluginInfo) -> bool:
+        """Register one plugin object; a contract violation is reported, not raised."""
+        self.plugins[info.name] = info
+        try:
+            self.pm.register(plugin, name=info.name)
+            self.pm.check_pending()  # a misspelled @hookimpl fails here
+        except Exception as exc:  # noqa: BLE001 - any plugin fault is isolated
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            self._problem(info, f"{_one_line(exc)}")
+            return False
+        info.loaded = True
+        return True
+
+    def collect(self) -> None:
+        """Ask every loaded plugin for its architectures and exporters."""
+        self._call_each("register_architectures", self.architectures, Architecture, "architectures")
+        self._call_each("register_exporters", self.exporters, Exporter, "exporters")
+
+    def _call_each(self, hook_name: str, registry: Registry[Any], kind: type, attr: str) -> None:
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            info = self.plugins[impl.plugin_name]
+            staged: list[Any] = []
+
+            def register(item: Any, _info: PluginInfo = info, _staged: list[Any] = staged) -> None:
+                if not isinstance(item, kind):
+                    self._problem(_info, f"register() got {type(item).__name__}, not a zoo.{kind.__name__}; skipped")
+                    return
+                _staged.append(item.with_plugin(_info.name))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001
+                self._problem(info, f"{hook_name} raised {_one_line(exc)}; nothing it registered was kept")
+                continue
+            for item in staged:
+                try:
+                    registry.add(item)
+                except DuplicateName as exc:
+                    self._problem(info, f"{exc}; skipped")
+                    continue
+                getattr(info, attr).append(item.name)
+
+    def add_commands(self, group: Any, reserved: Iterable[str]) -> None:
+        """Let each plugin add commands to ``group``; built-in names cannot be taken."""
+        reserved = set(reserved)
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            info = self.plugins[impl.plugin_name]
+            before = set(group.commands)
+            try:
+                impl.function(cli=group)
+            except Exception as exc:  # noqa: BLE001
+                for name in set(group.commands) - before:
+                    del group.commands[name]
+                self._problem(info, f"register_commands raised {_one_line(exc)}")
+                continue
+            for name in sorted(set(group.commands) - before):
+                if name in reserved:
+                    del group.commands[name]
+                    self._problem(info, f"command {name!r} is a built-in zoo command; skipped")
+                else:
+                    info.commands.append(name)
+
+    def _problem(self, info: PluginInfo, message: str) -> None:
+        info.errors.append(message)
+        self.problems.append(f"plugin {info.name!r}: {message}")
+
+    # -- queries ----------------------------------------------------------------
+
+    def architecture(self, name: str) -> Architecture:
+        return self.architectures.resolve(name)
+
+    def exporter(self, name: str) -> Exporter:
+        return self.exporters.resolve(name)
+
+
+def load_zoo(
+    builtins: Iterable[str] = DEFAULT_PLUGINS,
+    entry_points: bool = True,
+    env: Mapping[str, str] | None = None,
+    extra: Iterable[tuple[str, object]] = (),
+) -> Zoo:
+    """Build a Zoo: built-in plugins, then third-party entry points, then ``extra``.
+
+    ``extra`` is ``(name, plugin_object)`` pairs, for tests and embedding.
+    """
+    env = os.environ if env is None else env
+    zoo = Zoo()
+    version = _version(DISTRIBUTION)
+    for module_name in builtins:
+        info = PluginInfo(
+            name=module_name.rsplit(".", 1)[-1], module=module_name, distribution=DISTRIBUTION, version=version, builtin=True
+        )
+        module = _import(zoo, info, lambda m=module_name: importlib.import_module(m))
+        if module is not None:
+            zoo.add_plugin(module, info)
+    if entry_points:
+        for ep, dist_name, dist_version in _entry_points(zoo, env):
+            info = PluginInfo(name=ep.name, module=ep.value, distribution=dist_name, version=dist_version)
+            if ep.name in zoo.plugins:
+                zoo._problem(info, f"plugin name {ep.name!r} is already taken; rename the entry point")
+                continue
+            module = _import(zoo, info, ep.load)
+            if module is not None:
+                zoo.add_plugin(module, info)
+    for name, plugin in extra:
+        zoo.add_plugin(plugin, PluginInfo(name=name, module=getattr(plugin, "__name__", None)))
+    zoo.collect()
+    return zoo
+
+
+def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> ModuleType | None:
+    try:
+        return load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not take zoo down
+        zoo.plugins[info.name] = info
+        zoo._problem(info, f"failed to import: {_one_line(exc)}")
+        log.debug("import of plugin %s failed", info.name, exc_info=True)
+        return None
+
+
+def _entry_points(zoo: Zoo, env: Mapping[str, str]) -> list[tuple[importlib.metadata.EntryPoint, str, str]]:
+    allowed = None
+    if LOAD_ENV in env:
+        allowed = {_normalize(n) for n in env[LOAD_ENV].split(",") if n.strip()}
+    found: dict[tuple[str, str], tuple[importlib.metadata.EntryPoint, str, str]] = {}
+    for dist in importlib.metadata.distributions():
+        dist_name = dist.metadata["Name"] or "?"
+        for ep in dist.entry_points:
+            if ep.group != hookspecs.PROJECT:
+                continue
+            if allowed is not None and _normalize(dist_name) not in allowed:
+                continue
+            found.setdefault((_normalize(dist_name), ep.name), (ep, dist_name, dist.version))
+    if allowed:
+        missing = allowed - {key[0] for key in found}
+        for name in sorted(missing):
+            zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name")
+    return sorted(found.values(), key=lambda item: (item[1].lower(), item[0].name))
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

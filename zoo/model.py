@@ -1,0 +1,147 @@
+"""Build an architecture into a module on a device, generate its inputs, run it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import CheckFailed, DeviceError, ParameterError, PluginError
+from zoo.params import coerce_params
+from zoo.shapes import input_shape, sample_sizes, value_range
+from zoo.spec import FLOAT_DTYPES, Architecture
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class BuiltModel:
+    """A module built from an architecture, with everything needed to rebuild it."""
+
+    arch: Architecture
+    overrides: dict[str, Any]
+    seed: int
+    device: str
+    module: Any
+    weights: dict[str, str] | None = None  # {"path": ..., "sha256": ...}
+    params: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.params = {**self.arch.defaults, **self.overrides}
+
+    def sample_inputs(self, sizes: Mapping[str, int] | None = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+        sizes = sample_sizes(self.arch, self.params) if sizes is None else sizes
+        return make_inputs(self.arch, self.params, sizes, self.seed if seed is None else seed, self.device)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], grad: bool = False) -> dict[str, torch.Tensor]:
+        import torch
+
+        with torch.set_grad_enabled(grad):
+            try:
+                result = self.module(*inputs.values())  # positional, in declared order
+            except Exception as exc:  # noqa: BLE001 - the model's own bug, reported as a failed check
+                raise CheckFailed(f"{self.arch.name}: forward pass raised {type(exc).__name__}: {exc}") from exc
+        return name_outputs(self.arch, result)
+
+
+def torch_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda``; a clear error where torch has no CUDA."""
+    import torch
+
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: this PyTorch has no CUDA device available; use --device cpu")
+    return torch.device(name)
+
+
+def build_model(
+    arch: Architecture,
+    overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    weights: str | Path | None = None,
+) -> BuiltModel:
+    """Build ``arch`` with ``overrides`` and seeded initial weights, in eval mode on ``device``."""
+    import torch
+
+    dev = torch_device(device)
+    overrides = coerce_params(dict(overrides or {}), arch.parameters, arch.name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            module = arch.build(**overrides)
+        except ParameterError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(
+                f"architecture {arch.name!r} (plugin {arch.plugin!r}) failed to build: {type(exc).__name__}: {exc}"
+            ) from exc
+    if not isinstance(module, torch.nn.Module):
+        raise PluginError(
+            f"architecture {arch.name!r} (plugin {arch.plugin!r}): build returned {type(module).__name__}, not a torch.nn.Module"
+        )
+    record = None
+    if weights is not None:
+        from zoo.weights import load_weights
+
+        record = load_weights(module, Path(weights), arch.name)
+    module.eval()
+    module.to(dev)
+    return BuiltModel(arch, dict(overrides), seed, device, module, record)
+
+
+def make_inputs(
+    arch: Architecture, params: Mapping[str, Any], sizes: Mapping[str, int], seed: int, device: str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Seeded inputs of the declared shapes, dtypes and ranges (made on the CPU, so
+    every device sees the same values)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    inputs = {}
+    for inp in arch.inputs:
+        shape = input_shape(inp, params, sizes)
+        dtype = getattr(torch, inp.dtype)
+        bounds = value_range(inp, params)
+        if inp.dtype == "bool":
+            tensor = torch.randint(0, 2, shape, generator=generator).bool()
+        elif inp.dtype in FLOAT_DTYPES:
+            if bounds is None:
+                tensor = torch.randn(shape, generator=generator)
+            else:
+                low, high = bounds
+                tensor = torch.rand(shape, generator=generator) * (high - low) + low
+            tensor = tensor.to(dtype)
+        else:
+            low, high = bounds  # type: ignore[misc]  # Input requires a range for integers
+            tensor = torch.randint(int(low), int(high), shape, generator=generator, dtype=dtype)
+        inputs[inp.name] = tensor.to(device)
+    return inputs
+
+
+def name_outputs(arch: Architecture, result: Any) -> dict[str, torch.Tensor]:
+    """Map what ``forward`` returned (a tensor, a tuple, or a dict) onto the declared outputs."""
+    import torch
+
+    names = [o.name for o in arch.outputs]
+    if isinstance(result, torch.Tensor):
+        values = [result]
+    elif isinstance(result, Mapping):
+        if set(result) != set(names):
+            raise CheckFailed(f"{arch.name}: forward returned outputs {sorted(result)}, but the architecture declares {names}")
+        values = [result[name] for name in names]
+    elif isinstance(result, (tuple, list)):
+        values = list(result)
+    else:
+        raise CheckFailed(f"{arch.name}: forward returned {type(result).__name__}; return a tensor, a tuple or a dict")
+    if len(values) != len(names):
+        raise CheckFailed(f"{arch.name}: forward returned {len(values)} outputs, but the architecture declares {len(names)} ({', '.join(names)})")
+    for name, value in zip(names, values):
+        if not isinstance(value, torch.Tensor):
+            raise CheckFailed(f"{arch.name}: output {name!r} is a {type(value).__name__}, not a tensor")
+    return dict(zip(names, values))

@@ -1,0 +1,135 @@
+"""Turn ``--param KEY=VALUE`` strings into typed build arguments.
+
+The type comes from the ``build`` callable's annotation: ``int``, ``float``,
+``bool``, ``str``, ``Literal[...]`` (choices), ``tuple[int, ...]`` (``4,3``) and
+``X | None`` (``none``).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from zoo.errors import ParameterError
+from zoo.spec import Parameter
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def describe_type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"{describe_type(args[0])},..."
+        return ",".join(describe_type(a) for a in args)
+    if annotation is type(None):
+        return "none"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def convert(text: str, annotation: Any) -> Any:
+    """Parse ``text`` as ``annotation``; raises ``ValueError`` with the reason."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() in ("none", "") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(text, arg)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin is typing.Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise ValueError(f"expected one of {', '.join(map(str, args))}")
+    if origin is tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(convert(item, args[0]) for item in items)
+        if len(items) != len(args):
+            raise ValueError(f"expected {len(args)} comma-separated values")
+        return tuple(convert(item, arg) for item, arg in zip(items, args))
+    if annotation is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError("expected true or false")
+    if annotation is int:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if annotation is float:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if annotation is str:
+        return text
+    raise ValueError(f"zoo cannot parse parameters of type {describe_type(annotation)}")
+
+
+def parse_params(pairs: Iterable[str], parameters: Mapping[str, Parameter], owner: str) -> dict[str, Any]:
+    """``["hidden=8,4", "activation=relu"]`` -> ``{"hidden": (8, 4), "activation": "relu"}``."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ParameterError(f"--param {pair!r}: write it as KEY=VALUE ({valid_list(parameters)})")
+        values[key] = text
+    return coerce_params(values, parameters, owner)
+
+
+def coerce_params(values: Mapping[str, Any], parameters: Mapping[str, Parameter], owner: str) -> dict[str, Any]:
+    """Check names and convert strings; values already of the right kind pass through.
+
+    Also used for parameters read back from JSON (an ONNX file's metadata), where
+    tuples arrive as lists.
+    """
+    result: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in parameters:
+            raise ParameterError(f"{owner} has no parameter {key!r}; {valid_list(parameters)}")
+        param = parameters[key]
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        if not isinstance(value, str) or param.annotation is str:
+            result[key] = value
+            continue
+        try:
+            result[key] = convert(value, param.annotation)
+        except ValueError as exc:
+            raise ParameterError(
+                f"{owner}: parameter {key}={value!r} is invalid: {exc} (type {describe_type(param.annotation)})"
+            ) from None
+    return result
+
+
+def valid_list(parameters: Mapping[str, Parameter]) -> str:
+    if not parameters:
+        return "it takes no parameters"
+    items = ", ".join(f"{p.name} ({describe_type(p.annotation)}, default {format_value(p.default)})" for p in parameters.values())
+    return f"valid parameters: {items}"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)

@@ -1,0 +1,265 @@
+"""The specs plugins register: architectures, their inputs and outputs, exporters.
+
+Everything here is plain data and can be listed without importing torch: a
+``build`` callable is only called when a model is actually needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+TASKS = ("binary", "multiclass", "regression")
+HEADS = ("sigmoid", "softmax", "log_softmax")
+FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
+DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
+
+DEFAULT_SAMPLE = {"batch": 2}
+DEFAULT_DIM_SAMPLE = 8
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A symbolic dimension.
+
+    A name that is also a build parameter (``in_features``) resolves to that
+    parameter's value and is static. Any other name (``batch``, ``seq``) stays
+    dynamic in exported graphs: ``sample`` is its size when exporting, and
+    verification also runs it at other sizes between ``min`` and ``max``.
+    """
+
+    name: str
+    sample: int | None = None
+    min: int = 1
+    max: int | None = None
+
+    @property
+    def sample_size(self) -> int:
+        if self.sample is not None:
+            return self.sample
+        return DEFAULT_SAMPLE.get(self.name, DEFAULT_DIM_SAMPLE)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+DimLike = int | str | Dim
+
+
+@dataclass(frozen=True)
+class Input:
+    """One named model input.
+
+    ``shape`` mixes ints (fixed), names (symbolic, see ``Dim``) and ``Dim`` objects.
+    ``range`` is ``(low, high)`` for generated samples: integers are drawn from
+    ``[low, high)``, floats uniformly from ``[low, high)``; floats default to a
+    standard normal. Bounds may name a build parameter (``(0, "vocab_size")``).
+    """
+
+    name: str
+    shape: tuple[DimLike, ...]
+    dtype: str = "float32"
+    range: tuple[float | str, float | str] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"input {self.name!r}: dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.range is None and self.dtype in INT_DTYPES:
+            raise ValueError(f"input {self.name!r}: integer inputs need a range=(low, high)")
+
+    @property
+    def dims(self) -> tuple[Dim | int, ...]:
+        return tuple(Dim(d) if isinstance(d, str) else d for d in self.shape)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One named model output.
+
+    ``task`` selects the loss check (``binary``: BCE, ``multiclass``:
+    cross-entropy over the last dimension, ``regression``: MSE; ``None``: no
+    loss). ``head`` says what the model already applied to it: ``sigmoid``,
+    ``softmax``, ``log_softmax`` or ``None`` (raw logits or values). ``shape``,
+    when given, is checked after every forward pass (same notation as inputs).
+    """
+
+    name: str
+    task: str | None = None
+    head: str | None = None
+    shape: tuple[DimLike, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.shape is not None:
+            object.__setattr__(self, "shape", tuple(self.shape))
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"output {self.name!r}: task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.head is not None and self.head not in HEADS:
+            raise ValueError(f"output {self.name!r}: head {self.head!r} is not one of {', '.join(HEADS)}")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Allowed difference between PyTorch and an exported model: |a-b| <= atol + rtol*|b|."""
+
+    rtol: float
+    atol: float
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A build parameter, read from the ``build`` callable's signature."""
+
+    name: str
+    annotation: Any
+    default: Any
+
+    @property
+    def type_name(self) -> str:
+        from zoo.params import describe_type
+
+        return describe_type(self.annotation)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A named, buildable model: what a plugin passes to ``register``.
+
+    ``build`` is called with keyword arguments only; each of its parameters must
+    have a default, and its annotation tells how ``--param`` values are parsed.
+    ``tolerances`` overrides the default rtol/atol per device (``{"cpu": Tolerance(...)}``
+    or ``{"*": ...}``). ``plugin`` is filled in by zoo when the plugin registers it.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    inputs: tuple[Input, ...]
+    outputs: tuple[Output, ...]
+    summary: str = ""
+    aliases: tuple[str, ...] = ()
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("an architecture needs a non-empty name")
+        if not callable(self.build):
+            raise ValueError(f"architecture {self.name!r}: build must be callable")
+        if not self.inputs or not self.outputs:
+            raise ValueError(f"architecture {self.name!r}: needs at least one input and one output")
+        for kind, items in (("input", self.inputs), ("output", self.outputs)):
+            names = [item.name for item in items]
+            if len(set(names)) != len(names):
+                raise ValueError(f"architecture {self.name!r}: {kind} names must be unique")
+        self.parameters  # validate the build signature now, not at first use
+
+    @property
+    def parameters(self) -> dict[str, Parameter]:
+        return build_parameters(self.build, self.name)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.parameters.items()}
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(o.task for o in self.outputs if o.task)
+
+    def with_plugin(self, plugin: str) -> Architecture:
+        return dataclasses.replace(self, plugin=plugin)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (``zoo list --json``); needs no torch."""
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "summary": self.summary,
+            "plugin": self.plugin,
+            "tasks": list(self.tasks),
+            "inputs": [
+                {"name": i.name, "shape": [_dim_json(d) for d in i.shape], "dtype": i.dtype, "range": _range_json(i.range)}
+                for i in self.inputs
+            ],
+            "outputs": [
+                {"name": o.name, "task": o.task, "head": o.head, "shape": None if o.shape is None else [_dim_json(d) for d in o.shape]}
+                for o in self.outputs
+            ],
+            "parameters": {
+                p.name: {"type": p.type_name, "default": list(p.default) if isinstance(p.default, tuple) else p.default}
+                for p in self.parameters.values()
+            },
+        }
+
+    def shape_text(self, params: Mapping[str, Any] | None = None) -> str:
+        """``x: batch×8`` for each input, with parameter dims resolved."""
+        values = {**self.defaults, **(params or {})}
+        parts = []
+        for inp in self.inputs:
+            dims = [str(values.get(str(d), d)) for d in inp.shape]
+            dtype = "" if inp.dtype == "float32" else f" {inp.dtype}"
+            parts.append(f"{inp.name}: {'×'.join(dims)}{dtype}")
+        return ", ".join(parts)
+
+
+def _dim_json(dim: DimLike) -> int | str:
+    return dim if isinstance(dim, int) else str(dim)
+
+
+def _range_json(bounds: tuple[float | str, float | str] | None) -> list[float | str] | None:
+    return None if bounds is None else list(bounds)
+
+
+def build_parameters(build: Callable[..., Any], owner: str) -> dict[str, Parameter]:
+    """The keyword parameters of ``build``, with their annotations evaluated.
+
+    Only parameter annotations are evaluated (not the return annotation), so a
+    plugin can annotate ``-> nn.Module`` without importing torch at module level.
+    """
+    signature = inspect.signature(build)
+    namespace = getattr(inspect.unwrap(build), "__globals__", {})
+    params: dict[str, Parameter] = {}
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise ValueError(f"architecture {owner!r}: build parameter {p.name!r} needs a default")
+        annotation = p.annotation
+        if isinstance(annotation, str):
+            annotation = eval(annotation, {**vars(typing), **namespace})  # noqa: S307 - plugin's own source
+        if annotation is p.empty:
+            annotation = type(p.default)
+        params[p.name] = Parameter(p.name, annotation, p.default)
+    return params
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """An export format: what a plugin passes to ``register`` in ``register_exporters``.
+
+    ``export(job)`` writes ``job.path`` (and any side files, named in its return
+    value) for ``job.module`` traced on ``job.sample``; ``load(path, device)``
+    returns a callable mapping input names to numpy arrays onto output names to
+    numpy arrays, with a ``description`` attribute (runtime, providers) used in
+    reports; ``read_metadata(path)`` returns the ``dict[str, str]`` written by
+    ``export``. See ``zoo.exporting`` for the job object.
+    """
+
+    name: str
+    suffix: str
+    export: Callable[..., Any]
+    load: Callable[..., Any]
+    read_metadata: Callable[..., dict[str, str]]
+    summary: str = ""
+    default_opset: int | None = None  # for formats with versioned operator sets
+    plugin: str = ""
+
+    def with_plugin(self, plugin: str) -> Exporter:
+        return dataclasses.replace(self, plugin=plugin)
