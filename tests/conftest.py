@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from zoo.cli import cli
+from zoo.manager import Zoo, load_zoo
+
+
+@pytest.fixture(autouse=True)
+def _no_third_party_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the built-in plugins unless they install their own."""
+    monkeypatch.setenv("ZOO_LOAD_PLUGINS", "")
+
+
+@pytest.fixture
+def zoo() -> Zoo:
+    return load_zoo(entry_points=False)
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Invoke the CLI in a temporary working folder: ``run("list", "--json")``."""
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str, zoo: Zoo | None = None, input: str | None = None) -> Result:
+        runner = CliRunner()
+        return runner.invoke(cli, list(args), obj=zoo, input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def lines(text: str) -> Sequence[str]:
+    return [line for line in text.splitlines() if line.strip()]
