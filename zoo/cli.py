@@ -19,7 +19,7 @@ from zoo import __version__
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.manager import Zoo, load_zoo
 from zoo.params import format_value, parse_params
-from zoo.spec import Architecture
+from zoo.spec import TOLERANCE_HELP, Architecture
 
 EXIT_INTERRUPTED = 130
 
@@ -247,8 +247,6 @@ def check_lines(result: Any) -> list[str]:
 
 
 def tolerance_options(func: Any) -> Any:
-    from zoo.exporting import TOLERANCE_HELP
-
     func = click.option("--atol", type=float, help=f"Absolute tolerance ({TOLERANCE_HELP}).")(func)
     return click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")(func)
 

@@ -25,24 +25,13 @@ from zoo.check import CheckResult, check_model
 from zoo.errors import CheckFailed, ExportFailed, OutputPathError, UsageError, VerificationFailed, ZooError
 from zoo.model import BuiltModel
 from zoo.shapes import dynamic_dims, verification_cases
-from zoo.spec import Architecture, Dim, Exporter, Tolerance
+from zoo.spec import DEFAULT_TOLERANCES, Architecture, Dim, Exporter, Tolerance
 from zoo.tasks import agreement, closed_form_loss, make_target
 
 log = logging.getLogger(__name__)
 
 META_PREFIX = "zoo."
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
-
-# Defaults per (device, dtype): |torch - exported| <= atol + rtol * |torch|.
-DEFAULT_TOLERANCES = {
-    ("cpu", "float64"): Tolerance(1e-7, 1e-9),
-    ("cpu", "float32"): Tolerance(1e-4, 1e-5),
-    ("cuda", "float32"): Tolerance(1e-3, 1e-4),
-    ("*", "float16"): Tolerance(1e-2, 1e-3),
-    ("*", "bfloat16"): Tolerance(2e-2, 1e-2),
-}
-TOLERANCE_HELP = "defaults: float32 1e-4/1e-5 on cpu, 1e-3/1e-4 on cuda; float16 1e-2/1e-3; integers exact"
-
 
 @dataclass
 class ExportJob:

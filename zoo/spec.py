@@ -111,6 +111,17 @@ class Tolerance:
     atol: float
 
 
+# Defaults per (device, dtype), used unless an architecture or the command line says otherwise.
+DEFAULT_TOLERANCES = {
+    ("cpu", "float64"): Tolerance(1e-7, 1e-9),
+    ("cpu", "float32"): Tolerance(1e-4, 1e-5),
+    ("cuda", "float32"): Tolerance(1e-3, 1e-4),
+    ("*", "float16"): Tolerance(1e-2, 1e-3),
+    ("*", "bfloat16"): Tolerance(2e-2, 1e-2),
+}
+TOLERANCE_HELP = "defaults: float32 1e-4/1e-5 on cpu, 1e-3/1e-4 on cuda; float16 1e-2/1e-3; integers exact"
+
+
 @dataclass(frozen=True)
 class Parameter:
     """A build parameter, read from the ``build`` callable's signature."""
