@@ -250,3 +250,9 @@ def test_cuda_export_verifies(tmp_path, name):
         assert providers[0] == "CUDAExecutionProvider"
     else:
         assert "no CUDAExecutionProvider" in record["verification"]["note"]
+
+
+def test_export_all_refuses_per_architecture_options(tmp_path):
+    result = invoke("export", "--all", "-o", tmp_path, "-p", "hidden=3")
+    assert result.exit_code == 2 and "export it by NAME instead of --all" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -308,6 +308,8 @@ def export_command(
     zoo = get_zoo(ctx)
     exporter = zoo.exporter(format_name)
     if export_all:
+        if params or weights:
+            raise UsageError("--param and --weights describe one architecture; export it by NAME instead of --all")
         archs = zoo.architectures.filter(name)
         if not archs:
             raise UsageError(f"no architecture matches {name!r}")
@@ -325,7 +327,7 @@ def export_command(
         if export_all and not as_json:
             click.echo(f"[{index + 1}/{len(archs)}] {arch.name} ...", err=True)
         try:
-            overrides = parse_params(params, arch.parameters, arch.name) if not export_all else {}
+            overrides = parse_params(params, arch.parameters, arch.name)
             built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
             result = export_model(
                 built, exporter, target, opset=opset, static=static, rtol=rtol, atol=atol, force=force
