@@ -126,8 +126,9 @@ class WrongExporter:
 
     @hookimpl
     def register_exporters(self, register):
-        from zoo import Exporter
         from zoo.exporters import onnx as onnx_exporter
+
+        from zoo import Exporter
 
         def export(job):
             with torch.no_grad():
@@ -153,8 +154,9 @@ def test_broken_exporter_fails_and_leaves_no_file(tmp_path):
 class CrashingExporter:
     @hookimpl
     def register_exporters(self, register):
-        from zoo import Exporter
         from zoo.exporters import onnx as onnx_exporter
+
+        from zoo import Exporter
 
         def export(job):
             job.path.write_bytes(b"half an onnx file")  # a partial write, then a crash

@@ -170,7 +170,7 @@ class Architecture:
             names = [item.name for item in items]
             if len(set(names)) != len(names):
                 raise ValueError(f"architecture {self.name!r}: {kind} names must be unique")
-        self.parameters  # validate the build signature now, not at first use
+        build_parameters(self.build, self.name)  # fail at registration, not at first use
 
     @property
     def parameters(self) -> dict[str, Parameter]:
