@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("cpu", "cuda")
+MAX_SEED = 2**63 - 2**20  # torch seeds are 64-bit; verification adds small offsets
 
 
 @dataclass
@@ -69,6 +70,8 @@ def build_model(
     """Build ``arch`` with ``overrides`` and seeded initial weights, in eval mode on ``device``."""
     import torch
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"--seed {seed!r}: use an integer from 0 to {MAX_SEED}")
     dev = torch_device(device)
     overrides = coerce_params(dict(overrides or {}), arch.parameters, arch.name)
     with torch.random.fork_rng(devices=[]):
@@ -108,6 +111,8 @@ def make_inputs(
         shape = input_shape(inp, params, sizes)
         dtype = getattr(torch, inp.dtype)
         bounds = value_range(inp, params)
+        if bounds is not None:
+            check_range(inp, bounds)
         if inp.dtype == "bool":
             tensor = torch.randint(0, 2, shape, generator=generator).bool()
         elif inp.dtype in FLOAT_DTYPES:
@@ -122,6 +127,30 @@ def make_inputs(
             tensor = torch.randint(int(low), int(high), shape, generator=generator, dtype=dtype)
         inputs[inp.name] = tensor.to(device)
     return inputs
+
+
+def check_range(inp: Any, bounds: tuple[float, float]) -> None:
+    """A sample range must be two finite numbers with ``low < high`` (``[0, vocab_size)``
+    with ``vocab_size=0`` is empty), and integer bounds must fit the dtype."""
+    import torch
+
+    low, high = bounds
+    names = " / ".join(str(b) for b in inp.range if isinstance(b, str))
+    hint = f" (check the parameter {names})" if names else ""
+    numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+    if not numbers or not all(map(_finite, bounds)) or not low < high:
+        raise ParameterError(f"input {inp.name!r}: sample range [{low!r}, {high!r}) is empty or not finite{hint}")
+    if inp.dtype in FLOAT_DTYPES or inp.dtype == "bool":
+        return
+    info = torch.iinfo(getattr(torch, inp.dtype))
+    if low < info.min or high - 1 > info.max:
+        raise ParameterError(f"input {inp.name!r}: sample range [{low}, {high}) does not fit {inp.dtype}{hint}")
+
+
+def _finite(value: float) -> bool:
+    import math
+
+    return math.isfinite(value)
 
 
 def name_outputs(arch: Architecture, result: Any) -> dict[str, torch.Tensor]:
