@@ -122,6 +122,8 @@ def make_inputs(
                 low, high = bounds
                 tensor = torch.rand(shape, generator=generator) * (high - low) + low
             tensor = tensor.to(dtype)
+            if bounds is not None:
+                tensor = _half_open(tensor, inp, *bounds)
         else:
             low, high = bounds  # type: ignore[misc]  # Input requires a range for integers
             tensor = torch.randint(int(low), int(high), shape, generator=generator, dtype=dtype)
@@ -145,6 +147,23 @@ def check_range(inp: Any, bounds: tuple[float, float]) -> None:
     info = torch.iinfo(getattr(torch, inp.dtype))
     if low < info.min or high - 1 > info.max:
         raise ParameterError(f"input {inp.name!r}: sample range [{low}, {high}) does not fit {inp.dtype}{hint}")
+
+
+def _half_open(tensor: torch.Tensor, inp: Any, low: float, high: float) -> torch.Tensor:
+    """Clamp into ``[low, high)`` as the dtype can hold it: rounding to float16 or
+    bfloat16 (or float32 arithmetic) can land on ``high`` itself."""
+    import torch
+
+    dtype = tensor.dtype
+    top = torch.tensor(float(high), dtype=torch.float64).to(dtype)
+    while top.double().item() >= high:
+        top = torch.nextafter(top, torch.tensor(float("-inf"), dtype=dtype))
+    bottom = torch.tensor(float(low), dtype=torch.float64).to(dtype)
+    while bottom.double().item() < low:
+        bottom = torch.nextafter(bottom, torch.tensor(float("inf"), dtype=dtype))
+    if bottom > top:
+        raise ParameterError(f"input {inp.name!r}: sample range [{low}, {high}) holds no {inp.dtype} value; widen it")
+    return tensor.clamp(bottom, top)
 
 
 def _finite(value: float) -> bool:
