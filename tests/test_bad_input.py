@@ -85,9 +85,10 @@ def test_bad_param_is_a_usage_error(run, tmp_path, name, param, needles):
     fails_cleanly(run, tmp_path, 2, ["export", name, "-p", param, "-o", OUT], *needles)
 
 
-def test_zero_sized_dimension_from_a_param_is_refused(run, tmp_path, fake_zoo):
-    # the build accepts width=0 (Linear(0, 2)); the core must refuse the empty input, not crash in torch
-    fails_cleanly(run, tmp_path, 2, ["export", "wrong-shape", "-p", "width=0", "-o", OUT], "'width'", "positive", zoo=fake_zoo)
+@pytest.mark.parametrize("width", ["-1", "0"])
+def test_non_positive_size_is_refused_before_the_plugin_builds(run, tmp_path, fake_zoo, width):
+    # the fake's build does not validate width: the core must, before torch raises in Linear(-1, 2)
+    fails_cleanly(run, tmp_path, 2, ["show", "wrong-shape", "-p", f"width={width}"], f"width={width}", "positive integer", zoo=fake_zoo)
 
 
 def test_empty_token_range_is_refused(run, tmp_path, fake_zoo):

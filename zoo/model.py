@@ -74,6 +74,7 @@ def build_model(
         raise ParameterError(f"--seed {seed!r}: use an integer from 0 to {MAX_SEED}")
     dev = torch_device(device)
     overrides = coerce_params(dict(overrides or {}), arch.parameters, arch.name)
+    check_dimension_params(arch, {**arch.defaults, **overrides})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -96,6 +97,21 @@ def build_model(
     module.eval()
     module.to(dev)
     return BuiltModel(arch, dict(overrides), seed, device, module, record)
+
+
+def check_dimension_params(arch: Architecture, params: Mapping[str, Any]) -> None:
+    """A parameter that sizes an input (``in_features``) must be a positive integer:
+    refused here, before a plugin's ``build`` turns it into a torch error."""
+    for inp in arch.inputs:
+        for dim in inp.shape:
+            name = dim if isinstance(dim, str) else getattr(dim, "name", None)
+            if name not in params:
+                continue
+            value = params[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(
+                    f"{arch.name}: {name}={value!r} sizes input {inp.name!r}; use a positive integer"
+                )
 
 
 def make_inputs(
