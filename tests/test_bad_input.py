@@ -120,6 +120,27 @@ def test_nonsense_device(run, tmp_path):
     fails_cleanly(run, tmp_path, 2, ["export", "binary", "--device", "tpu9", "-o", OUT], "--device", "cpu", "--help")
 
 
+# -- click's own parse errors get the same one-line form -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--bogus"], ("no such option '--bogus'", " --help')")),
+        (["export", "binary", "--bogus"], ("no such option '--bogus'", "export --help")),
+        (["verify"], ("missing argument 'FILE'", "verify --help")),
+        (["exprot", "binary"], ("no such command 'exprot'",)),
+    ],
+)
+def test_click_usage_errors_are_one_line(run, tmp_path, args, needles):
+    fails_cleanly(run, tmp_path, 2, args, *needles)
+
+
+def test_bare_zoo_still_prints_help(run):
+    result = run()
+    assert "Commands:" in result.output and "zoo: error" not in result.output
+
+
 # -- output paths -----------------------------------------------------------------
 
 

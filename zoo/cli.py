@@ -40,14 +40,27 @@ class ZooGroup(click.Group):
             click.echo(f"zoo: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
-            # Click's own parse errors (bad --device, missing argument, unknown
-            # option) get the same one-line form as ours, with the way to help.
-            command = exc.ctx.command_path if exc.ctx is not None else "zoo"
-            click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
-            ctx.exit(exc.exit_code)
+            _usage_line(ctx, exc)
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # 'zoo --bogus'
+            _usage_line(ctx, exc)
+            raise  # unreachable: _usage_line exits
+
+
+def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
+    """Click's own parse errors (bad --device, missing argument, unknown option)
+    get the same one-line form as ours, with the way to help."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc  # bare 'zoo' prints the help, as click does
+    command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+    click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
+    ctx.exit(exc.exit_code)
 
 
 def get_zoo(ctx: click.Context) -> Zoo:
