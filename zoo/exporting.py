@@ -7,6 +7,7 @@ when they appear, the generated inputs, the comparison and the report. An
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -43,6 +44,8 @@ from zoo.tasks import agreement, closed_form_loss, make_target
 log = logging.getLogger(__name__)
 
 META_PREFIX = "zoo."
+# OSErrors inside an exporter that are about the disk, not the model (others stay ExportFailed).
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 # Defaults per (device, dtype): |torch - exported| <= atol + rtol * |torch|.
@@ -463,7 +466,7 @@ def export_model(
                 raise
             except Exception as exc:  # noqa: BLE001
                 cause = root_cause(exc)
-                if isinstance(cause, OSError) and cause.errno is not None:
+                if isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:
                     raise write_error(cause, output) from exc  # disk full, quota...: not the exporter's fault
                 # -v shows the exporter's own words, -vv its traceback too.
                 log.info("exporter %s failed on %s: %s", exporter.name, arch.name, _ANSI.sub("", str(exc)).strip())
