@@ -153,5 +153,6 @@ def register_exporters(register):
             load=load,
             read_metadata=read_metadata,
             default_opset=DEFAULT_OPSET,
+            opsets=(MIN_OPSET, MAX_OPSET),
         )
     )

@@ -39,9 +39,28 @@ class ZooGroup(click.Group):
         except ZooError as exc:
             click.echo(f"zoo: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            _usage_line(ctx, exc)
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:  # 'zoo --bogus'
+            _usage_line(ctx, exc)
+            raise  # unreachable: _usage_line exits
+
+
+def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
+    """Click's own parse errors (bad --device, missing argument, unknown option)
+    get the same one-line form as ours, with the way to help."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc  # bare 'zoo' prints the help, as click does
+    command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+    click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
+    ctx.exit(exc.exit_code)
 
 
 def get_zoo(ctx: click.Context) -> Zoo:
@@ -115,8 +134,8 @@ def cli(verbose: int) -> None:
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if verbose == 0:
-        logging.getLogger().setLevel(logging.ERROR)
+    # basicConfig leaves the level alone where logging is already set up (an embedding app, pytest)
+    logging.getLogger().setLevel(logging.ERROR if verbose == 0 else level)
 
 
 @cli.command("list")
@@ -302,11 +321,13 @@ def export_command(
       zoo export binary --device cuda --report binary.json
       zoo export --all -o exported/
     """
-    from zoo.exporting import export_model
+    from zoo.exporting import check_tolerances, export_model
     from zoo.model import build_model, torch_device
 
     zoo = get_zoo(ctx)
     exporter = zoo.exporter(format_name)
+    exporter.resolve_opset(opset)  # refuse an unsupported --opset before any work
+    check_tolerances(rtol, atol)
     if export_all:
         if params or weights:
             raise UsageError("--param and --weights describe one architecture; export it by NAME instead of --all")
@@ -471,12 +492,25 @@ def write_json(path: Path, data: Any) -> None:
 
     if not path.parent.is_dir():
         raise OutputPathError(f"report folder {str(path.parent)!r} does not exist")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    from zoo.errors import write_error
+
+    if path.is_dir():
+        raise OutputPathError(f"--report {str(path)!r} is a directory; give a file name")
     try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) from exc
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, default=str)
             handle.write("\n")
         os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise write_error(exc, path) from exc
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

@@ -42,6 +42,10 @@ class OutputPathError(UsageError):
     """The output path cannot be written (missing folder, exists, not writable)."""
 
 
+class OutputWriteError(ZooError):
+    """Writing the output failed part way (disk full, quota, I/O error); nothing was left (exit 1)."""
+
+
 class PluginError(ZooError):
     """A plugin broke its contract (bad registration, build crashed)."""
 
@@ -56,3 +60,26 @@ class ExportFailed(ZooError):
 
 class VerificationFailed(ZooError):
     """The exported model does not compute what PyTorch computes (exit 1)."""
+
+
+# errno values that mean "this folder cannot be written": the user should pick another (exit 2).
+_PATH_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENAMETOOLONG"}
+# errno values that mean "the disk gave out": a failed run, not a usage mistake (exit 1).
+_SPACE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG"}
+
+
+def write_error(exc: OSError, path: object, what: str = "write") -> ZooError:
+    """A ``ZooError`` for an ``OSError`` met while writing ``path``, saying what to do."""
+    import errno
+
+    code = errno.errorcode.get(exc.errno or 0, "")
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f"{str(path)!r}"
+    if code in _SPACE_ERRNOS:
+        return OutputWriteError(
+            f"cannot {what} {where}: {reason} ({code}); free some space or choose another folder with -o (nothing was written)"
+        )
+    if code in _PATH_ERRNOS:
+        return OutputPathError(f"cannot {what} {where}: {reason} ({code}); choose a folder you can write to with -o")
+    label = f" ({code})" if code else ""
+    return OutputWriteError(f"cannot {what} {where}: {reason}{label}; check the disk and try again (nothing was written)")

@@ -7,10 +7,13 @@ when they appear, the generated inputs, the comparison and the report. An
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -22,7 +25,17 @@ from typing import Any
 
 from zoo import __version__
 from zoo.check import CheckResult, check_model
-from zoo.errors import CheckFailed, ExportFailed, OutputPathError, UsageError, VerificationFailed, ZooError
+from zoo.errors import (
+    CheckFailed,
+    ExportFailed,
+    OutputPathError,
+    ParameterError,
+    UsageError,
+    VerificationFailed,
+    WeightsError,
+    ZooError,
+    write_error,
+)
 from zoo.model import BuiltModel
 from zoo.shapes import dynamic_dims, verification_cases
 from zoo.spec import DEFAULT_TOLERANCES, Architecture, Dim, Exporter, Tolerance
@@ -31,6 +44,8 @@ from zoo.tasks import agreement, closed_form_loss, make_target
 log = logging.getLogger(__name__)
 
 META_PREFIX = "zoo."
+# OSErrors inside an exporter that are about the disk, not the model (others stay ExportFailed).
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 @dataclass
@@ -189,19 +204,46 @@ def check_output_path(path: Path, force: bool) -> None:
     parent = path.parent
     if path.is_dir():
         raise OutputPathError(f"output {str(path)!r} is a directory; give a file name such as {str(path / 'model.onnx')!r}")
+    if parent.exists() and not parent.is_dir():
+        raise OutputPathError(f"output folder {str(parent)!r} is a file, not a folder; choose another path with -o")
     if not parent.is_dir():
         raise OutputPathError(f"output folder {str(parent)!r} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputPathError(f"output folder {str(parent)!r} is not writable; choose another with -o")
     if path.exists() and not force:
         raise OutputPathError(f"{str(path)!r} already exists; pass --force to overwrite it")
+    probe_writable(parent)
+
+
+def probe_writable(folder: Path) -> None:
+    """Prove ``folder`` takes a new file by making (and removing) one.
+
+    ``os.access`` is not enough: root passes it on read-only mounts, and so do
+    folders of special file systems (``/proc``, ``/sys``) that refuse new files.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=".zoo-write-test.", dir=folder)
+    except OSError as exc:
+        raise OutputPathError(
+            f"output folder {str(folder)!r} is not writable ({exc.strerror or type(exc).__name__}); choose another with -o"
+        ) from exc
+    os.close(fd)
+    Path(name).unlink(missing_ok=True)
+
+
+def check_tolerances(rtol: float | None, atol: float | None) -> None:
+    """``--rtol``/``--atol`` must be finite and not negative: refuse before any work."""
+    for flag, value in (("--rtol", rtol), ("--atol", atol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ParameterError(f"{flag} {value}: a tolerance must be a finite number >= 0")
 
 
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
     renames); removed with whatever is left in it."""
-    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as exc:
+        raise write_error(exc, final.parent, "create a staging folder in") from exc
     try:
         yield temp
     finally:
@@ -341,6 +383,27 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return " ".join(str(exc).split())[:limit]
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost explicit cause: exporters wrap the real reason in their own errors."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def reason(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of the root cause, without colour codes: what a user reads."""
+    cause = root_cause(exc)
+    lines = [line.strip() for line in _ANSI.sub("", str(cause)).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
 def export_model(
     built: BuiltModel,
     exporter: Exporter,
@@ -356,7 +419,8 @@ def export_model(
     """Check, export into a staging folder, verify there, then move the files into
     place. Raises on a failed check or export; a failed verification places
     nothing and returns a result whose ``ok`` is False."""
-    opset = opset or exporter.default_opset
+    opset = exporter.resolve_opset(opset)  # an unsupported opset is a usage error before any work
+    check_tolerances(rtol, atol)
     result = ExportResult(built, exporter, opset, static)
     check_output_path(output, force)
     with _timed(result.timings, "check"):
@@ -390,14 +454,25 @@ def export_model(
             except ZooError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                log.info("exporter %s failed", exporter.name, exc_info=True)
+                cause = root_cause(exc)
+                if isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:
+                    raise write_error(cause, output) from exc  # disk full, quota...: not the exporter's fault
+                # -v shows the exporter's own words, -vv its traceback too.
+                log.info("exporter %s failed on %s: %s", exporter.name, arch.name, _ANSI.sub("", str(exc)).strip())
+                log.debug("exporter traceback", exc_info=True)
                 raise ExportFailed(
-                    f"{exporter.name} could not export {arch.name}: {type(exc).__name__}: {_short(exc, 200)} (run with -v for details)"
+                    f"{exporter.name} could not export {arch.name}: {reason(exc, 200)} (run with -v for the exporter's own reason)"
                 ) from exc
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
         if result.verification.ok:
-            result.files = place(written, job.path, output)
+            try:
+                result.files = place(written, job.path, output)
+            except OSError as exc:
+                for side in written:  # a side file already moved would be an orphan
+                    if side != job.path:
+                        (output.parent / side.name).unlink(missing_ok=True)
+                raise write_error(exc, output, "move the export into") from exc
         else:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
             result.error = "verification failed: " + result.verification.failures[0]
@@ -438,7 +513,11 @@ def verify_artifact(
     from zoo.weights import sha256
 
     if not path.is_file():
-        raise UsageError(f"{str(path)!r} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
+    check_tolerances(rtol, atol)
+    if weights is not None and not weights.is_file():
+        raise WeightsError(f"weights file {str(weights)!r} does not exist")
     exporter = exporter_for(zoo.exporters, path)
     meta = read_metadata(exporter, path)
     arch = zoo.architectures.get(meta["architecture"])

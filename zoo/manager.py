@@ -110,7 +110,7 @@ class Zoo:
 
             try:
                 impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
                 self._problem(info, f"{hook_name} raised {_one_line(exc)}; nothing it registered was kept")
                 continue
             for item in staged:
@@ -129,7 +129,7 @@ class Zoo:
             before = set(group.commands)
             try:
                 impl.function(cli=group)
-            except Exception as exc:  # noqa: BLE001
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
                 for name in set(group.commands) - before:
                     del group.commands[name]
                 self._problem(info, f"register_commands raised {_one_line(exc)}")
@@ -192,7 +192,7 @@ def load_zoo(
 def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> ModuleType | None:
     try:
         return load()
-    except Exception as exc:  # noqa: BLE001 - a broken plugin must not take zoo down
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not take zoo down
         zoo.plugins[info.name] = info
         zoo._problem(info, f"failed to import: {_one_line(exc)}")
         log.debug("import of plugin %s failed", info.name, exc_info=True)

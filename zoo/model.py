@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("cpu", "cuda")
+MAX_SEED = 2**63 - 2**20  # torch seeds are 64-bit; verification adds small offsets
 
 
 @dataclass
@@ -69,8 +70,11 @@ def build_model(
     """Build ``arch`` with ``overrides`` and seeded initial weights, in eval mode on ``device``."""
     import torch
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"--seed {seed!r}: use an integer from 0 to {MAX_SEED}")
     dev = torch_device(device)
     overrides = coerce_params(dict(overrides or {}), arch.parameters, arch.name)
+    check_dimension_params(arch, {**arch.defaults, **overrides})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -95,6 +99,21 @@ def build_model(
     return BuiltModel(arch, dict(overrides), seed, device, module, record)
 
 
+def check_dimension_params(arch: Architecture, params: Mapping[str, Any]) -> None:
+    """A parameter that sizes an input (``in_features``) must be a positive integer:
+    refused here, before a plugin's ``build`` turns it into a torch error."""
+    for inp in arch.inputs:
+        for dim in inp.shape:
+            name = dim if isinstance(dim, str) else getattr(dim, "name", None)
+            if name not in params:
+                continue
+            value = params[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(
+                    f"{arch.name}: {name}={value!r} sizes input {inp.name!r}; use a positive integer"
+                )
+
+
 def make_inputs(
     arch: Architecture, params: Mapping[str, Any], sizes: Mapping[str, int], seed: int, device: str = "cpu"
 ) -> dict[str, torch.Tensor]:
@@ -108,6 +127,8 @@ def make_inputs(
         shape = input_shape(inp, params, sizes)
         dtype = getattr(torch, inp.dtype)
         bounds = value_range(inp, params)
+        if bounds is not None:
+            check_range(inp, bounds)
         if inp.dtype == "bool":
             tensor = torch.randint(0, 2, shape, generator=generator).bool()
         elif inp.dtype in FLOAT_DTYPES:
@@ -117,11 +138,54 @@ def make_inputs(
                 low, high = bounds
                 tensor = torch.rand(shape, generator=generator) * (high - low) + low
             tensor = tensor.to(dtype)
+            if bounds is not None:
+                tensor = _half_open(tensor, inp, *bounds)
         else:
             low, high = bounds  # type: ignore[misc]  # Input requires a range for integers
             tensor = torch.randint(int(low), int(high), shape, generator=generator, dtype=dtype)
         inputs[inp.name] = tensor.to(device)
     return inputs
+
+
+def check_range(inp: Any, bounds: tuple[float, float]) -> None:
+    """A sample range must be two finite numbers with ``low < high`` (``[0, vocab_size)``
+    with ``vocab_size=0`` is empty), and integer bounds must fit the dtype."""
+    import torch
+
+    low, high = bounds
+    names = " / ".join(str(b) for b in inp.range if isinstance(b, str))
+    hint = f" (check the parameter {names})" if names else ""
+    numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+    if not numbers or not all(map(_finite, bounds)) or not low < high:
+        raise ParameterError(f"input {inp.name!r}: sample range [{low!r}, {high!r}) is empty or not finite{hint}")
+    if inp.dtype in FLOAT_DTYPES or inp.dtype == "bool":
+        return
+    info = torch.iinfo(getattr(torch, inp.dtype))
+    if low < info.min or high - 1 > info.max:
+        raise ParameterError(f"input {inp.name!r}: sample range [{low}, {high}) does not fit {inp.dtype}{hint}")
+
+
+def _half_open(tensor: torch.Tensor, inp: Any, low: float, high: float) -> torch.Tensor:
+    """Clamp into ``[low, high)`` as the dtype can hold it: rounding to float16 or
+    bfloat16 (or float32 arithmetic) can land on ``high`` itself."""
+    import torch
+
+    dtype = tensor.dtype
+    top = torch.tensor(float(high), dtype=torch.float64).to(dtype)
+    while top.double().item() >= high:
+        top = torch.nextafter(top, torch.tensor(float("-inf"), dtype=dtype))
+    bottom = torch.tensor(float(low), dtype=torch.float64).to(dtype)
+    while bottom.double().item() < low:
+        bottom = torch.nextafter(bottom, torch.tensor(float("inf"), dtype=dtype))
+    if bottom > top:
+        raise ParameterError(f"input {inp.name!r}: sample range [{low}, {high}) holds no {inp.dtype} value; widen it")
+    return tensor.clamp(bottom, top)
+
+
+def _finite(value: float) -> bool:
+    import math
+
+    return math.isfinite(value)
 
 
 def name_outputs(arch: Architecture, result: Any) -> dict[str, torch.Tensor]:

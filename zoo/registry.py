@@ -81,6 +81,8 @@ class Registry(Generic[T]):
         found = self._owner(name)
         if found is not None:
             return found
+        if not name.strip():
+            raise UsageError(f"give a {self.kind} name; run 'zoo list' to see the {len(self)} available")
         keys = [*self._items, *self._aliases]
         matches = {self._owner(key).name for key in keys if key.startswith(name)}  # type: ignore[union-attr]
         if len(matches) == 1:

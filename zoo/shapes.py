@@ -35,6 +35,8 @@ def concrete(shape: tuple[DimLike, ...], params: Mapping[str, Any], sizes: Mappi
         value = params[name] if name in params else sizes.get(name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ParameterError(f"{owner}: dimension {name!r} must be an integer, got {value!r}")
+        if value < 1:  # torch would fail deep inside with a negative size; zero makes empty tensors
+            raise ParameterError(f"{owner}: dimension {name!r} must be a positive integer, got {value}")
         result.append(value)
     return tuple(result)
 

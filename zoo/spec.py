@@ -270,7 +270,24 @@ class Exporter:
     read_metadata: Callable[..., dict[str, str]]
     summary: str = ""
     default_opset: int | None = None  # for formats with versioned operator sets
+    opsets: tuple[int, int] | None = None  # lowest and highest supported opset, checked before any work
     plugin: str = ""
 
     def with_plugin(self, plugin: str) -> Exporter:
         return dataclasses.replace(self, plugin=plugin)
+
+    def resolve_opset(self, opset: int | None) -> int | None:
+        """The opset to export with: ``opset`` (``None`` means the default), refused
+        with a usage error when this format does not support it."""
+        from zoo.errors import ParameterError
+
+        if opset is None:
+            return self.default_opset
+        if self.opsets is None and self.default_opset is None:
+            raise ParameterError(f"--opset: the {self.name} format has no operator sets; leave --opset out")
+        if self.opsets is not None:
+            low, high = self.opsets
+            if not low <= opset <= high:
+                default = f", default {self.default_opset}" if self.default_opset is not None else ""
+                raise ParameterError(f"--opset {opset} is not supported by {self.name}; use {low} to {high}{default}")
+        return opset

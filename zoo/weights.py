@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +34,30 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     if suffix not in SUFFIXES:
         raise WeightsError(f"weights file {path.name!r}: use a {', '.join(SUFFIXES)} file")
     try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
+        with warnings.catch_warnings():  # torch warns about pickle protocols: not the user's business
+            warnings.simplefilter("ignore")
+            if suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+                state = load_file(str(path), device="cpu")
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refused to build an object: the file would run code or make
+        # arbitrary objects if loaded the unsafe way. Never suggest weights_only=False.
+        detail = next((line.strip()[:160] for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        raise WeightsError(
+            f"refused to load {path.name!r}: it is a pickle that builds objects other than tensors"
+            f"{f' ({detail})' if detail else ''}, which could run code; zoo loads plain state dicts only: "
+            "re-save it with torch.save(model.state_dict(), ...) or as .safetensors"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        reason = " ".join(str(exc).split())[:300]
-        raise WeightsError(f"cannot read weights from {path.name!r} ({type(exc).__name__}): {reason}") from exc
+        reason = " ".join(str(exc).split())[:160]
+        raise WeightsError(
+            f"cannot read weights from {path.name!r}: it is truncated or not a {'safetensors' if suffix == '.safetensors' else 'PyTorch'} "
+            f"weights file ({type(exc).__name__}: {reason}); save one with "
+            f"{'safetensors.torch.save_file' if suffix == '.safetensors' else 'torch.save(model.state_dict(), path)'}"
+        ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # checkpoints often wrap the state dict
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
