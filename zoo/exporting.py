@@ -380,6 +380,8 @@ def export_model(
     """Check, export into a staging folder, verify there, then move the files into
     place. Raises on a failed check or export; a failed verification places
     nothing and returns a result whose ``ok`` is False."""
+    if opset is not None and exporter.default_opset is None:
+        raise UsageError(f"--opset: the {exporter.name} format has no operator set versions; leave --opset out")
     opset = opset or exporter.default_opset
     result = ExportResult(built, exporter, opset, static)
     check_output_path(output, force)

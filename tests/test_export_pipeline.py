@@ -1,11 +1,13 @@
-"""A model may return its outputs as a dict in any key order; the exported file
-must still label each output with the right name."""
+"""Export pipeline behaviour that every format relies on."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import zoo
+from zoo.errors import UsageError
 from zoo.exporting import export_model
 from zoo.manager import load_zoo
 from zoo.model import build_model
@@ -51,3 +53,15 @@ def test_dict_outputs_in_another_order_export_under_their_own_names(tmp_path: Pa
     assert result.ok, result.error
     # Shapes differ ((batch,1) vs (batch,3)), so a swapped label would fail as a shape mismatch.
     assert {name for case in result.verification.cases for name in case.outputs} == {"score", "value"}
+
+
+def test_opset_is_refused_for_a_format_without_opsets(tmp_path: Path) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("the exporter must not be called")
+
+    archive = zoo.Exporter(name="archive", suffix=".bin", export=never, load=never, read_metadata=never)
+    the_zoo = load_zoo(entry_points=False)
+    built = build_model(the_zoo.architecture("binary"))
+    with pytest.raises(UsageError, match="archive format has no operator set"):
+        export_model(built, archive, tmp_path / "m.bin", opset=18)
+    assert list(tmp_path.iterdir()) == []
