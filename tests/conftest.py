@@ -1,13 +1,22 @@
 from __future__ import annotations
 
+<<<<<<< HEAD
+=======
+import importlib
+import os
+>>>>>>> plugins
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from click.testing import CliRunner, Result
 
 from zoo.cli import cli
 from zoo.manager import Zoo, load_zoo
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_PLUGIN = REPO / "examples" / "zoo-example-plugin"
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +44,16 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def lines(text: str) -> Sequence[str]:
     return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def example_plugin(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The example third-party plugin, imported from its source tree (not installed)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN))
+    return importlib.import_module("zoo_example_plugin")
+
+
+@pytest.fixture
+def example_zoo(example_plugin: ModuleType) -> Zoo:
+    """Built-ins plus the example plugin under its entry-point name, as if installed."""
+    return load_zoo(entry_points=False, extra=[("example", example_plugin)])

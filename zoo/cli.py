@@ -440,9 +440,10 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     built, verification = result.built, result.verification
     arch = built.arch
     dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes})) if not result.static else ""
+    opset = f", opset {result.opset}" if result.opset is not None else ""  # formats without opsets show none
     lines = [
         f"{verb} {arch.name} (plugin {arch.plugin}, seed {built.seed}, device {built.device}) "
-        f"→ {result.files[0]}  [{result.exporter.name}, opset {result.opset or 'default'}, "
+        f"→ {result.files[0]}  [{result.exporter.name}{opset}, "
         f"{'dynamic: ' + dynamic if dynamic else 'static shapes'}]"
     ]
     if result.check is not None:

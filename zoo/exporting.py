@@ -56,7 +56,7 @@ class ExportJob:
     module: Any  # torch.nn.Module, eval mode, on ``device``
     sample: dict[str, Any]  # input name -> tensor, in the architecture's input order
     dynamic: dict[str, dict[int, Dim]]  # input name -> {axis: Dim} that must stay dynamic
-    output_names: list[str]
+    output_names: list[str]  # in the order forward returns them (a dict's own key order), not declared order
     path: Path  # write the main file here (a temporary folder beside the final path)
     opset: int | None
     metadata: dict[str, str]
@@ -404,6 +404,19 @@ def reason(exc: BaseException, limit: int = 300) -> str:
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
+def returned_output_names(built: BuiltModel, sample: Mapping[str, Any]) -> list[str]:
+    """Output names in the order ``forward`` returns them. A model may return a dict
+    in any key order; exporters that flatten outputs (ONNX) label them by position,
+    so they must be given this order, not the declared one."""
+    import torch
+
+    with torch.no_grad():
+        result = built.module(*sample.values())
+    if isinstance(result, Mapping):
+        return list(result)
+    return [o.name for o in built.arch.outputs]
+
+
 def export_model(
     built: BuiltModel,
     exporter: Exporter,
@@ -439,7 +452,7 @@ def export_model(
         module=built.module,
         sample=sample,
         dynamic=dynamic,
-        output_names=[o.name for o in arch.outputs],
+        output_names=returned_output_names(built, sample),
         path=output,
         opset=opset,
         metadata=metadata_for(built, exporter, opset, static),

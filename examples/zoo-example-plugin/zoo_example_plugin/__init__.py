@@ -1,0 +1,111 @@
+"""An example third-party zoo plugin.
+
+Installed, it is found through its ``[project.entry-points.zoo]`` entry and adds:
+
+- ``small-cnn``: images ``batch×3×height×width`` (height and width are build parameters);
+- ``token-classifier``: int64 token ids ``batch×seq`` in ``[0, vocab_size)``, dynamic ``seq``;
+- ``listing-model``: two named inputs and two named outputs;
+- the ``pt2`` export format (a ``torch.export`` program archive);
+- the ``pt2-info`` command.
+
+It uses only zoo's public API (``import zoo``). torch is imported inside the
+functions that need it, so ``zoo list`` does not load it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import zoo
+from zoo import Architecture, Dim, Input, Output, ParameterError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__version__ = "0.1.0"
+
+
+def small_cnn(height: int = 32, width: int = 32, channels: int = 8, n_classes: int = 10) -> nn.Module:
+    from zoo_example_plugin.nets import SmallCNN
+
+    if min(height, width) < 2:
+        raise ParameterError(f"height={height}, width={width}: the first pooling layer needs images of at least 2×2")
+    if channels < 1 or n_classes < 2:
+        raise ParameterError("channels must be >= 1 and n_classes >= 2")
+    return SmallCNN(channels, n_classes)
+
+
+def token_classifier(vocab_size: int = 1000, embed_dim: int = 32, heads: int = 4, n_classes: int = 5) -> nn.Module:
+    from zoo_example_plugin.nets import TokenClassifier
+
+    if embed_dim % heads:
+        raise ParameterError(f"embed_dim={embed_dim} must be divisible by heads={heads}")
+    if vocab_size < 1 or n_classes < 2:
+        raise ParameterError("vocab_size must be >= 1 and n_classes >= 2")
+    return TokenClassifier(vocab_size, embed_dim, heads, n_classes)
+
+
+def listing_model(n_features: int = 6, n_categories: int = 12, hidden: int = 16) -> nn.Module:
+    from zoo_example_plugin.nets import ListingModel
+
+    if min(n_features, n_categories, hidden) < 1:
+        raise ParameterError("n_features, n_categories and hidden must be positive")
+    return ListingModel(n_features, n_categories, hidden)
+
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(
+        Architecture(
+            name="small-cnn",
+            aliases=("cnn",),
+            summary="Conv-BN-ReLU-MaxPool ×2 → global pool → Linear: image classifier (logits)",
+            build=small_cnn,
+            # "height" and "width" are build parameters, so they are fixed in the
+            # exported graph; "batch" is not, so it stays dynamic.
+            inputs=(Input("image", ("batch", 3, "height", "width")),),
+            outputs=(Output("logits", task="multiclass", shape=("batch", "n_classes")),),
+        )
+    )
+    register(
+        Architecture(
+            name="token-classifier",
+            aliases=("text",),
+            summary="Embedding → self-attention encoder → mean pool → log_softmax: text classifier",
+            build=token_classifier,
+            # Token ids are drawn from [0, vocab_size); seq is exported at 12 and
+            # verified from 2 up to 64 tokens.
+            inputs=(Input("tokens", ("batch", Dim("seq", sample=12, min=2, max=64)), dtype="int64", range=(0, "vocab_size")),),
+            outputs=(Output("log_probs", task="multiclass", head="log_softmax", shape=("batch", "n_classes")),),
+        )
+    )
+    register(
+        Architecture(
+            name="listing-model",
+            aliases=("listing",),
+            summary="numeric features + category id → P(sold) and price: two inputs, two outputs",
+            build=listing_model,
+            inputs=(
+                Input("numeric", ("batch", "n_features"), range=(-1.0, 1.0)),
+                Input("category", ("batch",), dtype="int64", range=(0, "n_categories")),
+            ),
+            outputs=(
+                Output("sold", task="binary", head="sigmoid", shape=("batch", 1)),
+                Output("price", task="regression", shape=("batch", 1)),
+            ),
+        )
+    )
+
+
+@zoo.hookimpl
+def register_exporters(register):
+    from zoo_example_plugin import pt2
+
+    register(pt2.EXPORTER)
+
+
+@zoo.hookimpl
+def register_commands(cli):
+    from zoo_example_plugin.commands import pt2_info
+
+    cli.add_command(pt2_info)

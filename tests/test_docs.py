@@ -1,0 +1,95 @@
+"""Every code block in docs/plugins.md works.
+
+The ``my-models/...`` blocks are written out as a package, installed with pip
+and run with the ``zoo`` command and pytest, as a reader of the guide would.
+Every other Python block is run on its own; what it defines is then used:
+architectures are checked, exporters export and verify, commands are invoked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from installing import Installed, pip_install
+
+from zoo.check import check_model
+from zoo.cli import cli
+from zoo.exporting import export_model, verify_artifact
+from zoo.manager import load_zoo
+from zoo.model import build_model
+from zoo.spec import Architecture
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+PACKAGE_FILE = re.compile(r"^# (my-models/\S+)\n")
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", GUIDE.read_text(), flags=re.MULTILINE | re.DOTALL)
+
+
+def package_files() -> dict[str, str]:
+    return {m.group(1): block for block in code_blocks(r"\w+") if (m := PACKAGE_FILE.match(block))}
+
+
+def snippets() -> list[str]:
+    return [block for block in code_blocks("python") if not PACKAGE_FILE.match(block)]
+
+
+def test_the_guide_has_a_minimal_plugin_of_about_15_lines() -> None:
+    files = package_files()
+    assert set(files) == {"my-models/my_models.py", "my-models/pyproject.toml", "my-models/tests/test_my_models.py"}
+    code = [line for line in files["my-models/my_models.py"].splitlines()[1:] if line.strip()]
+    assert len(code) <= 20, f"the minimal plugin grew to {len(code)} lines"
+
+
+def test_the_minimal_plugin_installs_exports_and_passes_its_tests(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    for name, text in package_files().items():
+        path = source / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(PACKAGE_FILE.sub("", text))
+    site = tmp_path / "site-packages"
+    pip_install(source / "my-models", site)
+    installed = Installed(site)
+    env = installed.env(ZOO_LOAD_PLUGINS="my-models")
+    plugins = json.loads(subprocess.run([sys.executable, "-c", "from zoo.cli import main; main()", "plugins", "--json"],
+                                        env=env, capture_output=True, text=True, check=True).stdout)
+    mine = {p["name"]: p for p in plugins}["my_models"]
+    assert (mine["distribution"], mine["version"], mine["architectures"]) == ("my-models", "0.1.0", ["tiny-regressor"])
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "my-models" / "tests")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "1 passed" in tests.stdout
+
+
+@pytest.mark.parametrize("index", range(len(snippets())))
+def test_python_snippet_runs_and_what_it_defines_works(index: int, tmp_path: Path) -> None:
+    module = types.ModuleType(f"guide_snippet_{index}")
+    exec(compile(snippets()[index], f"docs/plugins.md snippet {index}", "exec"), module.__dict__)  # noqa: S102
+    the_zoo = load_zoo(entry_points=False, extra=[("guide", module)])
+    assert not the_zoo.problems
+    info = the_zoo.plugins["guide"]
+    archs = [the_zoo.architecture(name) for name in info.architectures]
+    archs += [value for value in vars(module).values() if isinstance(value, Architecture)]
+    for arch in archs:
+        result = check_model(build_model(arch))
+        assert result.ok, result.failures
+    for name in info.exporters:
+        exporter = the_zoo.exporter(name)
+        output = tmp_path / f"binary{exporter.suffix}"
+        result = export_model(build_model(the_zoo.architecture("binary")), exporter, output)
+        assert result.ok, result.error
+        assert verify_artifact(the_zoo, output).ok
+    for name in info.commands:
+        ran = CliRunner().invoke(cli, [name, "binary"], obj=the_zoo, catch_exceptions=False)
+        assert ran.exit_code == 0, ran.output
+        assert ran.output.strip()

@@ -1,0 +1,126 @@
+"""Every hook spec works from a third-party plugin, has a test here and is
+documented in docs/plugins.md (after datasette's tests/test_plugins.py).
+
+A test for hook ``NAME`` is a function in this module called ``test_hook_NAME...``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import click
+import pytest
+
+import zoo
+from zoo.exporting import export_model
+from zoo.manager import Zoo, load_zoo
+from zoo.model import build_model
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+
+
+def hook_specs() -> dict[str, tuple[str, ...]]:
+    """Hook name -> argument names, as zoo's plugin manager sees them."""
+    pm = load_zoo(builtins=(), entry_points=False).pm
+    return {name: getattr(pm.hook, name).spec.argnames for name in dir(pm.hook) if not name.startswith("_")}
+
+
+def test_there_are_hook_specs_to_check() -> None:
+    # guards the two tests below against passing vacuously
+    assert {"register_architectures", "register_exporters", "register_commands"} <= set(hook_specs())
+
+
+@pytest.mark.parametrize("hook", sorted(hook_specs()))
+def test_every_hook_has_a_test(hook: str) -> None:
+    tests = [name for name in globals() if name.startswith(f"test_hook_{hook}")]
+    assert tests, f"hook {hook!r} has no test: add test_hook_{hook}_... to {Path(__file__).name}"
+
+
+@pytest.mark.parametrize("hook", sorted(hook_specs()))
+def test_every_hook_is_documented_with_its_arguments(hook: str) -> None:
+    signature = f"{hook}({', '.join(hook_specs()[hook])})"
+    headings = re.findall(r"^#+ `([^`]+)`", GUIDE.read_text(), flags=re.MULTILINE)
+    assert signature in headings, f"docs/plugins.md has no heading for `{signature}`"
+
+
+def test_hook_register_architectures_from_a_third_party_plugin(example_zoo: Zoo) -> None:
+    info = example_zoo.plugins["example"]
+    assert info.status == "ok", info.errors
+    assert info.architectures == ["small-cnn", "token-classifier", "listing-model"]
+    text = example_zoo.architecture("text")
+    assert text.plugin == "example"
+    assert text.to_dict()["inputs"] == [{"name": "tokens", "shape": ["batch", "seq"], "dtype": "int64", "range": [0, "vocab_size"]}]
+    # dims named after build parameters resolve to their values; others stay symbolic
+    assert example_zoo.architecture("cnn").shape_text({"height": 20}) == "image: batch×3×20×32"
+
+
+def test_hook_register_architectures_token_ids_respect_the_vocabulary(example_zoo: Zoo) -> None:
+    built = build_model(example_zoo.architecture("text"), {"vocab_size": 7})
+    tokens = built.sample_inputs({"batch": 64, "seq": 40})["tokens"]
+    assert str(tokens.dtype) == "torch.int64" and tuple(tokens.shape) == (64, 40)
+    assert int(tokens.min()) == 0 and int(tokens.max()) == 6  # [0, vocab_size), and the range is used
+
+
+@pytest.fixture
+def exported_listing_pt2(example_zoo: Zoo, tmp_path: Path) -> Path:
+    built = build_model(example_zoo.architecture("listing"))
+    result = export_model(built, example_zoo.exporter("pt2"), tmp_path / "listing.pt2")
+    assert result.ok, result.error
+    return tmp_path / "listing.pt2"
+
+
+def test_hook_register_exporters_adds_a_format_that_exports_and_verifies(example_zoo: Zoo, run, tmp_path: Path) -> None:
+    assert example_zoo.plugins["example"].exporters == ["pt2"]
+    exported = run("export", "listing", "--format", "pt2", "-o", str(tmp_path / "l.pt2"), "--json", zoo=example_zoo)
+    assert exported.exit_code == 0, exported.output
+    record = json.loads(exported.output)
+    assert record["exporter"] == {"name": "pt2", "plugin": "example", "opset": None, "static": False}
+    assert [case["sizes"] for case in record["verification"]["cases"]] == [{"batch": 2}, {"batch": 1}, {"batch": 64}]
+    verified = run("verify", str(tmp_path / "l.pt2"), zoo=example_zoo)
+    assert verified.exit_code == 0, verified.output
+    assert "verify listing-model (plugin example" in verified.output
+
+
+def test_hook_register_exporters_archive_that_computes_something_else_fails_verify(
+    example_zoo: Zoo, run, exported_listing_pt2: Path
+) -> None:
+    # The file's metadata names seed 0; rebuilding with another seed must not verify.
+    from zoo_example_plugin import pt2
+
+    program, manifest = pt2.load_program(exported_listing_pt2)
+    import torch
+
+    manifest["metadata"]["zoo.seed"] = "1"
+    torch.export.save(program, str(exported_listing_pt2), extra_files={pt2.MANIFEST: json.dumps(manifest)})
+    result = run("verify", str(exported_listing_pt2), zoo=example_zoo)
+    assert result.exit_code == 1
+    assert "differs from PyTorch" in result.output
+
+
+def test_hook_register_commands_adds_a_working_command(example_zoo: Zoo, run, exported_listing_pt2: Path) -> None:
+    listed = run("--help", zoo=example_zoo)
+    assert "pt2-info" in listed.output
+    result = run("pt2-info", str(exported_listing_pt2), "--json", zoo=example_zoo)
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["architecture"] == "listing-model" and info["inputs"] == ["numeric", "category"]
+    assert info["operators"]["aten.embedding.default"] == 1
+    missing = run("pt2-info", "nowhere.pt2", zoo=example_zoo)
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_hook_register_commands_cannot_replace_a_builtin_command() -> None:
+    class Hijacker:
+        @zoo.hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            @cli.command("export")
+            def fake_export() -> None:
+                """Not zoo's export."""
+
+    the_zoo = load_zoo(entry_points=False, extra=[("hijacker", Hijacker())])
+    group = click.Group("plugin-commands")
+    the_zoo.add_commands(group, reserved={"export", "list"})
+    assert "export" not in group.commands
+    assert the_zoo.plugins["hijacker"].errors == ["command 'export' is a built-in zoo command; skipped"]
