@@ -1,10 +1,6 @@
 from __future__ import annotations
 
-<<<<<<< HEAD
-=======
 import importlib
-import os
->>>>>>> plugins
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
