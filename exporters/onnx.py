@@ -85,6 +85,10 @@ def export(job: Any) -> list[Path]:
             del node.metadata_props[key]
     model.metadata_props.clear()
     model.metadata_props.update(job.metadata)
+    if job.options.get("fold_linear"):
+        from zoo.exporters.fold import fold_linear
+
+        job.stats["fold_linear"] = fold_linear(model).to_dict()
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     files = [job.path]
     if weight_bytes < EXTERNAL_DATA_BYTES:

@@ -253,6 +253,14 @@ def tolerance_options(func: Any) -> Any:
     return click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")(func)
 
 
+def fold_linear_option(func: Any) -> Any:
+    return click.option(
+        "--fold-linear",
+        is_flag=True,
+        help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
+    )(func)
+
+
 def report_option(func: Any) -> Any:
     return click.option(
         "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
@@ -270,6 +278,7 @@ def report_option(func: Any) -> Any:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default ./NAME.onnx); with --all, a folder.")
 @click.option("--opset", type=int, help="ONNX opset (default 20, supported 18-23).")
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
+@fold_linear_option
 @tolerance_options
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @report_option
@@ -287,6 +296,7 @@ def export_command(
     output: Path | None,
     opset: int | None,
     static: bool,
+    fold_linear: bool,
     rtol: float | None,
     atol: float | None,
     force: bool,
@@ -302,6 +312,7 @@ def export_command(
       zoo export binary
       zoo export multiclass --param n_classes=10 -o models/mc10.onnx
       zoo export binary --device cuda --report binary.json
+      zoo export stack --fold-linear
       zoo export --all -o exported/
     """
     from zoo.exporting import export_model
@@ -318,6 +329,7 @@ def export_command(
     else:
         archs = [zoo.architecture(name)]
     torch_device(device)  # fail before any work when the device is missing
+    options = {"fold_linear": True} if fold_linear else {}
     folder = output or Path(".")
     if export_all and not folder.is_dir():
         raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
@@ -330,7 +342,7 @@ def export_command(
             overrides = parse_params(params, arch.parameters, arch.name) if not export_all else {}
             built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
             result = export_model(
-                built, exporter, target, opset=opset, static=static, rtol=rtol, atol=atol, force=force
+                built, exporter, target, opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options
             )
         except ZooError as exc:
             if not export_all:
@@ -429,6 +441,9 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
             lines.append(f"  loss      {loss.output}: {loss.loss} {loss.torch:.6f} (closed form {loss.closed_form:.6f}) ok")
         for warning in result.check.warnings:
             lines.append(f"  warning   {warning}")
+    fold = result.export_stats.get("fold_linear")
+    if fold is not None:
+        lines.extend(fold_lines(fold))
     providers = ", ".join(verification.providers) or "-"
     lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
     if verification.note:
@@ -453,6 +468,18 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     lines.append(f"  time      {timings}")
     lines.append("ok" if result.ok else f"{verb} FAILED")
+    return lines
+
+
+def fold_lines(fold: dict[str, Any]) -> list[str]:
+    if not fold["chains_folded"]:
+        return ["  fold      nothing to fold: no chain of affine ops without a nonlinearity in between"]
+    lines = [
+        f"  fold      {fold['chains_folded']} chain(s): removed {fold['nodes_removed']} node(s) and "
+        f"{fold['flops_per_sample_removed']:,} FLOPs per sample "
+        f"({fold['flops_per_sample_before']:,} → {fold['flops_per_sample_after']:,})"
+    ]
+    lines.extend(f"            {chain}" for chain in fold["chains"])
     return lines
 
 

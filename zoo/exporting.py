@@ -57,7 +57,10 @@ class ExportJob:
     opset: int | None
     metadata: dict[str, str]
     device: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # extra options (``fold_linear``)
+    # What the exporter did, for the summary and report. An exporter records each
+    # option it applied under the option's name; one left unrecorded was not applied.
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,6 +124,7 @@ class ExportResult:
     verification: Verification | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    export_stats: dict[str, Any] = field(default_factory=dict)  # ExportJob.stats
 
     @property
     def ok(self) -> bool:
@@ -139,6 +143,7 @@ class ExportResult:
             "weights": built.weights,
             "exporter": {"name": self.exporter.name, "plugin": self.exporter.plugin, "opset": self.opset, "static": self.static},
             "files": [file_record(p) for p in self.files],
+            "export_stats": self.export_stats,
             "check": self.check.to_dict() if self.check else None,
             "verification": self.verification.to_dict() if self.verification else None,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -381,6 +386,10 @@ def export_model(
         inp.name: {axis: dims[d.name] for axis, d in enumerate(inp.dims) if isinstance(d, Dim) and d.name in dims}
         for inp in arch.inputs
     }
+    options = dict(options or {})
+    metadata = metadata_for(built, exporter, opset, static)
+    if options:  # provenance: a folded graph says so
+        metadata[META_PREFIX + "options"] = json.dumps(options, sort_keys=True)
     job = ExportJob(
         arch=arch,
         module=built.module,
@@ -389,9 +398,9 @@ def export_model(
         output_names=[o.name for o in arch.outputs],
         path=output,
         opset=opset,
-        metadata=metadata_for(built, exporter, opset, static),
+        metadata=metadata,
         device=built.device,
-        options=dict(options or {}),
+        options=options,
     )
     with staging(output) as temp:
         job.path = temp / output.name
@@ -405,6 +414,11 @@ def export_model(
                 raise ExportFailed(
                     f"{exporter.name} could not export {arch.name}: {type(exc).__name__}: {_short(exc, 200)} (run with -v for details)"
                 ) from exc
+        unapplied = [name for name, value in options.items() if value and name not in job.stats]
+        if unapplied:
+            flags = ", ".join("--" + name.replace("_", "-") for name in unapplied)
+            raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
+        result.export_stats = job.stats
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
         if result.verification.ok:
