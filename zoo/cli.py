@@ -365,6 +365,118 @@ def export_command(
         ctx.exit(1)
 
 
+@cli.command("bench")
+@click.argument("name")
+@param_option
+@click.option("--batch-sizes", default="1,64,4096", show_default=True, help="Comma-separated batch sizes to time.")
+@device_option
+@seed_option
+@click.option(
+    "--budget", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+    help="Seconds of timed calls per runtime and batch size (after warm-up).",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
+@fold_linear_option
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
+@json_option
+@click.pass_context
+def bench_command(
+    ctx: click.Context,
+    name: str,
+    params: Sequence[str],
+    batch_sizes: str,
+    device: str,
+    seed: int,
+    budget: float,
+    threads: int | None,
+    fold_linear: bool,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Time PyTorch eager against the exported model in onnxruntime: median and
+    p90 latency per call, throughput, and the speed-up, per batch size. The
+    model is exported and verified first, in a temporary folder.
+
+    \b
+    Examples:
+      zoo bench binary
+      zoo bench stack --param width=1024 --batch-sizes 1,256,4096 --fold-linear
+      zoo bench multiclass --device cuda --json
+      zoo bench binary --plot latency.png
+    """
+    from zoo.bench import bench_model, parse_batch_sizes, plot_latency, require_matplotlib
+    from zoo.model import build_model
+
+    sizes = parse_batch_sizes(batch_sizes)
+    if plot is not None:
+        require_matplotlib()  # before minutes of timing, not after
+        if not plot.parent.is_dir():
+            raise OutputPathError(f"--plot folder {str(plot.parent)!r} does not exist")
+    zoo = get_zoo(ctx)
+    arch = zoo.architecture(name)
+    overrides = parse_params(params, arch.parameters, arch.name)
+    built = build_model(arch, overrides, seed=seed, device=device)
+    options = {"fold_linear": True} if fold_linear else {}
+    result = bench_model(built, zoo.exporter("onnx"), sizes, budget_s=budget, options=options, threads=threads)
+    if plot is not None:
+        plot_latency(result, plot)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    click.echo("\n".join(bench_lines(result)))
+    if plot is not None:
+        click.echo(f"plot: {plot}")
+
+
+def bench_lines(result: Any) -> list[str]:
+    changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
+    providers = ", ".join(result.providers)
+    lines = [
+        f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
+        f"  torch     {result.torch_runtime}",
+        f"  onnx      {result.onnx_runtime} [{providers}], verified against PyTorch before timing",
+    ]
+    if result.note:
+        lines.append(f"  note      {result.note}")
+    fold = result.export_stats.get("fold_linear")
+    if fold is not None:
+        lines.extend(fold_lines(fold))
+    calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
+    lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
+    headers = ("BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP")
+    rows = [
+        (
+            row.batch,
+            human_seconds(row.torch.median),
+            human_seconds(row.torch.p90),
+            human_seconds(row.onnx.median),
+            human_seconds(row.onnx.p90),
+            human_rate(row.torch.throughput),
+            human_rate(row.onnx.throughput),
+            f"{row.speedup:.2f}×",
+        )
+        for row in result.rows
+    ]
+    lines.append(table(headers, rows))
+    lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
+    return lines
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def human_rate(per_second: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if per_second >= scale:
+            return f"{per_second / scale:.1f}{unit}"
+    return f"{per_second:.0f}"
+
+
 @cli.command("verify")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(path_type=Path), help="The weights the file was exported with, if any.")
