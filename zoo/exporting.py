@@ -18,16 +18,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo import __version__
-from zoo.check import CheckResult, check_model
 from zoo.errors import CheckFailed, ExportFailed, OutputPathError, UsageError, VerificationFailed, ZooError
 from zoo.model import BuiltModel
 from zoo.shapes import dynamic_dims, verification_cases
 from zoo.spec import Architecture, Dim, Exporter, Tolerance
-from zoo.tasks import agreement, closed_form_loss, make_target
 
+if TYPE_CHECKING:
+    from zoo.check import CheckResult
+
+# zoo.check and zoo.tasks (numpy) are imported where used: the CLI imports this
+# module for its help texts, and 'zoo list' must stay fast.
 log = logging.getLogger(__name__)
 
 META_PREFIX = "zoo."
@@ -263,6 +266,8 @@ def verify_files(
     import numpy as np
     import torch
 
+    from zoo.tasks import agreement, closed_form_loss, make_target
+
     arch = built.arch
     start = time.perf_counter()
     try:
@@ -372,6 +377,8 @@ def export_model(
     """Check, export into a staging folder, verify there, then move the files into
     place. Raises on a failed check or export; a failed verification places
     nothing and returns a result whose ``ok`` is False."""
+    from zoo.check import check_model
+
     opset = opset or exporter.default_opset
     result = ExportResult(built, exporter, opset, static)
     check_output_path(output, force)
