@@ -85,6 +85,10 @@ def export(job: Any) -> list[Path]:
             del node.metadata_props[key]
     model.metadata_props.clear()
     model.metadata_props.update(job.metadata)
+    if job.options.get("fold_linear"):
+        from zoo.exporters.fold import fold_linear
+
+        job.stats["fold_linear"] = fold_linear(model).to_dict()
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     files = [job.path]
     if weight_bytes < EXTERNAL_DATA_BYTES:
@@ -115,6 +119,11 @@ class OrtRunner:
                 self.note = "this onnxruntime has no CUDAExecutionProvider: verified on the CPU provider"
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if uses_external_data(path):
+            # Prepacking makes a packed copy of every weight while the session
+            # loads: past 2 GB that doubles the peak memory. Without it,
+            # onnxruntime maps the .data file instead of copying it.
+            options.add_session_config_entry("session.disable_prepacking", "1")
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
         self.providers = self.session.get_providers()
         self.description = f"onnxruntime {ort.__version__}"
@@ -126,6 +135,15 @@ class OrtRunner:
 
 def load(path: Path, device: str) -> OrtRunner:
     return OrtRunner(path, device)
+
+
+def uses_external_data(path: Path) -> bool:
+    """Whether the model keeps any initializer in a side file (read without loading it)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data as external
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(external(tensor) for tensor in model.graph.initializer)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

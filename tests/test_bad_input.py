@@ -200,7 +200,6 @@ def test_opset_out_of_range_is_refused_before_any_work(run, tmp_path, fake_zoo, 
 @pytest.fixture(scope="module")
 def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
-
     from zoo.plugins.seed import binary_sigmoid, multiclass_softmax
 
     folder = tmp_path_factory.mktemp("weights")

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from installing import Installed, pip_install, zoo_command
 
 REPO = Path(__file__).resolve().parent.parent

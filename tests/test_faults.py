@@ -171,13 +171,13 @@ def test_build_returning_non_module_names_plugin(run, tmp_path):
 # -- third-party distributions on sys.path (real entry points) --------------------
 
 
-def write_distribution(folder: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str] = {}) -> None:
+def write_distribution(folder: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str] | None = None) -> None:
     """A real installed distribution: ``*.dist-info`` with METADATA and entry_points.txt."""
     info = folder / f"{dist.replace('-', '_')}-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[zoo]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
-    for module, source in modules.items():
+    for module, source in (modules or {}).items():
         (folder / f"{module}.py").write_text(source)
 
 

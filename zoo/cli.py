@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -270,6 +270,14 @@ def tolerance_options(func: Any) -> Any:
     return click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")(func)
 
 
+def fold_linear_option(func: Any) -> Any:
+    return click.option(
+        "--fold-linear",
+        is_flag=True,
+        help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
+    )(func)
+
+
 def report_option(func: Any) -> Any:
     return click.option(
         "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
@@ -287,6 +295,7 @@ def report_option(func: Any) -> Any:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default ./NAME.onnx); with --all, a folder.")
 @click.option("--opset", type=int, help="ONNX opset (default 20, supported 18-23).")
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
+@fold_linear_option
 @tolerance_options
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @report_option
@@ -304,6 +313,7 @@ def export_command(
     output: Path | None,
     opset: int | None,
     static: bool,
+    fold_linear: bool,
     rtol: float | None,
     atol: float | None,
     force: bool,
@@ -319,6 +329,7 @@ def export_command(
       zoo export binary
       zoo export multiclass --param n_classes=10 -o models/mc10.onnx
       zoo export binary --device cuda --report binary.json
+      zoo export stack --fold-linear
       zoo export --all -o exported/
     """
     from zoo.exporting import check_tolerances, export_model
@@ -339,6 +350,7 @@ def export_command(
     else:
         archs = [zoo.architecture(name)]
     torch_device(device)  # fail before any work when the device is missing
+    options = {"fold_linear": True} if fold_linear else {}
     folder = output or Path(".")
     if export_all and not folder.is_dir():
         raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
@@ -351,7 +363,7 @@ def export_command(
             overrides = parse_params(params, arch.parameters, arch.name)
             built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
             result = export_model(
-                built, exporter, target, opset=opset, static=static, rtol=rtol, atol=atol, force=force
+                built, exporter, target, opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options
             )
         except ZooError as exc:
             if not export_all:
@@ -372,6 +384,118 @@ def export_command(
         if not export_all and not as_json:
             click.echo(f"zoo: error: {results[0].error}", err=True)
         ctx.exit(1)
+
+
+@cli.command("bench")
+@click.argument("name")
+@param_option
+@click.option("--batch-sizes", default="1,64,4096", show_default=True, help="Comma-separated batch sizes to time.")
+@device_option
+@seed_option
+@click.option(
+    "--budget", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+    help="Seconds of timed calls per runtime and batch size (after warm-up).",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
+@fold_linear_option
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
+@json_option
+@click.pass_context
+def bench_command(
+    ctx: click.Context,
+    name: str,
+    params: Sequence[str],
+    batch_sizes: str,
+    device: str,
+    seed: int,
+    budget: float,
+    threads: int | None,
+    fold_linear: bool,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Time PyTorch eager against the exported model in onnxruntime: median and
+    p90 latency per call, throughput, and the speed-up, per batch size. The
+    model is exported and verified first, in a temporary folder.
+
+    \b
+    Examples:
+      zoo bench binary
+      zoo bench stack --param width=1024 --batch-sizes 1,256,4096 --fold-linear
+      zoo bench multiclass --device cuda --json
+      zoo bench binary --plot latency.png
+    """
+    from zoo.bench import bench_model, parse_batch_sizes, plot_latency, require_matplotlib
+    from zoo.model import build_model
+
+    sizes = parse_batch_sizes(batch_sizes)
+    if plot is not None:
+        require_matplotlib()  # before minutes of timing, not after
+        if not plot.parent.is_dir():
+            raise OutputPathError(f"--plot folder {str(plot.parent)!r} does not exist")
+    zoo = get_zoo(ctx)
+    arch = zoo.architecture(name)
+    overrides = parse_params(params, arch.parameters, arch.name)
+    built = build_model(arch, overrides, seed=seed, device=device)
+    options = {"fold_linear": True} if fold_linear else {}
+    result = bench_model(built, zoo.exporter("onnx"), sizes, budget_s=budget, options=options, threads=threads)
+    if plot is not None:
+        plot_latency(result, plot)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    click.echo("\n".join(bench_lines(result)))
+    if plot is not None:
+        click.echo(f"plot: {plot}")
+
+
+def bench_lines(result: Any) -> list[str]:
+    changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
+    providers = ", ".join(result.providers)
+    lines = [
+        f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
+        f"  torch     {result.torch_runtime}",
+        f"  onnx      {result.onnx_runtime} [{providers}], verified against PyTorch before timing",
+    ]
+    if result.note:
+        lines.append(f"  note      {result.note}")
+    fold = result.export_stats.get("fold_linear")
+    if fold is not None:
+        lines.extend(fold_lines(fold))
+    calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
+    lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
+    headers = ("BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP")
+    rows = [
+        (
+            row.batch,
+            human_seconds(row.torch.median),
+            human_seconds(row.torch.p90),
+            human_seconds(row.onnx.median),
+            human_seconds(row.onnx.p90),
+            human_rate(row.torch.throughput),
+            human_rate(row.onnx.throughput),
+            f"{row.speedup:.2f}×",
+        )
+        for row in result.rows
+    ]
+    lines.append(table(headers, rows))
+    lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
+    return lines
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def human_rate(per_second: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if per_second >= scale:
+            return f"{per_second / scale:.1f}{unit}"
+    return f"{per_second:.0f}"
 
 
 @cli.command("verify")
@@ -451,6 +575,9 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
             lines.append(f"  loss      {loss.output}: {loss.loss} {loss.torch:.6f} (closed form {loss.closed_form:.6f}) ok")
         for warning in result.check.warnings:
             lines.append(f"  warning   {warning}")
+    fold = result.export_stats.get("fold_linear")
+    if fold is not None:
+        lines.extend(fold_lines(fold))
     providers = ", ".join(verification.providers) or "-"
     lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
     if verification.note:
@@ -475,6 +602,18 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     lines.append(f"  time      {timings}")
     lines.append("ok" if result.ok else f"{verb} FAILED")
+    return lines
+
+
+def fold_lines(fold: dict[str, Any]) -> list[str]:
+    if not fold["chains_folded"]:
+        return ["  fold      nothing to fold: no chain of affine ops without a nonlinearity in between"]
+    lines = [
+        f"  fold      {fold['chains_folded']} chain(s): removed {fold['nodes_removed']} node(s) and "
+        f"{fold['flops_per_sample_removed']:,} FLOPs per sample "
+        f"({fold['flops_per_sample_before']:,} → {fold['flops_per_sample_after']:,})"
+    ]
+    lines.extend(f"            {chain}" for chain in fold["chains"])
     return lines
 
 

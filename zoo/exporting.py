@@ -21,10 +21,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo import __version__
-from zoo.check import CheckResult, check_model
 from zoo.errors import (
     CheckFailed,
     ExportFailed,
@@ -39,8 +38,12 @@ from zoo.errors import (
 from zoo.model import BuiltModel
 from zoo.shapes import dynamic_dims, verification_cases
 from zoo.spec import DEFAULT_TOLERANCES, Architecture, Dim, Exporter, Tolerance
-from zoo.tasks import agreement, closed_form_loss, make_target
 
+if TYPE_CHECKING:
+    from zoo.check import CheckResult
+
+# zoo.check and zoo.tasks (numpy) are imported where used: the CLI imports this
+# module for its help texts, and 'zoo list' must stay fast.
 log = logging.getLogger(__name__)
 
 META_PREFIX = "zoo."
@@ -61,7 +64,10 @@ class ExportJob:
     opset: int | None
     metadata: dict[str, str]
     device: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # extra options (``fold_linear``)
+    # What the exporter did, for the summary and report. An exporter records each
+    # option it applied under the option's name; one left unrecorded was not applied.
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +131,7 @@ class ExportResult:
     verification: Verification | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    export_stats: dict[str, Any] = field(default_factory=dict)  # ExportJob.stats
 
     @property
     def ok(self) -> bool:
@@ -143,6 +150,7 @@ class ExportResult:
             "weights": built.weights,
             "exporter": {"name": self.exporter.name, "plugin": self.exporter.plugin, "opset": self.opset, "static": self.static},
             "files": [file_record(p) for p in self.files],
+            "export_stats": self.export_stats,
             "check": self.check.to_dict() if self.check else None,
             "verification": self.verification.to_dict() if self.verification else None,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -289,6 +297,8 @@ def verify_files(
     import numpy as np
     import torch
 
+    from zoo.tasks import agreement, closed_form_loss, make_target
+
     arch = built.arch
     start = time.perf_counter()
     try:
@@ -432,6 +442,8 @@ def export_model(
     """Check, export into a staging folder, verify there, then move the files into
     place. Raises on a failed check or export; a failed verification places
     nothing and returns a result whose ``ok`` is False."""
+    from zoo.check import check_model
+
     opset = exporter.resolve_opset(opset)  # an unsupported opset is a usage error before any work
     check_tolerances(rtol, atol)
     result = ExportResult(built, exporter, opset, static)
@@ -447,6 +459,10 @@ def export_model(
         inp.name: {axis: dims[d.name] for axis, d in enumerate(inp.dims) if isinstance(d, Dim) and d.name in dims}
         for inp in arch.inputs
     }
+    options = dict(options or {})
+    metadata = metadata_for(built, exporter, opset, static)
+    if options:  # provenance: a folded graph says so
+        metadata[META_PREFIX + "options"] = json.dumps(options, sort_keys=True)
     job = ExportJob(
         arch=arch,
         module=built.module,
@@ -455,9 +471,9 @@ def export_model(
         output_names=returned_output_names(built, sample),
         path=output,
         opset=opset,
-        metadata=metadata_for(built, exporter, opset, static),
+        metadata=metadata,
         device=built.device,
-        options=dict(options or {}),
+        options=options,
     )
     with staging(output) as temp:
         job.path = temp / output.name
@@ -476,6 +492,11 @@ def export_model(
                 raise ExportFailed(
                     f"{exporter.name} could not export {arch.name}: {reason(exc, 200)} (run with -v for the exporter's own reason)"
                 ) from exc
+        unapplied = [name for name, value in options.items() if value and name not in job.stats]
+        if unapplied:
+            flags = ", ".join("--" + name.replace("_", "-") for name in unapplied)
+            raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
+        result.export_stats = job.stats
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
         if result.verification.ok:

@@ -1,9 +1,9 @@
 """The example plugin's own tests: what a plugin author writes with zoo.testing."""
 
 import pytest
+import zoo_example_plugin
 
 import zoo.testing
-import zoo_example_plugin
 
 
 @pytest.mark.parametrize("exporter", ["onnx", "pt2"])

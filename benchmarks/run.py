@@ -1,0 +1,182 @@
+"""zoo's performance ratios, each measured side by side in one run (by hand, not CI).
+
+    python benchmarks/run.py             # ratios 1-4, about two minutes
+    python benchmarks/run.py --large     # also 5: a 2.15 GB export (about a minute, 5 GB of memory)
+
+Whole-process timings alternate the two commands being compared and take
+medians, so a burst of load on the machine hits both sides. Latencies come from
+``zoo.bench`` (warm-up, then time-budgeted single calls, median per call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+LARGE_WIDTH = 23200  # three-layer-stack 10→w→w→5: 2,154,537,620 bytes of float32 weights
+WIDE_WIDTH = 1024
+
+
+def machine() -> str:
+    import onnxruntime
+    import torch
+
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "?"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; "
+        f"load average at start {load}"
+    )
+
+
+def wall(command: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def alternate(first: list[str], second: list[str], repeats: int, cwd: Path) -> tuple[float, float]:
+    """Median wall time of each command, run in turn (one untimed run each to warm the disk cache)."""
+    wall(first, cwd), wall(second, cwd)
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(wall(first, cwd))
+        b.append(wall(second, cwd))
+    return statistics.median(a), statistics.median(b)
+
+
+def seconds(value: float) -> str:
+    if value < 1e-3:
+        return f"{value * 1e6:.1f} µs"
+    if value < 1:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value:.2f} s"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str, str]] = []
+
+    def add(self, what: str, numerator: str, denominator: str, ratio: float, target: str, ok: bool | None) -> None:
+        verdict = "-" if ok is None else ("ok" if ok else "MISSED")
+        self.rows.append((what, f"{numerator} / {denominator}", f"{ratio:.3g}", target, verdict))
+        print(f"  {what}: {numerator} / {denominator} = {ratio:.3g}  (target {target}) {verdict}", flush=True)
+
+    def table(self) -> str:
+        headers = ("RATIO", "MEASURED", "VALUE", "TARGET", "")
+        widths = [max(len(h), *(len(r[i]) for r in self.rows)) for i, h in enumerate(headers)]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in self.rows]
+        return "\n".join(lines)
+
+
+def cli_ratios(report: Report, folder: Path, repeats: int) -> None:
+    zoo = [str(BIN / "zoo")]
+    listing, torch_import = alternate([*zoo, "list"], [sys.executable, "-c", "import torch"], repeats, folder)
+    report.add("1. zoo list / import torch", seconds(listing), seconds(torch_import), listing / torch_import, "≤ 0.25", listing / torch_import <= 0.25)
+    export = [*zoo, "export", "binary", "-f", "-o", str(folder / "binary.onnx")]
+    baseline = [sys.executable, str(HERE / "baseline_export.py")]
+    ours, theirs = alternate(export, baseline, repeats, folder)
+    report.add("2. zoo export binary / hand-written export", seconds(ours), seconds(theirs), ours / theirs, "≤ 1.05", ours / theirs <= 1.05)
+
+
+def latency_ratios(report: Report, budget: float, threads: int) -> None:
+    from zoo.bench import bench_model
+    from zoo.manager import load_zoo
+    from zoo.model import build_model
+
+    zoo = load_zoo()
+    for name in ("binary-sigmoid", "multiclass-softmax", "three-layer-stack"):
+        built = build_model(zoo.architecture(name))
+        result = bench_model(built, zoo.exporter("onnx"), (1, 4096), budget_s=budget, threads=threads)
+        for row in result.rows:
+            ratio = row.onnx.median / row.torch.median
+            target = "≤ 0.5" if row.batch == 1 else "-"
+            ok = ratio <= 0.5 if row.batch == 1 else None
+            report.add(f"3. {name} batch {row.batch}: onnxruntime / torch", seconds(row.onnx.median), seconds(row.torch.median), ratio, target, ok)
+
+
+def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> None:
+    from zoo.bench import onnx_call, onnx_session, time_calls
+    from zoo.exporting import export_model
+    from zoo.manager import load_zoo
+    from zoo.model import build_model
+
+    zoo = load_zoo()
+    for params in ({}, {"width": WIDE_WIDTH}):
+        built = build_model(zoo.architecture("three-layer-stack"), params)
+        inputs = built.sample_inputs({"batch": 4096})
+        medians = {}
+        for fold in (False, True):
+            path = folder / f"stack-{'folded' if fold else 'plain'}.onnx"
+            result = export_model(built, zoo.exporter("onnx"), path, force=True, options={"fold_linear": True} if fold else {})
+            assert result.ok, result.error
+            session = onnx_session(path, "cpu", threads)[0]
+            medians[fold] = statistics.median(time_calls(onnx_call(session, inputs, "cpu"), budget))
+        label = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+        ratio = medians[True] / medians[False]
+        report.add(f"4. stack ({label}) batch 4096: folded / unfolded", seconds(medians[True]), seconds(medians[False]), ratio, "≤ 0.5", ratio <= 0.5)
+
+
+def large_ratio(report: Report, folder: Path) -> None:
+    record_path = folder / "large.json"
+    command = [
+        str(BIN / "zoo"), "export", "three-layer-stack", "--param", f"width={LARGE_WIDTH}",
+        "-o", str(folder / "large.onnx"), "-f", "--report", str(record_path),
+    ]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not the benchmark's
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"large export failed: {process.stderr.read().decode()}")
+    record = json.loads(record_path.read_text())
+    weight_bytes = sum(f["bytes"] for f in record["files"][1:])  # the .data file
+    peak = usage.ru_maxrss * 1024
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in record["timings_s"].items())
+    print(f"  large export: {elapsed:.1f} s wall ({timings}), files {[Path(f['path']).name for f in record['files']]}")
+    ratio = peak / weight_bytes
+    report.add(f"5. export+verify width={LARGE_WIDTH}: peak RSS / weights", f"{peak / 1e9:.2f} GB", f"{weight_bytes / 1e9:.2f} GB", ratio, "≤ 2.5", ratio <= 2.5)
+    for f in record["files"]:
+        Path(f["path"]).unlink(missing_ok=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--large", action="store_true", help="also export and verify a 2.15 GB model (ratio 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="whole-process runs per command (ratios 1, 2)")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds of timed calls per runtime and batch size")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and onnxruntime (ratios 3, 4)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(f"latencies: median per call, {args.budget:g} s budget after warm-up, {args.threads} intra-op thread(s) in both runtimes")
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="zoo-benchmarks-") as name:
+        folder = Path(name)
+        cli_ratios(report, folder, args.repeats)
+        latency_ratios(report, args.budget, args.threads)
+        fold_ratios(report, folder, args.budget, args.threads)
+        if args.large:
+            large_ratio(report, folder)
+    print()
+    print(report.table())
+
+
+if __name__ == "__main__":
+    main()

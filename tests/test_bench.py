@@ -1,0 +1,130 @@
+"""zoo bench: real exports timed in torch and onnxruntime. Numbers are noisy
+here, so tests check the bookkeeping (counts, order, ratios), never speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import zoo as zoo_api
+from zoo.bench import MIN_CALLS, bench_model, parse_batch_sizes, time_calls
+from zoo.errors import UsageError
+from zoo.manager import load_zoo
+from zoo.model import build_model
+
+
+def test_time_calls_warms_up_then_times_at_least_min_calls() -> None:
+    calls = []
+    seconds = time_calls(lambda: calls.append(1), budget_s=0.0)
+    assert len(seconds) >= MIN_CALLS
+    assert len(calls) >= len(seconds) + 3  # at least three warm-up calls were not timed
+    assert all(s >= 0 for s in seconds)
+
+
+def test_bench_model_times_both_runtimes_per_batch_size(zoo) -> None:
+    built = build_model(zoo.architecture("binary"))
+    result = bench_model(built, zoo.exporter("onnx"), batch_sizes=(1, 5), budget_s=0.02)
+    assert [row.batch for row in result.rows] == [1, 5]
+    assert result.providers == ["CPUExecutionProvider"]
+    for row in result.rows:
+        for timing in (row.torch, row.onnx):
+            assert len(timing.seconds) >= MIN_CALLS
+            assert 0 < min(timing.seconds) <= timing.median <= timing.p90 <= max(timing.seconds)
+            assert timing.throughput == pytest.approx(row.batch / timing.median)
+        assert row.speedup == pytest.approx(row.torch.median / row.onnx.median)
+    record = result.to_dict()
+    assert record["rows"][1]["onnxruntime"]["samples_per_s"] == pytest.approx(result.rows[1].onnx.throughput)
+
+
+def test_bench_with_fold_linear_times_the_folded_export(zoo) -> None:
+    built = build_model(zoo.architecture("stack"))
+    result = bench_model(built, zoo.exporter("onnx"), batch_sizes=(2,), budget_s=0.01, options={"fold_linear": True})
+    assert result.export_stats["fold_linear"]["nodes_removed"] == 2
+
+
+def test_bench_threads_sets_both_runtimes_and_restores_torch(zoo) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    built = build_model(zoo.architecture("binary"))
+    result = bench_model(built, zoo.exporter("onnx"), batch_sizes=(1,), budget_s=0.01, threads=1)
+    assert "threads 1" in result.torch_runtime and "threads 1" in result.onnx_runtime
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("text", ["", "0", "1,-2", "a,b", "1;2"])
+def test_bad_batch_sizes_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="--batch-sizes"):
+        parse_batch_sizes(text)
+
+
+def test_cli_bench_table_and_json(run) -> None:
+    result = run("bench", "stack", "--batch-sizes", "1,8", "--budget", "0.02")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if line.startswith("BATCH"))
+    assert header.split() == ["BATCH", "TORCH", "MEDIAN", "TORCH", "P90", "ORT", "MEDIAN", "ORT", "P90", "TORCH", "SAMPLES/S", "ORT", "SAMPLES/S", "SPEED-UP"]
+    rows = [line.split()[0] for line in result.output.splitlines() if line[:1].isdigit()]
+    assert rows == ["1", "8"]
+    as_json = run("bench", "binary", "--batch-sizes", "3", "--budget", "0.02", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    record = json.loads(as_json.output)
+    assert record["architecture"] == "binary-sigmoid" and [r["batch"] for r in record["rows"]] == [3]
+
+
+def test_cli_bench_bad_batch_sizes_exit_2(run) -> None:
+    result = run("bench", "binary", "--batch-sizes", "0,64")
+    assert result.exit_code == 2
+    assert "--batch-sizes" in result.output
+
+
+def test_cli_plot_without_matplotlib_is_one_line_and_exit_2(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an environment without it gives
+    result = run("bench", "binary", "--plot", "latency.png")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == ["zoo: error: --plot needs matplotlib: pip install 'zoo-onnx[plot]'"]
+
+
+def test_cli_plot_writes_a_png(run, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    result = run("bench", "binary", "--batch-sizes", "1,4", "--budget", "0.01", "--plot", "latency.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class FixedBatch:
+    """An architecture whose batch is a fixed 4: nothing for bench to vary."""
+
+    @zoo_api.hookimpl
+    def register_architectures(self, register):
+        from torch import nn
+
+        def build(features: int = 3) -> nn.Module:
+            return nn.Linear(features, 2)
+
+        register(
+            zoo_api.Architecture(
+                name="fixed", build=build, inputs=(zoo_api.Input("x", (4, "features")),), outputs=(zoo_api.Output("y"),)
+            )
+        )
+
+
+def test_bench_needs_a_batch_dimension() -> None:
+    zoo = load_zoo(entry_points=False, extra=[("fixed", FixedBatch())])
+    with pytest.raises(UsageError, match="no dynamic 'batch'"):
+        bench_model(build_model(zoo.architecture("fixed")), zoo.exporter("onnx"))
+
+
+@pytest.mark.cuda
+def test_bench_on_cuda_times_the_cuda_provider(zoo) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    built = build_model(zoo.architecture("binary"), device="cuda")
+    result = bench_model(built, zoo.exporter("onnx"), batch_sizes=(1, 64), budget_s=0.05)
+    assert result.device == "cuda"
+    if not result.note:  # an onnxruntime with the CUDA provider
+        assert result.providers[0] == "CUDAExecutionProvider"
+    assert all(row.onnx.median > 0 and row.torch.median > 0 for row in result.rows)

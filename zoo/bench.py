@@ -1,0 +1,301 @@
+"""``zoo bench``: latency and throughput of PyTorch eager against the exported model.
+
+The model is exported through the normal pipeline (``export_model``) into a
+temporary folder, so what is timed is a verified export. Each runtime is warmed
+up, then called one batch at a time until a time budget is spent (and at least
+``MIN_CALLS`` times); every call is timed on its own, so the median and p90 are
+per call. On CUDA, each timed call ends with a device synchronisation.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import UsageError, VerificationFailed
+from zoo.model import BuiltModel
+from zoo.shapes import sample_sizes
+from zoo.spec import Exporter
+
+DEFAULT_BATCH_SIZES = (1, 64, 4096)
+DEFAULT_BUDGET_S = 0.5  # timed calls per runtime and batch size
+WARMUP_FRACTION = 0.2  # of the budget, spent before timing
+MIN_CALLS = 5
+MAX_CALLS = 100_000
+RUNTIMES = ("torch", "onnxruntime")
+
+
+@dataclass
+class Timing:
+    """Per-call latencies of one runtime at one batch size."""
+
+    runtime: str
+    batch: int
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second at the median latency."""
+        return self.batch / self.median
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calls": len(self.seconds),
+            "median_s": self.median,
+            "p90_s": self.p90,
+            "min_s": min(self.seconds),
+            "samples_per_s": self.throughput,
+        }
+
+
+@dataclass
+class BenchRow:
+    batch: int
+    torch: Timing
+    onnx: Timing
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster onnxruntime is than PyTorch (median latency)."""
+        return self.torch.median / self.onnx.median
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "torch": self.torch.to_dict(), "onnxruntime": self.onnx.to_dict(), "speedup": self.speedup}
+
+
+@dataclass
+class BenchResult:
+    architecture: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    torch_runtime: str  # "torch 2.13.0 eager (inference_mode, threads 2)"
+    onnx_runtime: str
+    providers: list[str]
+    budget_s: float
+    rows: list[BenchRow] = field(default_factory=list)
+    export_stats: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "params": self.params,
+            "seed": self.seed,
+            "device": self.device,
+            "torch": self.torch_runtime,
+            "onnxruntime": self.onnx_runtime,
+            "execution_providers": self.providers,
+            "budget_s": self.budget_s,
+            "note": self.note,
+            "export_stats": self.export_stats,
+            "rows": [row.to_dict() for row in self.rows],
+        }
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(size < 1 for size in sizes):
+        raise UsageError(f"--batch-sizes {text!r}: give positive integers separated by commas, such as 1,64,4096")
+    return sizes
+
+
+def time_calls(call: Callable[[], Any], budget_s: float, sync: Callable[[], None] | None = None) -> list[float]:
+    """Warm up, then time single calls until ``budget_s`` is spent (``MIN_CALLS`` to ``MAX_CALLS``)."""
+    clock = time.perf_counter
+    warmup_end = clock() + budget_s * WARMUP_FRACTION
+    for calls in range(MAX_CALLS):  # first calls allocate, build kernels, fill caches
+        call()
+        if sync:
+            sync()
+        if calls >= 2 and clock() >= warmup_end:
+            break
+    seconds: list[float] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside one call would be timed as that call's latency
+    try:
+        deadline = clock() + budget_s
+        while len(seconds) < MAX_CALLS:
+            start = clock()
+            call()
+            if sync:
+                sync()
+            seconds.append(clock() - start)
+            if len(seconds) >= MIN_CALLS and start >= deadline:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return seconds
+
+
+def bench_model(
+    built: BuiltModel,
+    exporter: Exporter,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    budget_s: float = DEFAULT_BUDGET_S,
+    options: Mapping[str, Any] | None = None,
+    threads: int | None = None,
+) -> BenchResult:
+    """Export ``built`` (verified), then time PyTorch eager and onnxruntime at each batch size.
+
+    ``threads`` sets both runtimes' intra-op threads (``None``: each one's default).
+    """
+    import torch
+
+    from zoo.exporting import export_model
+
+    if exporter.suffix != ".onnx":
+        raise UsageError(f"zoo bench times onnxruntime: it needs the onnx exporter, not {exporter.name!r}")
+    sizes = sample_sizes(built.arch, built.params)
+    if "batch" not in sizes:
+        raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-") as folder:
+        path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
+        exported = export_model(built, exporter, path, options=options)
+        if not exported.ok:
+            raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
+        session, providers, note = onnx_session(path, built.device, threads)
+        result = BenchResult(
+            architecture=built.arch.name,
+            params=built.params,
+            seed=built.seed,
+            device=built.device,
+            torch_runtime=f"torch {torch.__version__} eager (inference_mode, threads {threads or torch.get_num_threads()})",
+            onnx_runtime=f"onnxruntime {onnx_version()}" + (f" (threads {threads})" if threads else ""),
+            providers=providers,
+            budget_s=budget_s,
+            export_stats=exported.export_stats,
+            note=note,
+        )
+        sync = torch.cuda.synchronize if built.device == "cuda" else None
+        default_threads = torch.get_num_threads()
+        try:
+            if threads:
+                torch.set_num_threads(threads)
+            for batch in batch_sizes:
+                inputs = built.sample_inputs({**sizes, "batch": batch})
+                torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
+                onnx_timing = Timing("onnxruntime", batch, time_calls(onnx_call(session, inputs, built.device), budget_s))
+                result.rows.append(BenchRow(batch, torch_timing, onnx_timing))
+        finally:
+            torch.set_num_threads(default_threads)
+    return result
+
+
+def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any]:
+    import torch
+
+    module, args = built.module, tuple(inputs.values())
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return module(*args)
+
+    return call
+
+
+def onnx_session(path: Path, device: str, threads: int | None = None) -> tuple[Any, list[str], str]:
+    """An onnxruntime session with default (full) optimisations; CUDA first on a CUDA device."""
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    note = ""
+    if device == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            note = "this onnxruntime has no CUDAExecutionProvider: onnxruntime ran on the CPU"
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    return session, session.get_providers(), note
+
+
+def onnx_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def onnx_call(session: Any, inputs: Mapping[str, Any], device: str) -> Callable[[], Any]:
+    """One ``run``: from numpy on the CPU; on CUDA, inputs and outputs stay on the
+    device (I/O binding), as PyTorch's do."""
+    if device == "cuda" and session.get_providers()[0] == "CUDAExecutionProvider":
+        binding = session.io_binding()
+        bound = {name: tensor.contiguous() for name, tensor in inputs.items()}  # alive as long as the call
+        for name, tensor in bound.items():
+            binding.bind_input(name, "cuda", 0, _numpy_dtype(tensor), tuple(tensor.shape), tensor.data_ptr())
+        for output in session.get_outputs():
+            binding.bind_output(output.name, "cuda")
+
+        def call_bound() -> Any:
+            session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            return bound
+
+        return call_bound
+    feed = {name: tensor.detach().cpu().numpy() for name, tensor in inputs.items()}
+    return lambda: session.run(None, feed)
+
+
+def _numpy_dtype(tensor: Any) -> Any:
+    import torch
+
+    return torch.empty((), dtype=tensor.dtype).numpy().dtype.type
+
+
+def plot_latency(result: BenchResult, path: Path) -> None:
+    """Median latency (p90 as the band's top) against batch size, one line per runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    batches = [row.batch for row in result.rows]
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for label, timings in (
+        (result.torch_runtime, [row.torch for row in result.rows]),
+        (f"{result.onnx_runtime} [{result.providers[0] if result.providers else '?'}]", [row.onnx for row in result.rows]),
+    ):
+        medians = [t.median * 1e3 for t in timings]
+        axes.plot(batches, medians, marker="o", label=label)
+        axes.fill_between(batches, medians, [t.p90 * 1e3 for t in timings], alpha=0.2)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(batches, [str(b) for b in batches])
+    axes.set_yscale("log")
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("latency per call, ms (median; band to p90)")
+    axes.set_title(f"{result.architecture} on {result.device}")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'zoo-onnx[plot]'") from None
