@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 $(BIN)/zoo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,plot]'
 	touch $(BIN)/zoo
 
 demo: $(BIN)/zoo

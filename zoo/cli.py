@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from zoo import __version__
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.manager import Zoo, load_zoo
 from zoo.params import format_value, parse_params
+from zoo.render import bench_lines, check_lines, export_lines, heading, summary_row, table
 from zoo.spec import TOLERANCE_HELP, Architecture
 
 EXIT_INTERRUPTED = 130
@@ -239,32 +240,6 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
         ctx.exit(1)
 
 
-def check_lines(result: Any) -> list[str]:
-    changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
-    lines = [f"check {result.architecture} (plugin {result.plugin}, seed {result.seed}, device {result.device})", f"  params    {changed or '-'}"]
-    for name, out in result.outputs.items():
-        lines.append(f"  forward   {name} {out['shape']} {out['dtype']}, {'finite' if out['finite'] else 'NOT FINITE'}")
-    for head in result.heads:
-        lines.append(f"  head      {head.output}: {head.check}: {head.detail} {'ok' if head.ok else 'FAILED'}")
-    for loss in result.losses:
-        lines.append(
-            f"  loss      {loss.output}: {loss.loss}: torch {loss.torch:.6f}, closed form {loss.closed_form:.6f}"
-            f" (|diff| {loss.difference:.1e}) {'ok' if loss.ok else 'FAILED'}"
-        )
-    grads = result.gradients
-    if grads.get("checked"):
-        healthy = not grads["no_grad"] and not grads["non_finite"]
-        lines.append(
-            f"  backward  {grads['parameters']} parameter tensors, "
-            f"{'all gradients finite' if healthy else 'BROKEN gradients'} (norm {grads['norm']:.4g})"
-        )
-    for warning in result.warnings:
-        lines.append(f"  warning   {warning}")
-    lines.extend(f"  FAILED    {failure}" for failure in result.failures)
-    lines.append("ok" if result.ok else "check FAILED")
-    return lines
-
-
 def tolerance_options(func: Any) -> Any:
     func = click.option("--atol", type=float, help=f"Absolute tolerance ({TOLERANCE_HELP}).")(func)
     return click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")(func)
@@ -332,7 +307,7 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
-    from zoo.exporting import check_tolerances, export_model
+    from zoo.exporting import check_tolerances, export_many, export_model, write_report
     from zoo.model import build_model, torch_device
 
     zoo = get_zoo(ctx)
@@ -350,32 +325,27 @@ def export_command(
     else:
         archs = [zoo.architecture(name)]
     torch_device(device)  # fail before any work when the device is missing
-    options = {"fold_linear": True} if fold_linear else {}
-    folder = output or Path(".")
-    if export_all and not folder.is_dir():
-        raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
-    results = []
-    for index, arch in enumerate(archs):
-        target = folder / f"{arch.name}{exporter.suffix}" if export_all or output is None else output
-        if export_all and not as_json:
-            click.echo(f"[{index + 1}/{len(archs)}] {arch.name} ...", err=True)
-        try:
-            overrides = parse_params(params, arch.parameters, arch.name)
-            built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
-            result = export_model(
-                built, exporter, target, opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options
-            )
-        except ZooError as exc:
-            if not export_all:
-                raise
-            results.append(FailedExport(arch.name, str(exc)))
-            continue
-        results.append(result)
-    records = [r.to_dict() for r in results]
+    settings = dict(opset=opset, static=static, rtol=rtol, atol=atol, force=force, options={"fold_linear": True} if fold_linear else {})
+    if export_all:
+        folder = output or Path(".")
+        if not folder.is_dir():
+            raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
+
+        def progress(index: int, arch: Architecture) -> None:
+            if not as_json:
+                click.echo(f"[{index + 1}/{len(archs)}] {arch.name} ...", err=True)
+
+        results = export_many(archs, exporter, folder, seed=seed, device=device, on_start=progress, **settings)
+        records: Any = [r.to_dict() for r in results]
+    else:
+        (arch,) = archs
+        built = build_model(arch, parse_params(params, arch.parameters, arch.name), seed=seed, device=device, weights=weights)
+        results = [export_model(built, exporter, output or Path(f"{arch.name}{exporter.suffix}"), **settings)]
+        records = results[0].to_dict()
     if report is not None:
-        write_json(report, records if export_all else records[0])
+        write_report(report, records)
     if as_json:
-        click.echo(json.dumps(records if export_all else records[0], indent=2, default=str))
+        click.echo(json.dumps(records, indent=2, default=str))
     elif export_all:
         click.echo(table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results]))
     else:
@@ -449,55 +419,6 @@ def bench_command(
         click.echo(f"plot: {plot}")
 
 
-def bench_lines(result: Any) -> list[str]:
-    changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
-    providers = ", ".join(result.providers)
-    lines = [
-        f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
-        f"  torch     {result.torch_runtime}",
-        f"  onnx      {result.onnx_runtime} [{providers}], verified against PyTorch before timing",
-    ]
-    if result.note:
-        lines.append(f"  note      {result.note}")
-    fold = result.export_stats.get("fold_linear")
-    if fold is not None:
-        lines.extend(fold_lines(fold))
-    calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
-    lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
-    headers = ("BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP")
-    rows = [
-        (
-            row.batch,
-            human_seconds(row.torch.median),
-            human_seconds(row.torch.p90),
-            human_seconds(row.onnx.median),
-            human_seconds(row.onnx.p90),
-            human_rate(row.torch.throughput),
-            human_rate(row.onnx.throughput),
-            f"{row.speedup:.2f}×",
-        )
-        for row in result.rows
-    ]
-    lines.append(table(headers, rows))
-    lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
-    return lines
-
-
-def human_seconds(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
-def human_rate(per_second: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if per_second >= scale:
-            return f"{per_second / scale:.1f}{unit}"
-    return f"{per_second:.0f}"
-
-
 @cli.command("verify")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(path_type=Path), help="The weights the file was exported with, if any.")
@@ -524,12 +445,12 @@ def verify_command(
       zoo verify binary-sigmoid.onnx
       zoo verify trained.onnx --weights trained.safetensors --device cuda
     """
-    from zoo.exporting import verify_artifact
+    from zoo.exporting import verify_artifact, write_report
 
     result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
     record = result.to_dict()
     if report is not None:
-        write_json(report, record)
+        write_report(report, record)
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
     else:
@@ -538,122 +459,6 @@ def verify_command(
         if not as_json:
             click.echo(f"zoo: error: {result.error}", err=True)
         ctx.exit(1)
-
-
-class FailedExport:
-    """An ``--all`` entry that failed before verification (check, build or export error)."""
-
-    def __init__(self, name: str, error: str) -> None:
-        self.name, self.error, self.ok = name, error, False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"status": "failed", "architecture": self.name, "error": self.error}
-
-
-def summary_row(result: Any) -> tuple[str, ...]:
-    if isinstance(result, FailedExport):
-        return (result.name, "FAILED", "-", "-", result.error)
-    verification = result.verification
-    seconds = sum(result.timings.values())
-    status = "ok" if result.ok else "FAILED"
-    shown = str(result.files[0]) if result.ok else (result.error or "")
-    return (result.built.arch.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
-
-
-def export_lines(result: Any, verb: str = "export") -> list[str]:
-    built, verification = result.built, result.verification
-    arch = built.arch
-    dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes})) if not result.static else ""
-    opset = f", opset {result.opset}" if result.opset is not None else ""  # formats without opsets show none
-    lines = [
-        f"{verb} {arch.name} (plugin {arch.plugin}, seed {built.seed}, device {built.device}) "
-        f"→ {result.files[0]}  [{result.exporter.name}{opset}, "
-        f"{'dynamic: ' + dynamic if dynamic else 'static shapes'}]"
-    ]
-    if result.check is not None:
-        for loss in result.check.losses:
-            lines.append(f"  loss      {loss.output}: {loss.loss} {loss.torch:.6f} (closed form {loss.closed_form:.6f}) ok")
-        for warning in result.check.warnings:
-            lines.append(f"  warning   {warning}")
-    fold = result.export_stats.get("fold_linear")
-    if fold is not None:
-        lines.extend(fold_lines(fold))
-    providers = ", ".join(verification.providers) or "-"
-    lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
-    if verification.note:
-        lines.append(f"  note      {verification.note}")
-    for case in verification.cases:
-        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
-        for out_name, stats in case.outputs.items():
-            extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
-            lines.append(
-                f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}{extra}"
-                f"  {'ok' if stats['ok'] else 'MISMATCH'}"
-            )
-        lines.extend(f"    FAILED {failure}" for failure in case.failures)
-    tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
-    lines.append(f"  tolerance {tolerances}")
-    if result.ok:
-        from zoo.weights import sha256
-
-        for path in result.files:
-            size = path.stat().st_size
-            lines.append(f"  file      {path}  {human_bytes(size)}  sha256 {sha256(path)[:16]}…")
-    timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-    lines.append(f"  time      {timings}")
-    lines.append("ok" if result.ok else f"{verb} FAILED")
-    return lines
-
-
-def fold_lines(fold: dict[str, Any]) -> list[str]:
-    if not fold["chains_folded"]:
-        return ["  fold      nothing to fold: no chain of affine ops without a nonlinearity in between"]
-    lines = [
-        f"  fold      {fold['chains_folded']} chain(s): removed {fold['nodes_removed']} node(s) and "
-        f"{fold['flops_per_sample_removed']:,} FLOPs per sample "
-        f"({fold['flops_per_sample_before']:,} → {fold['flops_per_sample_after']:,})"
-    ]
-    lines.extend(f"            {chain}" for chain in fold["chains"])
-    return lines
-
-
-def human_bytes(size: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size} B"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write a report atomically."""
-    import os
-    import tempfile
-
-    if not path.parent.is_dir():
-        raise OutputPathError(f"report folder {str(path.parent)!r} does not exist")
-    from zoo.errors import write_error
-
-    if path.is_dir():
-        raise OutputPathError(f"--report {str(path)!r} is a directory; give a file name")
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise write_error(exc, path) from exc
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, default=str)
-            handle.write("\n")
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
-        raise write_error(exc, path) from exc
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 @cli.command("plugins")
@@ -686,19 +491,6 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     for info in infos:
         for error in info.errors:
             click.echo(f"{info.name}: {error}")
-
-
-def heading(arch: Architecture) -> str:
-    aliases = f" (alias {', '.join(arch.aliases)})" if arch.aliases else ""
-    return f"{arch.name}{aliases}, plugin {arch.plugin}"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join(lines)
 
 
 def main() -> None:

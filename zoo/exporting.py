@@ -580,3 +580,65 @@ def verify_artifact(
     if not result.verification.ok:
         result.error = "verification failed: " + result.verification.failures[0]
     return result
+
+
+def export_many(
+    archs: list[Architecture],
+    exporter: Exporter,
+    folder: Path,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    on_start: Any = None,
+    **settings: Any,
+) -> list[ExportResult | FailedExport]:
+    """Export each architecture with its defaults to ``folder/NAME<suffix>``; a
+    failure is recorded and the rest still run. ``settings`` go to ``export_model``."""
+    from zoo.model import build_model
+
+    results: list[ExportResult | FailedExport] = []
+    for index, arch in enumerate(archs):
+        if on_start is not None:
+            on_start(index, arch)
+        try:
+            built = build_model(arch, seed=seed, device=device)
+            results.append(export_model(built, exporter, folder / f"{arch.name}{exporter.suffix}", **settings))
+        except ZooError as exc:
+            results.append(FailedExport(arch.name, str(exc)))
+    return results
+
+
+class FailedExport:
+    """An ``--all`` entry that failed before verification (check, build or export error)."""
+
+    def __init__(self, name: str, error: str) -> None:
+        self.name, self.error, self.ok = name, error, False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "failed", "architecture": self.name, "error": self.error}
+
+
+def write_report(path: Path, data: Any) -> None:
+    """Write a JSON report atomically."""
+    if not path.parent.is_dir():
+        raise OutputPathError(f"report folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise OutputPathError(f"--report {str(path)!r} is a directory; give a file name")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path) from exc
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.write("\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise write_error(exc, path) from exc
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

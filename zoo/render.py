@@ -1,0 +1,172 @@
+"""Text the CLI prints: tables and one-screen summaries of checks, exports and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from zoo.params import format_value
+from zoo.spec import Architecture
+
+
+def check_lines(result: Any) -> list[str]:
+    changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
+    lines = [f"check {result.architecture} (plugin {result.plugin}, seed {result.seed}, device {result.device})", f"  params    {changed or '-'}"]
+    for name, out in result.outputs.items():
+        lines.append(f"  forward   {name} {out['shape']} {out['dtype']}, {'finite' if out['finite'] else 'NOT FINITE'}")
+    for head in result.heads:
+        lines.append(f"  head      {head.output}: {head.check}: {head.detail} {'ok' if head.ok else 'FAILED'}")
+    for loss in result.losses:
+        lines.append(
+            f"  loss      {loss.output}: {loss.loss}: torch {loss.torch:.6f}, closed form {loss.closed_form:.6f}"
+            f" (|diff| {loss.difference:.1e}) {'ok' if loss.ok else 'FAILED'}"
+        )
+    grads = result.gradients
+    if grads.get("checked"):
+        healthy = not grads["no_grad"] and not grads["non_finite"]
+        lines.append(
+            f"  backward  {grads['parameters']} parameter tensors, "
+            f"{'all gradients finite' if healthy else 'BROKEN gradients'} (norm {grads['norm']:.4g})"
+        )
+    for warning in result.warnings:
+        lines.append(f"  warning   {warning}")
+    lines.extend(f"  FAILED    {failure}" for failure in result.failures)
+    lines.append("ok" if result.ok else "check FAILED")
+    return lines
+
+
+def bench_lines(result: Any) -> list[str]:
+    changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
+    providers = ", ".join(result.providers)
+    lines = [
+        f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
+        f"  torch     {result.torch_runtime}",
+        f"  onnx      {result.onnx_runtime} [{providers}], verified against PyTorch before timing",
+    ]
+    if result.note:
+        lines.append(f"  note      {result.note}")
+    fold = result.export_stats.get("fold_linear")
+    if fold is not None:
+        lines.extend(fold_lines(fold))
+    calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
+    lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
+    headers = ("BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP")
+    rows = [
+        (
+            row.batch,
+            human_seconds(row.torch.median),
+            human_seconds(row.torch.p90),
+            human_seconds(row.onnx.median),
+            human_seconds(row.onnx.p90),
+            human_rate(row.torch.throughput),
+            human_rate(row.onnx.throughput),
+            f"{row.speedup:.2f}×",
+        )
+        for row in result.rows
+    ]
+    lines.append(table(headers, rows))
+    lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
+    return lines
+
+
+def human_seconds(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def human_rate(per_second: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if per_second >= scale:
+            return f"{per_second / scale:.1f}{unit}"
+    return f"{per_second:.0f}"
+
+
+def summary_row(result: Any) -> tuple[str, ...]:
+    if getattr(result, "verification", None) is None:  # failed before verifying (FailedExport)
+        return (result.name, "FAILED", "-", "-", result.error)
+    verification = result.verification
+    seconds = sum(result.timings.values())
+    status = "ok" if result.ok else "FAILED"
+    shown = str(result.files[0]) if result.ok else (result.error or "")
+    return (result.built.arch.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+
+
+def export_lines(result: Any, verb: str = "export") -> list[str]:
+    built, verification = result.built, result.verification
+    arch = built.arch
+    dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes})) if not result.static else ""
+    opset = f", opset {result.opset}" if result.opset is not None else ""  # formats without opsets show none
+    lines = [
+        f"{verb} {arch.name} (plugin {arch.plugin}, seed {built.seed}, device {built.device}) "
+        f"→ {result.files[0]}  [{result.exporter.name}{opset}, "
+        f"{'dynamic: ' + dynamic if dynamic else 'static shapes'}]"
+    ]
+    if result.check is not None:
+        for loss in result.check.losses:
+            lines.append(f"  loss      {loss.output}: {loss.loss} {loss.torch:.6f} (closed form {loss.closed_form:.6f}) ok")
+        for warning in result.check.warnings:
+            lines.append(f"  warning   {warning}")
+    fold = result.export_stats.get("fold_linear")
+    if fold is not None:
+        lines.extend(fold_lines(fold))
+    providers = ", ".join(verification.providers) or "-"
+    lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
+    if verification.note:
+        lines.append(f"  note      {verification.note}")
+    for case in verification.cases:
+        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
+        for out_name, stats in case.outputs.items():
+            extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
+            lines.append(
+                f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}{extra}"
+                f"  {'ok' if stats['ok'] else 'MISMATCH'}"
+            )
+        lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
+    lines.append(f"  tolerance {tolerances}")
+    if result.ok:
+        from zoo.weights import sha256
+
+        for path in result.files:
+            size = path.stat().st_size
+            lines.append(f"  file      {path}  {human_bytes(size)}  sha256 {sha256(path)[:16]}…")
+    timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+    lines.append(f"  time      {timings}")
+    lines.append("ok" if result.ok else f"{verb} FAILED")
+    return lines
+
+
+def fold_lines(fold: dict[str, Any]) -> list[str]:
+    if not fold["chains_folded"]:
+        return ["  fold      nothing to fold: no chain of affine ops without a nonlinearity in between"]
+    lines = [
+        f"  fold      {fold['chains_folded']} chain(s): removed {fold['nodes_removed']} node(s) and "
+        f"{fold['flops_per_sample_removed']:,} FLOPs per sample "
+        f"({fold['flops_per_sample_before']:,} → {fold['flops_per_sample_after']:,})"
+    ]
+    lines.extend(f"            {chain}" for chain in fold["chains"])
+    return lines
+
+
+def human_bytes(size: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size} B"
+
+
+def heading(arch: Architecture) -> str:
+    aliases = f" (alias {', '.join(arch.aliases)})" if arch.aliases else ""
+    return f"{arch.name}{aliases}, plugin {arch.plugin}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
