@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from zoo.render import human_seconds
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 LARGE_WIDTH = 23200  # three-layer-stack 10→w→w→5: 2,154,537,620 bytes of float32 weights
@@ -61,14 +63,6 @@ def alternate(first: list[str], second: list[str], repeats: int, cwd: Path) -> t
     return statistics.median(a), statistics.median(b)
 
 
-def seconds(value: float) -> str:
-    if value < 1e-3:
-        return f"{value * 1e6:.1f} µs"
-    if value < 1:
-        return f"{value * 1e3:.2f} ms"
-    return f"{value:.2f} s"
-
-
 class Report:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, str]] = []
@@ -89,11 +83,11 @@ class Report:
 def cli_ratios(report: Report, folder: Path, repeats: int) -> None:
     zoo = [str(BIN / "zoo")]
     listing, torch_import = alternate([*zoo, "list"], [sys.executable, "-c", "import torch"], repeats, folder)
-    report.add("1. zoo list / import torch", seconds(listing), seconds(torch_import), listing / torch_import, "≤ 0.25", listing / torch_import <= 0.25)
+    report.add("1. zoo list / import torch", human_seconds(listing), human_seconds(torch_import), listing / torch_import, "≤ 0.25", listing / torch_import <= 0.25)
     export = [*zoo, "export", "binary", "-f", "-o", str(folder / "binary.onnx")]
     baseline = [sys.executable, str(HERE / "baseline_export.py")]
     ours, theirs = alternate(export, baseline, repeats, folder)
-    report.add("2. zoo export binary / hand-written export", seconds(ours), seconds(theirs), ours / theirs, "≤ 1.05", ours / theirs <= 1.05)
+    report.add("2. zoo export binary / hand-written export", human_seconds(ours), human_seconds(theirs), ours / theirs, "≤ 1.05", ours / theirs <= 1.05)
 
 
 def latency_ratios(report: Report, budget: float, threads: int) -> None:
@@ -109,7 +103,7 @@ def latency_ratios(report: Report, budget: float, threads: int) -> None:
             ratio = row.onnx.median / row.torch.median
             target = "≤ 0.5" if row.batch == 1 else "-"
             ok = ratio <= 0.5 if row.batch == 1 else None
-            report.add(f"3. {name} batch {row.batch}: onnxruntime / torch", seconds(row.onnx.median), seconds(row.torch.median), ratio, target, ok)
+            report.add(f"3. {name} batch {row.batch}: onnxruntime / torch", human_seconds(row.onnx.median), human_seconds(row.torch.median), ratio, target, ok)
 
 
 def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> None:
@@ -131,7 +125,7 @@ def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> No
             medians[fold] = statistics.median(time_calls(onnx_call(session, inputs, "cpu"), budget))
         label = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
         ratio = medians[True] / medians[False]
-        report.add(f"4. stack ({label}) batch 4096: folded / unfolded", seconds(medians[True]), seconds(medians[False]), ratio, "≤ 0.5", ratio <= 0.5)
+        report.add(f"4. stack ({label}) batch 4096: folded / unfolded", human_seconds(medians[True]), human_seconds(medians[False]), ratio, "≤ 0.5", ratio <= 0.5)
 
 
 def large_ratio(report: Report, folder: Path) -> None:
