@@ -83,8 +83,10 @@ def export(job: Any) -> list[Path]:
     for node in model.graph.all_nodes():
         for key in [k for k in node.metadata_props if k not in KEEP_NODE_METADATA]:
             del node.metadata_props[key]
+    import onnx
+
     model.metadata_props.clear()
-    model.metadata_props.update(job.metadata)
+    model.metadata_props.update({**job.metadata, "zoo.onnx_version": onnx.__version__})
     if job.options.get("fold_linear"):
         from zoo.exporters.fold import fold_linear
 

@@ -75,7 +75,7 @@ def test_metadata_lets_verify_rebuild_the_model(exported):
     meta = {p.key: p.value for p in onnx.load(path).metadata_props}
     assert meta["zoo.architecture"] == "three-layer-stack" and meta["zoo.seed"] == "7"
     assert json.loads(meta["zoo.params"])["hidden"] == [18, 20]
-    assert meta["zoo.torch_version"] == torch.__version__
+    assert meta["zoo.torch_version"] == torch.__version__ and meta["zoo.onnx_version"] == onnx.__version__
     result = invoke("verify", path)
     assert result.exit_code == 0, result.output
     assert "verify three-layer-stack" in result.stdout and "batch=64" in result.stdout
