@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/zoo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(BIN)/zoo
 
 test: $(BIN)/zoo
 	$(BIN)/python -m pytest
+
+lint: $(BIN)/zoo
+	$(BIN)/ruff check .
 
 bench: $(BIN)/zoo
 	$(BIN)/python benchmarks/run.py

@@ -6,10 +6,10 @@ import importlib
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from zoo.manager import load_zoo
 

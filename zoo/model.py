@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,7 @@ def check_range(inp: Any, bounds: tuple[float, float]) -> None:
     names = " / ".join(str(b) for b in inp.range if isinstance(b, str))
     hint = f" (check the parameter {names})" if names else ""
     numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
-    if not numbers or not all(map(_finite, bounds)) or not low < high:
+    if not numbers or not all(map(math.isfinite, bounds)) or not low < high:
         raise ParameterError(f"input {inp.name!r}: sample range [{low!r}, {high!r}) is empty or not finite{hint}")
     if inp.dtype in FLOAT_DTYPES or inp.dtype == "bool":
         return
@@ -180,12 +181,6 @@ def _half_open(tensor: torch.Tensor, inp: Any, low: float, high: float) -> torch
     if bottom > top:
         raise ParameterError(f"input {inp.name!r}: sample range [{low}, {high}) holds no {inp.dtype} value; widen it")
     return tensor.clamp(bottom, top)
-
-
-def _finite(value: float) -> bool:
-    import math
-
-    return math.isfinite(value)
 
 
 def name_outputs(arch: Architecture, result: Any) -> dict[str, torch.Tensor]:
