@@ -13,7 +13,7 @@ $(BIN)/zoo: pyproject.toml constraints.txt
 
 demo: $(BIN)/zoo
 	$(BIN)/zoo list
-	$(BIN)/zoo export binary
+	$(BIN)/zoo export binary --force
 
 test: $(BIN)/zoo
 	$(BIN)/python -m pytest
