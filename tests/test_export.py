@@ -245,3 +245,13 @@ def test_export_all_refuses_per_architecture_options(tmp_path):
     result = invoke("export", "--all", "-o", tmp_path, "-p", "hidden=3")
     assert result.exit_code == 2 and "export it by NAME instead of --all" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cuda_reference_runs_in_full_float32():
+    """cuDNN defaults to TF32; the PyTorch reference must not be the inexact side."""
+    from zoo.model import ieee_float32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with ieee_float32("cuda"):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before

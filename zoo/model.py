@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,12 +43,29 @@ class BuiltModel:
     def forward(self, inputs: Mapping[str, torch.Tensor], grad: bool = False) -> dict[str, torch.Tensor]:
         import torch
 
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), ieee_float32(self.device):
             try:
                 result = self.module(*inputs.values())  # positional, in declared order
             except Exception as exc:  # noqa: BLE001 - the model's own bug, reported as a failed check
                 raise CheckFailed(f"{self.arch.name}: forward pass raised {type(exc).__name__}: {exc}") from exc
         return name_outputs(self.arch, result)
+
+
+@contextmanager
+def ieee_float32(device: str) -> Iterator[None]:
+    """Full float32 precision on CUDA: cuDNN convolutions default to TF32 (10-bit
+    mantissa), which would make the PyTorch reference itself the inexact side."""
+    import torch
+
+    if device != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def torch_device(name: str) -> torch.device:
