@@ -169,3 +169,10 @@ def test_fast_commands_do_not_import_torch(args):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"ZOO_LOAD_PLUGINS": "", "PATH": ""})
     assert "HEAVY []" in out.stderr, out.stderr
+
+
+def test_example_plugin_requires_the_python_zoo_requires():
+    """pip would otherwise offer the example to a Python that zoo itself refuses."""
+    zoo_python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    example = ROOT / "examples" / "zoo-example-plugin" / "pyproject.toml"
+    assert tomllib.loads(example.read_text())["project"]["requires-python"] == zoo_python
