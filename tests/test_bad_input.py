@@ -9,11 +9,11 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from installing import zoo_command
 from reliability_fakes import FakeArchitectures, assert_clean_failure, leftovers
 
 from zoo.cli import cli
@@ -376,11 +376,6 @@ def test_unexportable_model_quiet_logs_nothing(run, tmp_path, fake_zoo, caplog):
 # -- the real console script: no traceback reaches a user ------------------------
 
 
-def _zoo_command() -> list[str]:
-    script = Path(sys.executable).with_name("zoo")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from zoo.cli import main; main()"]
-
-
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
@@ -397,7 +392,7 @@ def test_console_script(tmp_path, args, code, needle):
     torch.save({"w": _Payload(tmp_path / "PWNED")}, tmp_path / "evil.pt")
     (tmp_path / "fake.onnx").write_text("not onnx")
     env = {**os.environ, "ZOO_LOAD_PLUGINS": ""}
-    proc = subprocess.run(_zoo_command() + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(zoo_command() + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert [line for line in proc.stderr.splitlines() if line.strip()] == [proc.stderr.strip()]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from zoo import __version__
+from zoo.cli import cli
 
 
 def test_list_table(run):
@@ -132,6 +133,7 @@ def test_plugins_lists_builtins(run):
 
 def test_version_and_help(run):
     assert run("--version").stdout.strip() == f"zoo, version {__version__}"
-    for command in ("list", "show", "check", "export", "verify", "plugins"):
+    assert set(cli.commands) == {"list", "show", "check", "export", "bench", "verify", "plugins"}  # a new one gets help too
+    for command in cli.commands:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.stdout, command
