@@ -28,7 +28,6 @@ DEFAULT_BUDGET_S = 0.5  # timed calls per runtime and batch size
 WARMUP_FRACTION = 0.2  # of the budget, spent before timing
 MIN_CALLS = 5
 MAX_CALLS = 100_000
-RUNTIMES = ("torch", "onnxruntime")
 
 
 @dataclass

@@ -61,9 +61,6 @@ class Registry(Generic[T]):
     def __contains__(self, key: str) -> bool:
         return self._owner(key) is not None
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
     def filter(self, pattern: str | None) -> list[T]:
         """Items whose name or an alias matches a shell wildcard (``*soft*``)."""
         if not pattern:
