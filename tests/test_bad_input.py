@@ -60,7 +60,17 @@ def test_ambiguous_prefix_lists_candidates(run, tmp_path, fake_zoo):
 
 
 def test_empty_name_asks_for_one(run, tmp_path):
-    fails_cleanly(run, tmp_path, 2, ["export", "", "-o", OUT], "give a", "zoo list")
+    fails_cleanly(run, tmp_path, 2, ["export", "", "-o", OUT], "give an architecture name", "zoo list")
+
+
+def test_unknown_format_points_to_zoo_plugins_which_lists_exporters(run, tmp_path):
+    line = fails_cleanly(run, tmp_path, 2, ["export", "binary", "--format", "tflite", "-o", OUT], "unknown exporter 'tflite'")
+    assert "run 'zoo plugins' to see the 1 available exporter" in line
+    assert "onnx" in run("plugins").stdout  # where the hint sends the user, the exporters are
+
+
+def test_empty_format_asks_for_an_exporter_name(run, tmp_path):
+    fails_cleanly(run, tmp_path, 2, ["export", "binary", "--format", "", "-o", OUT], "give an exporter name", "zoo plugins")
 
 
 # -- parameters -------------------------------------------------------------------
