@@ -300,7 +300,7 @@ def test_verify_a_folder(run, tmp_path):
 
 def test_verify_unknown_suffix(run, tmp_path):
     Path("model.txt").write_text("hello")
-    assert_clean_failure(run("verify", "model.txt"), 2, "no exporter writes files like this", ".onnx")
+    assert_clean_failure(run("verify", "model.txt"), 2, "not a file any installed exporter reads", "onnx (.onnx)")
 
 
 def test_verify_non_onnx_file(run, tmp_path):

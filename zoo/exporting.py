@@ -513,24 +513,41 @@ def export_model(
     return result
 
 
-def read_metadata(exporter: Exporter, path: Path) -> dict[str, str]:
-    try:
-        raw = exporter.read_metadata(path)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
-    meta = {k[len(META_PREFIX) :]: v for k, v in raw.items() if k.startswith(META_PREFIX)}
-    if "architecture" not in meta:
+def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]:
+    """The exporter that wrote ``path`` and the zoo metadata in it.
+
+    The suffix only says which readers to try first: two formats may share a
+    suffix, and ``-o`` may give any name. The exporter named in the metadata is
+    the one that verifies the file.
+    """
+    matching = [e for e in exporters if path.name.endswith(e.suffix)]
+    failures: list[tuple[Exporter, Exception]] = []
+    foreign = None  # a reader that parsed the file but found no zoo metadata
+    for exporter in [*matching, *(e for e in exporters if e not in matching)]:
+        try:
+            raw = exporter.read_metadata(path)
+        except Exception as exc:  # noqa: BLE001 - not this format: try the next reader
+            failures.append((exporter, exc))
+            continue
+        meta = {k[len(META_PREFIX) :]: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
+        if "architecture" not in meta:
+            foreign = foreign or exporter
+            continue
+        name = meta.get("exporter", exporter.name)
+        writer = exporters.get(name)
+        if writer is None:
+            raise UsageError(
+                f"{path.name} was written by the {name!r} exporter, which is not installed; "
+                "install the plugin that provides it (see 'zoo plugins')"
+            )
+        return writer, meta
+    if foreign is not None:
         raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
-    return meta
-
-
-def exporter_for(exporters: Any, path: Path) -> Exporter:
-    """The registered exporter whose suffix ``path`` has."""
-    for exporter in exporters:
-        if path.name.endswith(exporter.suffix):
-            return exporter
-    suffixes = ", ".join(e.suffix for e in exporters)
-    raise UsageError(f"{str(path)!r}: no exporter writes files like this (known: {suffixes})")
+    if matching:  # the suffix says what it should be: that reader's complaint is the useful one
+        exporter, exc = next((e, x) for e, x in failures if e is matching[0])
+        raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
+    tried = ", ".join(f"{e.name} ({e.suffix})" for e in exporters)
+    raise UsageError(f"{str(path)!r} is not a file any installed exporter reads (tried {tried}); give a file 'zoo export' wrote")
 
 
 def verify_artifact(
@@ -552,8 +569,7 @@ def verify_artifact(
     check_tolerances(rtol, atol)
     if weights is not None and not weights.is_file():
         raise WeightsError(f"weights file {str(weights)!r} does not exist")
-    exporter = exporter_for(zoo.exporters, path)
-    meta = read_metadata(exporter, path)
+    exporter, meta = read_artifact(zoo.exporters, path)
     arch = zoo.architectures.get(meta["architecture"])
     if arch is None:
         plugin = meta.get("plugin", "?")
