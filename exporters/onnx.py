@@ -174,5 +174,6 @@ def register_exporters(register):
             read_metadata=read_metadata,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
+            options=("fold_linear",),
         )
     )

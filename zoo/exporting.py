@@ -29,6 +29,7 @@ from zoo.errors import (
     ExportFailed,
     OutputPathError,
     ParameterError,
+    PluginError,
     UsageError,
     VerificationFailed,
     WeightsError,
@@ -244,6 +245,24 @@ def check_tolerances(rtol: float | None, atol: float | None) -> None:
             raise ParameterError(f"{flag} {value}: a tolerance must be a finite number >= 0")
 
 
+def validate_request(
+    exporter: Exporter,
+    *,
+    opset: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> int | None:
+    """Refuse what ``exporter`` cannot do (a usage error), before a model is built
+    or checked; returns the opset to export with."""
+    check_tolerances(rtol, atol)
+    unsupported = [name for name, value in (options or {}).items() if value and name not in exporter.options]
+    if unsupported:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+        raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
+    return exporter.resolve_opset(opset)
+
+
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
@@ -444,8 +463,7 @@ def export_model(
     nothing and returns a result whose ``ok`` is False."""
     from zoo.check import check_model
 
-    opset = exporter.resolve_opset(opset)  # an unsupported opset is a usage error before any work
-    check_tolerances(rtol, atol)
+    opset = validate_request(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
     result = ExportResult(built, exporter, opset, static)
     check_output_path(output, force)
     with _timed(result.timings, "check"):
@@ -492,10 +510,14 @@ def export_model(
                 raise ExportFailed(
                     f"{exporter.name} could not export {arch.name}: {reason(exc, 200)} (run with -v for the exporter's own reason)"
                 ) from exc
+        # A format that declares an option but records nothing did not apply it:
+        # the file would claim (in zoo.options) what was not done.
         unapplied = [name for name, value in options.items() if value and name not in job.stats]
         if unapplied:
-            flags = ", ".join("--" + name.replace("_", "-") for name in unapplied)
-            raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
+            raise PluginError(
+                f"the {exporter.name} exporter (plugin {exporter.plugin!r}) declares {', '.join(unapplied)} "
+                "but did not apply it (nothing recorded in job.stats)"
+            )
         result.export_stats = job.stats
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
