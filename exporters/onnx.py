@@ -57,24 +57,14 @@ def quiet_exporter() -> Iterator[None]:
 def export(job: Any) -> list[Path]:
     import torch
 
-    opset = job.opset or DEFAULT_OPSET
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise zoo.ParameterError(f"--opset {opset} is not supported; use {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
-    dynamic_shapes = None
-    if any(job.dynamic.values()):
-        dims: dict[str, Any] = {}
-        dynamic_shapes = tuple(
-            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in job.dynamic[name].items()}
-            for name in job.sample
-        )
     with quiet_exporter():
         program = torch.onnx.export(
             job.module,
             tuple(job.sample.values()),
             input_names=list(job.sample),
             output_names=job.output_names,
-            dynamic_shapes=dynamic_shapes,
-            opset_version=opset,
+            dynamic_shapes=job.torch_dynamic_shapes(),
+            opset_version=job.opset,  # resolved and range-checked by zoo (Exporter.opsets) before any work
             dynamo=True,
             optimize=True,
             verbose=False,

@@ -70,6 +70,20 @@ class ExportJob:
     # option it applied under the option's name; one left unrecorded was not applied.
     stats: dict[str, Any] = field(default_factory=dict)
 
+    def torch_dynamic_shapes(self) -> tuple[dict[int, Any], ...] | None:
+        """``dynamic_shapes`` for ``torch.export.export``/``torch.onnx.export``, one
+        dict per input in ``sample`` order; ``None`` when every shape is static.
+        One ``torch.export.Dim`` per name, so inputs that share ``batch`` share it."""
+        if not any(self.dynamic.values()):
+            return None
+        import torch
+
+        dims: dict[str, Any] = {}
+        return tuple(
+            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in self.dynamic[name].items()}
+            for name in self.sample
+        )
+
 
 @dataclass
 class CaseResult:
