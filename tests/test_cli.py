@@ -127,6 +127,10 @@ def test_plugins_lists_builtins(run):
     assert result.exit_code == 0
     assert "seed    zoo-onnx (built-in)" in result.stdout
     assert "exporters: onnx" in result.stdout
+    formats = result.stdout.split("\n\n")[1].splitlines()
+    assert formats[0].split() == ["FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"]
+    assert formats[1].split()[:4] == ["onnx", ".onnx", "onnx", "--fold-linear"]
+    assert formats[1].endswith("ONNX via torch.export (opset 20), verified with onnxruntime")
     data = json.loads(run("plugins", "--json").stdout)
     assert {p["name"]: p["status"] for p in data} == {"seed": "ok", "onnx": "ok"}
 

@@ -468,7 +468,8 @@ def verify_command(
 @json_option
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
-    """List loaded plugins, their distributions, what they registered, and failures.
+    """List loaded plugins, their distributions, what they registered, and
+    failures; then the export formats (--format) with their options.
 
     \b
     Examples:
@@ -494,6 +495,13 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     for info in infos:
         for error in info.errors:
             click.echo(f"{info.name}: {error}")
+    if len(zoo.exporters):  # what --format takes, and what each format can do
+        formats = [
+            (e.name, e.suffix, e.plugin, " ".join("--" + o.replace("_", "-") for o in e.options) or "-", e.summary or "-")
+            for e in zoo.exporters
+        ]
+        click.echo()
+        click.echo(table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats))
 
 
 def main() -> None:
