@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from zoo.render import human_seconds
+from zoo.render import human_seconds, table
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -73,11 +73,7 @@ class Report:
         print(f"  {what}: {numerator} / {denominator} = {ratio:.3g}  (target {target}) {verdict}", flush=True)
 
     def table(self) -> str:
-        headers = ("RATIO", "MEASURED", "VALUE", "TARGET", "")
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in self.rows]
-        return "\n".join(lines)
+        return table(("RATIO", "MEASURED", "VALUE", "TARGET", ""), self.rows)
 
 
 def cli_ratios(report: Report, folder: Path, repeats: int) -> None:
@@ -107,7 +103,7 @@ def latency_ratios(report: Report, budget: float, threads: int) -> None:
 
 
 def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> None:
-    from zoo.bench import onnx_call, onnx_session, time_calls
+    from zoo.bench import onnx_call, time_calls
     from zoo.exporting import export_model
     from zoo.manager import load_zoo
     from zoo.model import build_model
@@ -121,7 +117,7 @@ def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> No
             path = folder / f"stack-{'folded' if fold else 'plain'}.onnx"
             result = export_model(built, zoo.exporter("onnx"), path, force=True, options={"fold_linear": True} if fold else {})
             assert result.ok, result.error
-            session = onnx_session(path, "cpu", threads)[0]
+            session = zoo.exporter("onnx").load(path, "cpu", threads=threads).session
             medians[fold] = statistics.median(time_calls(onnx_call(session, inputs, "cpu"), budget))
         label = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
         ratio = medians[True] / medians[False]

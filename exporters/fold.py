@@ -77,14 +77,6 @@ class FoldStats:
             "weight_elements_removed": self.weights_removed,
         }
 
-    def summary(self) -> str:
-        if not self.chains:
-            return "no foldable chain of affine ops found"
-        return (
-            f"{len(self.chains)} chain(s) folded: {self.nodes_removed} node(s) and "
-            f"{self.flops_removed:,} of {self.flops_before:,} FLOPs per sample removed"
-        )
-
 
 def fold_linear(model: ir.Model) -> FoldStats:
     """Fold every foldable chain in ``model``'s main graph, in place."""

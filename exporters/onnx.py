@@ -57,24 +57,14 @@ def quiet_exporter() -> Iterator[None]:
 def export(job: Any) -> list[Path]:
     import torch
 
-    opset = job.opset or DEFAULT_OPSET
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise zoo.ParameterError(f"--opset {opset} is not supported; use {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
-    dynamic_shapes = None
-    if any(job.dynamic.values()):
-        dims: dict[str, Any] = {}
-        dynamic_shapes = tuple(
-            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in job.dynamic[name].items()}
-            for name in job.sample
-        )
     with quiet_exporter():
         program = torch.onnx.export(
             job.module,
             tuple(job.sample.values()),
             input_names=list(job.sample),
             output_names=job.output_names,
-            dynamic_shapes=dynamic_shapes,
-            opset_version=opset,
+            dynamic_shapes=job.torch_dynamic_shapes(),
+            opset_version=job.opset,  # resolved and range-checked by zoo (Exporter.opsets) before any work
             dynamo=True,
             optimize=True,
             verbose=False,
@@ -106,21 +96,23 @@ def export(job: Any) -> list[Path]:
 
 
 class OrtRunner:
-    """An onnxruntime session that maps input names to arrays and back."""
+    """An onnxruntime session that maps input names to arrays and back; also
+    what ``zoo bench`` times (``session``), so both see the same providers."""
 
-    def __init__(self, path: Path, device: str) -> None:
+    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        available = ort.get_available_providers()
         wanted = ["CPUExecutionProvider"]
         self.note = ""
         if device == "cuda":
-            if "CUDAExecutionProvider" in available:
+            if "CUDAExecutionProvider" in ort.get_available_providers():
                 wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             else:
-                self.note = "this onnxruntime has no CUDAExecutionProvider: verified on the CPU provider"
+                self.note = "this onnxruntime has no CUDAExecutionProvider: it ran on the CPU provider"
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
         if uses_external_data(path):
             # Prepacking makes a packed copy of every weight while the session
             # loads: past 2 GB that doubles the peak memory. Without it,
@@ -128,15 +120,16 @@ class OrtRunner:
             options.add_session_config_entry("session.disable_prepacking", "1")
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
         self.providers = self.session.get_providers()
-        self.description = f"onnxruntime {ort.__version__}"
+        self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
         return dict(zip(self.output_names, self.session.run(None, feed)))
 
 
-def load(path: Path, device: str) -> OrtRunner:
-    return OrtRunner(path, device)
+def load(path: Path, device: str, threads: int | None = None) -> OrtRunner:
+    """``threads``: onnxruntime's intra-op threads (``zoo bench --threads``); default its own."""
+    return OrtRunner(path, device, threads)
 
 
 def uses_external_data(path: Path) -> bool:
@@ -174,5 +167,6 @@ def register_exporters(register):
             read_metadata=read_metadata,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
+            options=("fold_linear",),
         )
     )

@@ -74,12 +74,14 @@ def three_layer_stack(
 
 @zoo.hookimpl
 def register_architectures(register):
+    # Summaries name the family and label sizes as defaults: -p changes the
+    # sizes, and 'zoo show' lists the layers actually built.
     features = Input("x", ("batch", "in_features"))
     register(
         Architecture(
             name="binary-sigmoid",
             aliases=("binary",),
-            summary="Linear(8,4) → Linear(4,3) → Linear(3,1) → Sigmoid: binary classifier",
+            summary="Linear stack → Sigmoid: binary classifier (defaults 8→4→3→1)",
             build=binary_sigmoid,
             inputs=(features,),
             outputs=(Output("probability", task="binary", head="sigmoid", shape=("batch", 1)),),
@@ -89,7 +91,7 @@ def register_architectures(register):
         Architecture(
             name="multiclass-softmax",
             aliases=("multiclass",),
-            summary="Linear(8,4) → Linear(4,3) → Linear(3,4) → Softmax: 4-class classifier",
+            summary="Linear stack → Softmax: multiclass classifier (defaults 8→4→3→4)",
             build=multiclass_softmax,
             inputs=(features,),
             outputs=(Output("probabilities", task="multiclass", head="softmax", shape=("batch", "n_classes")),),
@@ -99,7 +101,7 @@ def register_architectures(register):
         Architecture(
             name="three-layer-stack",
             aliases=("stack",),
-            summary="Linear(10,18) → Linear(18,20) → Linear(20,5): regression",
+            summary="Linear stack: regression (defaults 10→18→20→5)",
             build=three_layer_stack,
             inputs=(features,),
             outputs=(Output("prediction", task="regression", shape=("batch", "out_features")),),

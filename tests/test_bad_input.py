@@ -9,11 +9,11 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from installing import zoo_command
 from reliability_fakes import FakeArchitectures, assert_clean_failure, leftovers
 
 from zoo.cli import cli
@@ -60,7 +60,17 @@ def test_ambiguous_prefix_lists_candidates(run, tmp_path, fake_zoo):
 
 
 def test_empty_name_asks_for_one(run, tmp_path):
-    fails_cleanly(run, tmp_path, 2, ["export", "", "-o", OUT], "give a", "zoo list")
+    fails_cleanly(run, tmp_path, 2, ["export", "", "-o", OUT], "give an architecture name", "zoo list")
+
+
+def test_unknown_format_points_to_zoo_plugins_which_lists_exporters(run, tmp_path):
+    line = fails_cleanly(run, tmp_path, 2, ["export", "binary", "--format", "tflite", "-o", OUT], "unknown exporter 'tflite'")
+    assert "run 'zoo plugins' to see the 1 available exporter" in line
+    assert "onnx" in run("plugins").stdout  # where the hint sends the user, the exporters are
+
+
+def test_empty_format_asks_for_an_exporter_name(run, tmp_path):
+    fails_cleanly(run, tmp_path, 2, ["export", "binary", "--format", "", "-o", OUT], "give an exporter name", "zoo plugins")
 
 
 # -- parameters -------------------------------------------------------------------
@@ -290,7 +300,7 @@ def test_verify_a_folder(run, tmp_path):
 
 def test_verify_unknown_suffix(run, tmp_path):
     Path("model.txt").write_text("hello")
-    assert_clean_failure(run("verify", "model.txt"), 2, "no exporter writes files like this", ".onnx")
+    assert_clean_failure(run("verify", "model.txt"), 2, "not a file any installed exporter reads", "onnx (.onnx)")
 
 
 def test_verify_non_onnx_file(run, tmp_path):
@@ -376,11 +386,6 @@ def test_unexportable_model_quiet_logs_nothing(run, tmp_path, fake_zoo, caplog):
 # -- the real console script: no traceback reaches a user ------------------------
 
 
-def _zoo_command() -> list[str]:
-    script = Path(sys.executable).with_name("zoo")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from zoo.cli import main; main()"]
-
-
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
@@ -397,7 +402,7 @@ def test_console_script(tmp_path, args, code, needle):
     torch.save({"w": _Payload(tmp_path / "PWNED")}, tmp_path / "evil.pt")
     (tmp_path / "fake.onnx").write_text("not onnx")
     env = {**os.environ, "ZOO_LOAD_PLUGINS": ""}
-    proc = subprocess.run(_zoo_command() + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(zoo_command() + args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert [line for line in proc.stderr.splitlines() if line.strip()] == [proc.stderr.strip()]

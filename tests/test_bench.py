@@ -52,6 +52,7 @@ def test_bench_threads_sets_both_runtimes_and_restores_torch(zoo) -> None:
     built = build_model(zoo.architecture("binary"))
     result = bench_model(built, zoo.exporter("onnx"), batch_sizes=(1,), budget_s=0.01, threads=1)
     assert "threads 1" in result.torch_runtime and "threads 1" in result.onnx_runtime
+    assert result.onnx_runtime.startswith("onnxruntime ") and result.providers == ["CPUExecutionProvider"]
     assert torch.get_num_threads() == before
 
 
@@ -115,6 +116,28 @@ def test_bench_needs_a_batch_dimension() -> None:
     zoo = load_zoo(entry_points=False, extra=[("fixed", FixedBatch())])
     with pytest.raises(UsageError, match="no dynamic 'batch'"):
         bench_model(build_model(zoo.architecture("fixed")), zoo.exporter("onnx"))
+
+
+def test_onnx_load_threads_reach_the_session_bench_times(zoo, tmp_path: Path) -> None:
+    from zoo.exporting import export_model
+
+    path = tmp_path / "m.onnx"
+    assert export_model(build_model(zoo.architecture("binary")), zoo.exporter("onnx"), path).ok
+    runner = zoo.exporter("onnx").load(path, "cpu", threads=2)
+    assert runner.session.get_session_options().intra_op_num_threads == 2
+    assert runner.description.endswith("(threads 2)")
+
+
+def test_bench_refuses_a_format_onnxruntime_does_not_load_even_with_an_onnx_suffix(zoo, tmp_path: Path) -> None:
+    """Another format may write .onnx files: what counts is whose loader runs them."""
+    from dataclasses import replace
+
+    def must_not_export(job):
+        raise AssertionError("refused before the export")
+
+    other = replace(zoo.exporter("onnx"), name="other-onnx", export=must_not_export, load=lambda path, device: None)
+    with pytest.raises(UsageError, match="needs the onnx exporter, not 'other-onnx'"):
+        bench_model(build_model(zoo.architecture("binary")), other, batch_sizes=(1,), budget_s=0.01)
 
 
 @pytest.mark.cuda

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from zoo import __version__
+from zoo.cli import cli
 
 
 def test_list_table(run):
@@ -126,12 +127,17 @@ def test_plugins_lists_builtins(run):
     assert result.exit_code == 0
     assert "seed    zoo-onnx (built-in)" in result.stdout
     assert "exporters: onnx" in result.stdout
+    formats = result.stdout.split("\n\n")[1].splitlines()
+    assert formats[0].split() == ["FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"]
+    assert formats[1].split()[:4] == ["onnx", ".onnx", "onnx", "--fold-linear"]
+    assert formats[1].endswith("ONNX via torch.export (opset 20), verified with onnxruntime")
     data = json.loads(run("plugins", "--json").stdout)
     assert {p["name"]: p["status"] for p in data} == {"seed": "ok", "onnx": "ok"}
 
 
 def test_version_and_help(run):
     assert run("--version").stdout.strip() == f"zoo, version {__version__}"
-    for command in ("list", "show", "check", "export", "verify", "plugins"):
+    assert set(cli.commands) == {"list", "show", "check", "export", "bench", "verify", "plugins"}  # a new one gets help too
+    for command in cli.commands:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.stdout, command

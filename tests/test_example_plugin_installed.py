@@ -66,6 +66,8 @@ def test_installed_plugin_exports_verifies_and_runs_its_command(installed: Insta
     assert verified.stdout.splitlines()[-1] == "ok"
     info = installed.zoo("pt2-info", "token-classifier.pt2", cwd=tmp_path).stdout
     assert info.startswith("token-classifier.pt2: token-classifier (plugin example, seed 0)")
+    missing = installed.zoo("pt2-info", "nowhere.pt2", cwd=tmp_path, expect=2)  # a user error: exit 2, one line
+    assert missing.stderr == "zoo: error: 'nowhere.pt2' does not exist\n"
     installed.zoo("export", "listing", "-o", "listing.onnx", cwd=tmp_path)
     assert installed.zoo("verify", "listing.onnx", cwd=tmp_path).stdout.splitlines()[-1] == "ok"
 

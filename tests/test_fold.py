@@ -21,7 +21,10 @@ from torch import nn
 from zoo.exporters.fold import fold_linear
 from zoo.exporters.onnx import quiet_exporter
 
+from zoo import Architecture, Input, Output
+from zoo import hookimpl as zoo_hookimpl
 from zoo.exporting import export_model
+from zoo.manager import load_zoo
 from zoo.model import build_model
 from zoo.spec import Exporter
 
@@ -240,22 +243,71 @@ def test_gemm_alpha_beta_and_untransposed_weights_fold(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_an_exporter_that_ignores_fold_linear_is_refused(zoo, tmp_path: Path) -> None:
+def must_not_export(job):
+    raise AssertionError("refused options must stop the export before it starts")
+
+
+def test_an_exporter_without_the_option_is_refused_before_any_work(zoo, tmp_path: Path) -> None:
     from zoo.exporters import onnx as onnx_exporter
 
     from zoo.errors import UsageError
 
-    def export_without_options(job):
-        # Exports for real, but on a copy of the job: the option is never applied.
-        from dataclasses import replace
-
-        return onnx_exporter.export(replace(job, options={}, stats={}))
-
-    plain = Exporter("plain", ".onnx", export_without_options, onnx_exporter.load, onnx_exporter.read_metadata, plugin="test")
+    plain = Exporter("plain", ".onnx", must_not_export, onnx_exporter.load, onnx_exporter.read_metadata, plugin="test")
     built = build_model(zoo.architecture("binary"))
-    with pytest.raises(UsageError, match="does not support --fold-linear"):
+    with pytest.raises(UsageError, match="the plain exporter \\(plugin 'test'\\) does not support --fold-linear"):
         export_model(built, plain, tmp_path / "m.onnx", options={"fold_linear": True})
-    assert not (tmp_path / "m.onnx").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_exporter_that_declares_the_option_but_ignores_it_fails(zoo, tmp_path: Path) -> None:
+    """The safety net: a file must not say (in zoo.options) it was folded when it was not."""
+    from dataclasses import replace
+
+    from zoo.exporters import onnx as onnx_exporter
+
+    from zoo.errors import PluginError
+
+    def export_without_options(job):
+        return onnx_exporter.export(replace(job, options={}, stats={}))  # a real export; the option is dropped
+
+    liar = Exporter(
+        "liar", ".onnx", export_without_options, onnx_exporter.load, onnx_exporter.read_metadata,
+        default_opset=onnx_exporter.DEFAULT_OPSET, options=("fold_linear",), plugin="test",
+    )
+    built = build_model(zoo.architecture("binary"))
+    with pytest.raises(PluginError, match="declares fold_linear but did not apply it"):
+        export_model(built, liar, tmp_path / "m.onnx", options={"fold_linear": True})
+    assert list(tmp_path.iterdir()) == []
+
+
+class NoFoldFormat:
+    """A format without --fold-linear, and an architecture that counts its builds."""
+
+    builds = 0
+
+    @staticmethod
+    def counted(width: int = 4):
+        NoFoldFormat.builds += 1
+        return nn.Linear(width, 2)
+
+    @zoo_hookimpl
+    def register_architectures(self, register):
+        register(Architecture("counted", self.counted, (Input("x", ("batch", "width")),), (Output("y", task="regression"),)))
+
+    @zoo_hookimpl
+    def register_exporters(self, register):
+        from zoo.exporters import onnx as onnx_exporter
+
+        register(Exporter("nofold", ".nofold", must_not_export, onnx_exporter.load, onnx_exporter.read_metadata))
+
+
+def test_cli_refuses_an_unsupported_option_before_building_the_model(run) -> None:
+    the_zoo = load_zoo(entry_points=False, extra=[("nofold", NoFoldFormat())])
+    NoFoldFormat.builds = 0
+    result = run("export", "counted", "--format", "nofold", "--fold-linear", zoo=the_zoo)
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["zoo: error: the nofold exporter (plugin 'nofold') does not support --fold-linear"]
+    assert NoFoldFormat.builds == 0
 
 
 def test_cli_summary_and_report_name_what_folding_removed(run, tmp_path: Path) -> None:

@@ -13,14 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from installing import zoo_command
 from reliability_fakes import assert_clean_failure, disk_full_exporter, leftovers
 
 from zoo.manager import load_zoo
-
-
-def zoo_command() -> list[str]:
-    script = Path(sys.executable).with_name("zoo")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from zoo.cli import main; main()"]
 
 
 def test_sigint_during_export_leaves_nothing_and_exits_130(tmp_path):

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 import zoo
+from zoo.cli import cli
 from zoo.exporting import export_model
 from zoo.manager import Zoo, load_zoo
 from zoo.model import build_model
@@ -108,7 +110,37 @@ def test_hook_register_commands_adds_a_working_command(example_zoo: Zoo, run, ex
     assert info["architecture"] == "listing-model" and info["inputs"] == ["numeric", "category"]
     assert info["operators"]["aten.embedding.default"] == 1
     missing = run("pt2-info", "nowhere.pt2", zoo=example_zoo)
-    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert missing.exit_code == 2, missing.output
+    assert missing.output.splitlines() == ["zoo: error: 'nowhere.pt2' does not exist"]
+
+
+def test_hook_register_commands_a_command_gets_the_running_zoo() -> None:
+    """zoo.get_zoo() is the Zoo the command line runs with (here one given with
+    obj=), not a fresh load: an architecture only that Zoo has is found."""
+
+    class Commands:
+        @zoo.hookimpl
+        def register_commands(self, cli: click.Group) -> None:
+            @cli.command("count")
+            def count() -> None:
+                the_zoo = zoo.get_zoo()
+                if "only-here" not in the_zoo.architectures:
+                    raise zoo.UsageError("not the running zoo")
+                click.echo(len(the_zoo.architectures))
+
+    the_zoo = load_zoo(entry_points=False, extra=[("commands", Commands())])
+    the_zoo.architectures.add(
+        zoo.Architecture(name="only-here", build=lambda: None, inputs=(zoo.Input("x", (1,)),), outputs=(zoo.Output("y"),))
+    )
+    ran = CliRunner().invoke(cli, ["count"], obj=the_zoo)
+    assert (ran.exit_code, ran.output) == (0, f"{len(the_zoo.architectures)}\n")
+    refused = CliRunner().invoke(cli, ["count"], obj=load_zoo(entry_points=False, extra=[("commands", Commands())]))
+    assert (refused.exit_code, refused.output) == (2, "zoo: error: not the running zoo\n")
+
+
+def test_get_zoo_outside_a_command_says_what_to_use() -> None:
+    with pytest.raises(RuntimeError, match="zoo.load_zoo"):
+        zoo.get_zoo()
 
 
 def test_hook_register_commands_cannot_replace_a_builtin_command() -> None:

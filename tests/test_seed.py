@@ -103,3 +103,17 @@ def test_same_seed_same_weights(zoo):
     a, b, c = (build_model(arch, seed=s).module.state_dict() for s in (1, 1, 2))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["0.weight"], c["0.weight"])
+
+
+@pytest.mark.parametrize("name", ["binary-sigmoid", "multiclass-softmax", "three-layer-stack"])
+def test_summary_sizes_are_the_defaults_and_labelled_so(zoo, name):
+    arch = zoo.architecture(name)
+    defaults = arch.summary.rsplit("(defaults ", 1)[1].rstrip(")")
+    linears = [m for m in build_model(arch).module if isinstance(m, nn.Linear)]
+    assert defaults == "→".join(str(w) for w in [linears[0].in_features, *(m.out_features for m in linears)])
+
+
+def test_show_with_parameters_does_not_contradict_the_summary(run):
+    shown = run("show", "multiclass", "-p", "n_classes=10").stdout
+    assert "4-class" not in shown and "multiclass classifier (defaults" in shown
+    assert "Linear(in_features=3, out_features=10, bias=True)" in shown

@@ -28,7 +28,6 @@ DEFAULT_BUDGET_S = 0.5  # timed calls per runtime and batch size
 WARMUP_FRACTION = 0.2  # of the budget, spent before timing
 MIN_CALLS = 5
 MAX_CALLS = 100_000
-RUNTIMES = ("torch", "onnxruntime")
 
 
 @dataclass
@@ -161,9 +160,10 @@ def bench_model(
     """
     import torch
 
+    from zoo.exporters import onnx as onnx_format
     from zoo.exporting import export_model
 
-    if exporter.suffix != ".onnx":
+    if exporter.load is not onnx_format.load:  # checked before minutes of export, not after
         raise UsageError(f"zoo bench times onnxruntime: it needs the onnx exporter, not {exporter.name!r}")
     sizes = sample_sizes(built.arch, built.params)
     if "batch" not in sizes:
@@ -173,18 +173,18 @@ def bench_model(
         exported = export_model(built, exporter, path, options=options)
         if not exported.ok:
             raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
-        session, providers, note = onnx_session(path, built.device, threads)
+        runner = exporter.load(path, built.device, threads=threads)  # the session verification uses, plus threads
         result = BenchResult(
             architecture=built.arch.name,
             params=built.params,
             seed=built.seed,
             device=built.device,
             torch_runtime=f"torch {torch.__version__} eager (inference_mode, threads {threads or torch.get_num_threads()})",
-            onnx_runtime=f"onnxruntime {onnx_version()}" + (f" (threads {threads})" if threads else ""),
-            providers=providers,
+            onnx_runtime=runner.description,
+            providers=runner.providers,
             budget_s=budget_s,
             export_stats=exported.export_stats,
-            note=note,
+            note=runner.note,
         )
         sync = torch.cuda.synchronize if built.device == "cuda" else None
         default_threads = torch.get_num_threads()
@@ -194,7 +194,7 @@ def bench_model(
             for batch in batch_sizes:
                 inputs = built.sample_inputs({**sizes, "batch": batch})
                 torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
-                onnx_timing = Timing("onnxruntime", batch, time_calls(onnx_call(session, inputs, built.device), budget_s))
+                onnx_timing = Timing("onnxruntime", batch, time_calls(onnx_call(runner.session, inputs, built.device), budget_s))
                 result.rows.append(BenchRow(batch, torch_timing, onnx_timing))
         finally:
             torch.set_num_threads(default_threads)
@@ -211,31 +211,6 @@ def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any
             return module(*args)
 
     return call
-
-
-def onnx_session(path: Path, device: str, threads: int | None = None) -> tuple[Any, list[str], str]:
-    """An onnxruntime session with default (full) optimisations; CUDA first on a CUDA device."""
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    note = ""
-    if device == "cuda":
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        else:
-            note = "this onnxruntime has no CUDAExecutionProvider: onnxruntime ran on the CPU"
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    return session, session.get_providers(), note
-
-
-def onnx_version() -> str:
-    import onnxruntime as ort
-
-    return ort.__version__
 
 
 def onnx_call(session: Any, inputs: Mapping[str, Any], device: str) -> Callable[[], Any]:

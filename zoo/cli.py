@@ -307,13 +307,13 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
-    from zoo.exporting import check_tolerances, export_many, export_model, write_report
+    from zoo.exporting import export_many, export_model, validate_request, write_report
     from zoo.model import build_model, torch_device
 
     zoo = get_zoo(ctx)
     exporter = zoo.exporter(format_name)
-    exporter.resolve_opset(opset)  # refuse an unsupported --opset before any work
-    check_tolerances(rtol, atol)
+    options = {"fold_linear": True} if fold_linear else {}
+    validate_request(exporter, opset=opset, rtol=rtol, atol=atol, options=options)  # before any model is built
     if export_all:
         if params or weights:
             raise UsageError("--param and --weights describe one architecture; export it by NAME instead of --all")
@@ -325,7 +325,7 @@ def export_command(
     else:
         archs = [zoo.architecture(name)]
     torch_device(device)  # fail before any work when the device is missing
-    settings = dict(opset=opset, static=static, rtol=rtol, atol=atol, force=force, options={"fold_linear": True} if fold_linear else {})
+    settings = dict(opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options)
     if export_all:
         folder = output or Path(".")
         if not folder.is_dir():
@@ -396,19 +396,22 @@ def bench_command(
       zoo bench binary --plot latency.png
     """
     from zoo.bench import bench_model, parse_batch_sizes, plot_latency, require_matplotlib
+    from zoo.exporting import validate_request
     from zoo.model import build_model
 
     sizes = parse_batch_sizes(batch_sizes)
+    zoo = get_zoo(ctx)
+    exporter = zoo.exporter("onnx")
+    options = {"fold_linear": True} if fold_linear else {}
+    validate_request(exporter, options=options)  # before the model is built
     if plot is not None:
         require_matplotlib()  # before minutes of timing, not after
         if not plot.parent.is_dir():
             raise OutputPathError(f"--plot folder {str(plot.parent)!r} does not exist")
-    zoo = get_zoo(ctx)
     arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
     built = build_model(arch, overrides, seed=seed, device=device)
-    options = {"fold_linear": True} if fold_linear else {}
-    result = bench_model(built, zoo.exporter("onnx"), sizes, budget_s=budget, options=options, threads=threads)
+    result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
     if plot is not None:
         plot_latency(result, plot)
     if as_json:
@@ -465,7 +468,8 @@ def verify_command(
 @json_option
 @click.pass_context
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
-    """List loaded plugins, their distributions, what they registered, and failures.
+    """List loaded plugins, their distributions, what they registered, and
+    failures; then the export formats (--format) with their options.
 
     \b
     Examples:
@@ -491,6 +495,13 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     for info in infos:
         for error in info.errors:
             click.echo(f"{info.name}: {error}")
+    if len(zoo.exporters):  # what --format takes, and what each format can do
+        formats = [
+            (e.name, e.suffix, e.plugin, " ".join("--" + o.replace("_", "-") for o in e.options) or "-", e.summary or "-")
+            for e in zoo.exporters
+        ]
+        click.echo()
+        click.echo(table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats))
 
 
 def main() -> None:

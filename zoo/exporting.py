@@ -29,6 +29,7 @@ from zoo.errors import (
     ExportFailed,
     OutputPathError,
     ParameterError,
+    PluginError,
     UsageError,
     VerificationFailed,
     WeightsError,
@@ -68,6 +69,20 @@ class ExportJob:
     # What the exporter did, for the summary and report. An exporter records each
     # option it applied under the option's name; one left unrecorded was not applied.
     stats: dict[str, Any] = field(default_factory=dict)
+
+    def torch_dynamic_shapes(self) -> tuple[dict[int, Any], ...] | None:
+        """``dynamic_shapes`` for ``torch.export.export``/``torch.onnx.export``, one
+        dict per input in ``sample`` order; ``None`` when every shape is static.
+        One ``torch.export.Dim`` per name, so inputs that share ``batch`` share it."""
+        if not any(self.dynamic.values()):
+            return None
+        import torch
+
+        dims: dict[str, Any] = {}
+        return tuple(
+            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in self.dynamic[name].items()}
+            for name in self.sample
+        )
 
 
 @dataclass
@@ -242,6 +257,24 @@ def check_tolerances(rtol: float | None, atol: float | None) -> None:
     for flag, value in (("--rtol", rtol), ("--atol", atol)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise ParameterError(f"{flag} {value}: a tolerance must be a finite number >= 0")
+
+
+def validate_request(
+    exporter: Exporter,
+    *,
+    opset: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> int | None:
+    """Refuse what ``exporter`` cannot do (a usage error), before a model is built
+    or checked; returns the opset to export with."""
+    check_tolerances(rtol, atol)
+    unsupported = [name for name, value in (options or {}).items() if value and name not in exporter.options]
+    if unsupported:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+        raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
+    return exporter.resolve_opset(opset)
 
 
 @contextmanager
@@ -444,8 +477,7 @@ def export_model(
     nothing and returns a result whose ``ok`` is False."""
     from zoo.check import check_model
 
-    opset = exporter.resolve_opset(opset)  # an unsupported opset is a usage error before any work
-    check_tolerances(rtol, atol)
+    opset = validate_request(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
     result = ExportResult(built, exporter, opset, static)
     check_output_path(output, force)
     with _timed(result.timings, "check"):
@@ -492,10 +524,14 @@ def export_model(
                 raise ExportFailed(
                     f"{exporter.name} could not export {arch.name}: {reason(exc, 200)} (run with -v for the exporter's own reason)"
                 ) from exc
+        # A format that declares an option but records nothing did not apply it:
+        # the file would claim (in zoo.options) what was not done.
         unapplied = [name for name, value in options.items() if value and name not in job.stats]
         if unapplied:
-            flags = ", ".join("--" + name.replace("_", "-") for name in unapplied)
-            raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
+            raise PluginError(
+                f"the {exporter.name} exporter (plugin {exporter.plugin!r}) declares {', '.join(unapplied)} "
+                "but did not apply it (nothing recorded in job.stats)"
+            )
         result.export_stats = job.stats
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
@@ -513,24 +549,41 @@ def export_model(
     return result
 
 
-def read_metadata(exporter: Exporter, path: Path) -> dict[str, str]:
-    try:
-        raw = exporter.read_metadata(path)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
-    meta = {k[len(META_PREFIX) :]: v for k, v in raw.items() if k.startswith(META_PREFIX)}
-    if "architecture" not in meta:
+def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]:
+    """The exporter that wrote ``path`` and the zoo metadata in it.
+
+    The suffix only says which readers to try first: two formats may share a
+    suffix, and ``-o`` may give any name. The exporter named in the metadata is
+    the one that verifies the file.
+    """
+    matching = [e for e in exporters if path.name.endswith(e.suffix)]
+    failures: list[tuple[Exporter, Exception]] = []
+    foreign = None  # a reader that parsed the file but found no zoo metadata
+    for exporter in [*matching, *(e for e in exporters if e not in matching)]:
+        try:
+            raw = exporter.read_metadata(path)
+        except Exception as exc:  # noqa: BLE001 - not this format: try the next reader
+            failures.append((exporter, exc))
+            continue
+        meta = {k[len(META_PREFIX) :]: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
+        if "architecture" not in meta:
+            foreign = foreign or exporter
+            continue
+        name = meta.get("exporter", exporter.name)
+        writer = exporters.get(name)
+        if writer is None:
+            raise UsageError(
+                f"{path.name} was written by the {name!r} exporter, which is not installed; "
+                "install the plugin that provides it (see 'zoo plugins')"
+            )
+        return writer, meta
+    if foreign is not None:
         raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
-    return meta
-
-
-def exporter_for(exporters: Any, path: Path) -> Exporter:
-    """The registered exporter whose suffix ``path`` has."""
-    for exporter in exporters:
-        if path.name.endswith(exporter.suffix):
-            return exporter
-    suffixes = ", ".join(e.suffix for e in exporters)
-    raise UsageError(f"{str(path)!r}: no exporter writes files like this (known: {suffixes})")
+    if matching:  # the suffix says what it should be: that reader's complaint is the useful one
+        exporter, exc = next((e, x) for e, x in failures if e is matching[0])
+        raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
+    tried = ", ".join(f"{e.name} ({e.suffix})" for e in exporters)
+    raise UsageError(f"{str(path)!r} is not a file any installed exporter reads (tried {tried}); give a file 'zoo export' wrote")
 
 
 def verify_artifact(
@@ -552,8 +605,7 @@ def verify_artifact(
     check_tolerances(rtol, atol)
     if weights is not None and not weights.is_file():
         raise WeightsError(f"weights file {str(weights)!r} does not exist")
-    exporter = exporter_for(zoo.exporters, path)
-    meta = read_metadata(exporter, path)
+    exporter, meta = read_artifact(zoo.exporters, path)
     arch = zoo.architectures.get(meta["architecture"])
     if arch is None:
         plugin = meta.get("plugin", "?")

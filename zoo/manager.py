@@ -72,7 +72,7 @@ class Zoo:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.architectures: Registry[Architecture] = Registry("architecture")
-        self.exporters: Registry[Exporter] = Registry("exporter")
+        self.exporters: Registry[Exporter] = Registry("exporter", list_command="zoo plugins")
         self.plugins: dict[str, PluginInfo] = {}
         self.problems: list[str] = []
 

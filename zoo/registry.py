@@ -23,10 +23,12 @@ class DuplicateName(ValueError):
 
 
 class Registry(Generic[T]):
-    """Items by name; aliases point at names. ``kind`` is used in messages."""
+    """Items by name; aliases point at names. ``kind`` is used in messages, and
+    ``list_command`` is the command that lists them (named in hints)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, list_command: str = "zoo list") -> None:
         self.kind = kind
+        self.list_command = list_command
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
 
@@ -61,9 +63,6 @@ class Registry(Generic[T]):
     def __contains__(self, key: str) -> bool:
         return self._owner(key) is not None
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
     def filter(self, pattern: str | None) -> list[T]:
         """Items whose name or an alias matches a shell wildcard (``*soft*``)."""
         if not pattern:
@@ -82,7 +81,8 @@ class Registry(Generic[T]):
         if found is not None:
             return found
         if not name.strip():
-            raise UsageError(f"give a {self.kind} name; run 'zoo list' to see the {len(self)} available")
+            article = "an" if self.kind[:1] in "aeiou" else "a"
+            raise UsageError(f"give {article} {self.kind} name; {self._see_all()}")
         keys = [*self._items, *self._aliases]
         matches = {self._owner(key).name for key in keys if key.startswith(name)}  # type: ignore[union-attr]
         if len(matches) == 1:
@@ -90,6 +90,10 @@ class Registry(Generic[T]):
         if len(matches) > 1:
             raise UsageError(f"{self.kind} {name!r} is ambiguous: it could be {', '.join(sorted(matches))}")
         close = difflib.get_close_matches(name, keys, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}?" if close else f"run 'zoo list' to see the {len(self)} available"
+        hint = f"did you mean {', '.join(close)}?" if close else self._see_all()
         error = UnknownArchitectureError if self.kind == "architecture" else UsageError
         raise error(f"unknown {self.kind} {name!r}; {hint}")
+
+    def _see_all(self) -> str:
+        count = len(self)
+        return f"run '{self.list_command}' to see the {count} available {self.kind}{'' if count == 1 else 's'}"

@@ -271,6 +271,7 @@ class Exporter:
     summary: str = ""
     default_opset: int | None = None  # for formats with versioned operator sets
     opsets: tuple[int, int] | None = None  # lowest and highest supported opset, checked before any work
+    options: tuple[str, ...] = ()  # job.options this format applies (``fold_linear``); others are refused before any work
     plugin: str = ""
 
     def with_plugin(self, plugin: str) -> Exporter:

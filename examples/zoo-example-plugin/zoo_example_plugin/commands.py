@@ -23,12 +23,13 @@ def pt2_info(file: Path, as_json: bool) -> None:
     """
     from zoo_example_plugin.pt2 import load_program
 
+    # zoo.UsageError: zoo prints one line and exits 2, as for its own commands
     if not file.is_file():
-        raise zoo.ZooError(f"{str(file)!r} does not exist")
+        raise zoo.UsageError(f"{str(file)!r} does not exist")
     try:
         program, manifest = load_program(file)
     except Exception as exc:  # noqa: BLE001 - not an archive of ours: a user error, one line
-        raise zoo.ZooError(f"{str(file)!r} is not a pt2 archive written by zoo: {exc}") from exc
+        raise zoo.UsageError(f"{str(file)!r} is not a pt2 archive written by zoo: {exc}") from exc
     meta = {k.removeprefix("zoo."): v for k, v in manifest["metadata"].items()}
     operators = Counter(str(node.target) for node in program.graph.nodes if node.op == "call_function")
     info = {

@@ -22,14 +22,7 @@ MANIFEST = "zoo_manifest.json"  # extra file inside the archive: metadata + inpu
 def export(job: Any) -> list[Path]:
     import torch
 
-    dynamic_shapes = None
-    if any(job.dynamic.values()):
-        dims: dict[str, Any] = {}  # one torch Dim per name: inputs that share "batch" share the symbol
-        dynamic_shapes = tuple(
-            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in job.dynamic[name].items()}
-            for name in job.sample
-        )
-    program = torch.export.export(job.module, tuple(job.sample.values()), dynamic_shapes=dynamic_shapes)
+    program = torch.export.export(job.module, tuple(job.sample.values()), dynamic_shapes=job.torch_dynamic_shapes())
     manifest = {"metadata": job.metadata, "inputs": list(job.sample), "outputs": job.output_names}
     torch.export.save(program, str(job.path), extra_files={MANIFEST: json.dumps(manifest)})
     return [job.path]
