@@ -183,6 +183,16 @@ def test_report_path_is_a_directory(run, tmp_path):
     fails_cleanly(run, tmp_path, 2, ["verify", "missing.onnx", "--report", "reports"], "is a directory")
 
 
+@pytest.mark.parametrize("command", [["export", "binary", "-o", OUT], ["verify", OUT]])
+def test_report_in_a_missing_folder_is_refused_before_any_work(run, tmp_path, exported, command):
+    """A bad --report must not surface after the export: the model file would already be placed."""
+    if command[0] == "verify":
+        shutil.copy(exported, tmp_path / OUT)
+    before = leftovers(tmp_path)
+    assert_clean_failure(run(*command, "--report", "nodir/r.json"), 2, "report folder", "does not exist")
+    assert leftovers(tmp_path) == before
+
+
 def test_existing_file_needs_force(run, tmp_path, exported):
     target = tmp_path / OUT
     shutil.copy(exported, target)

@@ -307,7 +307,7 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
-    from zoo.exporting import export_many, export_model, validate_request, write_report
+    from zoo.exporting import check_report_path, export_many, export_model, validate_request, write_report
     from zoo.model import build_model, torch_device
 
     zoo = get_zoo(ctx)
@@ -325,6 +325,8 @@ def export_command(
     else:
         archs = [zoo.architecture(name)]
     torch_device(device)  # fail before any work when the device is missing
+    if report is not None:
+        check_report_path(report)
     settings = dict(opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options)
     if export_all:
         folder = output or Path(".")
@@ -448,8 +450,10 @@ def verify_command(
       zoo verify binary-sigmoid.onnx
       zoo verify trained.onnx --weights trained.safetensors --device cuda
     """
-    from zoo.exporting import verify_artifact, write_report
+    from zoo.exporting import check_report_path, verify_artifact, write_report
 
+    if report is not None:
+        check_report_path(report)
     result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
     record = result.to_dict()
     if report is not None:

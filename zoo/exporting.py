@@ -670,12 +670,18 @@ class FailedExport:
         return {"status": "failed", "architecture": self.name, "error": self.error}
 
 
-def write_report(path: Path, data: Any) -> None:
-    """Write a JSON report atomically."""
-    if not path.parent.is_dir():
-        raise OutputPathError(f"report folder {str(path.parent)!r} does not exist")
+def check_report_path(path: Path) -> None:
+    """Refuse a report path that cannot be written, before any work is done."""
     if path.is_dir():
         raise OutputPathError(f"--report {str(path)!r} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise OutputPathError(f"report folder {str(path.parent)!r} does not exist; create it first")
+    probe_writable(path.parent)
+
+
+def write_report(path: Path, data: Any) -> None:
+    """Write a JSON report atomically."""
+    check_report_path(path)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
