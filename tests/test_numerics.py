@@ -1,0 +1,105 @@
+"""Numerics of the checks: saturated (confident) models, half precision, large logits."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from zoo.check import check_model
+from zoo.cli import cli
+from zoo.manager import load_zoo
+from zoo.model import build_model
+from zoo.spec import Output
+from zoo.tasks import closed_form_loss, head_checks, loss_slack, losses_agree, torch_loss
+
+
+def invoke(*args, zoo=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], obj=zoo, catch_exceptions=False)
+
+
+def scaled_weights(name: str, scale: float, folder: Path) -> Path:
+    """The seed weights times ``scale``: a stand-in for a confident trained model."""
+    module = build_model(load_zoo(entry_points=False).architecture(name), seed=0).module
+    path = folder / f"{name}-x{scale:g}.pt"
+    torch.save({k: v * scale for k, v in module.state_dict().items()}, path)
+    return path
+
+
+# -- finding 1: saturated sigmoid/softmax outputs ---------------------------------------
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # numpy's log(0) must not reach the terminal
+@pytest.mark.parametrize(("name", "scale"), [("binary", 8), ("binary", 30), ("multiclass", 8)])
+def test_saturated_model_checks_exports_and_verifies(tmp_path, name, scale):
+    weights = scaled_weights(name, scale, tmp_path)
+    built = build_model(load_zoo(entry_points=False).architecture(name), seed=0, weights=weights)
+    result = check_model(built)
+    assert result.ok, result.failures
+    (loss,) = result.losses
+    assert math.isfinite(loss.closed_form) and loss.torch == pytest.approx(loss.closed_form, rel=1e-4)
+    out = tmp_path / "m.onnx"
+    exported = invoke("export", name, "--weights", weights, "-o", out)
+    assert exported.exit_code == 0, exported.output
+    verified = invoke("verify", out, "--weights", weights)
+    assert verified.exit_code == 0, verified.output
+
+
+def test_saturated_sigmoid_is_noted_not_failed(tmp_path):
+    weights = scaled_weights("binary", 30, tmp_path)
+    built = build_model(load_zoo(entry_points=False).architecture("binary"), seed=0, weights=weights)
+    probabilities = built.forward(built.sample_inputs())["probability"]
+    assert set(probabilities.flatten().tolist()) <= {0.0, 1.0}  # the premise: float32 saturates
+    (head,) = check_model(built).heads
+    assert head.ok and "saturated to exactly 0 or 1" in head.detail
+
+
+def test_sigmoid_head_still_fails_outside_0_1_and_on_nan():
+    spec = Output("p", task="binary", head="sigmoid")
+    for bad in ([0.5, 1.5], [-0.1, 0.5], [0.5, float("nan")]):
+        (head,) = head_checks(spec, np.array(bad, dtype=np.float32))
+        assert not head.ok, bad
+    (head,) = head_checks(spec, np.array([0.0, 0.3, 1.0], dtype=np.float32))
+    assert head.ok and "2 of 3 saturated" in head.detail
+
+
+@pytest.mark.parametrize(
+    ("spec", "prediction"),
+    [
+        (Output("p", task="binary", head="sigmoid"), [[0.0], [1.0], [1.0], [0.0]]),
+        (Output("p", task="multiclass", head="softmax"), [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_closed_form_clips_logs_as_torch_does(spec, prediction, dtype):
+    # half the rows are confidently wrong: log(0) on both sides, clipped the same way
+    y = torch.tensor(prediction, dtype=dtype)
+    t = torch.tensor([[1.0], [0.0], [1.0], [1.0]] if spec.task == "binary" else [[0, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0]], dtype=dtype)
+    with np.errstate(all="raise"):
+        closed = closed_form_loss(spec, y.double().numpy(), t.double().numpy(), str(dtype))
+    framework = torch_loss(spec, y, t).item()
+    assert math.isfinite(closed) and closed == pytest.approx(framework, rel=1e-2)
+
+
+def test_losses_agree_handles_nan_and_infinity():
+    assert losses_agree(1.0, 1.0 + 1e-9, 1e-6, 0.0)
+    assert losses_agree(math.inf, math.inf, 1e-6, 0.0)
+    assert not losses_agree(math.inf, 100.0, 1e-6, 1e9)
+    assert not losses_agree(math.nan, math.nan, 1e-6, 1e9)
+    assert not losses_agree(1.0, math.nan, 1e-6, 1e9)
+
+
+def test_loss_slack_covers_saturation_and_not_more():
+    spec = Output("p", task="binary", head="sigmoid")
+    near_one = np.array([[1 - 6e-8]], dtype=np.float64)
+    target = np.zeros((1, 1))
+    one = closed_form_loss(spec, np.ones((1, 1), dtype=np.float32), target)
+    near = closed_form_loss(spec, near_one, target, "float32")
+    assert one == pytest.approx(100) and near == pytest.approx(16.6, abs=0.1)
+    assert loss_slack(spec, near_one, target, 1e-4, 1e-5, "float32") >= one - near  # within tolerance: may move that far
+    mid = np.array([[0.5]])
+    assert loss_slack(spec, mid, target, 1e-4, 1e-5) < 1e-3  # a well-conditioned loss gets no such allowance
