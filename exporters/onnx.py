@@ -119,9 +119,19 @@ class OrtRunner:
                 wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             else:
                 self.note = "this onnxruntime has no CUDAExecutionProvider: verified on the CPU provider"
+        from onnx import TensorProto
+
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if uses_external_data(path):
+        model = _graph_only(path)
+        io = [*model.graph.input, *model.graph.output]
+        bfloat16 = [v.name for v in io if v.type.tensor_type.elem_type == TensorProto.BFLOAT16]
+        if bfloat16:  # refused here rather than as a confusing dtype error on the first run
+            raise RuntimeError(
+                f"onnxruntime's Python API cannot take or return bfloat16 arrays (numpy has no bfloat16): "
+                f"{', '.join(bfloat16)}; export a float32 or float16 version of the model to verify it"
+            )
+        if _external(model):
             # Prepacking makes a packed copy of every weight while the session
             # loads: past 2 GB that doubles the peak memory. Without it,
             # onnxruntime maps the .data file instead of copying it.
@@ -139,13 +149,21 @@ def load(path: Path, device: str) -> OrtRunner:
     return OrtRunner(path, device)
 
 
-def uses_external_data(path: Path) -> bool:
-    """Whether the model keeps any initializer in a side file (read without loading it)."""
+def _graph_only(path: Path) -> Any:
     import onnx
+
+    return onnx.load(str(path), load_external_data=False)
+
+
+def _external(model: Any) -> bool:
     from onnx.external_data_helper import uses_external_data as external
 
-    model = onnx.load(str(path), load_external_data=False)
     return any(external(tensor) for tensor in model.graph.initializer)
+
+
+def uses_external_data(path: Path) -> bool:
+    """Whether the model keeps any initializer in a side file (read without loading it)."""
+    return _external(_graph_only(path))
 
 
 def read_metadata(path: Path) -> dict[str, str]:

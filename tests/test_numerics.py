@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from zoo import Architecture, Input, hookimpl
 from zoo.check import check_model
 from zoo.cli import cli
 from zoo.manager import load_zoo
@@ -103,3 +104,81 @@ def test_loss_slack_covers_saturation_and_not_more():
     assert loss_slack(spec, near_one, target, 1e-4, 1e-5, "float32") >= one - near  # within tolerance: may move that far
     mid = np.array([[0.5]])
     assert loss_slack(spec, mid, target, 1e-4, 1e-5) < 1e-3  # a well-conditioned loss gets no such allowance
+
+
+# -- finding 2: float16 and bfloat16 architectures --------------------------------------
+
+
+def _half_net(dtype: str):
+    def build(in_features: int = 8, n_classes: int = 4):
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.binary = nn.Linear(in_features, 1)
+                self.classes = nn.Linear(in_features, n_classes)
+
+            def forward(self, x):
+                logits = self.classes(x)
+                return torch.sigmoid(self.binary(x)), torch.softmax(logits, -1), logits
+
+        return Net().to(getattr(torch, dtype))
+
+    return build
+
+
+class HalfPlugin:
+    """Inputs, weights and outputs in float16 or bfloat16."""
+
+    @staticmethod
+    def arch(dtype: str):
+        return Architecture(
+            name=f"half-{dtype}",
+            build=_half_net(dtype),
+            inputs=(Input("x", ("batch", "in_features"), dtype=dtype),),
+            outputs=(
+                Output("p", task="binary", head="sigmoid"),
+                Output("q", task="multiclass", head="softmax"),
+                Output("z", task="multiclass"),
+            ),
+        )
+
+    @hookimpl
+    def register_architectures(self, register):
+        register(self.arch("float16"))
+        register(self.arch("bfloat16"))
+
+
+@pytest.fixture
+def half_zoo():
+    return load_zoo(entry_points=False, extra=[("half", HalfPlugin())])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_architecture_checks(half_zoo, dtype):
+    built = build_model(half_zoo.architecture(f"half-{dtype}"))
+    assert built.forward(built.sample_inputs())["p"].dtype == getattr(torch, dtype)  # the premise
+    result = check_model(built)
+    assert result.ok, result.failures
+    assert len(result.losses) == 3 and all(loss.ok for loss in result.losses)
+    assert invoke("check", f"half-{dtype}", zoo=half_zoo).exit_code == 0
+
+
+def test_float16_exports_and_verifies_on_cpu(half_zoo, tmp_path):
+    out = tmp_path / "half.onnx"
+    exported = invoke("export", "half-float16", "-o", out, zoo=half_zoo)
+    assert exported.exit_code == 0, exported.output
+    import onnxruntime as ort
+
+    (x,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()
+    assert x.type == "tensor(float16)"
+    assert invoke("verify", out, zoo=half_zoo).exit_code == 0
+
+
+def test_bfloat16_export_fails_cleanly(half_zoo, tmp_path):
+    # onnxruntime's Python API has no bfloat16 arrays (and its CPU provider no bfloat16 Gemm)
+    result = invoke("export", "half-bfloat16", "-o", tmp_path / "half.onnx", zoo=half_zoo)
+    assert result.exit_code == 1
+    assert "bfloat16" in result.stderr and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []

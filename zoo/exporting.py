@@ -312,7 +312,7 @@ def verify_files(
         seed = built.seed + VERIFY_SEED_OFFSET + index
         inputs = built.sample_inputs(sizes, seed=seed)
         reference = built.forward(inputs)
-        feed = {name: t.detach().cpu().numpy() for name, t in inputs.items()}
+        feed = {name: as_numpy(t) for name, t in inputs.items()}
         try:
             got = runner(feed)
         except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
@@ -330,7 +330,7 @@ def verify_files(
                 failures.append(f"{_case(sizes)}: output {spec.name!r} is missing from the exported model")
                 continue
             cand = np.asarray(got[spec.name])
-            ref_np = ref.float().numpy() if dtype == "bfloat16" else ref.numpy()
+            ref_np = as_numpy(ref)
             if cand.shape != ref_np.shape:
                 failures.append(f"{_case(sizes)}: output {spec.name!r} has shape {list(cand.shape)}, PyTorch gives {list(ref_np.shape)}")
                 continue
@@ -365,6 +365,14 @@ def verify_files(
         note=getattr(runner, "note", ""),
         seconds=time.perf_counter() - start,
     )
+
+
+def as_numpy(tensor: Any) -> Any:
+    """A tensor as a numpy array; bfloat16 as float32 (exact), numpy having no bfloat16."""
+    import torch
+
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def compare(reference: Any, candidate: Any, tol: Tolerance | None) -> dict[str, Any]:
