@@ -16,7 +16,7 @@ from zoo.cli import cli
 from zoo.manager import load_zoo
 from zoo.model import build_model
 from zoo.spec import Output
-from zoo.tasks import closed_form_loss, head_checks, loss_slack, losses_agree, torch_loss
+from zoo.tasks import agreement, closed_form_loss, head_checks, loss_slack, losses_agree, torch_loss
 
 
 def invoke(*args, zoo=None):
@@ -182,3 +182,55 @@ def test_bfloat16_export_fails_cleanly(half_zoo, tmp_path):
     assert result.exit_code == 1
     assert "bfloat16" in result.stderr and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+# -- finding 7: argmax/threshold margin scales with the values --------------------------
+
+
+def _near_tie(features: int = 64):
+    """Two classes with almost the same weights, logits around 3000 ± 1000: rounding
+    differences between runtimes flip many argmaxes, all within tolerance."""
+    from torch import nn
+
+    layer = nn.Linear(features, 2)
+    with torch.no_grad():
+        layer.weight[1] = layer.weight[0] * (1 + 1e-6 * torch.randn(features))
+        layer.weight *= 1e3
+        layer.bias[:] = 3000.0
+    return layer
+
+
+class NearTiePlugin:
+    @hookimpl
+    def register_architectures(self, register):
+        from zoo import Dim
+
+        x = Input("x", (Dim("batch", sample=512), "features"))
+        register(Architecture(name="near-tie", build=_near_tie, inputs=(x,), outputs=(Output("z", task="multiclass"),)))
+
+
+def test_large_logits_near_ties_do_not_fail_a_correct_export(tmp_path):
+    zoo = load_zoo(entry_points=False, extra=[("tie", NearTiePlugin())])
+    result = invoke("export", "near-tie", "-o", tmp_path / "tie.onnx", "--report", tmp_path / "r.json", zoo=zoo)
+    assert result.exit_code == 0, result.output
+    # the premise: onnxruntime and PyTorch do pick different classes on some rows
+    import onnxruntime as ort
+
+    built = build_model(zoo.architecture("near-tie"))
+    x = built.sample_inputs()["x"]
+    (got,) = ort.InferenceSession(str(tmp_path / "tie.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    flips = int((got.argmax(-1) != built.forward({"x": x})["z"].numpy().argmax(-1)).sum())
+    if not flips:
+        pytest.skip("on this CPU both runtimes round identically: no near-tie flips to forgive")
+
+
+def test_agreement_margin_is_relative():
+    spec = Output("z", task="multiclass")
+    ref = np.array([[10000.0, 10000.0005], [1.0, 0.0]])
+    cand = np.array([[10000.0006, 10000.0004], [1.0, 0.0]])  # 6e-4 apart: within rtol 1e-4 of 1e4
+    assert agreement(spec, ref, cand, 1e-4, 1e-5) == ("argmax", 1.0)
+    flipped = np.array([[10000.0006, 10000.0004], [0.0, 1.0]])  # a decisive row that flips still counts
+    assert agreement(spec, ref, flipped, 1e-4, 1e-5) == ("argmax", 0.0)
+    binary = Output("z", task="binary")
+    assert agreement(binary, np.array([1e-6, 5.0]), np.array([-1e-6, 5.0]), 1e-4, 1e-5) == ("threshold", 1.0)
+    assert agreement(binary, np.array([1e-6, 5.0]), np.array([-1e-6, -5.0]), 1e-4, 1e-5) == ("threshold", 0.0)

@@ -230,24 +230,28 @@ def head_checks(output: Output, prediction: np.ndarray, dtype: str | None = None
     return checks
 
 
-def agreement(output: Output, reference: np.ndarray, candidate: np.ndarray, margin: float) -> tuple[str, float] | None:
+def agreement(output: Output, reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float) -> tuple[str, float] | None:
     """Fraction of decisions two runtimes agree on: argmax (multiclass), threshold (binary).
 
-    Rows whose reference decision is within ``margin`` of flipping are left out:
-    a difference inside the tolerance may legitimately flip them.
+    Decisions within ``2*(atol + rtol*|ref|)`` of flipping are left out: a
+    difference inside the tolerance may legitimately flip them. The margin is per
+    row (per element for thresholds): with logits of 1e4, float32 rounding alone
+    moves values by 1e-3, far past an absolute margin.
     """
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
-    if output.task == "multiclass" and ref.shape[-1] > 1:
-        top2 = np.sort(ref, axis=-1)[..., -2:]
-        decisive = (top2[..., 1] - top2[..., 0]) > margin
-        same = ref.argmax(-1) == cand.argmax(-1)
-        kind = "argmax"
-    elif output.task == "binary":
-        threshold = 0.5 if output.head == "sigmoid" else 0.0
-        decisive = np.abs(ref - threshold) > margin
-        same = (ref > threshold) == (cand > threshold)
-        kind = "threshold"
-    else:
-        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        if output.task == "multiclass" and ref.shape[-1] > 1:
+            top2 = np.sort(ref, axis=-1)[..., -2:]
+            margin = 2 * (atol + rtol * np.abs(top2).max(axis=-1))
+            decisive = (top2[..., 1] - top2[..., 0]) > margin
+            same = ref.argmax(-1) == cand.argmax(-1)
+            kind = "argmax"
+        elif output.task == "binary":
+            threshold = 0.5 if output.head == "sigmoid" else 0.0
+            decisive = np.abs(ref - threshold) > 2 * (atol + rtol * np.abs(ref))
+            same = (ref > threshold) == (cand > threshold)
+            kind = "threshold"
+        else:
+            return None
     return kind, float(same[decisive].mean()) if decisive.any() else 1.0
