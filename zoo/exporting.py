@@ -615,6 +615,11 @@ def export_many(
             results.append(export_model(built, exporter, folder / f"{arch.name}{exporter.suffix}", **settings))
         except ZooError as exc:
             results.append(FailedExport(arch.name, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the other architectures
+            log.debug("exporting %s raised", arch.name, exc_info=True)
+            results.append(
+                FailedExport(arch.name, f"{arch.name} (plugin {arch.plugin!r}) raised {reason(exc)} (run with -vv for the traceback)")
+            )
     return results
 
 

@@ -15,6 +15,16 @@ from typing import Any
 
 TASKS = ("binary", "multiclass", "regression")
 HEADS = ("sigmoid", "softmax", "log_softmax")
+# The (task, head) pairs that have a loss, and its name: the table zoo.tasks
+# implements. An output with no task may have any head (head checks only).
+TASK_HEADS = {
+    ("binary", "sigmoid"): "binary cross-entropy",
+    ("binary", None): "binary cross-entropy with logits",
+    ("multiclass", "softmax"): "cross-entropy (one-hot) on log-probabilities",
+    ("multiclass", "log_softmax"): "cross-entropy (one-hot) on log-probabilities",
+    ("multiclass", None): "cross-entropy (one-hot) on logits",
+    ("regression", None): "mean squared error",
+}
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
@@ -101,6 +111,11 @@ class Output:
             raise ValueError(f"output {self.name!r}: task {self.task!r} is not one of {', '.join(TASKS)}")
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"output {self.name!r}: head {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.task is not None and (self.task, self.head) not in TASK_HEADS:
+            heads = [repr(head) if head else "None (raw values)" for task, head in TASK_HEADS if task == self.task]
+            raise ValueError(
+                f"output {self.name!r}: task {self.task!r} does not take head {self.head!r}; use {' or '.join(heads)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -22,21 +22,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zoo.spec import TASK_HEADS
+
 if TYPE_CHECKING:
     import torch
 
     from zoo.spec import Output
 
-LOSS_NAMES = {
-    ("binary", "sigmoid"): "binary cross-entropy",
-    ("binary", None): "binary cross-entropy with logits",
-    ("multiclass", "softmax"): "cross-entropy (one-hot) on log-probabilities",
-    ("multiclass", "log_softmax"): "cross-entropy (one-hot) on log-probabilities",
-    ("multiclass", None): "cross-entropy (one-hot) on logits",
-    ("regression", None): "mean squared error",
-}
-
-
+LOSS_NAMES = TASK_HEADS  # the valid (task, head) pairs live with the spec
 LOG_FLOOR = -100.0  # PyTorch's binary_cross_entropy clamps log terms here
 # Smallest normal number per float dtype (numpy has no bfloat16, so a table).
 TINY = {"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126, "float64": 2.0**-1022}
