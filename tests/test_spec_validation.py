@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from zoo import Architecture, Input, Output, hookimpl
+from zoo import Architecture, Exporter, Input, Output, hookimpl
 from zoo.cli import cli
 from zoo.manager import load_zoo
 from zoo.spec import TASK_HEADS
@@ -81,3 +81,47 @@ def test_export_all_goes_on_after_a_plugin_bug(tmp_path):
     (failed,) = [r for r in json.loads((tmp_path / "r.json").read_text()) if r["status"] == "failed"]
     assert "plugin 'buggy'" in failed["error"] and "NotImplementedError" in failed["error"]
     assert "Traceback" not in result.output
+
+
+# -- finding 8: names and suffixes that are safe as file names ---------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "-rf", "Binary", "", "with space", "tab\t"])
+def test_unsafe_architecture_names_and_aliases_are_refused(name):
+    with pytest.raises(ValueError, match="not a valid name"):
+        Architecture(name=name, build=_linear, inputs=(X,), outputs=(Output("y"),))
+    with pytest.raises(ValueError, match="alias"):
+        Architecture(name="fine", aliases=(name,), build=_linear, inputs=(X,), outputs=(Output("y"),))
+
+
+def _never(*args):
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(("name", "suffix"), [("../onnx", ".onnx"), ("ONNX", ".onnx"), ("onnx", ""), ("onnx", "onnx"), ("onnx", "./x"), ("onnx", "./../x"), ("onnx", ".")])
+def test_unsafe_exporter_names_and_suffixes_are_refused(name, suffix):
+    with pytest.raises(ValueError, match="name|suffix"):
+        Exporter(name=name, suffix=suffix, export=_never, load=_never, read_metadata=_never)
+
+
+def test_existing_names_stay_valid(example_zoo):
+    assert not example_zoo.problems
+    names = [key for arch in example_zoo.architectures for key in (arch.name, *arch.aliases)]
+    assert {"binary-sigmoid", "binary", "small-cnn", "cnn"} <= set(names)
+    assert Exporter(name="wrong", suffix=".wrong.onnx", export=_never, load=_never, read_metadata=_never).suffix == ".wrong.onnx"
+
+
+class Escaper:
+    @hookimpl
+    def register_architectures(self, register):
+        register(Architecture(name="../escaped", build=_linear, inputs=(X,), outputs=(Output("y", task="regression"),)))
+
+
+def test_a_path_name_is_a_plugin_problem_and_export_all_stays_in_its_folder(tmp_path):
+    zoo = load_zoo(entry_points=False, extra=[("escaper", Escaper())])
+    (problem,) = [p for p in zoo.problems if p.startswith("plugin 'escaper'")]
+    assert "'../escaped' is not a valid name" in problem
+    out = tmp_path / "out"
+    out.mkdir()
+    assert invoke("export", "--all", "-o", out, zoo=zoo).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,12 @@ TASK_HEADS = {
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
+
+# Names become file names (export --all writes NAME<suffix>) and command-line
+# words: lowercase (no case-only clashes on case-insensitive disks), no path
+# separators, and no leading dot or dash.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+SUFFIX_PATTERN = re.compile(r"\.[a-z0-9][a-z0-9._-]*")
 
 DEFAULT_SAMPLE = {"batch": 2}
 DEFAULT_DIM_SAMPLE = 8
@@ -175,8 +182,9 @@ class Architecture:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "aliases", tuple(self.aliases))
-        if not self.name or not isinstance(self.name, str):
-            raise ValueError("an architecture needs a non-empty name")
+        check_name(self.name, "architecture")
+        for alias in self.aliases:
+            check_name(alias, f"architecture {self.name!r}: alias")
         if not callable(self.build):
             raise ValueError(f"architecture {self.name!r}: build must be callable")
         if not self.inputs or not self.outputs:
@@ -243,6 +251,15 @@ def _range_json(bounds: tuple[float | str, float | str] | None) -> list[float | 
     return None if bounds is None else list(bounds)
 
 
+def check_name(name: Any, kind: str) -> None:
+    """``ValueError`` unless ``name`` fits ``NAME_PATTERN``."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{kind} {name!r} is not a valid name: use lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (like 'binary-sigmoid')"
+        )
+
+
 def build_parameters(build: Callable[..., Any], owner: str) -> dict[str, Parameter]:
     """The keyword parameters of ``build``, with their annotations evaluated.
 
@@ -287,6 +304,14 @@ class Exporter:
     default_opset: int | None = None  # for formats with versioned operator sets
     opsets: tuple[int, int] | None = None  # lowest and highest supported opset, checked before any work
     plugin: str = ""
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "exporter")
+        if not isinstance(self.suffix, str) or not SUFFIX_PATTERN.fullmatch(self.suffix):
+            raise ValueError(
+                f"exporter {self.name!r}: suffix {self.suffix!r} must start with '.' and go on with "
+                "lowercase letters, digits, '.', '_' or '-' (like '.onnx')"
+            )
 
     def with_plugin(self, plugin: str) -> Exporter:
         return dataclasses.replace(self, plugin=plugin)
