@@ -574,6 +574,10 @@ def verify_artifact(
     expected = meta.get("weights_sha256")
     if expected and weights is None:
         raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
+    if weights is not None and not expected:  # else W would be verified, and a mismatch blamed on the export
+        raise UsageError(
+            f"{path.name} was exported without weights (seeded initial weights, seed {meta.get('seed', '?')}); leave --weights out"
+        )
     if weights is not None and expected and sha256(weights) != expected:
         raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
     try:
