@@ -166,6 +166,19 @@ def uses_external_data(path: Path) -> bool:
     return _external(_graph_only(path))
 
 
+def side_files(path: Path) -> list[Path]:
+    """The external-data files ``path``'s initializers name, relative to its folder."""
+    from onnx.external_data_helper import uses_external_data as external
+
+    found: list[Path] = []
+    for tensor in _graph_only(path).graph.initializer:
+        if external(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and path.parent / location not in found:
+                found.append(path.parent / location)
+    return found
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     import onnx
 
@@ -190,6 +203,8 @@ def register_exporters(register):
             export=export,
             load=load,
             read_metadata=read_metadata,
+            check=check,
+            files=side_files,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
         )

@@ -27,3 +27,54 @@ def test_weights_for_a_file_exported_without_weights_is_a_usage_error(tmp_path):
     assert "seeded.onnx was exported without weights" in result.stderr and "leave --weights out" in result.stderr
     assert "differs from PyTorch" not in result.output
     assert invoke("verify", out).exit_code == 0
+
+
+# -- finding 20: verify runs the exporter's check and lists side files -------------------
+
+
+def test_verify_runs_the_onnx_checker(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "m.onnx"
+    assert invoke("export", "binary", "-o", out).exit_code == 0
+    model = onnx.load(out)
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7  # declared [batch, 7], computes [batch, 1]
+    onnx.save(model, out)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.zeros((2, 8), np.float32)})[0].shape == (2, 1)  # onnxruntime alone lets it pass
+    result = invoke("verify", out)
+    assert result.exit_code == 1
+    assert "m.onnx fails the onnx check" in result.stderr and "differ in dimension 1" in result.stderr
+
+
+def test_verify_lists_the_external_data_file(tmp_path, monkeypatch):
+    import json
+
+    from zoo.exporters import onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)  # every model counts as large
+    out = tmp_path / "big.onnx"
+    assert invoke("export", "stack", "-o", out).exit_code == 0
+    report = tmp_path / "r.json"
+    result = invoke("verify", out, "--report", report)
+    assert result.exit_code == 0, result.output
+    files = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("  file")]
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["big.onnx", "big.onnx.data"]
+    record = json.loads(report.read_text())
+    assert [f["path"].rsplit("/", 1)[-1] for f in record["files"]] == ["big.onnx", "big.onnx.data"]
+    assert record["files"][1]["bytes"] == (tmp_path / "big.onnx.data").stat().st_size
+
+
+def test_verify_without_the_data_file_fails_the_check(tmp_path, monkeypatch):
+    from zoo.exporters import onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)
+    out = tmp_path / "big.onnx"
+    assert invoke("export", "stack", "-o", out).exit_code == 0
+    (tmp_path / "big.onnx.data").unlink()
+    result = invoke("verify", out)
+    assert result.exit_code == 1 and "big.onnx fails the onnx check" in result.stderr

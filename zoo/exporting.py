@@ -590,10 +590,32 @@ def verify_artifact(
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
     result = ExportResult(built, exporter, opset, static, files=[path])
     with _timed(result.timings, "verify"):
+        check_artifact(exporter, path)
+        result.files = [path, *side_files(exporter, path)]
         result.verification = verify_files(built, exporter, path, static, rtol, atol)
     if not result.verification.ok:
         result.error = "verification failed: " + result.verification.failures[0]
     return result
+
+
+def check_artifact(exporter: Exporter, path: Path) -> None:
+    """The exporter's own structural check of a file (``onnx.checker``), if it has one."""
+    if exporter.check is None:
+        return
+    try:
+        exporter.check(path)
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationFailed(f"{path.name} fails the {exporter.name} check: {reason(exc)}") from exc
+
+
+def side_files(exporter: Exporter, path: Path) -> list[Path]:
+    """The files beside ``path`` that belong to it, as the exporter says."""
+    if exporter.files is None:
+        return []
+    try:
+        return [Path(p) for p in exporter.files(path)]
+    except Exception as exc:  # noqa: BLE001
+        raise VerificationFailed(f"{exporter.name} could not list the files of {path.name}: {reason(exc)}") from exc
 
 
 def export_many(

@@ -292,7 +292,13 @@ class Exporter:
     returns a callable mapping input names to numpy arrays onto output names to
     numpy arrays, with a ``description`` attribute (runtime, providers) used in
     reports; ``read_metadata(path)`` returns the ``dict[str, str]`` written by
-    ``export``. See ``zoo.exporting`` for the job object.
+    ``export``. See ``zoo.exporting`` for the job object. bfloat16 inputs reach
+    the runner as float32 arrays (numpy has no bfloat16).
+
+    Optional: ``check(path)`` validates a written file's structure and raises
+    on a bad one (``zoo verify`` runs it before comparing); ``files(path)``
+    returns the side files the main file at ``path`` refers to (external
+    weights), so verification reports list them too.
     """
 
     name: str
@@ -304,6 +310,8 @@ class Exporter:
     default_opset: int | None = None  # for formats with versioned operator sets
     opsets: tuple[int, int] | None = None  # lowest and highest supported opset, checked before any work
     plugin: str = ""
+    check: Callable[[Any], None] | None = None  # check(path): raise on a malformed file
+    files: Callable[[Any], list[Any]] | None = None  # files(path): side files beside the main file
 
     def __post_init__(self) -> None:
         check_name(self.name, "exporter")
