@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -52,8 +55,6 @@ def test_verify_runs_the_onnx_checker(tmp_path):
 
 
 def test_verify_lists_the_external_data_file(tmp_path, monkeypatch):
-    import json
-
     from zoo.exporters import onnx as onnx_exporter
 
     monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)  # every model counts as large
@@ -78,3 +79,41 @@ def test_verify_without_the_data_file_fails_the_check(tmp_path, monkeypatch):
     (tmp_path / "big.onnx.data").unlink()
     result = invoke("verify", out)
     assert result.exit_code == 1 and "big.onnx fails the onnx check" in result.stderr
+
+
+# -- finding 21: an existing side file is refused like the main file ---------------------
+
+
+def test_existing_side_file_is_refused_without_force(tmp_path, monkeypatch):
+    from zoo.exporters import onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)  # the export writes m.onnx.data
+    data = tmp_path / "m.onnx.data"
+    data.write_bytes(b"someone else's weights")
+    result = invoke("export", "stack", "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 2
+    assert "m.onnx.data" in result.stderr and "already exists; pass --force" in result.stderr
+    assert data.read_bytes() == b"someone else's weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx.data"]  # no m.onnx, no staging folder
+    forced = invoke("export", "stack", "-o", tmp_path / "m.onnx", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert data.read_bytes() != b"someone else's weights"
+    assert invoke("verify", tmp_path / "m.onnx").exit_code == 0
+
+
+def test_place_checks_side_files_before_moving_anything(tmp_path):
+    from zoo.errors import OutputPathError
+    from zoo.exporting import place
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    main, side = staged / "m.onnx", staged / "m.onnx.data"
+    main.write_text("graph")
+    side.write_text("new weights")
+    (tmp_path / "m.onnx.data").write_text("old weights")
+    with pytest.raises(OutputPathError, match="already exists"):
+        place([main, side], main, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx.data").read_text() == "old weights" and not (tmp_path / "m.onnx").exists()
+    assert main.exists() and side.exists()
+    assert place([main, side], main, tmp_path / "m.onnx", force=True) == [tmp_path / "m.onnx", tmp_path / "m.onnx.data"]
+    assert (tmp_path / "m.onnx.data").read_text() == "new weights"

@@ -258,9 +258,24 @@ def staging(final: Path) -> Iterator[Path]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def place(written: list[Path], main: Path, final: Path) -> list[Path]:
+def check_side_files(written: list[Path], main: Path, final: Path, force: bool) -> None:
+    """Refuse side files (``NAME.onnx.data``) that would replace existing files, as
+    ``check_output_path`` does for the main file; they are only known after export."""
+    for side in written:
+        if side == main:
+            continue
+        target = final.parent / side.name
+        if target.is_dir():
+            raise OutputPathError(f"the export writes {str(target)!r} beside {final.name}, but that is a directory; choose another -o")
+        if target.exists() and not force:
+            raise OutputPathError(f"the export writes {str(target)!r} beside {final.name}, which already exists; pass --force to overwrite it")
+
+
+def place(written: list[Path], main: Path, final: Path, force: bool = False) -> list[Path]:
     """Move the files next to ``final``, the main file last: it refers to the
-    others by name, so it only appears once they are all there."""
+    others by name, so it only appears once they are all there. Side files that
+    would replace existing ones without ``force`` stop it before anything moves."""
+    check_side_files(written, main, final, force)
     placed = []
     for side in written:
         if side != main:
@@ -507,11 +522,12 @@ def export_model(
             flags = ", ".join("--" + name.replace("_", "-") for name in unapplied)
             raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
         result.export_stats = job.stats
+        check_side_files(written, job.path, output, force)  # fail before verifying; place() checks again
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
         if result.verification.ok:
             try:
-                result.files = place(written, job.path, output)
+                result.files = place(written, job.path, output, force)
             except OSError as exc:
                 for side in written:  # a side file already moved would be an orphan
                     if side != job.path:
