@@ -355,7 +355,7 @@ def verify_files(
                     f"{_case(sizes)}: output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
                     f"max rel error {stats['max_rel']:.3g} (rtol {tolerances[spec.name]['rtol']:g}, atol {tolerances[spec.name]['atol']:g})"
                 )
-            agreed = agreement(spec, ref_np, cand, tol.rtol, tol.atol) if tol else agreement(spec, ref_np, cand, 0.0, 0.0)
+            agreed = agreement(spec, ref_np, cand, *((tol.rtol, tol.atol) if tol else (0.0, 0.0)))
             if agreed is not None:
                 stats[agreed[0] + "_agreement"] = agreed[1]
                 if agreed[1] < 1.0:
