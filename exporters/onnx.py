@@ -102,6 +102,7 @@ class OrtRunner:
     def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(3)  # some load-time warnings ignore the session's level
         wanted = ["CPUExecutionProvider"]
         self.note = ""
         if device == "cuda":
@@ -109,11 +110,21 @@ class OrtRunner:
                 wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
             else:
                 self.note = "this onnxruntime has no CUDAExecutionProvider: it ran on the CPU provider"
+        from onnx import TensorProto
+
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
-        if uses_external_data(path):
+        model = _graph_only(path)
+        io = [*model.graph.input, *model.graph.output]
+        bfloat16 = [v.name for v in io if v.type.tensor_type.elem_type == TensorProto.BFLOAT16]
+        if bfloat16:  # refused here rather than as a confusing dtype error on the first run
+            raise RuntimeError(
+                f"onnxruntime's Python API cannot take or return bfloat16 arrays (numpy has no bfloat16): "
+                f"{', '.join(bfloat16)}; export a float32 or float16 version of the model to verify it"
+            )
+        if _external(model):
             # Prepacking makes a packed copy of every weight while the session
             # loads: past 2 GB that doubles the peak memory. Without it,
             # onnxruntime maps the .data file instead of copying it.
@@ -132,20 +143,35 @@ def load(path: Path, device: str, threads: int | None = None) -> OrtRunner:
     return OrtRunner(path, device, threads)
 
 
-def uses_external_data(path: Path) -> bool:
-    """Whether the model keeps any initializer in a side file (read without loading it)."""
+def _graph_only(path: Path) -> Any:
     import onnx
+
+    return onnx.load(str(path), load_external_data=False)
+
+
+def _external(model: Any) -> bool:
     from onnx.external_data_helper import uses_external_data as external
 
-    model = onnx.load(str(path), load_external_data=False)
     return any(external(tensor) for tensor in model.graph.initializer)
+
+
+def side_files(path: Path) -> list[Path]:
+    """The external-data files ``path``'s initializers name, relative to its folder."""
+    from onnx.external_data_helper import uses_external_data as external
+
+    found: list[Path] = []
+    for tensor in _graph_only(path).graph.initializer:
+        if external(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and path.parent / location not in found:
+                found.append(path.parent / location)
+    return found
 
 
 def read_metadata(path: Path) -> dict[str, str]:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return {prop.key: prop.value for prop in model.metadata_props}
+    return {prop.key: prop.value for prop in _graph_only(path).metadata_props}
 
 
 def check(path: Path) -> None:
@@ -165,6 +191,8 @@ def register_exporters(register):
             export=export,
             load=load,
             read_metadata=read_metadata,
+            check=check,
+            files=side_files,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
             options=("fold_linear",),

@@ -44,7 +44,7 @@ def test_external_data_is_placed_beside_the_model_and_named(run, tmp_path: Path,
         if entry.key == "location"
     }
     assert locations == {"small.onnx.data"}  # relative: the pair can move together
-    assert onnx_exporter.uses_external_data(model)
+    assert onnx_exporter.side_files(model) == [model.with_name(model.name + ".data")]
     moved = tmp_path / "moved"
     moved.mkdir()
     model.rename(moved / model.name)

@@ -26,7 +26,7 @@ TYPED = [
     (float, floats),
     (bool, st.booleans()),
     (str, st.text().filter(lambda s: "\x00" not in s)),
-    (tuple[int, ...], st.lists(ints, max_size=5).map(tuple)),
+    (tuple[int, ...], st.lists(ints, min_size=1, max_size=5).map(tuple)),  # an empty value is refused
     (tuple[int, int], st.tuples(ints, ints)),
     (Literal["none", "relu", "gelu"], st.sampled_from(["none", "relu", "gelu"])),
     (int | None, st.none() | ints),
@@ -60,6 +60,35 @@ def test_any_text_parses_or_is_a_parameter_error(annotation, text):
         assert isinstance(value, tuple)
     elif origin is Literal:
         assert value in typing.get_args(annotation)
+
+
+@pytest.mark.parametrize("text", ["", " ", "4,,3", "4,3,", ",4", " , "])
+@pytest.mark.parametrize("annotation", [tuple[int, ...], tuple[int, int], tuple[int, ...] | None])
+def test_empty_tuple_values_and_items_are_refused(annotation, text):
+    # 'hidden=' must not silently build no hidden layers, nor 'hidden=4,,3' read as 4,3
+    params = {"hidden": Parameter("hidden", annotation, (4, 3))}
+    if text.strip() == "" and type(None) in typing.get_args(annotation):
+        assert parse_params([f"hidden={text}"], params, "arch") == {"hidden": None}  # the spelling of None
+        return
+    with pytest.raises(ParameterError, match="empty"):
+        parse_params([f"hidden={text}"], params, "arch")
+
+
+@FAST
+@given(st.lists(ints, min_size=1, max_size=4), st.data())
+def test_an_empty_item_anywhere_is_refused(values, data):
+    items = [str(v) for v in values]
+    items.insert(data.draw(st.integers(0, len(items))), "")
+    with pytest.raises(ParameterError, match="empty"):
+        parse_params(["hidden=" + ",".join(items)], {"hidden": Parameter("hidden", tuple[int, ...], (4, 3))}, "arch")
+
+
+def test_an_empty_tuple_from_python_reads_back_from_json():
+    from zoo.params import coerce_params
+
+    params = {"hidden": Parameter("hidden", tuple[int, ...], (4, 3))}
+    assert coerce_params({"hidden": []}, params, "arch") == {"hidden": ()}
+    assert coerce_params({"hidden": [4, 3]}, params, "arch") == {"hidden": (4, 3)}
 
 
 @FAST

@@ -8,10 +8,7 @@ from typing import Any
 
 from zoo.model import BuiltModel
 from zoo.shapes import concrete, sample_sizes
-from zoo.tasks import HeadCheck, closed_form_loss, head_checks, loss_name, make_target, torch_loss
-
-LOSS_RTOL = 1e-4  # float32 loss vs float64 closed form
-LOSS_ATOL = 1e-5
+from zoo.tasks import LOSS_TOLERANCES, HeadCheck, closed_form_loss, head_checks, loss_name, losses_agree, make_target, torch_loss
 
 
 @dataclass
@@ -99,8 +96,9 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
             if tuple(value.shape) != want:
                 result.failures.append(f"output {spec.name!r} has shape {tuple(value.shape)}, expected {want}")
                 continue
-        numpy_value = value.detach().cpu().double().numpy()
-        for head in head_checks(spec, numpy_value):
+        dtype = str(value.dtype).removeprefix("torch.")
+        numpy_value = value.detach().cpu().double().numpy()  # numpy has no bfloat16
+        for head in head_checks(spec, numpy_value, dtype):
             result.heads.append(head)
             if not head.ok:
                 result.failures.append(f"head check failed on {spec.name!r}: {head.check} ({head.detail})")
@@ -108,8 +106,10 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
             continue
         target = make_target(spec, value.detach().cpu(), generator).to(value.device)
         loss = torch_loss(spec, value, target)
-        closed = closed_form_loss(spec, numpy_value, target.cpu().numpy())
-        ok = math.isfinite(loss.item()) and math.isclose(loss.item(), closed, rel_tol=LOSS_RTOL, abs_tol=LOSS_ATOL)
+        closed = closed_form_loss(spec, numpy_value, target.detach().cpu().double().numpy(), dtype)
+        # The framework loss computes in the output's dtype, the closed form in float64.
+        rtol, atol = LOSS_TOLERANCES.get(dtype, LOSS_TOLERANCES["float32"])
+        ok = math.isfinite(loss.item()) and losses_agree(loss.item(), closed, rtol, atol)
         result.losses.append(LossCheck(spec.name, loss_name(spec), loss.item(), closed, ok))
         if not ok:
             result.failures.append(

@@ -57,7 +57,12 @@ def convert(text: str, annotation: Any) -> Any:
                 return choice
         raise ValueError(f"expected one of {', '.join(map(str, args))}")
     if origin is tuple:
-        items = [t.strip() for t in text.split(",") if t.strip()]
+        # Strict: 'hidden=' or 'hidden=4,,3' is a typo, not an empty or shorter tuple.
+        if not text.strip():
+            raise ValueError("the value is empty; give comma-separated values such as 4,3")
+        items = [t.strip() for t in text.split(",")]
+        if "" in items:
+            raise ValueError("an item is empty; give comma-separated values such as 4,3, with no empty item")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(convert(item, args[0]) for item in items)
         if len(items) != len(args):
@@ -109,6 +114,9 @@ def coerce_params(values: Mapping[str, Any], parameters: Mapping[str, Parameter]
             raise ParameterError(f"{owner} has no parameter {key!r}; {valid_list(parameters)}")
         param = parameters[key]
         if isinstance(value, list):
+            if not value and typing.get_origin(param.annotation) is tuple:
+                result[key] = ()  # an empty tuple passed from Python, read back from JSON
+                continue
             value = ",".join(map(str, value))
         if not isinstance(value, str) or param.annotation is str:
             result[key] = value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,9 +16,25 @@ from typing import Any
 
 TASKS = ("binary", "multiclass", "regression")
 HEADS = ("sigmoid", "softmax", "log_softmax")
+# The (task, head) pairs that have a loss, and its name: the table zoo.tasks
+# implements. An output with no task may have any head (head checks only).
+TASK_HEADS = {
+    ("binary", "sigmoid"): "binary cross-entropy",
+    ("binary", None): "binary cross-entropy with logits",
+    ("multiclass", "softmax"): "cross-entropy (one-hot) on log-probabilities",
+    ("multiclass", "log_softmax"): "cross-entropy (one-hot) on log-probabilities",
+    ("multiclass", None): "cross-entropy (one-hot) on logits",
+    ("regression", None): "mean squared error",
+}
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
+
+# Names become file names (export --all writes NAME<suffix>) and command-line
+# words: lowercase (no case-only clashes on case-insensitive disks), no path
+# separators, and no leading dot or dash.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
+SUFFIX_PATTERN = re.compile(r"\.[a-z0-9][a-z0-9._-]*")
 
 DEFAULT_SAMPLE = {"batch": 2}
 DEFAULT_DIM_SAMPLE = 8
@@ -101,6 +118,11 @@ class Output:
             raise ValueError(f"output {self.name!r}: task {self.task!r} is not one of {', '.join(TASKS)}")
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"output {self.name!r}: head {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.task is not None and (self.task, self.head) not in TASK_HEADS:
+            heads = [repr(head) if head else "None (raw values)" for task, head in TASK_HEADS if task == self.task]
+            raise ValueError(
+                f"output {self.name!r}: task {self.task!r} does not take head {self.head!r}; use {' or '.join(heads)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -160,8 +182,9 @@ class Architecture:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "aliases", tuple(self.aliases))
-        if not self.name or not isinstance(self.name, str):
-            raise ValueError("an architecture needs a non-empty name")
+        check_name(self.name, "architecture")
+        for alias in self.aliases:
+            check_name(alias, f"architecture {self.name!r}: alias")
         if not callable(self.build):
             raise ValueError(f"architecture {self.name!r}: build must be callable")
         if not self.inputs or not self.outputs:
@@ -228,6 +251,15 @@ def _range_json(bounds: tuple[float | str, float | str] | None) -> list[float | 
     return None if bounds is None else list(bounds)
 
 
+def check_name(name: Any, kind: str) -> None:
+    """``ValueError`` unless ``name`` fits ``NAME_PATTERN``."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{kind} {name!r} is not a valid name: use lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (like 'binary-sigmoid')"
+        )
+
+
 def build_parameters(build: Callable[..., Any], owner: str) -> dict[str, Parameter]:
     """The keyword parameters of ``build``, with their annotations evaluated.
 
@@ -260,7 +292,13 @@ class Exporter:
     returns a callable mapping input names to numpy arrays onto output names to
     numpy arrays, with a ``description`` attribute (runtime, providers) used in
     reports; ``read_metadata(path)`` returns the ``dict[str, str]`` written by
-    ``export``. See ``zoo.exporting`` for the job object.
+    ``export``. See ``zoo.exporting`` for the job object. bfloat16 inputs reach
+    the runner as float32 arrays (numpy has no bfloat16).
+
+    Optional: ``check(path)`` validates a written file's structure and raises
+    on a bad one (``zoo verify`` runs it before comparing); ``files(path)``
+    returns the side files the main file at ``path`` refers to (external
+    weights), so verification reports list them too.
     """
 
     name: str
@@ -273,6 +311,16 @@ class Exporter:
     opsets: tuple[int, int] | None = None  # lowest and highest supported opset, checked before any work
     options: tuple[str, ...] = ()  # job.options this format applies (``fold_linear``); others are refused before any work
     plugin: str = ""
+    check: Callable[[Any], None] | None = None  # check(path): raise on a malformed file
+    files: Callable[[Any], list[Any]] | None = None  # files(path): side files beside the main file
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "exporter")
+        if not isinstance(self.suffix, str) or not SUFFIX_PATTERN.fullmatch(self.suffix):
+            raise ValueError(
+                f"exporter {self.name!r}: suffix {self.suffix!r} must start with '.' and go on with "
+                "lowercase letters, digits, '.', '_' or '-' (like '.onnx')"
+            )
 
     def with_plugin(self, plugin: str) -> Exporter:
         return dataclasses.replace(self, plugin=plugin)

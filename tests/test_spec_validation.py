@@ -1,0 +1,127 @@
+"""Specs refuse what cannot work at construction time; one bad architecture never stops --all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from zoo import Architecture, Exporter, Input, Output, hookimpl
+from zoo.cli import cli
+from zoo.manager import load_zoo
+from zoo.spec import TASK_HEADS
+
+
+def invoke(*args, zoo=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], obj=zoo, catch_exceptions=False)
+
+
+def _linear(features: int = 4):
+    from torch import nn
+
+    return nn.Linear(features, 1)
+
+
+X = Input("x", ("batch", "features"))
+
+
+# -- finding 3: (task, head) pairs, and --all going on after any exception ---------------
+
+
+@pytest.mark.parametrize(("task", "head"), [("regression", "softmax"), ("regression", "sigmoid"), ("binary", "softmax"), ("multiclass", "sigmoid")])
+def test_task_head_pairs_without_a_loss_are_refused(task, head):
+    with pytest.raises(ValueError, match=f"task {task!r} does not take head {head!r}"):
+        Output("y", task=task, head=head)
+
+
+def test_every_pair_in_the_table_builds_and_has_a_loss():
+    from zoo.tasks import loss_name
+
+    for task, head in TASK_HEADS:
+        assert loss_name(Output("y", task=task, head=head))
+    assert Output("y", head="softmax").task is None  # no task: head checks only
+
+
+class BadPair:
+    @hookimpl
+    def register_architectures(self, register):
+        register(Architecture(name="bad-pair", build=_linear, inputs=(X,), outputs=(Output("y", task="regression", head="softmax"),)))
+
+
+def test_a_bad_pair_is_a_plugin_problem_at_registration():
+    zoo = load_zoo(entry_points=False, extra=[("badpair", BadPair())])
+    (problem,) = [p for p in zoo.problems if p.startswith("plugin 'badpair'")]
+    assert "does not take head 'softmax'" in problem
+    assert zoo.architectures.get("bad-pair") is None
+
+
+def _counts(features: int = 4):
+    from torch import nn
+
+    class Count(nn.Module):
+        def forward(self, x):
+            return (x > 0).sum(-1, keepdim=True)  # int64: torch has no MSE for it
+
+    return Count()
+
+
+class Counts:
+    @hookimpl
+    def register_architectures(self, register):
+        register(Architecture(name="counts", build=_counts, inputs=(X,), outputs=(Output("n", task="regression"),)))
+
+
+def test_export_all_goes_on_after_a_plugin_bug(tmp_path):
+    zoo = load_zoo(entry_points=False, extra=[("buggy", Counts())])
+    result = invoke("export", "--all", "-o", tmp_path, "--report", tmp_path / "r.json", zoo=zoo)
+    assert result.exit_code == 1
+    rows = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()[1:]}
+    assert rows == {"binary-sigmoid": "ok", "multiclass-softmax": "ok", "three-layer-stack": "ok", "counts": "FAILED"}
+    (failed,) = [r for r in json.loads((tmp_path / "r.json").read_text()) if r["status"] == "failed"]
+    assert "plugin 'buggy'" in failed["error"] and "NotImplementedError" in failed["error"]
+    assert "Traceback" not in result.output
+
+
+# -- finding 8: names and suffixes that are safe as file names ---------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "-rf", "Binary", "", "with space", "tab\t"])
+def test_unsafe_architecture_names_and_aliases_are_refused(name):
+    with pytest.raises(ValueError, match="not a valid name"):
+        Architecture(name=name, build=_linear, inputs=(X,), outputs=(Output("y"),))
+    with pytest.raises(ValueError, match="alias"):
+        Architecture(name="fine", aliases=(name,), build=_linear, inputs=(X,), outputs=(Output("y"),))
+
+
+def _never(*args):
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(("name", "suffix"), [("../onnx", ".onnx"), ("ONNX", ".onnx"), ("onnx", ""), ("onnx", "onnx"), ("onnx", "./x"), ("onnx", "./../x"), ("onnx", ".")])
+def test_unsafe_exporter_names_and_suffixes_are_refused(name, suffix):
+    with pytest.raises(ValueError, match="name|suffix"):
+        Exporter(name=name, suffix=suffix, export=_never, load=_never, read_metadata=_never)
+
+
+def test_existing_names_stay_valid(example_zoo):
+    assert not example_zoo.problems
+    names = [key for arch in example_zoo.architectures for key in (arch.name, *arch.aliases)]
+    assert {"binary-sigmoid", "binary", "small-cnn", "cnn"} <= set(names)
+    assert Exporter(name="wrong", suffix=".wrong.onnx", export=_never, load=_never, read_metadata=_never).suffix == ".wrong.onnx"
+
+
+class Escaper:
+    @hookimpl
+    def register_architectures(self, register):
+        register(Architecture(name="../escaped", build=_linear, inputs=(X,), outputs=(Output("y", task="regression"),)))
+
+
+def test_a_path_name_is_a_plugin_problem_and_export_all_stays_in_its_folder(tmp_path):
+    zoo = load_zoo(entry_points=False, extra=[("escaper", Escaper())])
+    (problem,) = [p for p in zoo.problems if p.startswith("plugin 'escaper'")]
+    assert "'../escaped' is not a valid name" in problem
+    out = tmp_path / "out"
+    out.mkdir()
+    assert invoke("export", "--all", "-o", out, zoo=zoo).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
