@@ -169,7 +169,6 @@ def side_files(path: Path) -> list[Path]:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    import onnx
 
     return {prop.key: prop.value for prop in _graph_only(path).metadata_props}
 
