@@ -38,7 +38,7 @@ from zoo.errors import (
 )
 from zoo.model import BuiltModel
 from zoo.shapes import dynamic_dims, verification_cases
-from zoo.spec import DEFAULT_TOLERANCES, Architecture, Dim, Exporter, Tolerance
+from zoo.spec import DEFAULT_TOLERANCES, Architecture, Dim, Exporter, Output, Tolerance
 
 if TYPE_CHECKING:
     from zoo.check import CheckResult
@@ -345,8 +345,6 @@ def verify_files(
     import numpy as np
     import torch
 
-    from zoo.tasks import agreement, closed_form_loss, loss_slack, losses_agree, make_target
-
     arch = built.arch
     start = time.perf_counter()
     try:
@@ -377,32 +375,10 @@ def verify_files(
             if spec.name not in got:
                 failures.append(f"{_case(sizes)}: output {spec.name!r} is missing from the exported model")
                 continue
-            cand = np.asarray(got[spec.name])
-            ref_np = as_numpy(ref)
-            if cand.shape != ref_np.shape:
-                failures.append(f"{_case(sizes)}: output {spec.name!r} has shape {list(cand.shape)}, PyTorch gives {list(ref_np.shape)}")
-                continue
-            stats = compare(ref_np, cand, tol)
-            if not stats["ok"]:
-                failures.append(
-                    f"{_case(sizes)}: output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
-                    f"max rel error {stats['max_rel']:.3g} (rtol {tolerances[spec.name]['rtol']:g}, atol {tolerances[spec.name]['atol']:g})"
-                )
-            agreed = agreement(spec, ref_np, cand, *((tol.rtol, tol.atol) if tol else (0.0, 0.0)))
-            if agreed is not None:
-                stats[agreed[0] + "_agreement"] = agreed[1]
-                if agreed[1] < 1.0:
-                    failures.append(f"{_case(sizes)}: output {spec.name!r}: {agreed[0]} agrees on only {agreed[1]:.1%} of rows")
-            if spec.task is not None and tol is not None:
-                target = make_target(spec, ref, generator).double().numpy()  # numpy has no bfloat16
-                loss_ref = closed_form_loss(spec, ref_np, target, dtype)
-                loss_got = closed_form_loss(spec, cand, target, dtype)
-                stats["loss"] = {"torch": loss_ref, "exported": loss_got}
-                # rounding in the loss itself, plus how far outputs within tolerance can move it
-                slack = loss_slack(spec, ref_np, target, tol.rtol, tol.atol, dtype)
-                if not losses_agree(loss_ref, loss_got, 10 * tol.rtol, 10 * tol.atol + slack):
-                    failures.append(f"{_case(sizes)}: loss on {spec.name!r} is {loss_got:.6g} exported vs {loss_ref:.6g} in PyTorch")
-            outputs[spec.name] = stats
+            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator)
+            failures.extend(f"{_case(sizes)}: {problem}" for problem in problems)
+            if stats is not None:
+                outputs[spec.name] = stats
         results.append(CaseResult(dict(sizes), outputs, failures))
     return Verification(
         runtime=getattr(runner, "description", exporter.name),
@@ -412,6 +388,42 @@ def verify_files(
         note=getattr(runner, "note", ""),
         seconds=time.perf_counter() - start,
     )
+
+
+def compare_output(
+    spec: Output, ref: Any, cand: Any, tol: Tolerance | None, generator: Any
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """One output of one case: values, decisions (argmax/threshold) and the loss.
+    Returns the stats for the report (``None`` if the shapes differ) and what failed."""
+    from zoo.tasks import agreement, closed_form_loss, loss_slack, losses_agree, make_target
+
+    dtype = str(ref.dtype).removeprefix("torch.")
+    ref_np = as_numpy(ref)
+    if cand.shape != ref_np.shape:
+        return None, [f"output {spec.name!r} has shape {list(cand.shape)}, PyTorch gives {list(ref_np.shape)}"]
+    failures = []
+    rtol, atol = (tol.rtol, tol.atol) if tol else (0.0, 0.0)
+    stats = compare(ref_np, cand, tol)
+    if not stats["ok"]:
+        failures.append(
+            f"output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
+            f"max rel error {stats['max_rel']:.3g} (rtol {rtol:g}, atol {atol:g})"
+        )
+    agreed = agreement(spec, ref_np, cand, rtol, atol)
+    if agreed is not None:
+        stats[agreed[0] + "_agreement"] = agreed[1]
+        if agreed[1] < 1.0:
+            failures.append(f"output {spec.name!r}: {agreed[0]} agrees on only {agreed[1]:.1%} of rows")
+    if spec.task is not None and tol is not None:
+        target = make_target(spec, ref, generator).double().numpy()  # numpy has no bfloat16
+        loss_ref = closed_form_loss(spec, ref_np, target, dtype)
+        loss_got = closed_form_loss(spec, cand, target, dtype)
+        stats["loss"] = {"torch": loss_ref, "exported": loss_got}
+        # rounding in the loss itself, plus how far outputs within tolerance can move it
+        slack = loss_slack(spec, ref_np, target, rtol, atol, dtype)
+        if not losses_agree(loss_ref, loss_got, 10 * rtol, 10 * atol + slack):
+            failures.append(f"loss on {spec.name!r} is {loss_got:.6g} exported vs {loss_ref:.6g} in PyTorch")
+    return stats, failures
 
 
 def as_numpy(tensor: Any) -> Any:
