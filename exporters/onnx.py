@@ -17,7 +17,7 @@ from typing import Any
 
 import zoo
 from zoo import Exporter
-from zoo.errors import ExportFailed
+from zoo.errors import ExportFailed, one_line
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def export(job: Any) -> list[Path]:
     try:
         check(job.path)
     except Exception as exc:  # noqa: BLE001
-        raise ExportFailed(f"onnx.checker rejected the exported graph: {' '.join(str(exc).split())[:300]}") from exc
+        raise ExportFailed(f"onnx.checker rejected the exported graph: {one_line(exc)}") from exc
     return files
 
 

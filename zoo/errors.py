@@ -6,6 +6,8 @@ anything that is not a ``ZooError`` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class ZooError(Exception):
     """Base class: a message that says what went wrong and what to do."""
@@ -83,3 +85,16 @@ def write_error(exc: OSError, path: object, what: str = "write") -> ZooError:
         return OutputPathError(f"cannot {what} {where}: {reason} ({code}); choose a folder you can write to with -o")
     label = f" ({code})" if code else ""
     return OutputWriteError(f"cannot {what} {where}: {reason}{label}; check the disk and try again (nothing was written)")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, for a warning or an error a user reads:
+    whitespace (newlines included) collapsed, colour codes dropped, the message
+    cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(_ANSI.sub("", str(exc)).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 
 from zoo import hookspecs
+from zoo.errors import one_line
 from zoo.registry import DuplicateName, Registry
 from zoo.spec import Architecture, Exporter
 
@@ -87,7 +88,7 @@ class Zoo:
         except Exception as exc:  # noqa: BLE001 - any plugin fault is isolated
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self._problem(info, f"{_one_line(exc)}")
+            self._problem(info, one_line(exc))
             return False
         info.loaded = True
         return True
@@ -111,7 +112,7 @@ class Zoo:
             try:
                 impl.function(register=register)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
-                self._problem(info, f"{hook_name} raised {_one_line(exc)}; nothing it registered was kept")
+                self._problem(info, f"{hook_name} raised {one_line(exc)}; nothing it registered was kept")
                 continue
             for item in staged:
                 try:
@@ -132,7 +133,7 @@ class Zoo:
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
                 for name in set(group.commands) - before:
                     del group.commands[name]
-                self._problem(info, f"register_commands raised {_one_line(exc)}")
+                self._problem(info, f"register_commands raised {one_line(exc)}")
                 continue
             for name in sorted(set(group.commands) - before):
                 if name in reserved:
@@ -194,7 +195,7 @@ def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> Modul
         return load()
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not take zoo down
         zoo.plugins[info.name] = info
-        zoo._problem(info, f"failed to import: {_one_line(exc)}")
+        zoo._problem(info, f"failed to import: {one_line(exc)}")
         log.debug("import of plugin %s failed", info.name, exc_info=True)
         return None
 
@@ -228,8 +229,3 @@ def _version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

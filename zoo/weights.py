@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import WeightsError
+from zoo.errors import WeightsError, one_line
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -52,10 +52,9 @@ def read_state_dict(path: Path) -> dict[str, Any]:
             "re-save it with torch.save(model.state_dict(), ...) or as .safetensors"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        reason = " ".join(str(exc).split())[:160]
         raise WeightsError(
             f"cannot read weights from {path.name!r}: it is truncated or not a {'safetensors' if suffix == '.safetensors' else 'PyTorch'} "
-            f"weights file ({type(exc).__name__}: {reason}); save one with "
+            f"weights file ({one_line(exc, limit=160)}); save one with "
             f"{'safetensors.torch.save_file' if suffix == '.safetensors' else 'torch.save(model.state_dict(), path)'}"
         ) from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
