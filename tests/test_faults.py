@@ -3,6 +3,7 @@ plugin's name, and every other plugin keeps working."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -142,6 +143,40 @@ def test_duplicate_keeps_the_plugins_valid_architectures():
     assert zoo_.architecture("fresh-net").plugin == "dupe"
     assert zoo_.architecture("proper-net").plugin == "notarch"
     assert zoo_.plugins["dupe"].status == "partial"
+
+
+class RaisesButKeepsAnExporter(RaisesInHook):
+    @zoo.hookimpl
+    def register_exporters(self, register):
+        register(zoo.Exporter(name="half-format", suffix=".half", export=_linear, load=_linear, read_metadata=dict))
+
+
+class RaisesButKeepsACommand(RaisesInHook):
+    @zoo.hookimpl
+    def register_commands(self, cli):
+        @cli.command("hello")
+        def hello():
+            pass
+
+
+@pytest.mark.parametrize(
+    ("plugin", "status"),
+    [
+        (RaisesInHook(), "failed"),  # its one hook raised: nothing of it is left
+        (Misspelled(), "failed"),
+        (RaisesButKeepsAnExporter(), "partial"),
+        (RaisesButKeepsACommand(), "partial"),
+        (DuplicateName(), "partial"),  # fresh-net was kept
+        (DuplicateAlias(), "failed"),  # its only architecture was refused
+        (Good(), "ok"),
+    ],
+    ids=lambda value: type(value).__name__ if not isinstance(value, str) else value,
+)
+def test_status_says_whether_anything_was_kept(run, plugin, status):
+    zoo_ = load_zoo(entry_points=False, extra=[("probe", plugin)])
+    result = run("plugins", "--json", zoo=zoo_)  # the CLI collects commands before it lists
+    (record,) = [p for p in json.loads(result.stdout) if p["name"] == "probe"]
+    assert record["status"] == status, record
 
 
 @pytest.mark.parametrize(("name", "plugin", "words", "absent"), FAULTS[:6], ids=[f[0] for f in FAULTS[:6]])

@@ -115,7 +115,7 @@ def test_a_raising_plugin_keeps_nothing_it_registered(site):
     )
     zoo = load_zoo()
     assert "tiny-linear" not in zoo.architectures
-    assert zoo.plugins["zoo_half"].status == "partial"
+    assert zoo.plugins["zoo_half"].status == "failed"  # nothing of it is left
 
 
 def test_plugin_command_cannot_shadow_a_builtin(site, run):

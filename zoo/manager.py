@@ -47,9 +47,15 @@ class PluginInfo:
 
     @property
     def status(self) -> str:
-        if not self.loaded:
-            return "failed"
-        return "partial" if self.errors else "ok"
+        """``ok``; ``partial``: errors, but something it registered was kept;
+        ``failed``: errors and nothing kept (not imported, or every hook refused)."""
+        if not self.errors:
+            return "ok" if self.loaded else "failed"
+        return "partial" if self.loaded and self.registered else "failed"
+
+    @property
+    def registered(self) -> bool:
+        return bool(self.architectures or self.exporters or self.commands)
 
     def to_dict(self) -> dict[str, Any]:
         return {
