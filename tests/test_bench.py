@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 import zoo as zoo_api
-from zoo.bench import MIN_CALLS, bench_model, parse_batch_sizes, time_calls
+from zoo.bench import (
+    MIN_CALLS,
+    bench_model,
+    parse_batch_sizes,
+    time_calls,
+)
 from zoo.errors import UsageError
 from zoo.manager import load_zoo
 from zoo.model import build_model
@@ -128,16 +133,34 @@ def test_onnx_load_threads_reach_the_session_bench_times(zoo, tmp_path: Path) ->
     assert runner.description.endswith("(threads 2)")
 
 
-def test_bench_refuses_a_format_onnxruntime_does_not_load_even_with_an_onnx_suffix(zoo, tmp_path: Path) -> None:
-    """Another format may write .onnx files: what counts is whose loader runs them."""
+class WithoutSession:
+    """A format's runner that verifies fine but has no onnxruntime session to time."""
+
+    def __init__(self, path, device, threads=None) -> None:
+        from zoo.exporters import onnx as onnx_format
+
+        self._runner = onnx_format.load(path, device)
+        self.description, self.providers, self.note = self._runner.description, self._runner.providers, self._runner.note
+
+    def __call__(self, feed):
+        return self._runner(feed)
+
+
+def test_bench_refuses_a_format_without_an_onnxruntime_session(zoo) -> None:
+    """bench asks the loaded runner, not which plugin registered the format."""
     from dataclasses import replace
 
-    def must_not_export(job):
-        raise AssertionError("refused before the export")
-
-    other = replace(zoo.exporter("onnx"), name="other-onnx", export=must_not_export, load=lambda path, device: None)
-    with pytest.raises(UsageError, match="needs the onnx exporter, not 'other-onnx'"):
+    other = replace(zoo.exporter("onnx"), name="other-onnx", load=WithoutSession)
+    with pytest.raises(UsageError, match="the other-onnx format's loader gives none"):
         bench_model(build_model(zoo.architecture("binary")), other, batch_sizes=(1,), budget_s=0.01)
+
+
+def test_bench_times_any_format_whose_runner_has_a_session(zoo) -> None:
+    from dataclasses import replace
+
+    renamed = replace(zoo.exporter("onnx"), name="my-onnx", plugin="someone-else")
+    result = bench_model(build_model(zoo.architecture("binary")), renamed, batch_sizes=(1,), budget_s=0.01)
+    assert [row.batch for row in result.rows] == [1]
 
 
 @pytest.mark.cuda

@@ -160,11 +160,8 @@ def bench_model(
     """
     import torch
 
-    from zoo.exporters import onnx as onnx_format
     from zoo.exporting import export_model
 
-    if exporter.load is not onnx_format.load:  # checked before minutes of export, not after
-        raise UsageError(f"zoo bench times onnxruntime: it needs the onnx exporter, not {exporter.name!r}")
     sizes = sample_sizes(built.arch, built.params)
     if "batch" not in sizes:
         raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
@@ -174,6 +171,10 @@ def bench_model(
         if not exported.ok:
             raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
         runner = exporter.load(path, built.device, threads=threads)  # the session verification uses, plus threads
+        if not callable(getattr(getattr(runner, "session", None), "run", None)):
+            raise UsageError(
+                f"zoo bench times an onnxruntime session: the {exporter.name} format's loader gives none (use the onnx format)"
+            )
         result = BenchResult(
             architecture=built.arch.name,
             params=built.params,
