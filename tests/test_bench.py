@@ -12,11 +12,16 @@ import pytest
 import zoo as zoo_api
 from zoo.bench import (
     MIN_CALLS,
+    BenchResult,
+    BenchRow,
+    Timing,
     bench_model,
+    check_plot_path,
     parse_batch_sizes,
+    plot_latency,
     time_calls,
 )
-from zoo.errors import UsageError
+from zoo.errors import OutputPathError, UsageError
 from zoo.manager import load_zoo
 from zoo.model import build_model
 
@@ -161,6 +166,54 @@ def test_bench_times_any_format_whose_runner_has_a_session(zoo) -> None:
     renamed = replace(zoo.exporter("onnx"), name="my-onnx", plugin="someone-else")
     result = bench_model(build_model(zoo.architecture("binary")), renamed, batch_sizes=(1,), budget_s=0.01)
     assert [row.batch for row in result.rows] == [1]
+
+
+def tiny_result() -> BenchResult:
+    rows = [BenchRow(b, Timing("torch", b, [2e-5, 3e-5]), Timing("onnxruntime", b, [1e-5, 2e-5])) for b in (1, 8)]
+    return BenchResult("binary-sigmoid", {}, 0, "cpu", "torch", "onnxruntime", ["CPUExecutionProvider"], 0.01, rows)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("/proc/p.png", "--plot folder '/proc' is not writable"),  # a folder that refuses new files, even to root
+        ("missing/p.png", "--plot folder 'missing' does not exist"),
+        ("p.nope", "matplotlib cannot draw '.nope' files"),
+    ],
+)
+def test_cli_plot_path_is_refused_before_timing(run, where: str, message: str) -> None:
+    pytest.importorskip("matplotlib")
+    if where.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux /proc")
+    result = run("bench", "binary", "--plot", where)
+    assert result.exit_code == 2
+    assert result.stdout == ""  # nothing was timed
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("zoo: error: ") and message in line
+
+
+def test_plot_path_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    with pytest.raises(OutputPathError, match="is a directory"):
+        check_plot_path(tmp_path)
+
+
+def test_plot_write_failure_is_a_zoo_error_and_leaves_nothing(tmp_path: Path) -> None:
+    """The folder vanished, or a folder took the name, after the checks and the timing."""
+    pytest.importorskip("matplotlib")
+    with pytest.raises(OutputPathError, match="cannot write the plot .*ENOENT.* with --plot"):
+        plot_latency(tiny_result(), tmp_path / "gone" / "p.png")
+    (tmp_path / "taken.png").mkdir()
+    with pytest.raises(OutputPathError, match="cannot write the plot .*taken.png"):
+        plot_latency(tiny_result(), tmp_path / "taken.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.png"]  # no temporary file left
+
+
+def test_plot_keeps_the_suffix_format(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    plot_latency(tiny_result(), tmp_path / "p.svg")
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()[:500]
+    assert [p.name for p in tmp_path.iterdir()] == ["p.svg"]
 
 
 @pytest.mark.cuda

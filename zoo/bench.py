@@ -10,6 +10,7 @@ per call. On CUDA, each timed call ends with a device synchronisation.
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import tempfile
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import UsageError, VerificationFailed
+from zoo.errors import OutputPathError, UsageError, VerificationFailed, write_error
 from zoo.model import BuiltModel
 from zoo.shapes import sample_sizes
 from zoo.spec import Exporter
@@ -266,8 +267,58 @@ def plot_latency(result: BenchResult, path: Path) -> None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        _save_atomically(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def _save_atomically(figure: Any, path: Path) -> None:
+    """Draw into a temporary file beside ``path``, then rename: a failed write leaves
+    nothing. The temporary name keeps ``path``'s suffix, which picks the image format."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise write_error(exc, path, "write the plot", option="--plot") from exc
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            figure.savefig(handle, dpi=120, format=path.suffix[1:].lower() or "png")
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is an ordinary file
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise write_error(exc, path, "write the plot", option="--plot") from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_plot_path(path: Path) -> None:
+    """Refuse a ``--plot`` path that cannot be written, before minutes of timing."""
+    from zoo.exporting import probe_writable
+
+    if path.is_dir():
+        raise OutputPathError(f"--plot {str(path)!r} is a directory; give a file name such as latency.png")
+    if not path.parent.is_dir():
+        raise OutputPathError(f"--plot folder {str(path.parent)!r} does not exist; create it first")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise UsageError(f"--plot {path.name!r}: matplotlib cannot draw {path.suffix!r} files; use .png (or {', '.join(sorted(formats))})")
+    try:
+        probe_writable(path.parent)
+    except OutputPathError as exc:  # its advice names -o, which bench does not have
+        cause = exc.__cause__
+        reason = getattr(cause, "strerror", None) or type(cause).__name__
+        raise OutputPathError(f"--plot folder {str(path.parent)!r} is not writable ({reason}); choose another") from exc
 
 
 def require_matplotlib() -> None:

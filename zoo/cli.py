@@ -397,7 +397,7 @@ def bench_command(
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
     """
-    from zoo.bench import bench_model, parse_batch_sizes, plot_latency, require_matplotlib
+    from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, plot_latency, require_matplotlib
     from zoo.exporting import validate_request
     from zoo.model import build_model
 
@@ -408,8 +408,7 @@ def bench_command(
     validate_request(exporter, options=options)  # before the model is built
     if plot is not None:
         require_matplotlib()  # before minutes of timing, not after
-        if not plot.parent.is_dir():
-            raise OutputPathError(f"--plot folder {str(plot.parent)!r} does not exist")
+        check_plot_path(plot)
     arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
     built = build_model(arch, overrides, seed=seed, device=device)

@@ -70,8 +70,9 @@ _PATH_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENAM
 _SPACE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG"}
 
 
-def write_error(exc: OSError, path: object, what: str = "write") -> ZooError:
-    """A ``ZooError`` for an ``OSError`` met while writing ``path``, saying what to do."""
+def write_error(exc: OSError, path: object, what: str = "write", option: str = "-o") -> ZooError:
+    """A ``ZooError`` for an ``OSError`` met while writing ``path``, saying what to do
+    (``option``: the command-line option that chooses another place)."""
     import errno
 
     code = errno.errorcode.get(exc.errno or 0, "")
@@ -79,10 +80,10 @@ def write_error(exc: OSError, path: object, what: str = "write") -> ZooError:
     where = f"{str(path)!r}"
     if code in _SPACE_ERRNOS:
         return OutputWriteError(
-            f"cannot {what} {where}: {reason} ({code}); free some space or choose another folder with -o (nothing was written)"
+            f"cannot {what} {where}: {reason} ({code}); free some space or choose another folder with {option} (nothing was written)"
         )
     if code in _PATH_ERRNOS:
-        return OutputPathError(f"cannot {what} {where}: {reason} ({code}); choose a folder you can write to with -o")
+        return OutputPathError(f"cannot {what} {where}: {reason} ({code}); choose a folder you can write to with {option}")
     label = f" ({code})" if code else ""
     return OutputWriteError(f"cannot {what} {where}: {reason}{label}; check the disk and try again (nothing was written)")
 
