@@ -141,3 +141,34 @@ def test_version_and_help(run):
     for command in cli.commands:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.stdout, command
+
+
+def option_help(command: str, name: str) -> str:
+    (param,) = [p for p in cli.commands[command].params if p.name == name]
+    return param.help
+
+
+def test_tolerance_help_shows_every_default():
+    from zoo.spec import DEFAULT_TOLERANCES
+
+    text = option_help("export", "atol")
+    for (device, dtype), tol in DEFAULT_TOLERANCES.items():
+        assert dtype in text
+        pair = "/".join(f"{value:.0e}".replace("e-0", "e-") for value in (tol.rtol, tol.atol))
+        assert pair in text, (device, dtype, pair)
+    assert "float64 1e-7/1e-9 on cpu" in text
+
+
+def test_weights_help_lists_what_the_loader_accepts():
+    from zoo.weights import SUFFIXES
+
+    assert ".bin" in SUFFIXES  # the loader takes it, so the help must say so
+    assert f"({', '.join(SUFFIXES)})" in option_help("export", "weights")
+
+
+def test_output_and_opset_help_fit_every_format(zoo):
+    output = option_help("export", "output")
+    assert "./NAME.onnx" not in output and "./NAME plus the format's suffix" in output  # --format pt2 writes NAME.pt2
+    onnx = zoo.exporter("onnx")  # what the help names is what the registered exporter does
+    low, high = onnx.opsets
+    assert f"onnx: default {onnx.default_opset}, {low}-{high}" in option_help("export", "opset")

@@ -17,10 +17,18 @@ import click
 
 from zoo import __version__
 from zoo.errors import OutputPathError, UsageError, ZooError
+from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import format_value, parse_params
 from zoo.render import bench_lines, check_lines, export_lines, heading, summary_row, table
 from zoo.spec import TOLERANCE_HELP, Architecture
+from zoo.weights import SUFFIXES as WEIGHT_SUFFIXES
+
+# Formats come from plugins, loaded after --help is built: this names the built-in one's range.
+OPSET_HELP = (
+    "Operator set, for formats that have them; the default and supported range are the format's "
+    f"(onnx: default {onnx_format.DEFAULT_OPSET}, {onnx_format.MIN_OPSET}-{onnx_format.MAX_OPSET})."
+)
 
 EXIT_INTERRUPTED = 130
 
@@ -265,10 +273,13 @@ def report_option(func: Any) -> Any:
 @param_option
 @device_option
 @seed_option
-@click.option("--weights", type=click.Path(path_type=Path), help="Trained state dict to load (.safetensors, .pt, .pth).")
+@click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
 @click.option("--format", "format_name", default="onnx", show_default=True, help="Export format ('zoo plugins' lists them).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default ./NAME.onnx); with --all, a folder.")
-@click.option("--opset", type=int, help="ONNX opset (default 20, supported 18-23).")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path),
+    help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder.",
+)
+@click.option("--opset", type=int, help=OPSET_HELP)
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
 @fold_linear_option
 @tolerance_options

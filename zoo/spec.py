@@ -141,7 +141,25 @@ DEFAULT_TOLERANCES = {
     ("*", "float16"): Tolerance(1e-2, 1e-3),
     ("*", "bfloat16"): Tolerance(2e-2, 1e-2),
 }
-TOLERANCE_HELP = "defaults: float32 1e-4/1e-5 on cpu, 1e-3/1e-4 on cuda; float16 1e-2/1e-3; integers exact"
+
+
+def _short_float(value: float) -> str:
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"  # 1e-4, 2e-2
+
+
+def _tolerance_help() -> str:
+    """``--atol`` help written from ``DEFAULT_TOLERANCES``, so the two cannot disagree."""
+    by_dtype: dict[str, list[str]] = {}
+    for (device, dtype), tol in DEFAULT_TOLERANCES.items():
+        where = "" if device == "*" else f" on {device}"
+        by_dtype.setdefault(dtype, []).append(f"{_short_float(tol.rtol)}/{_short_float(tol.atol)}{where}")
+    parts = [f"{dtype} {', '.join(values)}" for dtype, values in sorted(by_dtype.items(), key=lambda item: item[0] != "float32")]
+    # exporting.tolerance_for falls back to the device's float32 values for a pair the table lacks
+    return f"defaults rtol/atol: {'; '.join(parts)}; otherwise float32's for the device; integers exact"
+
+
+TOLERANCE_HELP = _tolerance_help()
 
 
 @dataclass(frozen=True)
