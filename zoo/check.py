@@ -108,8 +108,8 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
         loss = torch_loss(spec, value, target)
         closed = closed_form_loss(spec, numpy_value, target.detach().cpu().double().numpy(), dtype)
         # The framework loss computes in the output's dtype, the closed form in float64.
-        rtol, atol = LOSS_TOLERANCES.get(dtype, LOSS_TOLERANCES["float32"])
-        ok = math.isfinite(loss.item()) and losses_agree(loss.item(), closed, rtol, atol)
+        tol = LOSS_TOLERANCES.get(dtype, LOSS_TOLERANCES["float32"])
+        ok = math.isfinite(loss.item()) and losses_agree(loss.item(), closed, tol.rtol, tol.atol)
         result.losses.append(LossCheck(spec.name, loss_name(spec), loss.item(), closed, ok))
         if not ok:
             result.failures.append(
