@@ -135,6 +135,22 @@ def test_plugins_lists_builtins(run):
     assert {p["name"]: p["status"] for p in data} == {"seed": "ok", "onnx": "ok"}
 
 
+def test_plugins_json_has_each_plugins_formats(run, zoo):
+    data = {p["name"]: p for p in json.loads(run("plugins", "--json").stdout)}
+    assert data["seed"]["formats"] == [] and data["onnx"]["exporters"] == ["onnx"]  # the existing fields stay
+    (onnx,) = data["onnx"]["formats"]
+    exporter = zoo.exporter("onnx")
+    assert onnx == {
+        "name": "onnx",
+        "suffix": ".onnx",
+        "plugin": "onnx",
+        "summary": exporter.summary,
+        "options": ["fold_linear"],
+        "default_opset": exporter.default_opset,
+        "opsets": list(exporter.opsets),
+    }
+
+
 def test_version_and_help(run):
     assert run("--version").stdout.strip() == f"zoo, version {__version__}"
     assert set(cli.commands) == {"list", "show", "check", "export", "bench", "verify", "plugins"}  # a new one gets help too

@@ -493,8 +493,9 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     zoo = get_zoo(ctx)
     _plugin_commands(ctx)  # so plugin commands are listed too
     infos = list(zoo.plugins.values())
-    if as_json:
-        click.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+    if as_json:  # each plugin with the formats it registered, as the text's FORMAT table shows them
+        records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in infos]
+        click.echo(json.dumps(records, indent=2))
         return
     rows = []
     for info in infos:

@@ -343,6 +343,18 @@ class Exporter:
     def with_plugin(self, plugin: str) -> Exporter:
         return dataclasses.replace(self, plugin=plugin)
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description (``zoo plugins --json``); needs no torch."""
+        return {
+            "name": self.name,
+            "suffix": self.suffix,
+            "plugin": self.plugin,
+            "summary": self.summary,
+            "options": list(self.options),
+            "default_opset": self.default_opset,
+            "opsets": None if self.opsets is None else list(self.opsets),
+        }
+
     def resolve_opset(self, opset: int | None) -> int | None:
         """The opset to export with: ``opset`` (``None`` means the default), refused
         with a usage error when this format does not support it."""
