@@ -8,6 +8,7 @@ when they appear, the generated inputs, the comparison and the report. An
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import math
@@ -15,10 +16,12 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,6 +205,69 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
+# The libraries exporters are built on. torch gives its loggers their own stderr
+# handlers and stops propagation, so redirecting stderr alone does not quiet them.
+NOISY_LOGGERS = ("torch", "onnxscript", "onnx_ir")
+
+
+class _Relay(logging.Handler):
+    """Hands an exporter library's log records to zoo's log at INFO (shown with -v)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not break the export
+            message = str(record.msg)
+        log.info("exporter: %s: %s", record.name, message)
+
+
+def _noisy(name: str) -> bool:
+    return name.split(".", 1)[0] in NOISY_LOGGERS
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Around every call into an exporter: its log records, warnings and prints go
+    to zoo's log at INFO, so a user sees them with -v and never without.
+
+    With -v (the root logger at INFO or lower) nothing is captured: they speak directly.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    relay = _Relay()
+    saved = []
+    for name in {*NOISY_LOGGERS, *(n for n in list(logging.root.manager.loggerDict) if _noisy(n))}:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate, logger.handlers[:]))
+        top = name in NOISY_LOGGERS  # every record of these libraries ends at the relay
+        logger.handlers = [relay] if top else []
+        logger.propagate = not top
+    stderr = sys.stderr
+    out, err = io.StringIO(), io.StringIO()
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for logger, level, propagate, handlers in saved:
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.handlers = handlers
+        # torch imported inside (a reader's first use) bound its new handlers to our buffer
+        for logger in list(logging.root.manager.loggerDict.values()):
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, logging.StreamHandler) and handler.stream in (out, err):
+                    handler.setStream(stderr)
+        for text in (out.getvalue(), err.getvalue()):
+            for line in text.splitlines():
+                if line.strip():
+                    log.info("exporter: %s", line)
+        for warning in caught:
+            log.info("exporter warning: %s", warning.message)
+
+
 def metadata_for(built: BuiltModel, exporter: Exporter, opset: int | None, static: bool) -> dict[str, str]:
     """What goes inside the file, so ``zoo verify`` can rebuild the model from it alone."""
     import torch
@@ -348,7 +414,8 @@ def verify_files(
     arch = built.arch
     start = time.perf_counter()
     try:
-        runner = exporter.load(path, built.device)
+        with quiet_exporter():
+            runner = exporter.load(path, built.device)
     except Exception as exc:  # noqa: BLE001
         raise VerificationFailed(f"{exporter.name} could not load {path.name}: {type(exc).__name__}: {exc}") from exc
     cases = [verification_cases(arch, built.params)[0]] if static else verification_cases(arch, built.params)
@@ -360,7 +427,8 @@ def verify_files(
         reference = built.forward(inputs)
         feed = {name: as_numpy(t) for name, t in inputs.items()}
         try:
-            got = runner(feed)
+            with quiet_exporter():
+                got = runner(feed)
         except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
             results.append(CaseResult(dict(sizes), {}, [f"{_case(sizes)}: {exporter.name} runtime raised {type(exc).__name__}: {_short(exc)}"]))
             continue
@@ -548,7 +616,8 @@ def export_model(
         job.path = temp / output.name
         with _timed(result.timings, "export"):
             try:
-                written = [Path(p) for p in (exporter.export(job) or [job.path])]
+                with quiet_exporter():
+                    written = [Path(p) for p in (exporter.export(job) or [job.path])]
             except ZooError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -599,7 +668,8 @@ def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]
     foreign = None  # a reader that parsed the file but found no zoo metadata
     for exporter in [*matching, *(e for e in exporters if e not in matching)]:
         try:
-            raw = exporter.read_metadata(path)
+            with quiet_exporter():
+                raw = exporter.read_metadata(path)
         except Exception as exc:  # noqa: BLE001 - not this format: try the next reader
             failures.append((exporter, exc))
             continue
@@ -683,7 +753,8 @@ def check_artifact(exporter: Exporter, path: Path) -> None:
     if exporter.check is None:
         return
     try:
-        exporter.check(path)
+        with quiet_exporter():
+            exporter.check(path)
     except Exception as exc:  # noqa: BLE001
         raise VerificationFailed(f"{path.name} fails the {exporter.name} check: {reason(exc)}") from exc
 
@@ -693,7 +764,8 @@ def side_files(exporter: Exporter, path: Path) -> list[Path]:
     if exporter.files is None:
         return []
     try:
-        return [Path(p) for p in exporter.files(path)]
+        with quiet_exporter():
+            return [Path(p) for p in exporter.files(path)]
     except Exception as exc:  # noqa: BLE001
         raise VerificationFailed(f"{exporter.name} could not list the files of {path.name}: {reason(exc)}") from exc
 
