@@ -659,24 +659,22 @@ def export_model(
 def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]:
     """The exporter that wrote ``path`` and the zoo metadata in it.
 
-    The suffix only says which readers to try first: two formats may share a
-    suffix, and ``-o`` may give any name. The exporter named in the metadata is
-    the one that verifies the file.
+    The suffix only says which readers to ask first: two formats may share a
+    suffix, and ``-o`` may give any name (docs/plugins.md). The first reader that
+    parses the file decides; the exporter named in its metadata verifies it.
     """
     matching = [e for e in exporters if path.name.endswith(e.suffix)]
     failures: list[tuple[Exporter, Exception]] = []
-    foreign = None  # a reader that parsed the file but found no zoo metadata
     for exporter in [*matching, *(e for e in exporters if e not in matching)]:
         try:
-            with quiet_exporter():
+            with quiet_exporter():  # a reader that does not know the file may complain loudly (torch.export.load)
                 raw = exporter.read_metadata(path)
         except Exception as exc:  # noqa: BLE001 - not this format: try the next reader
             failures.append((exporter, exc))
             continue
         meta = {k[len(META_PREFIX) :]: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
-        if "architecture" not in meta:
-            foreign = foreign or exporter
-            continue
+        if "architecture" not in meta:  # a real file of this format, not one zoo wrote: another reader will not change that
+            raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
         name = meta.get("exporter", exporter.name)
         writer = exporters.get(name)
         if writer is None:
@@ -685,10 +683,8 @@ def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]
                 "install the plugin that provides it (see 'zoo plugins')"
             )
         return writer, meta
-    if foreign is not None:
-        raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
     if matching:  # the suffix says what it should be: that reader's complaint is the useful one
-        exporter, exc = next((e, x) for e, x in failures if e is matching[0])
+        exporter, exc = failures[0]
         raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
     tried = ", ".join(f"{e.name} ({e.suffix})" for e in exporters)
     raise UsageError(f"{str(path)!r} is not a file any installed exporter reads (tried {tried}); give a file 'zoo export' wrote")
