@@ -307,7 +307,7 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
-    from zoo.exporting import check_report_path, export_many, export_model, validate_request, write_report
+    from zoo.exporting import check_output_path, check_report_path, export_many, export_model, validate_request, write_report
     from zoo.model import build_model, torch_device
 
     zoo = get_zoo(ctx)
@@ -341,8 +341,10 @@ def export_command(
         records: Any = [r.to_dict() for r in results]
     else:
         (arch,) = archs
+        target = output or Path(f"{arch.name}{exporter.suffix}")
+        check_output_path(target, force)  # before the build: a big model costs seconds and GBs
         built = build_model(arch, parse_params(params, arch.parameters, arch.name), seed=seed, device=device, weights=weights)
-        results = [export_model(built, exporter, output or Path(f"{arch.name}{exporter.suffix}"), **settings)]
+        results = [export_model(built, exporter, target, **settings)]
         records = results[0].to_dict()
     if report is not None:
         write_report(report, records)
