@@ -39,3 +39,67 @@ def test_an_existing_output_is_refused_before_the_model_is_built(run, tmp_path, 
     assert "already exists; pass --force" in result.output
     assert Counted.builds == 0
     assert (tmp_path / "existing.onnx").read_bytes() == b"keep me"
+
+
+# -- --report never replaces what the command reads or writes --------------------
+
+
+def test_report_over_the_output_is_refused_before_any_work(run, tmp_path, counted_zoo):
+    for report in ("same.onnx", "./same.onnx", str(tmp_path / "same.onnx")):
+        result = run("export", "counted", "-o", "same.onnx", "--report", report, zoo=counted_zoo)
+        assert result.exit_code == 2, result.output
+        assert "a file this command reads or writes" in result.output
+    assert Counted.builds == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_over_the_default_output_is_refused(run, tmp_path):
+    result = run("export", "binary", "--report", "binary-sigmoid.onnx")
+    assert result.exit_code == 2, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_over_the_weights_is_refused(run, tmp_path, counted_zoo):
+    import torch
+
+    torch.save(nn.Linear(4, 2).state_dict(), tmp_path / "w.pt")
+    before = (tmp_path / "w.pt").read_bytes()
+    result = run("export", "counted", "--weights", "w.pt", "--report", "w.pt", zoo=counted_zoo)
+    assert result.exit_code == 2, result.output
+    assert (tmp_path / "w.pt").read_bytes() == before
+    assert Counted.builds == 0
+
+
+def test_report_over_a_file_of_export_all_is_refused(run, tmp_path):
+    (tmp_path / "out").mkdir()
+    result = run("export", "--all", "bin*", "-o", "out", "--report", "out/binary-sigmoid.onnx")
+    assert result.exit_code == 2, result.output
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_report_over_the_verified_file_is_refused(run, tmp_path):
+    assert run("export", "binary", "-o", "v.onnx").exit_code == 0
+    before = (tmp_path / "v.onnx").read_bytes()
+    result = run("verify", "v.onnx", "--report", "v.onnx")
+    assert result.exit_code == 2, result.output
+    assert (tmp_path / "v.onnx").read_bytes() == before
+
+
+@pytest.fixture
+def external_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX exports keep their weights in NAME.onnx.data, as past 2 GB (tensors
+    under 1 kB stay inline: use stack, not binary)."""
+    from zoo.exporters import onnx as onnx_format
+
+    monkeypatch.setattr(onnx_format, "EXTERNAL_DATA_BYTES", 0)
+
+
+def test_report_over_a_side_file_is_refused_and_the_side_file_kept(run, tmp_path, external_data):
+    result = run("export", "stack", "-o", "m.onnx", "--report", "m.onnx.data")
+    assert result.exit_code == 2, result.output
+    assert "m.onnx.data" in result.output
+    data = (tmp_path / "m.onnx.data").read_bytes()
+    verified = run("verify", "m.onnx", "--report", "m.onnx.data")
+    assert verified.exit_code == 2, verified.output
+    assert (tmp_path / "m.onnx.data").read_bytes() == data
+    assert run("verify", "m.onnx").exit_code == 0

@@ -325,11 +325,15 @@ def export_command(
     else:
         archs = [zoo.architecture(name)]
     torch_device(device)  # fail before any work when the device is missing
+    folder = output or Path(".")
+    if export_all:
+        targets = [folder / f"{a.name}{exporter.suffix}" for a in archs]
+    else:
+        targets = [output or Path(f"{archs[0].name}{exporter.suffix}")]
     if report is not None:
-        check_report_path(report)
+        check_report_path(report, [*targets, weights])  # the JSON must never replace the model or its weights
     settings = dict(opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options)
     if export_all:
-        folder = output or Path(".")
         if not folder.is_dir():
             raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
 
@@ -341,13 +345,13 @@ def export_command(
         records: Any = [r.to_dict() for r in results]
     else:
         (arch,) = archs
-        target = output or Path(f"{arch.name}{exporter.suffix}")
+        target = targets[0]
         check_output_path(target, force)  # before the build: a big model costs seconds and GBs
         built = build_model(arch, parse_params(params, arch.parameters, arch.name), seed=seed, device=device, weights=weights)
         results = [export_model(built, exporter, target, **settings)]
         records = results[0].to_dict()
-    if report is not None:
-        write_report(report, records)
+    if report is not None:  # side files (NAME.onnx.data) are known only now
+        write_report(report, records, [p for r in results for p in getattr(r, "files", [])])
     if as_json:
         click.echo(json.dumps(records, indent=2, default=str))
     elif export_all:
@@ -455,11 +459,11 @@ def verify_command(
     from zoo.exporting import check_report_path, verify_artifact, write_report
 
     if report is not None:
-        check_report_path(report)
+        check_report_path(report, [file, weights])  # the JSON must never replace what it verifies
     result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
     record = result.to_dict()
     if report is not None:
-        write_report(report, record)
+        write_report(report, record, result.files)  # with the side files the exporter lists
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
     else:

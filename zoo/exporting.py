@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -807,18 +807,26 @@ class FailedExport:
         return {"status": "failed", "architecture": self.name, "error": self.error}
 
 
-def check_report_path(path: Path) -> None:
-    """Refuse a report path that cannot be written, before any work is done."""
+def check_report_path(path: Path, protected: Iterable[Path | None] = ()) -> None:
+    """Refuse a report path that cannot be written, or that is one of the
+    ``protected`` files the command reads or writes (the model, its weights, the
+    file being verified): the JSON would replace it, and the command still exit 0."""
     if path.is_dir():
         raise OutputPathError(f"--report {str(path)!r} is a directory; give a file name")
     if not path.parent.is_dir():
         raise OutputPathError(f"report folder {str(path.parent)!r} does not exist; create it first")
+    resolved = path.resolve()
+    for other in protected:
+        if other is not None and other.resolve() == resolved:
+            raise OutputPathError(
+                f"--report {str(path)!r} is {str(other)!r}, a file this command reads or writes; give the report its own name"
+            )
     probe_writable(path.parent)
 
 
-def write_report(path: Path, data: Any) -> None:
-    """Write a JSON report atomically."""
-    check_report_path(path)
+def write_report(path: Path, data: Any, protected: Iterable[Path | None] = ()) -> None:
+    """Write a JSON report atomically; never over a ``protected`` file (see ``check_report_path``)."""
+    check_report_path(path, protected)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
