@@ -4,6 +4,8 @@ what is on disk."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from torch import nn
 
@@ -103,3 +105,16 @@ def test_report_over_a_side_file_is_refused_and_the_side_file_kept(run, tmp_path
     assert verified.exit_code == 2, verified.output
     assert (tmp_path / "m.onnx.data").read_bytes() == data
     assert run("verify", "m.onnx").exit_code == 0
+
+
+# -- a failed export's record describes no file ----------------------------------
+
+
+def test_a_failed_verification_reports_no_size_or_hash_of_an_older_file(run, tmp_path):
+    (tmp_path / "old.onnx").write_bytes(b"an older file")
+    result = run("export", "stack", "-o", "old.onnx", "--force", "--rtol", "0", "--atol", "0", "--report", "r.json")
+    assert result.exit_code == 1, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "failed" and report["error"].startswith("verification failed")
+    assert report["files"] == [{"path": "old.onnx", "written": False}]
+    assert (tmp_path / "old.onnx").read_bytes() == b"an older file"

@@ -145,6 +145,7 @@ class ExportResult:
     opset: int | None
     static: bool
     files: list[Path] = field(default_factory=list)
+    placed: bool = True  # False: ``files`` are where the export would have gone; nothing was written there
     check: CheckResult | None = None
     verification: Verification | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -167,7 +168,8 @@ class ExportResult:
             "device": built.device,
             "weights": built.weights,
             "exporter": {"name": self.exporter.name, "plugin": self.exporter.plugin, "opset": self.opset, "static": self.static},
-            "files": [file_record(p) for p in self.files],
+            # an unplaced file has no size or hash: whatever is on disk there is not this export
+            "files": [file_record(p) if self.placed else {"path": str(p), "written": False} for p in self.files],
             "export_stats": self.export_stats,
             "check": self.check.to_dict() if self.check else None,
             "verification": self.verification.to_dict() if self.verification else None,
@@ -652,6 +654,7 @@ def export_model(
                 raise write_error(exc, output, "move the export into") from exc
         else:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
+            result.placed = False
             result.error = "verification failed: " + result.verification.failures[0]
     return result
 
