@@ -118,3 +118,28 @@ def test_a_failed_verification_reports_no_size_or_hash_of_an_older_file(run, tmp
     assert report["status"] == "failed" and report["error"].startswith("verification failed")
     assert report["files"] == [{"path": "old.onnx", "written": False}]
     assert (tmp_path / "old.onnx").read_bytes() == b"an older file"
+
+
+# -- --force leaves no orphans ---------------------------------------------------
+
+
+def test_force_removes_the_side_file_of_the_replaced_export(run, tmp_path, monkeypatch):
+    from zoo.exporters import onnx as onnx_format
+
+    inline = onnx_format.EXTERNAL_DATA_BYTES
+    monkeypatch.setattr(onnx_format, "EXTERNAL_DATA_BYTES", 0)
+    assert run("export", "stack", "-o", "m.onnx").exit_code == 0
+    assert (tmp_path / "m.onnx.data").is_file()
+    (tmp_path / "m.onnx.data.keep").write_text("not listed by m.onnx")
+    monkeypatch.setattr(onnx_format, "EXTERNAL_DATA_BYTES", inline)  # weights inline again
+    result = run("export", "stack", "-o", "m.onnx", "--force", "--report", "r.json")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data.keep", "r.json"]
+    assert run("verify", "m.onnx").exit_code == 0
+
+
+def test_force_keeps_the_side_file_the_new_export_writes_again(run, tmp_path, external_data):
+    assert run("export", "stack", "-o", "m.onnx").exit_code == 0
+    assert run("export", "stack", "-o", "m.onnx", "--force", "-p", "hidden=7,5").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
+    assert run("verify", "m.onnx").exit_code == 0

@@ -387,6 +387,20 @@ def place(written: list[Path], main: Path, final: Path, force: bool = False) -> 
     return [final, *placed]
 
 
+def old_side_files(exporter: Exporter, path: Path) -> list[Path]:
+    """The side files of the file ``--force`` is about to replace, as its exporter
+    lists them: only regular files in the same folder, never the main file."""
+    if exporter.files is None or not path.is_file():
+        return []
+    try:
+        with quiet_exporter():
+            listed = [Path(p) for p in exporter.files(path)]
+    except Exception:  # noqa: BLE001 - not a file of this format: there is nothing of ours to clean up
+        return []
+    folder = path.parent.resolve()
+    return [p for p in listed if p.parent.resolve() == folder and p.is_file() and p.resolve() != path.resolve()]
+
+
 def tolerance_for(arch: Architecture, device: str, dtype: str, rtol: float | None, atol: float | None) -> Tolerance | None:
     """The tolerance to compare an output with; ``None`` means exact (integers, bools)."""
     if not dtype.startswith(("float", "bfloat")):
@@ -645,6 +659,7 @@ def export_model(
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
         if result.verification.ok:
+            stale = old_side_files(exporter, output) if force else []
             try:
                 result.files = place(written, job.path, output, force)
             except OSError as exc:
@@ -652,6 +667,10 @@ def export_model(
                     if side != job.path:
                         (output.parent / side.name).unlink(missing_ok=True)
                 raise write_error(exc, output, "move the export into") from exc
+            placed = {p.resolve() for p in result.files}
+            for old in stale:  # the replaced file's NAME.onnx.data, which nothing refers to now
+                if old.resolve() not in placed:
+                    old.unlink(missing_ok=True)
         else:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
             result.placed = False
