@@ -143,3 +143,62 @@ def test_force_keeps_the_side_file_the_new_export_writes_again(run, tmp_path, ex
     assert run("export", "stack", "-o", "m.onnx", "--force", "-p", "hidden=7,5").exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
     assert run("verify", "m.onnx").exit_code == 0
+
+
+# -- a failed single export or verify still leaves its record --------------------
+
+
+class Branchy:
+    """An architecture no exporter can trace: data-dependent control flow."""
+
+    @staticmethod
+    def build(width: int = 3):
+        class Model(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(width, 2)
+
+            def forward(self, x):
+                if x.sum() > 0:
+                    return self.lin(x)
+                return -self.lin(x)
+
+        return Model()
+
+    @hookimpl
+    def register_architectures(self, register):
+        register(Architecture("branchy", self.build, (Input("x", ("batch", "width")),), (Output("y", task="regression"),)))
+
+
+def test_a_failed_export_writes_its_record_to_report_and_json(run, tmp_path):
+    the_zoo = load_zoo(entry_points=False, extra=[("branchy", Branchy())])
+    result = run("export", "branchy", "--report", "r.json", "--json", zoo=the_zoo)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("zoo: error: onnx could not export branchy") and result.stderr.count("\n") == 1
+    record = json.loads(result.stdout)
+    assert record == json.loads((tmp_path / "r.json").read_text())
+    assert record["status"] == "failed" and record["architecture"] == "branchy"
+    assert record["error"] == result.stderr.removeprefix("zoo: error: ").strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_file_failing_its_check_in_verify_writes_its_record(run, tmp_path):
+    import onnx
+
+    assert run("export", "binary", "-o", "v.onnx").exit_code == 0
+    model = onnx.load(str(tmp_path / "v.onnx"))
+    model.graph.node[0].op_type = "NoSuchOp"  # metadata intact, graph broken
+    onnx.save(model, str(tmp_path / "v.onnx"))
+    result = run("verify", "v.onnx", "--report", "r.json", "--json")
+    assert result.exit_code == 1, result.output
+    assert "fails the onnx check" in result.stderr
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record == json.loads(result.stdout)
+    assert (record["status"], record["file"]) == ("failed", "v.onnx")
+    assert record["error"] == result.stderr.removeprefix("zoo: error: ").strip()
+
+
+def test_a_usage_error_writes_no_record(run, tmp_path):
+    result = run("export", "binary", "-p", "nope=1", "--report", "r.json")
+    assert result.exit_code == 2
+    assert not (tmp_path / "r.json").exists()

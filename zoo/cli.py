@@ -307,7 +307,15 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
-    from zoo.exporting import check_output_path, check_report_path, export_many, export_model, validate_request, write_report
+    from zoo.exporting import (
+        FailedExport,
+        check_output_path,
+        check_report_path,
+        export_many,
+        export_model,
+        validate_request,
+        write_report,
+    )
     from zoo.model import build_model, torch_device
 
     zoo = get_zoo(ctx)
@@ -347,8 +355,14 @@ def export_command(
         (arch,) = archs
         target = targets[0]
         check_output_path(target, force)  # before the build: a big model costs seconds and GBs
-        built = build_model(arch, parse_params(params, arch.parameters, arch.name), seed=seed, device=device, weights=weights)
-        results = [export_model(built, exporter, target, **settings)]
+        overrides = parse_params(params, arch.parameters, arch.name)
+        try:
+            built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
+            results = [export_model(built, exporter, target, **settings)]
+        except ZooError as exc:  # a failed check or export still leaves its record, as with --all
+            if exc.exit_code == 1:
+                _failure_record(FailedExport(arch.name, str(exc)).to_dict(), report, as_json, [*targets, weights])
+            raise
         records = results[0].to_dict()
     if report is not None:  # side files (NAME.onnx.data) are known only now
         write_report(report, records, [p for r in results for p in getattr(r, "files", [])])
@@ -456,11 +470,16 @@ def verify_command(
       zoo verify binary-sigmoid.onnx
       zoo verify trained.onnx --weights trained.safetensors --device cuda
     """
-    from zoo.exporting import check_report_path, verify_artifact, write_report
+    from zoo.exporting import FailedExport, check_report_path, verify_artifact, write_report
 
     if report is not None:
         check_report_path(report, [file, weights])  # the JSON must never replace what it verifies
-    result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
+    try:
+        result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
+    except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
+        if exc.exit_code == 1:
+            _failure_record(FailedExport(None, str(exc), file=file).to_dict(), report, as_json, [file, weights])
+        raise
     record = result.to_dict()
     if report is not None:
         write_report(report, record, result.files)  # with the side files the exporter lists
@@ -512,6 +531,16 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
         ]
         click.echo()
         click.echo(table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats))
+
+
+def _failure_record(record: dict[str, Any], report: Path | None, as_json: bool, protected: list[Path | None]) -> None:
+    """Write a failed command's record where its success would have gone (--report, --json)."""
+    from zoo.exporting import write_report
+
+    if report is not None:
+        write_report(report, record, protected)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
 
 
 def main() -> None:

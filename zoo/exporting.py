@@ -820,13 +820,16 @@ def export_many(
 
 
 class FailedExport:
-    """An ``--all`` entry that failed before verification (check, build or export error)."""
+    """The record of an export that failed before verification (check, build or
+    export error), or of a ``zoo verify`` whose file fails its check or does not
+    load (``file``; its architecture may be unknown)."""
 
-    def __init__(self, name: str, error: str) -> None:
-        self.name, self.error, self.ok = name, error, False
+    def __init__(self, name: str | None, error: str, file: Path | None = None) -> None:
+        self.name, self.error, self.file, self.ok = name, error, file, False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": "failed", "architecture": self.name, "error": self.error}
+        record = {"status": "failed", "architecture": self.name, "error": self.error}
+        return record if self.file is None else {**record, "file": str(self.file)}
 
 
 def check_report_path(path: Path, protected: Iterable[Path | None] = ()) -> None:
