@@ -722,7 +722,7 @@ def verify_artifact(
     atol: float | None = None,
 ) -> ExportResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it."""
-    from zoo.model import build_model
+    from zoo.model import MAX_SEED, build_model
     from zoo.weights import sha256
 
     if not path.is_file():
@@ -753,6 +753,11 @@ def verify_artifact(
         seed = int(meta.get("seed", "0"))
     except ValueError as exc:
         raise UsageError(f"{path.name} has damaged zoo metadata: {exc}") from exc
+    # What build_model would blame on --param or --seed is the file's fault here.
+    if not isinstance(params, dict):
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.params is {meta['params'][:60]!r}, not a JSON object")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
     built = build_model(arch, params, seed=seed, device=device, weights=weights)
     static = meta.get("static") == "true"
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
