@@ -202,3 +202,23 @@ def test_a_usage_error_writes_no_record(run, tmp_path):
     result = run("export", "binary", "-p", "nope=1", "--report", "r.json")
     assert result.exit_code == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_force_never_removes_the_weights_it_exports_with(run, tmp_path, external_data, zoo):
+    """An old file's external data may name any file in the folder, --weights too."""
+    import onnx
+    import torch
+
+    from zoo.model import build_model
+
+    torch.save(build_model(zoo.architecture("stack"), seed=3).module.state_dict(), tmp_path / "w.pt")
+    assert run("export", "stack", "-o", "m.onnx").exit_code == 0
+    model = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "w.pt"
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    result = run("export", "stack", "--weights", "w.pt", "-o", "m.onnx", "--force")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "w.pt").is_file()

@@ -667,9 +667,11 @@ def export_model(
                     if side != job.path:
                         (output.parent / side.name).unlink(missing_ok=True)
                 raise write_error(exc, output, "move the export into") from exc
-            placed = {p.resolve() for p in result.files}
+            keep = {p.resolve() for p in result.files}
+            if built.weights:  # the old file may name any file in the folder as its data
+                keep.add(Path(built.weights["path"]).resolve())
             for old in stale:  # the replaced file's NAME.onnx.data, which nothing refers to now
-                if old.resolve() not in placed:
+                if old.resolve() not in keep:
                     old.unlink(missing_ok=True)
         else:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
