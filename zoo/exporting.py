@@ -851,7 +851,7 @@ def check_report_path(path: Path, protected: Iterable[Path | None] = ()) -> None
     for other in protected:
         if other is not None and other.resolve() == resolved:
             raise OutputPathError(
-                f"--report {str(path)!r} is {str(other)!r}, a file this command reads or writes; give the report its own name"
+                f"--report {str(path)!r} would overwrite {str(other)!r}, a file this command reads or writes; give the report its own name"
             )
     probe_writable(path.parent)
 
