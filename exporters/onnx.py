@@ -7,19 +7,12 @@ plugin costs nothing.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import zoo
 from zoo import Exporter
 from zoo.errors import ExportFailed, one_line
-
-log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 20
 MIN_OPSET = 18  # the torch.export-based exporter's lowest
@@ -30,45 +23,21 @@ EXTERNAL_DATA_BYTES = 2**31 - 2**24  # protobuf's 2 GB limit, with room for the 
 KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")
 
 
-@contextlib.contextmanager
-def quiet_exporter() -> Iterator[None]:
-    """Send the exporter's prints, warnings and log lines to our log (shown with -v)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        for lg in loggers:
-            if not verbose:
-                lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            warnings.simplefilter("always")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-    for text in (out.getvalue(), err.getvalue()):
-        for line in text.splitlines():
-            log.info("exporter: %s", line)
-    for warning in caught:
-        log.info("exporter warning: %s", warning.message)
-
-
 def export(job: Any) -> list[Path]:
     import torch
 
-    with quiet_exporter():
-        program = torch.onnx.export(
-            job.module,
-            tuple(job.sample.values()),
-            input_names=list(job.sample),
-            output_names=job.output_names,
-            dynamic_shapes=job.torch_dynamic_shapes(),
-            opset_version=job.opset,  # resolved and range-checked by zoo (Exporter.opsets) before any work
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-        )
+    # zoo quiets the exporter's prints, warnings and log records around this call (zoo.exporting.quiet_exporter)
+    program = torch.onnx.export(
+        job.module,
+        tuple(job.sample.values()),
+        input_names=list(job.sample),
+        output_names=job.output_names,
+        dynamic_shapes=job.torch_dynamic_shapes(),
+        opset_version=job.opset,  # resolved and range-checked by zoo (Exporter.opsets) before any work
+        dynamo=True,
+        optimize=True,
+        verbose=False,
+    )
     model = program.model
     for node in model.graph.all_nodes():
         for key in [k for k in node.metadata_props if k not in KEEP_NODE_METADATA]:

@@ -72,6 +72,16 @@ def test_installed_plugin_exports_verifies_and_runs_its_command(installed: Insta
     assert installed.zoo("verify", "listing.onnx", cwd=tmp_path).stdout.splitlines()[-1] == "ok"
 
 
+def test_a_file_of_another_format_gets_one_line_not_a_torch_traceback(installed: Installed, tmp_path: Path) -> None:
+    """torch.export.load logs a traceback on stderr for a file that is not an
+    archive; with the pt2 format installed, neither zoo nor pt2-info may show it."""
+    installed.zoo("export", "binary", cwd=tmp_path)
+    (tmp_path / "fake.onnx").write_text("not onnx")
+    for args in (("pt2-info", "binary-sigmoid.onnx"), ("verify", "fake.onnx")):
+        done = installed.zoo(*args, cwd=tmp_path, expect=2)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("zoo: error: "), done.stderr
+
+
 def test_zoo_load_plugins_leaves_out_an_installed_plugin(installed: Installed, tmp_path: Path) -> None:
     done = subprocess.run(
         [*zoo_command(), "plugins", "--json"], cwd=tmp_path, env=installed.env(ZOO_LOAD_PLUGINS=""), capture_output=True, text=True, check=True

@@ -19,11 +19,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from zoo.exporters.fold import fold_linear
-from zoo.exporters.onnx import quiet_exporter
 
 from zoo import Architecture, Input, Output
 from zoo import hookimpl as zoo_hookimpl
-from zoo.exporting import export_model
+from zoo.exporting import export_model, quiet_exporter
 from zoo.manager import load_zoo
 from zoo.model import build_model
 from zoo.spec import Exporter

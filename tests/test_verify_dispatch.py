@@ -3,6 +3,7 @@ formats may share a suffix, and ``-o`` may give any name."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -92,3 +93,42 @@ def test_a_file_with_another_formats_suffix_is_read_by_the_format_that_wrote_it(
     shutil.move(path, renamed)
     result = verify_artifact(example_zoo, renamed)
     assert result.ok and result.exporter.name == "pt2"
+
+
+class RecordingPt2:
+    """The example plugin's pt2 format, noting each file its reader is asked about."""
+
+    def __init__(self, pt2) -> None:
+        self.asked: list[str] = []
+
+        def read_metadata(path):
+            self.asked.append(Path(path).name)
+            return pt2.read_metadata(path)
+
+        self.exporter = dataclasses.replace(pt2.EXPORTER, read_metadata=read_metadata)
+
+    @zoo.hookimpl
+    def register_exporters(self, register):
+        register(self.exporter)
+
+
+def test_the_first_reader_that_parses_the_file_decides(example_plugin, tmp_path):
+    """An ONNX file without zoo metadata is refused by the onnx reader's answer
+    alone: asking the pt2 reader next only made torch.export.load log a traceback."""
+    import onnx
+    from zoo_example_plugin import pt2
+
+    recording = RecordingPt2(pt2)
+    the_zoo = load_zoo(entry_points=False, extra=[("recording", recording)])
+    path = tmp_path / "plain.onnx"
+    assert export_model(build_model(the_zoo.architecture("binary")), the_zoo.exporter("onnx"), path).ok
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
+    with pytest.raises(UsageError, match="has no zoo metadata"):
+        verify_artifact(the_zoo, path)
+    assert recording.asked == []
+    shutil.copy(path, tmp_path / "plain.txt")  # no suffix matches: the readers are probed, onnx's first
+    with pytest.raises(UsageError, match="has no zoo metadata"):
+        verify_artifact(the_zoo, tmp_path / "plain.txt")
+    assert recording.asked == []

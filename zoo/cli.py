@@ -318,7 +318,15 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
-    from zoo.exporting import check_report_path, export_many, export_model, validate_request, write_report
+    from zoo.exporting import (
+        FailedExport,
+        check_output_path,
+        check_report_path,
+        export_many,
+        export_model,
+        validate_request,
+        write_report,
+    )
     from zoo.model import build_model, torch_device
 
     zoo = get_zoo(ctx)
@@ -336,11 +344,15 @@ def export_command(
     else:
         archs = [zoo.architecture(name)]
     torch_device(device)  # fail before any work when the device is missing
+    folder = output or Path(".")
+    if export_all:
+        targets = [folder / f"{a.name}{exporter.suffix}" for a in archs]
+    else:
+        targets = [output or Path(f"{archs[0].name}{exporter.suffix}")]
     if report is not None:
-        check_report_path(report)
+        check_report_path(report, [*targets, weights])  # the JSON must never replace the model or its weights
     settings = dict(opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options)
     if export_all:
-        folder = output or Path(".")
         if not folder.is_dir():
             raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
 
@@ -352,11 +364,19 @@ def export_command(
         records: Any = [r.to_dict() for r in results]
     else:
         (arch,) = archs
-        built = build_model(arch, parse_params(params, arch.parameters, arch.name), seed=seed, device=device, weights=weights)
-        results = [export_model(built, exporter, output or Path(f"{arch.name}{exporter.suffix}"), **settings)]
+        target = targets[0]
+        check_output_path(target, force)  # before the build: a big model costs seconds and GBs
+        overrides = parse_params(params, arch.parameters, arch.name)
+        try:
+            built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
+            results = [export_model(built, exporter, target, **settings)]
+        except ZooError as exc:  # a failed check or export still leaves its record, as with --all
+            if exc.exit_code == 1:
+                _failure_record(FailedExport(arch.name, str(exc)).to_dict(), report, as_json, [*targets, weights])
+            raise
         records = results[0].to_dict()
-    if report is not None:
-        write_report(report, records)
+    if report is not None:  # side files (NAME.onnx.data) are known only now
+        write_report(report, records, [p for r in results for p in getattr(r, "files", [])])
     if as_json:
         click.echo(json.dumps(records, indent=2, default=str))
     elif export_all:
@@ -460,14 +480,19 @@ def verify_command(
       zoo verify binary-sigmoid.onnx
       zoo verify trained.onnx --weights trained.safetensors --device cuda
     """
-    from zoo.exporting import check_report_path, verify_artifact, write_report
+    from zoo.exporting import FailedExport, check_report_path, verify_artifact, write_report
 
     if report is not None:
-        check_report_path(report)
-    result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
+        check_report_path(report, [file, weights])  # the JSON must never replace what it verifies
+    try:
+        result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
+    except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
+        if exc.exit_code == 1:
+            _failure_record(FailedExport(None, str(exc), file=file).to_dict(), report, as_json, [file, weights])
+        raise
     record = result.to_dict()
     if report is not None:
-        write_report(report, record)
+        write_report(report, record, result.files)  # with the side files the exporter lists
     if as_json:
         click.echo(json.dumps(record, indent=2, default=str))
     else:
@@ -517,6 +542,16 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
         ]
         click.echo()
         click.echo(table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats))
+
+
+def _failure_record(record: dict[str, Any], report: Path | None, as_json: bool, protected: list[Path | None]) -> None:
+    """Write a failed command's record where its success would have gone (--report, --json)."""
+    from zoo.exporting import write_report
+
+    if report is not None:
+        write_report(report, record, protected)
+    if as_json:
+        click.echo(json.dumps(record, indent=2, default=str))
 
 
 def main() -> None:

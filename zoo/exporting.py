@@ -8,6 +8,7 @@ when they appear, the generated inputs, the comparison and the report. An
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import math
@@ -15,10 +16,12 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,6 +145,7 @@ class ExportResult:
     opset: int | None
     static: bool
     files: list[Path] = field(default_factory=list)
+    placed: bool = True  # False: ``files`` are where the export would have gone; nothing was written there
     check: CheckResult | None = None
     verification: Verification | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -164,7 +168,8 @@ class ExportResult:
             "device": built.device,
             "weights": built.weights,
             "exporter": {"name": self.exporter.name, "plugin": self.exporter.plugin, "opset": self.opset, "static": self.static},
-            "files": [file_record(p) for p in self.files],
+            # an unplaced file has no size or hash: whatever is on disk there is not this export
+            "files": [file_record(p) if self.placed else {"path": str(p), "written": False} for p in self.files],
             "export_stats": self.export_stats,
             "check": self.check.to_dict() if self.check else None,
             "verification": self.verification.to_dict() if self.verification else None,
@@ -200,6 +205,69 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         yield
     finally:
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+# The libraries exporters are built on. torch gives its loggers their own stderr
+# handlers and stops propagation, so redirecting stderr alone does not quiet them.
+NOISY_LOGGERS = ("torch", "onnxscript", "onnx_ir")
+
+
+class _Relay(logging.Handler):
+    """Hands an exporter library's log records to zoo's log at INFO (shown with -v)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not break the export
+            message = str(record.msg)
+        log.info("exporter: %s: %s", record.name, message)
+
+
+def _noisy(name: str) -> bool:
+    return name.split(".", 1)[0] in NOISY_LOGGERS
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Around every call into an exporter: its log records, warnings and prints go
+    to zoo's log at INFO, so a user sees them with -v and never without.
+
+    With -v (the root logger at INFO or lower) nothing is captured: they speak directly.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    relay = _Relay()
+    saved = []
+    for name in {*NOISY_LOGGERS, *(n for n in list(logging.root.manager.loggerDict) if _noisy(n))}:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate, logger.handlers[:]))
+        top = name in NOISY_LOGGERS  # every record of these libraries ends at the relay
+        logger.handlers = [relay] if top else []
+        logger.propagate = not top
+    stderr = sys.stderr
+    out, err = io.StringIO(), io.StringIO()
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for logger, level, propagate, handlers in saved:
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.handlers = handlers
+        # torch imported inside (a reader's first use) bound its new handlers to our buffer
+        for logger in list(logging.root.manager.loggerDict.values()):
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, logging.StreamHandler) and handler.stream in (out, err):
+                    handler.setStream(stderr)
+        for text in (out.getvalue(), err.getvalue()):
+            for line in text.splitlines():
+                if line.strip():
+                    log.info("exporter: %s", line)
+        for warning in caught:
+            log.info("exporter warning: %s", warning.message)
 
 
 def metadata_for(built: BuiltModel, exporter: Exporter, opset: int | None, static: bool) -> dict[str, str]:
@@ -319,6 +387,20 @@ def place(written: list[Path], main: Path, final: Path, force: bool = False) -> 
     return [final, *placed]
 
 
+def old_side_files(exporter: Exporter, path: Path) -> list[Path]:
+    """The side files of the file ``--force`` is about to replace, as its exporter
+    lists them: only regular files in the same folder, never the main file."""
+    if exporter.files is None or not path.is_file():
+        return []
+    try:
+        with quiet_exporter():
+            listed = [Path(p) for p in exporter.files(path)]
+    except Exception:  # noqa: BLE001 - not a file of this format: there is nothing of ours to clean up
+        return []
+    folder = path.parent.resolve()
+    return [p for p in listed if p.parent.resolve() == folder and p.is_file() and p.resolve() != path.resolve()]
+
+
 def tolerance_for(arch: Architecture, device: str, dtype: str, rtol: float | None, atol: float | None) -> Tolerance | None:
     """The tolerance to compare an output with; ``None`` means exact (integers, bools)."""
     if not dtype.startswith(("float", "bfloat")):
@@ -348,7 +430,8 @@ def verify_files(
     arch = built.arch
     start = time.perf_counter()
     try:
-        runner = exporter.load(path, built.device)
+        with quiet_exporter():
+            runner = exporter.load(path, built.device)
     except Exception as exc:  # noqa: BLE001
         raise VerificationFailed(f"{exporter.name} could not load {path.name}: {type(exc).__name__}: {exc}") from exc
     cases = [verification_cases(arch, built.params)[0]] if static else verification_cases(arch, built.params)
@@ -360,7 +443,8 @@ def verify_files(
         reference = built.forward(inputs)
         feed = {name: as_numpy(t) for name, t in inputs.items()}
         try:
-            got = runner(feed)
+            with quiet_exporter():
+                got = runner(feed)
         except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
             results.append(CaseResult(dict(sizes), {}, [f"{_case(sizes)}: {exporter.name} runtime raised {type(exc).__name__}: {_short(exc)}"]))
             continue
@@ -548,7 +632,8 @@ def export_model(
         job.path = temp / output.name
         with _timed(result.timings, "export"):
             try:
-                written = [Path(p) for p in (exporter.export(job) or [job.path])]
+                with quiet_exporter():
+                    written = [Path(p) for p in (exporter.export(job) or [job.path])]
             except ZooError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -574,6 +659,7 @@ def export_model(
         with _timed(result.timings, "verify"):
             result.verification = verify_files(built, exporter, job.path, static, rtol, atol)
         if result.verification.ok:
+            stale = old_side_files(exporter, output) if force else []
             try:
                 result.files = place(written, job.path, output, force)
             except OSError as exc:
@@ -581,8 +667,15 @@ def export_model(
                     if side != job.path:
                         (output.parent / side.name).unlink(missing_ok=True)
                 raise write_error(exc, output, "move the export into") from exc
+            keep = {p.resolve() for p in result.files}
+            if built.weights:  # the old file may name any file in the folder as its data
+                keep.add(Path(built.weights["path"]).resolve())
+            for old in stale:  # the replaced file's NAME.onnx.data, which nothing refers to now
+                if old.resolve() not in keep:
+                    old.unlink(missing_ok=True)
         else:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
+            result.placed = False
             result.error = "verification failed: " + result.verification.failures[0]
     return result
 
@@ -590,23 +683,22 @@ def export_model(
 def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]:
     """The exporter that wrote ``path`` and the zoo metadata in it.
 
-    The suffix only says which readers to try first: two formats may share a
-    suffix, and ``-o`` may give any name. The exporter named in the metadata is
-    the one that verifies the file.
+    The suffix only says which readers to ask first: two formats may share a
+    suffix, and ``-o`` may give any name (docs/plugins.md). The first reader that
+    parses the file decides; the exporter named in its metadata verifies it.
     """
     matching = [e for e in exporters if path.name.endswith(e.suffix)]
     failures: list[tuple[Exporter, Exception]] = []
-    foreign = None  # a reader that parsed the file but found no zoo metadata
     for exporter in [*matching, *(e for e in exporters if e not in matching)]:
         try:
-            raw = exporter.read_metadata(path)
+            with quiet_exporter():  # a reader that does not know the file may complain loudly (torch.export.load)
+                raw = exporter.read_metadata(path)
         except Exception as exc:  # noqa: BLE001 - not this format: try the next reader
             failures.append((exporter, exc))
             continue
         meta = {k[len(META_PREFIX) :]: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
-        if "architecture" not in meta:
-            foreign = foreign or exporter
-            continue
+        if "architecture" not in meta:  # a real file of this format, not one zoo wrote: another reader will not change that
+            raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
         name = meta.get("exporter", exporter.name)
         writer = exporters.get(name)
         if writer is None:
@@ -615,10 +707,8 @@ def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]
                 "install the plugin that provides it (see 'zoo plugins')"
             )
         return writer, meta
-    if foreign is not None:
-        raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
     if matching:  # the suffix says what it should be: that reader's complaint is the useful one
-        exporter, exc = next((e, x) for e, x in failures if e is matching[0])
+        exporter, exc = failures[0]
         raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
     tried = ", ".join(f"{e.name} ({e.suffix})" for e in exporters)
     raise UsageError(f"{str(path)!r} is not a file any installed exporter reads (tried {tried}); give a file 'zoo export' wrote")
@@ -634,7 +724,7 @@ def verify_artifact(
     atol: float | None = None,
 ) -> ExportResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it."""
-    from zoo.model import build_model
+    from zoo.model import MAX_SEED, build_model
     from zoo.weights import sha256
 
     if not path.is_file():
@@ -665,6 +755,11 @@ def verify_artifact(
         seed = int(meta.get("seed", "0"))
     except ValueError as exc:
         raise UsageError(f"{path.name} has damaged zoo metadata: {exc}") from exc
+    # What build_model would blame on --param or --seed is the file's fault here.
+    if not isinstance(params, dict):
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.params is {meta['params'][:60]!r}, not a JSON object")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
     built = build_model(arch, params, seed=seed, device=device, weights=weights)
     static = meta.get("static") == "true"
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
@@ -683,7 +778,8 @@ def check_artifact(exporter: Exporter, path: Path) -> None:
     if exporter.check is None:
         return
     try:
-        exporter.check(path)
+        with quiet_exporter():
+            exporter.check(path)
     except Exception as exc:  # noqa: BLE001
         raise VerificationFailed(f"{path.name} fails the {exporter.name} check: {reason(exc)}") from exc
 
@@ -693,7 +789,8 @@ def side_files(exporter: Exporter, path: Path) -> list[Path]:
     if exporter.files is None:
         return []
     try:
-        return [Path(p) for p in exporter.files(path)]
+        with quiet_exporter():
+            return [Path(p) for p in exporter.files(path)]
     except Exception as exc:  # noqa: BLE001
         raise VerificationFailed(f"{exporter.name} could not list the files of {path.name}: {reason(exc)}") from exc
 
@@ -730,27 +827,38 @@ def export_many(
 
 
 class FailedExport:
-    """An ``--all`` entry that failed before verification (check, build or export error)."""
+    """The record of an export that failed before verification (check, build or
+    export error), or of a ``zoo verify`` whose file fails its check or does not
+    load (``file``; its architecture may be unknown)."""
 
-    def __init__(self, name: str, error: str) -> None:
-        self.name, self.error, self.ok = name, error, False
+    def __init__(self, name: str | None, error: str, file: Path | None = None) -> None:
+        self.name, self.error, self.file, self.ok = name, error, file, False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": "failed", "architecture": self.name, "error": self.error}
+        record = {"status": "failed", "architecture": self.name, "error": self.error}
+        return record if self.file is None else {**record, "file": str(self.file)}
 
 
-def check_report_path(path: Path) -> None:
-    """Refuse a report path that cannot be written, before any work is done."""
+def check_report_path(path: Path, protected: Iterable[Path | None] = ()) -> None:
+    """Refuse a report path that cannot be written, or that is one of the
+    ``protected`` files the command reads or writes (the model, its weights, the
+    file being verified): the JSON would replace it, and the command still exit 0."""
     if path.is_dir():
         raise OutputPathError(f"--report {str(path)!r} is a directory; give a file name")
     if not path.parent.is_dir():
         raise OutputPathError(f"report folder {str(path.parent)!r} does not exist; create it first")
+    resolved = path.resolve()
+    for other in protected:
+        if other is not None and other.resolve() == resolved:
+            raise OutputPathError(
+                f"--report {str(path)!r} would overwrite {str(other)!r}, a file this command reads or writes; give the report its own name"
+            )
     probe_writable(path.parent)
 
 
-def write_report(path: Path, data: Any) -> None:
-    """Write a JSON report atomically."""
-    check_report_path(path)
+def write_report(path: Path, data: Any, protected: Iterable[Path | None] = ()) -> None:
+    """Write a JSON report atomically; never over a ``protected`` file (see ``check_report_path``)."""
+    check_report_path(path, protected)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:

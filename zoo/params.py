@@ -1,8 +1,9 @@
 """Turn ``--param KEY=VALUE`` strings into typed build arguments.
 
 The type comes from the ``build`` callable's annotation: ``int``, ``float``,
-``bool``, ``str``, ``Literal[...]`` (choices), ``tuple[int, ...]`` (``4,3``) and
-``X | None`` (``none``).
+``bool``, ``str``, ``Literal[...]`` (choices), ``tuple[int, ...]`` and ``list[int]``
+(``4,3``) and ``X | None`` (``none``). Other annotations are refused when the
+architecture registers (``parseable``), not when a file is verified.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def describe_type(annotation: Any) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"{describe_type(args[0])},..."
         return ",".join(describe_type(a) for a in args)
+    if origin is list and args:
+        return f"{describe_type(args[0])},..."
     if annotation is type(None):
         return "none"
     return getattr(annotation, "__name__", str(annotation))
@@ -56,13 +59,15 @@ def convert(text: str, annotation: Any) -> Any:
             if str(choice) == text:
                 return choice
         raise ValueError(f"expected one of {', '.join(map(str, args))}")
-    if origin is tuple:
+    if origin in (tuple, list):
         # Strict: 'hidden=' or 'hidden=4,,3' is a typo, not an empty or shorter tuple.
         if not text.strip():
             raise ValueError("the value is empty; give comma-separated values such as 4,3")
         items = [t.strip() for t in text.split(",")]
         if "" in items:
             raise ValueError("an item is empty; give comma-separated values such as 4,3, with no empty item")
+        if origin is list:
+            return [convert(item, args[0]) for item in items]
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(convert(item, args[0]) for item in items)
         if len(items) != len(args):
@@ -90,6 +95,61 @@ def convert(text: str, annotation: Any) -> Any:
     raise ValueError(f"zoo cannot parse parameters of type {describe_type(annotation)}")
 
 
+def parseable(annotation: Any) -> bool:
+    """Whether ``convert`` can parse ``--param`` text as ``annotation``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return bool(rest) and all(parseable(a) for a in rest)
+    if origin is typing.Literal:
+        return True
+    if origin is tuple:
+        return bool(args) and all(parseable(a) for a in args if a is not Ellipsis)
+    if origin is list:
+        return len(args) == 1 and parseable(args[0])
+    return annotation in (bool, int, float, str)
+
+
+def from_json(value: Any, annotation: Any) -> Any:
+    """A value read back from JSON (an exported file's metadata) as ``annotation``:
+    lists become the tuples or lists the annotation asks for, item by item, so
+    what ``zoo export`` wrote is what ``zoo verify`` builds. Raises ``ValueError``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return from_json(value, arg)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError("; ".join(errors))
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise ValueError(f"expected {len(args)} values, got {len(value)}")
+            return tuple(from_json(v, a) for v, a in zip(value, args))
+        return origin(from_json(v, args[0]) for v in value)
+    if isinstance(value, str):
+        return convert(value, annotation)
+    if origin is typing.Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise ValueError(f"expected one of {', '.join(map(str, args))}, got {value!r}")
+    if annotation is float and type(value) is int:  # JSON writes 2.0 as 2.0, but a Python caller may pass 2
+        return float(value)
+    if annotation in (bool, int, float) and type(value) is annotation:
+        return value
+    raise ValueError(f"expected {describe_type(annotation)}, got {value!r}")
+
+
 def parse_params(pairs: Iterable[str], parameters: Mapping[str, Parameter], owner: str) -> dict[str, Any]:
     """``["hidden=8,4", "activation=relu"]`` -> ``{"hidden": (8, 4), "activation": "relu"}``."""
     values: dict[str, Any] = {}
@@ -113,11 +173,14 @@ def coerce_params(values: Mapping[str, Any], parameters: Mapping[str, Parameter]
         if key not in parameters:
             raise ParameterError(f"{owner} has no parameter {key!r}; {valid_list(parameters)}")
         param = parameters[key]
-        if isinstance(value, list):
-            if not value and typing.get_origin(param.annotation) is tuple:
-                result[key] = ()  # an empty tuple passed from Python, read back from JSON
-                continue
-            value = ",".join(map(str, value))
+        if isinstance(value, list):  # read back from JSON: already typed, not text to parse
+            try:
+                result[key] = from_json(value, param.annotation)
+            except ValueError as exc:
+                raise ParameterError(
+                    f"{owner}: parameter {key}={value!r} is invalid: {exc} (type {describe_type(param.annotation)})"
+                ) from None
+            continue
         if not isinstance(value, str) or param.annotation is str:
             result[key] = value
             continue

@@ -297,6 +297,13 @@ def build_parameters(build: Callable[..., Any], owner: str) -> dict[str, Paramet
             annotation = eval(annotation, {**vars(typing), **namespace})  # noqa: S307 - plugin's own source
         if annotation is p.empty:
             annotation = type(p.default)
+        from zoo.params import describe_type, parseable  # zoo.params imports this module
+
+        if not parseable(annotation):  # else it registers and exports, and only --param or verify fail
+            raise ValueError(
+                f"architecture {owner!r}: build parameter {p.name!r} has type {describe_type(annotation)}, which --param "
+                "cannot parse; use int, float, bool, str, a Literal, a tuple or list of those, or X | None"
+            )
         params[p.name] = Parameter(p.name, annotation, p.default)
     return params
 

@@ -11,6 +11,7 @@ parameters, seed) travels inside the archive as an extra file, so
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ def export(job: Any) -> list[Path]:
 
 def load_program(path: Path) -> tuple[Any, dict[str, Any]]:
     """The exported program and the manifest stored beside it in the archive."""
+    # A .pt2 file is a zip archive. Asked about anything else, torch.export.load
+    # logs a full traceback on stderr before raising: refuse it here, quietly.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{Path(path).name} is not a zip archive, so not a .pt2 file")
     import torch
 
     extra = {MANIFEST: ""}
