@@ -313,12 +313,7 @@ def check_plot_path(path: Path) -> None:
     formats = FigureCanvasBase.get_supported_filetypes()
     if path.suffix and path.suffix[1:].lower() not in formats:
         raise UsageError(f"--plot {path.name!r}: matplotlib cannot draw {path.suffix!r} files; use .png (or {', '.join(sorted(formats))})")
-    try:
-        probe_writable(path.parent)
-    except OutputPathError as exc:  # its advice names -o, which bench does not have
-        cause = exc.__cause__
-        reason = getattr(cause, "strerror", None) or type(cause).__name__
-        raise OutputPathError(f"--plot folder {str(path.parent)!r} is not writable ({reason}); choose another") from exc
+    probe_writable(path.parent, "--plot")
 
 
 def require_matplotlib() -> None:

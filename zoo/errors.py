@@ -91,11 +91,15 @@ def write_error(exc: OSError, path: object, what: str = "write", option: str = "
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(exc: BaseException, limit: int = 300, first_line: bool = False) -> str:
     """``Type: message`` on one line, for a warning or an error a user reads:
     whitespace (newlines included) collapsed, colour codes dropped, the message
-    cut to ``limit`` characters with an ellipsis."""
-    text = " ".join(_ANSI.sub("", str(exc)).split())
+    cut to ``limit`` characters with an ellipsis. ``first_line`` keeps only the
+    first non-empty line (libraries that put the gist first, pages after it)."""
+    message = _ANSI.sub("", str(exc))
+    if first_line:
+        message = next((line for line in message.splitlines() if line.strip()), "")
+    text = " ".join(message.split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -8,13 +8,13 @@ when they appear, the generated inputs, the comparison and the report. An
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import logging
 import math
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -37,6 +37,7 @@ from zoo.errors import (
     VerificationFailed,
     WeightsError,
     ZooError,
+    one_line,
     write_error,
 )
 from zoo.model import BuiltModel
@@ -156,6 +157,12 @@ class ExportResult:
     def ok(self) -> bool:
         return self.error is None and self.verification is not None and self.verification.ok
 
+    @functools.cached_property
+    def file_records(self) -> list[dict[str, Any]]:
+        """Path, size and sha256 of each file, hashed once for the summary and the report.
+        An unplaced file has no size or hash: whatever is on disk there is not this export."""
+        return [file_record(p) if self.placed else {"path": str(p), "written": False} for p in self.files]
+
     def to_dict(self) -> dict[str, Any]:
         built = self.built
         return {
@@ -168,8 +175,7 @@ class ExportResult:
             "device": built.device,
             "weights": built.weights,
             "exporter": {"name": self.exporter.name, "plugin": self.exporter.plugin, "opset": self.opset, "static": self.static},
-            # an unplaced file has no size or hash: whatever is on disk there is not this export
-            "files": [file_record(p) if self.placed else {"path": str(p), "written": False} for p in self.files],
+            "files": self.file_records,
             "export_stats": self.export_stats,
             "check": self.check.to_dict() if self.check else None,
             "verification": self.verification.to_dict() if self.verification else None,
@@ -304,7 +310,7 @@ def check_output_path(path: Path, force: bool) -> None:
     probe_writable(parent)
 
 
-def probe_writable(folder: Path) -> None:
+def probe_writable(folder: Path, option: str = "-o") -> None:
     """Prove ``folder`` takes a new file by making (and removing) one.
 
     ``os.access`` is not enough: root passes it on read-only mounts, and so do
@@ -314,7 +320,7 @@ def probe_writable(folder: Path) -> None:
         fd, name = tempfile.mkstemp(prefix=".zoo-write-test.", dir=folder)
     except OSError as exc:
         raise OutputPathError(
-            f"output folder {str(folder)!r} is not writable ({exc.strerror or type(exc).__name__}); choose another with -o"
+            f"{option} folder {str(folder)!r} is not writable ({exc.strerror or type(exc).__name__}); choose another"
         ) from exc
     os.close(fd)
     Path(name).unlink(missing_ok=True)
@@ -446,7 +452,7 @@ def verify_files(
             with quiet_exporter():
                 got = runner(feed)
         except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
-            results.append(CaseResult(dict(sizes), {}, [f"{_case(sizes)}: {exporter.name} runtime raised {type(exc).__name__}: {_short(exc)}"]))
+            results.append(CaseResult(dict(sizes), {}, [f"{_case(sizes)}: {exporter.name} runtime raised {one_line(exc)}"]))
             continue
         generator = torch.Generator().manual_seed(seed)
         outputs: dict[str, dict[str, Any]] = {}
@@ -543,13 +549,6 @@ def _case(sizes: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sizes.items()) or "static shapes"
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
-    return " ".join(str(exc).split())[:limit]
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost explicit cause: exporters wrap the real reason in their own errors."""
     seen = {id(exc)}
@@ -560,12 +559,9 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def reason(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line`` of the root cause, without colour codes: what a user reads."""
-    cause = root_cause(exc)
-    lines = [line.strip() for line in _ANSI.sub("", str(cause)).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    """``Type: first line`` of the root cause: exporters put their gist first and
+    pages of context after it."""
+    return one_line(root_cause(exc), limit, first_line=True)
 
 
 def returned_output_names(built: BuiltModel, sample: Mapping[str, Any]) -> list[str]:
@@ -641,7 +637,7 @@ def export_model(
                 if isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:
                     raise write_error(cause, output) from exc  # disk full, quota...: not the exporter's fault
                 # -v shows the exporter's own words, -vv its traceback too.
-                log.info("exporter %s failed on %s: %s", exporter.name, arch.name, _ANSI.sub("", str(exc)).strip())
+                log.info("exporter %s failed on %s: %s", exporter.name, arch.name, exc)
                 log.debug("exporter traceback", exc_info=True)
                 raise ExportFailed(
                     f"{exporter.name} could not export {arch.name}: {reason(exc, 200)} (run with -v for the exporter's own reason)"
@@ -709,7 +705,7 @@ def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]
         return writer, meta
     if matching:  # the suffix says what it should be: that reader's complaint is the useful one
         exporter, exc = failures[0]
-        raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {_short(exc, 150)}") from exc
+        raise UsageError(f"{str(path)!r} is not a readable {exporter.name} file: {one_line(exc, 150)}") from exc
     tried = ", ".join(f"{e.name} ({e.suffix})" for e in exporters)
     raise UsageError(f"{str(path)!r} is not a file any installed exporter reads (tried {tried}); give a file 'zoo export' wrote")
 
@@ -853,7 +849,7 @@ def check_report_path(path: Path, protected: Iterable[Path | None] = ()) -> None
             raise OutputPathError(
                 f"--report {str(path)!r} would overwrite {str(other)!r}, a file this command reads or writes; give the report its own name"
             )
-    probe_writable(path.parent)
+    probe_writable(path.parent, "--report")
 
 
 def write_report(path: Path, data: Any, protected: Iterable[Path | None] = ()) -> None:

@@ -128,11 +128,8 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
     lines.append(f"  tolerance {tolerances}")
     if result.ok:
-        from zoo.weights import sha256
-
-        for path in result.files:
-            size = path.stat().st_size
-            lines.append(f"  file      {path}  {human_bytes(size)}  sha256 {sha256(path)[:16]}…")
+        for record in result.file_records:
+            lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     lines.append(f"  time      {timings}")
     lines.append("ok" if result.ok else f"{verb} FAILED")
