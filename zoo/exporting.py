@@ -245,10 +245,18 @@ def quiet_exporter() -> Iterator[None]:
         return
     relay = _Relay()
     saved = []
-    for name in {*NOISY_LOGGERS, *(n for n in list(logging.root.manager.loggerDict) if _noisy(n))}:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.level, logger.propagate, logger.handlers[:]))
-        top = name in NOISY_LOGGERS  # every record of these libraries ends at the relay
+    # Only loggers with handlers of their own, or that stop propagation, need changing:
+    # the rest already hand their records up to the top logger, which gets the relay.
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    loggers += [
+        logger
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate) and _noisy(name)
+        and name not in NOISY_LOGGERS
+    ]
+    for logger in loggers:
+        saved.append((logger, logger.propagate, logger.handlers[:]))
+        top = logger.name in NOISY_LOGGERS  # every record of these libraries ends at the relay
         logger.handlers = [relay] if top else []
         logger.propagate = not top
     stderr = sys.stderr
@@ -259,8 +267,7 @@ def quiet_exporter() -> Iterator[None]:
             warnings.simplefilter("always")
             yield
     finally:
-        for logger, level, propagate, handlers in saved:
-            logger.setLevel(level)
+        for logger, propagate, handlers in saved:
             logger.propagate = propagate
             logger.handlers = handlers
         # torch imported inside (a reader's first use) bound its new handlers to our buffer
