@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from zoo.errors import ParameterError
@@ -38,6 +38,19 @@ def describe_type(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _first_member(members: tuple[Any, ...], parse: Callable[[Any], Any]) -> Any:
+    """A union's value: the first member type that parses it, else every reason."""
+    errors = []
+    for member in members:
+        if member is type(None):
+            continue
+        try:
+            return parse(member)
+        except ValueError as exc:
+            errors.append(str(exc))
+    raise ValueError("; ".join(errors))
+
+
 def convert(text: str, annotation: Any) -> Any:
     """Parse ``text`` as ``annotation``; raises ``ValueError`` with the reason."""
     origin = typing.get_origin(annotation)
@@ -45,15 +58,7 @@ def convert(text: str, annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if text.strip().lower() in ("none", "") and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(text, arg)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError("; ".join(errors))
+        return _first_member(args, lambda arg: convert(text, arg))
     if origin is typing.Literal:
         for choice in args:
             if str(choice) == text:
@@ -120,15 +125,7 @@ def from_json(value: Any, annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return from_json(value, arg)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError("; ".join(errors))
+        return _first_member(args, lambda arg: from_json(value, arg))
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
