@@ -171,18 +171,14 @@ def coerce_params(values: Mapping[str, Any], parameters: Mapping[str, Parameter]
             raise ParameterError(f"{owner} has no parameter {key!r}; {valid_list(parameters)}")
         param = parameters[key]
         if isinstance(value, list):  # read back from JSON: already typed, not text to parse
-            try:
-                result[key] = from_json(value, param.annotation)
-            except ValueError as exc:
-                raise ParameterError(
-                    f"{owner}: parameter {key}={value!r} is invalid: {exc} (type {describe_type(param.annotation)})"
-                ) from None
-            continue
-        if not isinstance(value, str) or param.annotation is str:
+            parse = from_json
+        elif isinstance(value, str) and param.annotation is not str:
+            parse = convert
+        else:
             result[key] = value
             continue
         try:
-            result[key] = convert(value, param.annotation)
+            result[key] = parse(value, param.annotation)
         except ValueError as exc:
             raise ParameterError(
                 f"{owner}: parameter {key}={value!r} is invalid: {exc} (type {describe_type(param.annotation)})"
