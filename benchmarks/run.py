@@ -104,9 +104,9 @@ def latency_ratios(report: Report, budget: float, threads: int) -> None:
 
 def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> None:
     from zoo.bench import onnx_call, time_calls
-    from zoo.exporting import export_model
     from zoo.manager import load_zoo
     from zoo.model import build_model
+    from zoo.pipeline import export_model
 
     zoo = load_zoo()
     for params in ({}, {"width": WIDE_WIDTH}):

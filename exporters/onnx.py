@@ -26,7 +26,7 @@ KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx
 def export(job: Any) -> list[Path]:
     import torch
 
-    # zoo quiets the exporter's prints, warnings and log records around this call (zoo.exporting.quiet_exporter)
+    # zoo quiets the exporter's prints, warnings and log records around this call (zoo.exporter_calls.quiet_exporter)
     program = torch.onnx.export(
         job.module,
         tuple(job.sample.values()),

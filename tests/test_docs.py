@@ -21,9 +21,9 @@ from installing import Installed, pip_install
 
 from zoo.check import check_model
 from zoo.cli import cli
-from zoo.exporting import export_model, verify_artifact
 from zoo.manager import load_zoo
 from zoo.model import build_model
+from zoo.pipeline import export_model, verify_artifact
 from zoo.spec import Architecture
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from zoo.errors import ParameterError
-from zoo.exporting import ExportJob, export_model, validate_request
+from zoo.job import ExportJob
 from zoo.model import build_model
+from zoo.pipeline import export_model
+from zoo.plan import resolve_format
 from zoo.spec import Architecture, Dim, Input, Output
 
 
@@ -41,8 +43,8 @@ def test_torch_dynamic_shapes_export_with_torch() -> None:
     assert program.module()(torch.ones(5, 3), torch.ones(5, 11)).shape == (5,)
 
 
-def test_validate_request_resolves_the_default_opset(zoo) -> None:
-    assert validate_request(zoo.exporter("onnx")) == 20
+def test_resolve_format_resolves_the_default_opset(zoo) -> None:
+    assert resolve_format(zoo.exporter("onnx")) == 20
 
 
 @pytest.mark.parametrize(("settings", "needle"), [({"opset": 17}, "--opset 17"), ({"rtol": -1.0}, "--rtol -1.0")])

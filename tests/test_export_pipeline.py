@@ -8,9 +8,9 @@ import pytest
 
 import zoo
 from zoo.errors import UsageError
-from zoo.exporting import export_model
 from zoo.manager import load_zoo
 from zoo.model import build_model
+from zoo.pipeline import export_model
 
 
 def two_heads(in_features: int = 4):

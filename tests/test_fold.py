@@ -22,9 +22,10 @@ from zoo.exporters.fold import fold_linear
 
 from zoo import Architecture, Input, Output
 from zoo import hookimpl as zoo_hookimpl
-from zoo.exporting import export_model, quiet_exporter
+from zoo.exporter_calls import quiet_exporter
 from zoo.manager import load_zoo
 from zoo.model import build_model
+from zoo.pipeline import export_model
 from zoo.spec import Exporter
 
 

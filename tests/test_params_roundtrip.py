@@ -11,10 +11,10 @@ from torch import nn
 
 from zoo import Architecture, Input, Output, hookimpl
 from zoo.errors import UsageError
-from zoo.exporting import export_model, verify_artifact
 from zoo.manager import load_zoo
 from zoo.model import build_model
 from zoo.params import coerce_params, parse_params
+from zoo.pipeline import export_model, verify_artifact
 from zoo.spec import Parameter
 
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 import zoo
 from zoo.cli import cli
-from zoo.exporting import export_model
 from zoo.manager import Zoo, load_zoo
 from zoo.model import build_model
+from zoo.pipeline import export_model
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 

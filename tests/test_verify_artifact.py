@@ -102,8 +102,8 @@ def test_existing_side_file_is_refused_without_force(tmp_path, monkeypatch):
 
 
 def test_place_checks_side_files_before_moving_anything(tmp_path):
+    from zoo.artifacts import place
     from zoo.errors import OutputPathError
-    from zoo.exporting import place
 
     staged = tmp_path / "staged"
     staged.mkdir()

@@ -12,9 +12,9 @@ from zoo.exporters import onnx as onnx_format
 
 import zoo
 from zoo.errors import UsageError
-from zoo.exporting import export_model, verify_artifact
 from zoo.manager import Zoo, load_zoo
 from zoo.model import build_model
+from zoo.pipeline import export_model, verify_artifact
 
 
 def described(description: str):

@@ -10,7 +10,6 @@ per call. On CUDA, each timed call ends with a device synchronisation.
 from __future__ import annotations
 
 import gc
-import os
 import statistics
 import tempfile
 import time
@@ -19,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import OutputPathError, UsageError, VerificationFailed, write_error
+from zoo.errors import UsageError, VerificationFailed
 from zoo.model import BuiltModel
+from zoo.records import Record, json_field
 from zoo.shapes import sample_sizes
 from zoo.spec import Exporter
 
@@ -32,12 +32,22 @@ MAX_CALLS = 100_000
 
 
 @dataclass
-class Timing:
+class Timing(Record):
     """Per-call latencies of one runtime at one batch size."""
 
-    runtime: str
-    batch: int
-    seconds: list[float]
+    JSON_EXTRA = (("calls", "calls"), ("median_s", "median"), ("p90_s", "p90"), ("min_s", "min"), ("samples_per_s", "throughput"))
+
+    runtime: str = json_field(skip=True)
+    batch: int = json_field(skip=True)
+    seconds: list[float] = json_field(skip=True)
+
+    @property
+    def calls(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def min(self) -> float:
+        return min(self.seconds)
 
     @property
     def median(self) -> float:
@@ -53,59 +63,34 @@ class Timing:
         """Samples per second at the median latency."""
         return self.batch / self.median
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "calls": len(self.seconds),
-            "median_s": self.median,
-            "p90_s": self.p90,
-            "min_s": min(self.seconds),
-            "samples_per_s": self.throughput,
-        }
-
 
 @dataclass
-class BenchRow:
+class BenchRow(Record):
+    JSON_EXTRA = (("speedup", "speedup"),)
+
     batch: int
     torch: Timing
-    onnx: Timing
+    onnx: Timing = json_field(name="onnxruntime")
 
     @property
     def speedup(self) -> float:
         """How many times faster onnxruntime is than PyTorch (median latency)."""
         return self.torch.median / self.onnx.median
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "torch": self.torch.to_dict(), "onnxruntime": self.onnx.to_dict(), "speedup": self.speedup}
-
 
 @dataclass
-class BenchResult:
+class BenchResult(Record):
     architecture: str
     params: dict[str, Any]
     seed: int
     device: str
-    torch_runtime: str  # "torch 2.13.0 eager (inference_mode, threads 2)"
-    onnx_runtime: str
-    providers: list[str]
+    torch_runtime: str = json_field(name="torch")  # "torch 2.13.0 eager (inference_mode, threads 2)"
+    onnx_runtime: str = json_field(name="onnxruntime")
+    providers: list[str] = json_field(name="execution_providers")
     budget_s: float
     rows: list[BenchRow] = field(default_factory=list)
     export_stats: dict[str, Any] = field(default_factory=dict)
     note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "architecture": self.architecture,
-            "params": self.params,
-            "seed": self.seed,
-            "device": self.device,
-            "torch": self.torch_runtime,
-            "onnxruntime": self.onnx_runtime,
-            "execution_providers": self.providers,
-            "budget_s": self.budget_s,
-            "note": self.note,
-            "export_stats": self.export_stats,
-            "rows": [row.to_dict() for row in self.rows],
-        }
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -161,7 +146,7 @@ def bench_model(
     """
     import torch
 
-    from zoo.exporting import export_model
+    from zoo.pipeline import export_model
 
     sizes = sample_sizes(built.arch, built.params)
     if "batch" not in sizes:
@@ -267,53 +252,27 @@ def plot_latency(result: BenchResult, path: Path) -> None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
+    from zoo.artifacts import write_atomically
+
     try:
-        _save_atomically(figure, path)
+        write_atomically(
+            path, lambda handle: figure.savefig(handle, dpi=120, format=path.suffix[1:].lower() or "png"), "--plot", "write the plot"
+        )
     finally:
         plt.close(figure)
 
 
-def _save_atomically(figure: Any, path: Path) -> None:
-    """Draw into a temporary file beside ``path``, then rename: a failed write leaves
-    nothing. The temporary name keeps ``path``'s suffix, which picks the image format."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    except OSError as exc:
-        raise write_error(exc, path, "write the plot", option="--plot") from exc
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, dpi=120, format=path.suffix[1:].lower() or "png")
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is an ordinary file
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise write_error(exc, path, "write the plot", option="--plot") from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def check_plot_path(path: Path) -> None:
     """Refuse a ``--plot`` path that cannot be written, before minutes of timing."""
-    from zoo.exporting import probe_writable
-
-    if path.is_dir():
-        raise OutputPathError(f"--plot {str(path)!r} is a directory; give a file name such as latency.png")
-    if not path.parent.is_dir():
-        raise OutputPathError(f"--plot folder {str(path.parent)!r} does not exist; create it first")
     from matplotlib.backend_bases import FigureCanvasBase
+
+    from zoo.artifacts import check_file_path
+
+    check_file_path(path, "--plot", example=" such as latency.png")
 
     formats = FigureCanvasBase.get_supported_filetypes()
     if path.suffix and path.suffix[1:].lower() not in formats:
         raise UsageError(f"--plot {path.name!r}: matplotlib cannot draw {path.suffix!r} files; use .png (or {', '.join(sorted(formats))})")
-    probe_writable(path.parent, "--plot")
 
 
 def require_matplotlib() -> None:

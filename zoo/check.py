@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.model import BuiltModel
+from zoo.records import Record, json_field
 from zoo.shapes import concrete, sample_sizes
 from zoo.tasks import LOSS_TOLERANCES, HeadCheck, closed_form_loss, head_checks, loss_name, losses_agree, make_target, torch_loss
 
 
 @dataclass
-class LossCheck:
+class LossCheck(Record):
+    JSON_EXTRA = (("abs_diff", "difference"),)
+
     output: str
     loss: str
     torch: float
@@ -23,19 +26,14 @@ class LossCheck:
     def difference(self) -> float:
         return abs(self.torch - self.closed_form)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "loss": self.loss,
-            "torch": self.torch,
-            "closed_form": self.closed_form,
-            "abs_diff": self.difference,
-            "ok": self.ok,
-        }
-
 
 @dataclass
-class CheckResult:
+class CheckResult(Record):
+    """What ``zoo check`` found. ``inputs`` and ``output_order`` are the sample the
+    checks ran on, kept for the export so it runs no second forward pass."""
+
+    JSON_EXTRA = (("ok", "ok"),)
+
     architecture: str
     plugin: str
     params: dict[str, Any]
@@ -47,40 +45,28 @@ class CheckResult:
     gradients: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    inputs: dict[str, Any] = json_field(skip=True, default_factory=dict)  # name -> tensor, as generated
+    output_order: list[str] = json_field(skip=True, default_factory=list)  # as forward returned them
 
     @property
     def ok(self) -> bool:
         return not self.failures
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "architecture": self.architecture,
-            "plugin": self.plugin,
-            "params": self.params,
-            "seed": self.seed,
-            "device": self.device,
-            "ok": self.ok,
-            "outputs": self.outputs,
-            "heads": [h.to_dict() for h in self.heads],
-            "losses": [loss.to_dict() for loss in self.losses],
-            "gradients": self.gradients,
-            "warnings": self.warnings,
-            "failures": self.failures,
-        }
 
 
 def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
     """Run every check on ``built``; failures are collected, not raised."""
     import torch
 
-    from zoo.describe import structure_warnings
+    from zoo.describe import watch_forward
 
     arch = built.arch
     result = CheckResult(arch.name, arch.plugin, built.params, built.seed, built.device)
-    result.warnings = structure_warnings(built)
     inputs = built.sample_inputs()
+    # copies: a model may change its inputs in place, and the export traces on these
+    result.inputs = {name: tensor.clone() for name, tensor in inputs.items()}
     sizes = sample_sizes(arch, built.params)
-    outputs = built.forward(inputs, grad=backward)
+    result.warnings, outputs = watch_forward(built, inputs, grad=backward)
+    result.output_order = list(outputs)
 
     generator = torch.Generator().manual_seed(built.seed + 1)
     total = None

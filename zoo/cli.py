@@ -16,12 +16,13 @@ from typing import Any
 import click
 
 from zoo import __version__
-from zoo.errors import OutputPathError, UsageError, ZooError
+from zoo.errors import ZooError
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
-from zoo.params import format_value, parse_params
-from zoo.render import bench_lines, check_lines, export_lines, heading, summary_row, table
-from zoo.spec import TOLERANCE_HELP, Architecture
+from zoo.params import parse_params
+from zoo.records import to_json
+from zoo.render import bench_lines, check_lines, export_lines, export_summary, list_lines, plugins_lines, show_lines
+from zoo.spec import TOLERANCE_HELP
 from zoo.weights import SUFFIXES as WEIGHT_SUFFIXES
 
 # Formats come from plugins, loaded after --help is built: this names the built-in one's range.
@@ -161,14 +162,7 @@ def list_command(ctx: click.Context, pattern: str | None, as_json: bool) -> None
       zoo list --json
     """
     archs = get_zoo(ctx).architectures.filter(pattern)
-    if as_json:
-        click.echo(json.dumps([a.to_dict() for a in archs], indent=2))
-        return
-    if not archs:
-        click.echo(f"no architecture matches {pattern!r}" if pattern else "no architectures registered")
-        return
-    rows = [(a.name, ",".join(a.aliases) or "-", ",".join(a.tasks) or "-", a.shape_text(), a.plugin) for a in archs]
-    click.echo(table(("NAME", "ALIASES", "TASK", "INPUTS", "PLUGIN"), rows))
+    echo([a.to_dict() for a in archs], list_lines(archs, pattern), as_json)
 
 
 @cli.command("show")
@@ -192,29 +186,7 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
     overrides = parse_params(params, arch.parameters, arch.name)
     built = build_model(arch, overrides, seed=seed)
     info = describe(built)
-    if as_json:
-        click.echo(json.dumps({**arch.to_dict(), "params": built.params, **info.to_dict()}, indent=2, default=str))
-        return
-    click.echo(heading(arch))
-    if arch.summary:
-        click.echo(f"  {arch.summary}")
-    click.echo("parameters:")
-    for p in arch.parameters.values():
-        click.echo(f"  {p.name} = {format_value(built.params[p.name])}  ({p.type_name}, default {format_value(p.default)})")
-    click.echo("inputs:")
-    for inp in arch.inputs:
-        symbolic = "×".join(map(str, inp.shape))
-        click.echo(f"  {inp.name}: {inp.dtype} {info.input_shapes[inp.name]}  ({symbolic})")
-    click.echo("outputs:")
-    for out in arch.outputs:
-        extra = ", ".join(f"{k} {v}" for k, v in (("task", out.task), ("head", out.head)) if v)
-        click.echo(f"  {out.name}: {info.output_shapes.get(out.name)}" + (f"  ({extra})" if extra else ""))
-    click.echo("layers:")
-    for layer_name, module in info.layers:
-        click.echo(f"  {layer_name:<12} {module}")
-    click.echo(f"parameter count: {info.parameters:,} ({info.trainable:,} trainable)")
-    for warning in info.warnings:
-        click.echo(f"warning: {warning}")
+    echo({**arch.to_dict(), "params": built.params, **info.to_dict()}, show_lines(built, info), as_json)
 
 
 @cli.command("check")
@@ -240,10 +212,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
     arch = get_zoo(ctx).architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
     result = check_model(build_model(arch, overrides, seed=seed, device=device))
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        click.echo("\n".join(check_lines(result)))
+    echo(result, check_lines(result), as_json)
     if not result.ok:
         ctx.exit(1)
 
@@ -318,74 +287,35 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
-    from zoo.exporting import (
-        FailedExport,
-        check_output_path,
-        check_report_path,
-        export_many,
-        export_model,
-        validate_request,
-        write_report,
+    from zoo.pipeline import export_targets
+    from zoo.plan import plan_export
+    from zoo.records import FailedExport
+
+    plan = plan_export(
+        get_zoo(ctx), name, export_all=export_all, params=params, format_name=format_name, output=output, opset=opset,
+        static=static, fold_linear=fold_linear, rtol=rtol, atol=atol, force=force, seed=seed, device=device,
+        weights=weights, report=report,
     )
-    from zoo.model import build_model, torch_device
 
-    zoo = get_zoo(ctx)
-    exporter = zoo.exporter(format_name)
-    options = {"fold_linear": True} if fold_linear else {}
-    validate_request(exporter, opset=opset, rtol=rtol, atol=atol, options=options)  # before any model is built
-    if export_all:
-        if params or weights:
-            raise UsageError("--param and --weights describe one architecture; export it by NAME instead of --all")
-        archs = zoo.architectures.filter(name)
-        if not archs:
-            raise UsageError(f"no architecture matches {name!r}")
-    elif name is None:
-        raise UsageError("give an architecture NAME (see 'zoo list') or --all")
-    else:
-        archs = [zoo.architecture(name)]
-    torch_device(device)  # fail before any work when the device is missing
-    folder = output or Path(".")
-    if export_all:
-        targets = [folder / f"{a.name}{exporter.suffix}" for a in archs]
-    else:
-        targets = [output or Path(f"{archs[0].name}{exporter.suffix}")]
-    if report is not None:
-        check_report_path(report, [*targets, weights])  # the JSON must never replace the model or its weights
-    settings = dict(opset=opset, static=static, rtol=rtol, atol=atol, force=force, options=options)
-    if export_all:
-        if not folder.is_dir():
-            raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
+    def progress(index: int, target: Any) -> None:
+        if export_all and not as_json:
+            click.echo(f"[{index + 1}/{len(plan.targets)}] {target.arch.name} ...", err=True)
 
-        def progress(index: int, arch: Architecture) -> None:
-            if not as_json:
-                click.echo(f"[{index + 1}/{len(archs)}] {arch.name} ...", err=True)
-
-        results = export_many(archs, exporter, folder, seed=seed, device=device, on_start=progress, **settings)
-        records: Any = [r.to_dict() for r in results]
-    else:
-        (arch,) = archs
-        target = targets[0]
-        check_output_path(target, force)  # before the build: a big model costs seconds and GBs
-        overrides = parse_params(params, arch.parameters, arch.name)
-        try:
-            built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
-            results = [export_model(built, exporter, target, **settings)]
-        except ZooError as exc:  # a failed check or export still leaves its record, as with --all
-            if exc.exit_code == 1:
-                _failure_record(FailedExport(arch.name, str(exc)).to_dict(), report, as_json, [*targets, weights])
-            raise
-        records = results[0].to_dict()
+    results = export_targets(plan, on_start=progress)
+    failed = next((r for r in results if not r.ok), None)
+    if not export_all and isinstance(failed, FailedExport) and failed.exit_code != 1 and failed.exception is not None:
+        raise failed.exception  # a usage error (a parameter the build refused): one line, as before any work
+    records = [r.to_dict() for r in results]
+    record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
-        write_report(report, records, [p for r in results for p in getattr(r, "files", [])])
+        write_report(report, record, [*plan.protected, *(p for r in results for p in getattr(r, "files", []))])
     if as_json:
-        click.echo(json.dumps(records, indent=2, default=str))
-    elif export_all:
-        click.echo(table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results]))
-    else:
-        click.echo("\n".join(export_lines(results[0])))
-    if not all(r.ok for r in results):
-        if not export_all and not as_json:
-            click.echo(f"zoo: error: {results[0].error}", err=True)
+        echo_json(record)
+    elif export_all or getattr(results[0], "verification", None) is not None:
+        click.echo("\n".join(export_summary(results, single=not export_all)))
+    if failed is not None:
+        if not export_all:
+            click.echo(f"zoo: error: {failed.error}", err=True)
         ctx.exit(1)
 
 
@@ -429,14 +359,14 @@ def bench_command(
       zoo bench binary --plot latency.png
     """
     from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, plot_latency, require_matplotlib
-    from zoo.exporting import validate_request
     from zoo.model import build_model
+    from zoo.plan import resolve_format
 
     sizes = parse_batch_sizes(batch_sizes)
     zoo = get_zoo(ctx)
     exporter = zoo.exporter("onnx")
     options = {"fold_linear": True} if fold_linear else {}
-    validate_request(exporter, options=options)  # before the model is built
+    resolve_format(exporter, options=options)  # before the model is built
     if plot is not None:
         require_matplotlib()  # before minutes of timing, not after
         check_plot_path(plot)
@@ -446,12 +376,7 @@ def bench_command(
     result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
     if plot is not None:
         plot_latency(result, plot)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
-        return
-    click.echo("\n".join(bench_lines(result)))
-    if plot is not None:
-        click.echo(f"plot: {plot}")
+    echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)
 
 
 @cli.command("verify")
@@ -480,23 +405,25 @@ def verify_command(
       zoo verify binary-sigmoid.onnx
       zoo verify trained.onnx --weights trained.safetensors --device cuda
     """
-    from zoo.exporting import FailedExport, check_report_path, verify_artifact, write_report
+    from zoo.artifacts import check_file_path
+    from zoo.pipeline import verify_artifact
+    from zoo.records import FailedExport
 
     if report is not None:
-        check_report_path(report, [file, weights])  # the JSON must never replace what it verifies
+        check_file_path(report, "--report", [file, weights])  # the JSON must never replace what it verifies
     try:
         result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
-            _failure_record(FailedExport(None, str(exc), file=file).to_dict(), report, as_json, [file, weights])
+            failure = FailedExport(None, str(exc), file=file)
+            if report is not None:
+                write_report(report, failure.to_dict(), [file, weights])
+            if as_json:
+                echo_json(failure)
         raise
-    record = result.to_dict()
     if report is not None:
-        write_report(report, record, result.files)  # with the side files the exporter lists
-    if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
-    else:
-        click.echo("\n".join(export_lines(result, verb="verify")))
+        write_report(report, result.to_dict(), [file, weights, *result.files])  # with the side files the exporter lists
+    echo(result, export_lines(result, verb="verify"), as_json)
     if not result.ok:
         if not as_json:
             click.echo(f"zoo: error: {result.error}", err=True)
@@ -517,41 +444,32 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     """
     zoo = get_zoo(ctx)
     _plugin_commands(ctx)  # so plugin commands are listed too
-    infos = list(zoo.plugins.values())
-    if as_json:  # each plugin with the formats it registered, as the text's FORMAT table shows them
-        records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in infos]
-        click.echo(json.dumps(records, indent=2))
-        return
-    rows = []
-    for info in infos:
-        registered = [
-            f"{kind}: {', '.join(names)}"
-            for kind, names in (("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands))
-            if names
-        ]
-        dist = f"{info.distribution or '-'}{' (built-in)' if info.builtin else ''}"
-        rows.append((info.name, dist, info.version or "-", info.status, "; ".join(registered) or "-"))
-    click.echo(table(("PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERED"), rows))
-    for info in infos:
-        for error in info.errors:
-            click.echo(f"{info.name}: {error}")
-    if len(zoo.exporters):  # what --format takes, and what each format can do
-        formats = [
-            (e.name, e.suffix, e.plugin, " ".join("--" + o.replace("_", "-") for o in e.options) or "-", e.summary or "-")
-            for e in zoo.exporters
-        ]
-        click.echo()
-        click.echo(table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats))
+
+    # each plugin with the formats it registered, as the text's FORMAT table shows them
+    records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in zoo.plugins.values()]
+    echo(records, plugins_lines(zoo), as_json)
 
 
-def _failure_record(record: dict[str, Any], report: Path | None, as_json: bool, protected: list[Path | None]) -> None:
-    """Write a failed command's record where its success would have gone (--report, --json)."""
-    from zoo.exporting import write_report
-
-    if report is not None:
-        write_report(report, record, protected)
+def echo(data: Any, lines: list[str], as_json: bool) -> None:
+    """Print a command's result: ``data`` as JSON, or the text ``lines``."""
     if as_json:
-        click.echo(json.dumps(record, indent=2, default=str))
+        echo_json(data)
+    else:
+        click.echo("\n".join(lines))
+
+
+def echo_json(data: Any) -> None:
+    """Strict JSON on stdout: NaN and infinities are strings (``zoo.records.to_json``)."""
+    click.echo(json.dumps(to_json(data), indent=2, allow_nan=False))
+
+
+def write_report(path: Path, data: Any, protected: Sequence[Path | None]) -> None:
+    """``--report``: the JSON record, written atomically, never over a ``protected`` file."""
+    from zoo.artifacts import check_file_path, write_atomically
+
+    check_file_path(path, "--report", protected)
+    text = json.dumps(to_json(data), indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda handle: handle.write(text.encode()), "--report")
 
 
 def main() -> None:

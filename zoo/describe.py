@@ -11,28 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from zoo.records import Record, json_field
+
 if TYPE_CHECKING:
     from zoo.model import BuiltModel
 
 
 @dataclass
-class Description:
-    layers: list[tuple[str, str]]  # (qualified name, repr)
-    parameters: int
-    trainable: int
-    input_shapes: dict[str, list[int]]
-    output_shapes: dict[str, list[int]]
-    warnings: list[str] = field(default_factory=list)
+class Layer(Record):
+    name: str  # qualified name in the module tree
+    module: str  # its repr
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layers": [{"name": n, "module": r} for n, r in self.layers],
-            "parameters": self.parameters,
-            "trainable_parameters": self.trainable,
-            "input_shapes": self.input_shapes,
-            "output_shapes": self.output_shapes,
-            "warnings": self.warnings,
-        }
+
+@dataclass
+class Description(Record):
+    layers: list[Layer]
+    parameters: int
+    trainable: int = json_field(name="trainable_parameters")
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    output_shapes: dict[str, list[int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def describe(built: BuiltModel) -> Description:
@@ -41,9 +39,9 @@ def describe(built: BuiltModel) -> Description:
     module = built.module
     leaves = [(name, m) for name, m in module.named_modules() if not list(m.children())]
     inputs = built.sample_inputs()
-    warnings, outputs = _watch_forward(built, inputs)
+    warnings, outputs = watch_forward(built, inputs)
     return Description(
-        layers=[(name or type(m).__name__, repr(m)) for name, m in leaves],
+        layers=[Layer(name or type(m).__name__, repr(m)) for name, m in leaves],
         parameters=sum(p.numel() for p in module.parameters()),
         trainable=sum(p.numel() for p in module.parameters() if p.requires_grad),
         input_shapes={k: list(v.shape) for k, v in inputs.items()},
@@ -52,11 +50,9 @@ def describe(built: BuiltModel) -> Description:
     )
 
 
-def structure_warnings(built: BuiltModel) -> list[str]:
-    return _watch_forward(built, built.sample_inputs())[0]
-
-
-def _watch_forward(built: BuiltModel, inputs: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+def watch_forward(built: BuiltModel, inputs: dict[str, Any], grad: bool = False) -> tuple[list[str], dict[str, Any]]:
+    """One forward pass with the structure watched: the warnings, and the outputs
+    by name in the order ``forward`` returned them."""
     from torch import nn
 
     produced_by: dict[int, tuple[str, nn.Linear]] = {}  # id(output tensor) -> Linear that made it
@@ -90,7 +86,7 @@ def _watch_forward(built: BuiltModel, inputs: dict[str, Any]) -> tuple[list[str]
         elif isinstance(mod, (nn.Softmax, nn.LogSoftmax)):
             handles.append(mod.register_forward_hook(on_softmax))
     try:
-        outputs = built.forward(inputs)
+        outputs = built.forward(inputs, grad=grad)
     finally:
         for handle in handles:
             handle.remove()

@@ -20,6 +20,7 @@ import pluggy
 
 from zoo import hookspecs
 from zoo.errors import one_line
+from zoo.records import Record, json_field
 from zoo.registry import DuplicateName, Registry
 from zoo.spec import Architecture, Exporter
 
@@ -31,15 +32,17 @@ LOAD_ENV = "ZOO_LOAD_PLUGINS"
 
 
 @dataclass
-class PluginInfo:
+class PluginInfo(Record):
     """What ``zoo plugins`` shows for one plugin."""
+
+    JSON_EXTRA = (("status", "status"),)
 
     name: str
     module: str | None = None
     distribution: str | None = None
     version: str | None = None
     builtin: bool = False
-    loaded: bool = False
+    loaded: bool = json_field(skip=True, default=False)
     architectures: list[str] = field(default_factory=list)
     exporters: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
@@ -56,20 +59,6 @@ class PluginInfo:
     @property
     def registered(self) -> bool:
         return bool(self.architectures or self.exporters or self.commands)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "module": self.module,
-            "distribution": self.distribution,
-            "version": self.version,
-            "builtin": self.builtin,
-            "status": self.status,
-            "architectures": self.architectures,
-            "exporters": self.exporters,
-            "commands": self.commands,
-            "errors": self.errors,
-        }
 
 
 class Zoo:

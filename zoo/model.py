@@ -41,6 +41,8 @@ class BuiltModel:
         return make_inputs(self.arch, self.params, sizes, self.seed if seed is None else seed, self.device)
 
     def forward(self, inputs: Mapping[str, torch.Tensor], grad: bool = False) -> dict[str, torch.Tensor]:
+        """Outputs by name, in the order ``forward`` returned them (a dict may come in
+        any key order; exporters that flatten outputs label them by position)."""
         import torch
 
         with torch.set_grad_enabled(grad), ieee_float32(self.device):
@@ -89,8 +91,7 @@ def build_model(
     """Build ``arch`` with ``overrides`` and seeded initial weights, in eval mode on ``device``."""
     import torch
 
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ParameterError(f"--seed {seed!r}: use an integer from 0 to {MAX_SEED}")
+    check_seed(seed)
     dev = torch_device(device)
     overrides = coerce_params(dict(overrides or {}), arch.parameters, arch.name)
     check_dimension_params(arch, {**arch.defaults, **overrides})
@@ -116,6 +117,11 @@ def build_model(
     module.eval()
     module.to(dev)
     return BuiltModel(arch, dict(overrides), seed, device, module, record)
+
+
+def check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ParameterError(f"--seed {seed!r}: use an integer from 0 to {MAX_SEED}")
 
 
 def check_dimension_params(arch: Architecture, params: Mapping[str, Any]) -> None:
@@ -211,6 +217,7 @@ def name_outputs(arch: Architecture, result: Any) -> dict[str, torch.Tensor]:
     elif isinstance(result, Mapping):
         if set(result) != set(names):
             raise CheckFailed(f"{arch.name}: forward returned outputs {sorted(result)}, but the architecture declares {names}")
+        names = list(result)
         values = [result[name] for name in names]
     elif isinstance(result, (tuple, list)):
         values = list(result)

@@ -8,16 +8,58 @@ architecture registers (``parseable``), not when a file is verified.
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from zoo.errors import ParameterError
-from zoo.spec import Parameter
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A build parameter, read from the ``build`` callable's signature."""
+
+    name: str
+    annotation: Any
+    default: Any
+
+    @property
+    def type_name(self) -> str:
+        return describe_type(self.annotation)
+
+
+def build_parameters(build: Callable[..., Any], owner: str) -> dict[str, Parameter]:
+    """The keyword parameters of ``build``, with their annotations evaluated.
+
+    Only parameter annotations are evaluated (not the return annotation), so a
+    plugin can annotate ``-> nn.Module`` without importing torch at module level.
+    """
+    signature = inspect.signature(build)
+    namespace = getattr(inspect.unwrap(build), "__globals__", {})
+    params: dict[str, Parameter] = {}
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise ValueError(f"architecture {owner!r}: build parameter {p.name!r} needs a default")
+        annotation = p.annotation
+        if isinstance(annotation, str):
+            annotation = eval(annotation, {**vars(typing), **namespace})  # noqa: S307 - plugin's own source
+        if annotation is p.empty:
+            annotation = type(p.default)
+        if not parseable(annotation):  # else it registers and exports, and only --param or verify fail
+            raise ValueError(
+                f"architecture {owner!r}: build parameter {p.name!r} has type {describe_type(annotation)}, which --param "
+                "cannot parse; use int, float, bool, str, a Literal, a tuple or list of those, or X | None"
+            )
+        params[p.name] = Parameter(p.name, annotation, p.default)
+    return params
 
 
 def describe_type(annotation: Any) -> str:

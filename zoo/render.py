@@ -91,7 +91,7 @@ def summary_row(result: Any) -> tuple[str, ...]:
     seconds = sum(result.timings.values())
     status = "ok" if result.ok else "FAILED"
     shown = str(result.files[0]) if result.ok else (result.error or "")
-    return (result.built.arch.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+    return (result.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
 
 
 def export_lines(result: Any, verb: str = "export") -> list[str]:
@@ -167,3 +167,65 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def show_lines(built: Any, info: Any) -> list[str]:
+    """``zoo show``: an architecture with its parameters, shapes, layers and warnings."""
+    arch = built.arch
+    lines = [heading(arch)]
+    if arch.summary:
+        lines.append(f"  {arch.summary}")
+    lines.append("parameters:")
+    for p in arch.parameters.values():
+        lines.append(f"  {p.name} = {format_value(built.params[p.name])}  ({p.type_name}, default {format_value(p.default)})")
+    lines.append("inputs:")
+    for inp in arch.inputs:
+        symbolic = "×".join(map(str, inp.shape))
+        lines.append(f"  {inp.name}: {inp.dtype} {info.input_shapes[inp.name]}  ({symbolic})")
+    lines.append("outputs:")
+    for out in arch.outputs:
+        extra = ", ".join(f"{k} {v}" for k, v in (("task", out.task), ("head", out.head)) if v)
+        lines.append(f"  {out.name}: {info.output_shapes.get(out.name)}" + (f"  ({extra})" if extra else ""))
+    lines.append("layers:")
+    lines.extend(f"  {layer.name:<12} {layer.module}" for layer in info.layers)
+    lines.append(f"parameter count: {info.parameters:,} ({info.trainable:,} trainable)")
+    lines.extend(f"warning: {warning}" for warning in info.warnings)
+    return lines
+
+
+def list_lines(archs: Sequence[Architecture], pattern: str | None) -> list[str]:
+    """``zoo list``: one row per architecture."""
+    if not archs:
+        return [f"no architecture matches {pattern!r}" if pattern else "no architectures registered"]
+    rows = [(a.name, ",".join(a.aliases) or "-", ",".join(a.tasks) or "-", a.shape_text(), a.plugin) for a in archs]
+    return [table(("NAME", "ALIASES", "TASK", "INPUTS", "PLUGIN"), rows)]
+
+
+def plugins_lines(zoo: Any) -> list[str]:
+    """``zoo plugins``: each plugin with what it registered and its errors; then the formats."""
+    infos = list(zoo.plugins.values())
+    rows = []
+    for info in infos:
+        registered = [
+            f"{kind}: {', '.join(names)}"
+            for kind, names in (("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands))
+            if names
+        ]
+        dist = f"{info.distribution or '-'}{' (built-in)' if info.builtin else ''}"
+        rows.append((info.name, dist, info.version or "-", info.status, "; ".join(registered) or "-"))
+    lines = [table(("PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERED"), rows)]
+    lines.extend(f"{info.name}: {error}" for info in infos for error in info.errors)
+    if len(zoo.exporters):  # what --format takes, and what each format can do
+        formats = [
+            (e.name, e.suffix, e.plugin, " ".join("--" + o.replace("_", "-") for o in e.options) or "-", e.summary or "-")
+            for e in zoo.exporters
+        ]
+        lines += ["", table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats)]
+    return lines
+
+
+def export_summary(results: Sequence[Any], single: bool) -> list[str]:
+    """``zoo export``: one export in full, or a table of several."""
+    if single:
+        return export_lines(results[0])
+    return [table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results])]

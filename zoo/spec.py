@@ -7,12 +7,12 @@ Everything here is plain data and can be listed without importing torch: a
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from zoo.params import Parameter, build_parameters
 
 TASKS = ("binary", "multiclass", "regression")
 HEADS = ("sigmoid", "softmax", "log_softmax")
@@ -155,26 +155,11 @@ def _tolerance_help() -> str:
         where = "" if device == "*" else f" on {device}"
         by_dtype.setdefault(dtype, []).append(f"{_short_float(tol.rtol)}/{_short_float(tol.atol)}{where}")
     parts = [f"{dtype} {', '.join(values)}" for dtype, values in sorted(by_dtype.items(), key=lambda item: item[0] != "float32")]
-    # exporting.tolerance_for falls back to the device's float32 values for a pair the table lacks
+    # verification.tolerance_for falls back to the device's float32 values for a pair the table lacks
     return f"defaults rtol/atol: {'; '.join(parts)}; otherwise float32's for the device; integers exact"
 
 
 TOLERANCE_HELP = _tolerance_help()
-
-
-@dataclass(frozen=True)
-class Parameter:
-    """A build parameter, read from the ``build`` callable's signature."""
-
-    name: str
-    annotation: Any
-    default: Any
-
-    @property
-    def type_name(self) -> str:
-        from zoo.params import describe_type
-
-        return describe_type(self.annotation)
 
 
 @dataclass(frozen=True)
@@ -195,6 +180,8 @@ class Architecture:
     aliases: tuple[str, ...] = ()
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     plugin: str = ""
+    # read from ``build``'s signature once, when the architecture is made
+    parameters: dict[str, Parameter] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -211,11 +198,8 @@ class Architecture:
             names = [item.name for item in items]
             if len(set(names)) != len(names):
                 raise ValueError(f"architecture {self.name!r}: {kind} names must be unique")
-        build_parameters(self.build, self.name)  # fail at registration, not at first use
-
-    @property
-    def parameters(self) -> dict[str, Parameter]:
-        return build_parameters(self.build, self.name)
+        # at registration: a bad signature fails there, not at first use
+        object.__setattr__(self, "parameters", build_parameters(self.build, self.name))
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -278,36 +262,6 @@ def check_name(name: Any, kind: str) -> None:
         )
 
 
-def build_parameters(build: Callable[..., Any], owner: str) -> dict[str, Parameter]:
-    """The keyword parameters of ``build``, with their annotations evaluated.
-
-    Only parameter annotations are evaluated (not the return annotation), so a
-    plugin can annotate ``-> nn.Module`` without importing torch at module level.
-    """
-    signature = inspect.signature(build)
-    namespace = getattr(inspect.unwrap(build), "__globals__", {})
-    params: dict[str, Parameter] = {}
-    for p in signature.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if p.default is p.empty:
-            raise ValueError(f"architecture {owner!r}: build parameter {p.name!r} needs a default")
-        annotation = p.annotation
-        if isinstance(annotation, str):
-            annotation = eval(annotation, {**vars(typing), **namespace})  # noqa: S307 - plugin's own source
-        if annotation is p.empty:
-            annotation = type(p.default)
-        from zoo.params import describe_type, parseable  # zoo.params imports this module
-
-        if not parseable(annotation):  # else it registers and exports, and only --param or verify fail
-            raise ValueError(
-                f"architecture {owner!r}: build parameter {p.name!r} has type {describe_type(annotation)}, which --param "
-                "cannot parse; use int, float, bool, str, a Literal, a tuple or list of those, or X | None"
-            )
-        params[p.name] = Parameter(p.name, annotation, p.default)
-    return params
-
-
 @dataclass(frozen=True)
 class Exporter:
     """An export format: what a plugin passes to ``register`` in ``register_exporters``.
@@ -317,7 +271,7 @@ class Exporter:
     returns a callable mapping input names to numpy arrays onto output names to
     numpy arrays, with a ``description`` attribute (runtime, providers) used in
     reports; ``read_metadata(path)`` returns the ``dict[str, str]`` written by
-    ``export``. See ``zoo.exporting`` for the job object. bfloat16 inputs reach
+    ``export``. See ``zoo.ExportJob`` for the job object. bfloat16 inputs reach
     the runner as float32 arrays (numpy has no bfloat16).
 
     Optional: ``check(path)`` validates a written file's structure and raises

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from zoo.records import Record
 from zoo.spec import DEFAULT_TOLERANCES, FLOAT_DTYPES, TASK_HEADS, Tolerance
 
 if TYPE_CHECKING:
@@ -181,14 +182,11 @@ def loss_slack(output: Output, reference: np.ndarray, target: np.ndarray, rtol: 
 
 
 @dataclass
-class HeadCheck:
+class HeadCheck(Record):
     output: str
     check: str
     ok: bool
     detail: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {"output": self.output, "check": self.check, "ok": self.ok, "detail": self.detail}
 
 
 def head_checks(output: Output, prediction: np.ndarray, dtype: str | None = None) -> list[HeadCheck]:

@@ -70,8 +70,8 @@ class Checked:
     re-verification of the written file."""
 
     path: Path
-    export: Any  # zoo.exporting.ExportResult
-    verify: Any  # zoo.exporting.ExportResult from verify_artifact
+    export: Any  # zoo.records.ExportResult
+    verify: Any  # zoo.records.ExportResult from verify_artifact
 
     @property
     def check(self) -> Any:
@@ -105,8 +105,8 @@ def check_export_verify(
     import pytest
 
     from zoo.errors import ZooError
-    from zoo.exporting import export_model, verify_artifact
     from zoo.model import build_model
+    from zoo.pipeline import export_model, verify_artifact
     from zoo.shapes import dynamic_dims
 
     zoo = plugin_zoo(plugin)

@@ -1,0 +1,139 @@
+"""Every call into an exporter's code goes through here: quieted and translated.
+
+Exporters are built on chatty libraries (torch, onnxscript, onnx_ir) and raise
+their own exceptions with pages of context. ``call_exporter`` runs one call with
+that output kept off the terminal (zoo's log shows it with ``-v``) and turns a
+failure into a ``ZooError`` whose one line says what failed and why.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from typing import Any, TypeVar
+
+from zoo.errors import ZooError, one_line, write_error
+
+log = logging.getLogger(__name__)
+
+# OSErrors inside an exporter that are about the disk, not the model (others stay the exporter's failure).
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+# The libraries exporters are built on. torch gives its loggers their own stderr
+# handlers and stops propagation, so redirecting stderr alone does not quiet them.
+NOISY_LOGGERS = ("torch", "onnxscript", "onnx_ir")
+
+T = TypeVar("T")
+
+
+def call_exporter(
+    function: Callable[..., T],
+    *args: Any,
+    error: Callable[[str], ZooError],
+    what: str,
+    disk_path: Any = None,
+    limit: int = 300,
+    hint: str = "",
+    **kwargs: Any,
+) -> T:
+    """``function(*args, **kwargs)``, quieted; any exception but a ``ZooError``
+    becomes ``error(f"{what}: {reason}{hint}")``. With ``disk_path``, a full disk or an
+    I/O error inside the call is reported as a failed write to that path instead:
+    it is not the exporter's fault."""
+    try:
+        with quiet_exporter():
+            return function(*args, **kwargs)
+    except ZooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's failure becomes one line
+        cause = root_cause(exc)
+        if disk_path is not None and isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:
+            raise write_error(cause, disk_path) from exc
+        # -v shows the exporter's own words, -vv its traceback too.
+        log.info("%s: %s", what, exc)
+        log.debug("exporter traceback", exc_info=True)
+        raise error(f"{what}: {reason(exc, limit)}{hint}") from exc
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost explicit cause: exporters wrap the real reason in their own errors."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
+def reason(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of the root cause: exporters put their gist first and
+    pages of context after it."""
+    return one_line(root_cause(exc), limit, first_line=True)
+
+
+class _Relay(logging.Handler):
+    """Hands an exporter library's log records to zoo's log at INFO (shown with -v)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record must not break the export
+            message = str(record.msg)
+        log.info("exporter: %s: %s", record.name, message)
+
+
+def _noisy(name: str) -> bool:
+    return name.split(".", 1)[0] in NOISY_LOGGERS
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Around every call into an exporter: its log records, warnings and prints go
+    to zoo's log at INFO, so a user sees them with -v and never without.
+
+    With -v (the root logger at INFO or lower) nothing is captured: they speak directly.
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    relay = _Relay()
+    saved = []
+    # Only loggers with handlers of their own, or that stop propagation, need changing:
+    # the rest already hand their records up to the top logger, which gets the relay.
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    loggers += [
+        logger
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and (logger.handlers or not logger.propagate) and _noisy(name)
+        and name not in NOISY_LOGGERS
+    ]
+    for logger in loggers:
+        saved.append((logger, logger.propagate, logger.handlers[:]))
+        top = logger.name in NOISY_LOGGERS  # every record of these libraries ends at the relay
+        logger.handlers = [relay] if top else []
+        logger.propagate = not top
+    stderr = sys.stderr
+    out, err = io.StringIO(), io.StringIO()
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, redirect_stdout(out), redirect_stderr(err):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for logger, propagate, handlers in saved:
+            logger.propagate = propagate
+            logger.handlers = handlers
+        # torch imported inside (a reader's first use) bound its new handlers to our buffer
+        for logger in list(logging.root.manager.loggerDict.values()):
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, logging.StreamHandler) and handler.stream in (out, err):
+                    handler.setStream(stderr)
+        for text in (out.getvalue(), err.getvalue()):
+            for line in text.splitlines():
+                if line.strip():
+                    log.info("exporter: %s", line)
+        for warning in caught:
+            log.info("exporter warning: %s", warning.message)

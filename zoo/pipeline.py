@@ -1,0 +1,268 @@
+"""The export pipeline, top to bottom: build → check → export → verify → place.
+
+``export_targets`` carries out an ``ExportPlan`` (one target or ``--all``);
+``export_model`` exports one already-built model; ``verify_artifact`` rebuilds
+the model a file names in its metadata and verifies the file again. The
+modules it calls each own one step: ``zoo.check``, ``zoo.job``,
+``zoo.exporter_calls``, ``zoo.verification``, ``zoo.artifacts``, ``zoo.records``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
+from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, WeightsError, ZooError
+from zoo.exporter_calls import call_exporter, reason
+from zoo.job import META_PREFIX, ExportJob, provenance
+from zoo.model import BuiltModel
+from zoo.plan import ExportPlan, Target, resolve_format
+from zoo.records import ExportResult, FailedExport
+from zoo.shapes import dynamic_dims
+from zoo.spec import Dim, Exporter
+from zoo.verification import check_tolerances, verify_files
+
+log = logging.getLogger(__name__)
+
+
+def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
+    """Export every target of ``plan``; a failure is recorded (with its exit code)
+    and the rest still run."""
+    from zoo.model import build_model
+
+    results: list[ExportResult | FailedExport] = []
+    for index, target in enumerate(plan.targets):
+        if on_start is not None:
+            on_start(index, target)
+        arch = target.arch
+        try:
+            if target.refused is not None:  # found when the plan was made (an existing file without --force)
+                raise target.refused
+            built = build_model(arch, plan.overrides, seed=plan.seed, device=plan.device, weights=plan.weights)
+            results.append(export_built(plan, built, target.path))
+        except ZooError as exc:
+            results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the other architectures
+            log.debug("exporting %s raised", arch.name, exc_info=True)
+            results.append(
+                FailedExport(arch.name, f"{arch.name} (plugin {arch.plugin!r}) raised {reason(exc)} (run with -vv for the traceback)")
+            )
+    return results
+
+
+def export_model(
+    built: BuiltModel,
+    exporter: Exporter,
+    output: Path,
+    *,
+    opset: int | None = None,
+    static: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
+    force: bool = False,
+    options: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export an already-built model to ``output`` (the library's entry point; the
+    CLI goes through ``plan_export`` and ``export_targets``)."""
+    options = dict(options or {})
+    opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
+    plan = ExportPlan(exporter, [Target(built.arch, output)], opset, static, rtol, atol, options, force, built.seed, built.device)
+    check_output_path(output, force)
+    return export_built(plan, built, output)
+
+
+def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportResult:
+    """Check, export into a staging folder, check the file, verify it there, then
+    move the files into place. Raises on a failed check or export; a failed
+    verification places nothing and returns a result whose ``ok`` is False."""
+    from zoo.check import check_model
+
+    exporter = plan.exporter
+    result = ExportResult(built, exporter, plan.opset, plan.static)
+    with timed(result.timings, "check"):
+        result.check = check_model(built)
+    if not result.check.ok:
+        raise CheckFailed(f"{built.arch.name}: " + "; ".join(result.check.failures))
+    with staging(output) as temp:
+        job = make_job(plan, built, result.check, temp / output.name)
+        with timed(result.timings, "export"):
+            written = run_exporter(exporter, job, output)
+        result.export_stats = job.stats
+        check_side_files(written, job.path, output, plan.force)  # fail before verifying; place() checks again
+        with timed(result.timings, "verify"):
+            check_artifact(exporter, job.path)
+            result.verification = verify_files(built, exporter, job.path, plan.static, plan.rtol, plan.atol)
+        if not result.verification.ok:  # nothing is placed: a file that computes the wrong thing must not look good
+            result.files = [output.parent / p.name for p in written]
+            result.placed = False
+            result.error = "verification failed: " + result.verification.failures[0]
+            return result
+        stale = old_side_files(exporter, output) if plan.force else []
+        weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
+        result.files = place(written, job.path, output, plan.force, stale=stale, keep=weights)
+    return result
+
+
+def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> ExportJob:
+    """The job for ``built``, traced on the sample inputs its check ran (``CheckResult``)."""
+    dims = {} if plan.static else dynamic_dims(built.arch, built.params)
+    dynamic = {
+        inp.name: {axis: dims[d.name] for axis, d in enumerate(inp.dims) if isinstance(d, Dim) and d.name in dims}
+        for inp in built.arch.inputs
+    }
+    return ExportJob(
+        arch=built.arch,
+        module=built.module,
+        sample=check.inputs,
+        dynamic=dynamic,
+        output_names=check.output_order,
+        path=path,
+        opset=plan.opset,
+        metadata=provenance(built, plan.exporter.name, plan.opset, plan.static, plan.options),
+        device=built.device,
+        options=dict(plan.options),
+    )
+
+
+def run_exporter(exporter: Exporter, job: ExportJob, output: Path) -> list[Path]:
+    """The exporter's ``export``; the paths it wrote (the main file first)."""
+    written = call_exporter(
+        exporter.export,
+        job,
+        error=ExportFailed,
+        what=f"{exporter.name} could not export {job.arch.name}",
+        disk_path=output,
+        limit=200,
+        hint=" (run with -v for the exporter's own reason)",
+    )
+    # A format that declares an option but records nothing did not apply it:
+    # the file would claim (in zoo.options) what was not done.
+    unapplied = [name for name, value in job.options.items() if value and name not in job.stats]
+    if unapplied:
+        raise PluginError(
+            f"the {exporter.name} exporter (plugin {exporter.plugin!r}) declares {', '.join(unapplied)} "
+            "but did not apply it (nothing recorded in job.stats)"
+        )
+    return [Path(p) for p in (written or [job.path])]
+
+
+def check_artifact(exporter: Exporter, path: Path) -> None:
+    """The format's own structural check of a file (``onnx.checker``), if it has one."""
+    if exporter.check is not None:
+        call_exporter(exporter.check, path, error=VerificationFailed, what=f"{path.name} fails the {exporter.name} check")
+
+
+def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]:
+    """The exporter that wrote ``path`` and the zoo metadata in it.
+
+    The suffix only says which readers to ask first: two formats may share a
+    suffix, and ``-o`` may give any name (docs/plugins.md). The first reader that
+    parses the file decides; the exporter named in its metadata verifies it.
+    """
+    matching = [e for e in exporters if path.name.endswith(e.suffix)]
+    failures: list[tuple[Exporter, ZooError]] = []
+    for exporter in [*matching, *(e for e in exporters if e not in matching)]:
+        try:
+            raw = call_exporter(exporter.read_metadata, path, error=UsageError, what=f"not a readable {exporter.name} file", limit=150)
+        except UsageError as exc:  # not this format: try the next reader
+            failures.append((exporter, exc))
+            continue
+        meta = {k[len(META_PREFIX) :]: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
+        if "architecture" not in meta:  # a real file of this format, not one zoo wrote: another reader will not change that
+            raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
+        name = meta.get("exporter", exporter.name)
+        writer = exporters.get(name)
+        if writer is None:
+            raise UsageError(
+                f"{path.name} was written by the {name!r} exporter, which is not installed; "
+                "install the plugin that provides it (see 'zoo plugins')"
+            )
+        return writer, meta
+    if matching:  # the suffix says what it should be: that reader's complaint is the useful one
+        exporter, exc = failures[0]
+        raise UsageError(f"{str(path)!r} is {exc}") from exc
+    tried = ", ".join(f"{e.name} ({e.suffix})" for e in exporters)
+    raise UsageError(f"{str(path)!r} is not a file any installed exporter reads (tried {tried}); give a file 'zoo export' wrote")
+
+
+def verify_artifact(
+    zoo: Any,
+    path: Path,
+    *,
+    weights: Path | None = None,
+    device: str = "cpu",
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> ExportResult:
+    """Rebuild the model named in ``path``'s own metadata and verify the file against it."""
+    from zoo.model import build_model
+
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
+    check_tolerances(rtol, atol)
+    if weights is not None and not weights.is_file():
+        raise WeightsError(f"weights file {str(weights)!r} does not exist")
+    exporter, meta = read_artifact(zoo.exporters, path)
+    arch = zoo.architectures.get(meta["architecture"])
+    if arch is None:
+        plugin = meta.get("plugin", "?")
+        raise UsageError(
+            f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
+            "install that plugin (see 'zoo plugins')"
+        )
+    params, seed = recorded_build(path, meta, weights)
+    built = build_model(arch, params, seed=seed, device=device, weights=weights)
+    static = meta.get("static") == "true"
+    opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
+    result = ExportResult(built, exporter, opset, static, files=[path])
+    with timed(result.timings, "verify"):
+        check_artifact(exporter, path)
+        result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
+        result.verification = verify_files(built, exporter, path, static, rtol, atol)
+    if not result.verification.ok:
+        result.error = "verification failed: " + result.verification.failures[0]
+    return result
+
+
+def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:
+    """The parameters and seed ``path`` was exported with; ``weights`` must be the
+    file it was exported with (by sha256), or absent when it had none."""
+    from zoo.model import MAX_SEED
+    from zoo.weights import sha256
+
+    expected = meta.get("weights_sha256")
+    if expected and weights is None:
+        raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
+    if weights is not None and not expected:  # else W would be verified, and a mismatch blamed on the export
+        raise UsageError(
+            f"{path.name} was exported without weights (seeded initial weights, seed {meta.get('seed', '?')}); leave --weights out"
+        )
+    if weights is not None and expected and sha256(weights) != expected:
+        raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
+    try:
+        params = json.loads(meta.get("params", "{}"))
+        seed = int(meta.get("seed", "0"))
+    except ValueError as exc:
+        raise UsageError(f"{path.name} has damaged zoo metadata: {exc}") from exc
+    # What build_model would blame on --param or --seed is the file's fault here.
+    if not isinstance(params, dict):
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.params is {meta['params'][:60]!r}, not a JSON object")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
+    return params, seed
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
