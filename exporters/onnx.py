@@ -7,12 +7,13 @@ plugin costs nothing.
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import zoo
-from zoo import Exporter
-from zoo.errors import ExportFailed, one_line
+from zoo import Exporter, ExportJob
 
 DEFAULT_OPSET = 20
 MIN_OPSET = 18  # the torch.export-based exporter's lowest
@@ -23,7 +24,7 @@ EXTERNAL_DATA_BYTES = 2**31 - 2**24  # protobuf's 2 GB limit, with room for the 
 KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")
 
 
-def export(job: Any) -> list[Path]:
+def export(job: ExportJob) -> list[Path]:
     import torch
 
     # zoo quiets the exporter's prints, warnings and log records around this call (zoo.exporter_calls.quiet_exporter)
@@ -57,11 +58,7 @@ def export(job: Any) -> list[Path]:
     else:
         program.save(str(job.path), external_data=True)  # the exporter names it <file>.data
         files.append(job.path.with_name(job.path.name + ".data"))
-    try:
-        check(job.path)
-    except Exception as exc:  # noqa: BLE001
-        raise ExportFailed(f"onnx.checker rejected the exported graph: {one_line(exc)}") from exc
-    return files
+    return files  # zoo runs ``check`` on it next, then verifies it
 
 
 class OrtRunner:
@@ -85,7 +82,8 @@ class OrtRunner:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
-        model = _graph_only(path)
+        read = _read(path)
+        model = read.model
         io = [*model.graph.input, *model.graph.output]
         bfloat16 = [v.name for v in io if v.type.tensor_type.elem_type == TensorProto.BFLOAT16]
         if bfloat16:  # refused here rather than as a confusing dtype error on the first run
@@ -93,12 +91,14 @@ class OrtRunner:
                 f"onnxruntime's Python API cannot take or return bfloat16 arrays (numpy has no bfloat16): "
                 f"{', '.join(bfloat16)}; export a float32 or float16 version of the model to verify it"
             )
-        if _external(model):
+        if read.data is None:
             # Prepacking makes a packed copy of every weight while the session
             # loads: past 2 GB that doubles the peak memory. Without it,
             # onnxruntime maps the .data file instead of copying it.
             options.add_session_config_entry("session.disable_prepacking", "1")
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        # external data is found relative to the file, so such a model loads from its path
+        source = str(path) if read.data is None else read.data
+        self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
         self.providers = self.session.get_providers()
         self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -112,16 +112,27 @@ def load(path: Path, device: str, threads: int | None = None) -> OrtRunner:
     return OrtRunner(path, device, threads)
 
 
-def _graph_only(path: Path) -> Any:
+class _Read(NamedTuple):
+    model: Any  # onnx.ModelProto, without external data
+    data: bytes | None  # the file's bytes; None when its weights are external
+
+
+def _read(path: Path) -> _Read:
+    """``path`` parsed once for the checker, the metadata, the side files and the
+    session: reads of the same unchanged file reuse it."""
+    stat = os.stat(path)
+    return _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=1)  # one model at a time: the last one read
+def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
     import onnx
+    from onnx.external_data_helper import uses_external_data
 
-    return onnx.load(str(path), load_external_data=False)
-
-
-def _external(model: Any) -> bool:
-    from onnx.external_data_helper import uses_external_data as external
-
-    return any(external(tensor) for tensor in model.graph.initializer)
+    data = Path(path).read_bytes()
+    model = onnx.load_model_from_string(data)  # external data stays on disk
+    external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
+    return _Read(model, None if external else data)
 
 
 def side_files(path: Path) -> list[Path]:
@@ -129,7 +140,7 @@ def side_files(path: Path) -> list[Path]:
     from onnx.external_data_helper import uses_external_data as external
 
     found: list[Path] = []
-    for tensor in _graph_only(path).graph.initializer:
+    for tensor in _read(path).model.graph.initializer:
         if external(tensor):
             location = next((e.value for e in tensor.external_data if e.key == "location"), None)
             if location and path.parent / location not in found:
@@ -138,15 +149,16 @@ def side_files(path: Path) -> list[Path]:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-
-    return {prop.key: prop.value for prop in _graph_only(path).metadata_props}
+    return {prop.key: prop.value for prop in _read(path).model.metadata_props}
 
 
 def check(path: Path) -> None:
-    """``onnx.checker`` with full shape inference; works on files past 2 GB."""
+    """``onnx.checker`` with full shape inference; from the path when weights are
+    external (the checker reads them there, past 2 GB too)."""
     import onnx
 
-    onnx.checker.check_model(str(path), full_check=True)
+    read = _read(path)
+    onnx.checker.check_model(str(path) if read.data is None else read.model, full_check=True)
 
 
 @zoo.hookimpl

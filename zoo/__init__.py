@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from zoo.errors import ParameterError, UsageError, ZooError
 from zoo.hookspecs import hookimpl
+from zoo.job import ExportJob
 from zoo.manager import Zoo, load_zoo
 from zoo.spec import Architecture, Dim, Exporter, Input, Output, Tolerance
 
@@ -38,6 +39,7 @@ def get_zoo(ctx: click.Context | None = None) -> Zoo:
 __all__ = [
     "Architecture",
     "Dim",
+    "ExportJob",
     "Exporter",
     "Input",
     "Output",

@@ -2,6 +2,14 @@
 
 There is no module-level manager: ``load_zoo()`` builds a fresh ``Zoo`` each
 time, so tests can make their own and register fake plugins.
+
+Hooks are called through pluggy's own hook callers, but one plugin at a time
+(``PluginManager.subset_hook_caller`` leaving out every other plugin): a single
+call over all plugins would stop at the first one that raises, and could not
+tell whose registrations to drop. Because the calls go through pluggy,
+pluggy's tracing applies: ``zoo -vv`` logs every hook call and its result
+(``Zoo.trace_hooks``), and ``zoo.pm.trace.root.setwriter(print)`` followed by
+``zoo.pm.enable_tracing()`` does the same in a program.
 """
 
 from __future__ import annotations
@@ -93,9 +101,21 @@ class Zoo:
         self._call_each("register_architectures", self.architectures, Architecture, "architectures")
         self._call_each("register_exporters", self.exporters, Exporter, "exporters")
 
+    def trace_hooks(self) -> None:
+        """Log every hook call (pluggy's tracing) at DEBUG: ``zoo -vv``."""
+        self.pm.trace.root.setwriter(lambda message: log.debug("pluggy: %s", message.rstrip()))
+        self.pm.enable_tracing()
+
+    def _hook_of(self, hook_name: str, plugin_name: str) -> Any:
+        """A pluggy hook caller that calls ``plugin_name``'s implementation alone."""
+        others = [plugin for name, plugin in self.pm.list_name_plugin() if name != plugin_name]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+    def _implementers(self, hook_name: str) -> list[PluginInfo]:
+        return [self.plugins[impl.plugin_name] for impl in getattr(self.pm.hook, hook_name).get_hookimpls()]
+
     def _call_each(self, hook_name: str, registry: Registry[Any], kind: type, attr: str) -> None:
-        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-            info = self.plugins[impl.plugin_name]
+        for info in self._implementers(hook_name):
             staged: list[Any] = []
 
             def register(item: Any, _info: PluginInfo = info, _staged: list[Any] = staged) -> None:
@@ -105,7 +125,7 @@ class Zoo:
                 _staged.append(item.with_plugin(_info.name))
 
             try:
-                impl.function(register=register)
+                self._hook_of(hook_name, info.name)(register=register)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
                 self._problem(info, f"{hook_name} raised {one_line(exc)}; nothing it registered was kept")
                 continue
@@ -120,11 +140,10 @@ class Zoo:
     def add_commands(self, group: Any, reserved: Iterable[str]) -> None:
         """Let each plugin add commands to ``group``; built-in names cannot be taken."""
         reserved = set(reserved)
-        for impl in self.pm.hook.register_commands.get_hookimpls():
-            info = self.plugins[impl.plugin_name]
+        for info in self._implementers("register_commands"):
             before = set(group.commands)
             try:
-                impl.function(cli=group)
+                self._hook_of("register_commands", info.name)(cli=group)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
                 for name in set(group.commands) - before:
                     del group.commands[name]
@@ -162,6 +181,8 @@ def load_zoo(
     """
     env = os.environ if env is None else env
     zoo = Zoo()
+    if log.isEnabledFor(logging.DEBUG):
+        zoo.trace_hooks()
     version = _version(DISTRIBUTION)
     for module_name in builtins:
         info = PluginInfo(

@@ -15,12 +15,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from zoo import Exporter
+from zoo import Exporter, ExportJob
 
 MANIFEST = "zoo_manifest.json"  # extra file inside the archive: metadata + input/output names
 
 
-def export(job: Any) -> list[Path]:
+def export(job: ExportJob) -> list[Path]:
     import torch
 
     program = torch.export.export(job.module, tuple(job.sample.values()), dynamic_shapes=job.torch_dynamic_shapes())
