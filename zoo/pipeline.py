@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
-from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, WeightsError, ZooError
+from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError
 from zoo.exporter_calls import call_exporter, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
 from zoo.model import BuiltModel
@@ -202,13 +202,14 @@ def verify_artifact(
 ) -> ExportResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it."""
     from zoo.model import build_model
+    from zoo.weights import check_regular_file
 
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
     check_tolerances(rtol, atol)
-    if weights is not None and not weights.is_file():
-        raise WeightsError(f"weights file {str(weights)!r} does not exist")
+    if weights is not None:
+        check_regular_file(weights)
     exporter, meta = read_artifact(zoo.exporters, path)
     arch = zoo.architectures.get(meta["architecture"])
     if arch is None:
