@@ -92,6 +92,15 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None], option: str
         raise
 
 
+def write_json(path: Path, data: Any, option: str, protected: Iterable[Path | None] = ()) -> None:
+    """A JSON record (``--report``), written atomically, never over a ``protected`` file."""
+    from zoo.records import json_text
+
+    check_file_path(path, option, protected)
+    text = json_text(data)
+    write_atomically(path, lambda handle: handle.write(text.encode()), option)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

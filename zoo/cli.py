@@ -6,7 +6,6 @@ verification failed) or 2 (usage). Ctrl-C exits 130.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from zoo.errors import ZooError
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
-from zoo.records import to_json
+from zoo.records import json_text
 from zoo.render import bench_lines, check_lines, export_lines, export_summary, list_lines, plugins_lines, show_lines
 from zoo.spec import TOLERANCE_HELP
 from zoo.weights import SUFFIXES as WEIGHT_SUFFIXES
@@ -100,33 +99,24 @@ def _plugin_commands(ctx: click.Context) -> click.Group:
     return group
 
 
-def param_option(func: Any) -> Any:
-    return click.option(
-        "-p",
-        "--param",
-        "params",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Build parameter, repeatable (see 'zoo show NAME' for the list).",
-    )(func)
-
-
-def json_option(func: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")(func)
-
-
-def device_option(func: Any) -> Any:
-    return click.option(
-        "--device",
-        type=click.Choice(["cpu", "cuda"]),
-        default="cpu",
-        show_default=True,
-        help="Where the model and its PyTorch reference run.",
-    )(func)
-
-
-def seed_option(func: Any) -> Any:
-    return click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and generated inputs.")(func)
+# Options several commands share (a click.option decorator makes a new Option on each use).
+param_option = click.option(
+    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Build parameter, repeatable (see 'zoo show NAME' for the list)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+device_option = click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model and its PyTorch reference run."
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and generated inputs.")
+atol_option = click.option("--atol", type=float, help=f"Absolute tolerance ({TOLERANCE_HELP}).")
+rtol_option = click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")
+fold_linear_option = click.option(
+    "--fold-linear", is_flag=True,
+    help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
+)
+report_option = click.option(
+    "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
+)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -217,25 +207,6 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
         ctx.exit(1)
 
 
-def tolerance_options(func: Any) -> Any:
-    func = click.option("--atol", type=float, help=f"Absolute tolerance ({TOLERANCE_HELP}).")(func)
-    return click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")(func)
-
-
-def fold_linear_option(func: Any) -> Any:
-    return click.option(
-        "--fold-linear",
-        is_flag=True,
-        help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
-    )(func)
-
-
-def report_option(func: Any) -> Any:
-    return click.option(
-        "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
-    )(func)
-
-
 @cli.command("export")
 @click.argument("name", required=False)
 @click.option("--all", "export_all", is_flag=True, help="Export every architecture (NAME, if given, is a wildcard filter).")
@@ -251,30 +222,13 @@ def report_option(func: Any) -> Any:
 @click.option("--opset", type=int, help=OPSET_HELP)
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
 @fold_linear_option
-@tolerance_options
+@rtol_option
+@atol_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @report_option
 @json_option
 @click.pass_context
-def export_command(
-    ctx: click.Context,
-    name: str | None,
-    export_all: bool,
-    params: Sequence[str],
-    device: str,
-    seed: int,
-    weights: Path | None,
-    format_name: str,
-    output: Path | None,
-    opset: int | None,
-    static: bool,
-    fold_linear: bool,
-    rtol: float | None,
-    atol: float | None,
-    force: bool,
-    report: Path | None,
-    as_json: bool,
-) -> None:
+def export_command(ctx: click.Context, name: str | None, export_all: bool, report: Path | None, as_json: bool, **options: Any) -> None:
     """Check, export and verify an architecture: onnxruntime must compute what
     PyTorch computes, at several batch sizes, or the command fails (exit 1) and
     no file is left.
@@ -287,15 +241,12 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
     """
+    from zoo.artifacts import write_json
     from zoo.pipeline import export_targets
     from zoo.plan import plan_export
     from zoo.records import FailedExport
 
-    plan = plan_export(
-        get_zoo(ctx), name, export_all=export_all, params=params, format_name=format_name, output=output, opset=opset,
-        static=static, fold_linear=fold_linear, rtol=rtol, atol=atol, force=force, seed=seed, device=device,
-        weights=weights, report=report,
-    )
+    plan = plan_export(get_zoo(ctx), name, export_all=export_all, report=report, **options)
 
     def progress(index: int, target: Any) -> None:
         if export_all and not as_json:
@@ -308,7 +259,7 @@ def export_command(
     records = [r.to_dict() for r in results]
     record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
-        write_report(report, record, [*plan.protected, *(p for r in results for p in getattr(r, "files", []))])
+        write_json(report, record, "--report", [*plan.protected, *(p for r in results for p in getattr(r, "files", []))])
     if as_json:
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
@@ -335,17 +286,8 @@ def export_command(
 @json_option
 @click.pass_context
 def bench_command(
-    ctx: click.Context,
-    name: str,
-    params: Sequence[str],
-    batch_sizes: str,
-    device: str,
-    seed: int,
-    budget: float,
-    threads: int | None,
-    fold_linear: bool,
-    plot: Path | None,
-    as_json: bool,
+    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, device: str, seed: int, budget: float,
+    threads: int | None, fold_linear: bool, plot: Path | None, as_json: bool,
 ) -> None:
     """Time PyTorch eager against the exported model in onnxruntime: median and
     p90 latency per call, throughput, and the speed-up, per batch size. The
@@ -383,19 +325,14 @@ def bench_command(
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(path_type=Path), help="The weights the file was exported with, if any.")
 @device_option
-@tolerance_options
+@rtol_option
+@atol_option
 @report_option
 @json_option
 @click.pass_context
 def verify_command(
-    ctx: click.Context,
-    file: Path,
-    weights: Path | None,
-    device: str,
-    rtol: float | None,
-    atol: float | None,
-    report: Path | None,
-    as_json: bool,
+    ctx: click.Context, file: Path, weights: Path | None, device: str, rtol: float | None, atol: float | None,
+    report: Path | None, as_json: bool,
 ) -> None:
     """Re-verify an exported file: rebuild its architecture from the metadata
     inside it (name, parameters, seed, weights by sha256) and compare again.
@@ -405,7 +342,7 @@ def verify_command(
       zoo verify binary-sigmoid.onnx
       zoo verify trained.onnx --weights trained.safetensors --device cuda
     """
-    from zoo.artifacts import check_file_path
+    from zoo.artifacts import check_file_path, write_json
     from zoo.pipeline import verify_artifact
     from zoo.records import FailedExport
 
@@ -417,12 +354,12 @@ def verify_command(
         if exc.exit_code == 1:
             failure = FailedExport(None, str(exc), file=file)
             if report is not None:
-                write_report(report, failure.to_dict(), [file, weights])
+                write_json(report, failure, "--report", [file, weights])
             if as_json:
                 echo_json(failure)
         raise
     if report is not None:
-        write_report(report, result.to_dict(), [file, weights, *result.files])  # with the side files the exporter lists
+        write_json(report, result, "--report", [file, weights, *result.files])  # with the side files the exporter lists
     echo(result, export_lines(result, verb="verify"), as_json)
     if not result.ok:
         if not as_json:
@@ -459,17 +396,7 @@ def echo(data: Any, lines: list[str], as_json: bool) -> None:
 
 
 def echo_json(data: Any) -> None:
-    """Strict JSON on stdout: NaN and infinities are strings (``zoo.records.to_json``)."""
-    click.echo(json.dumps(to_json(data), indent=2, allow_nan=False))
-
-
-def write_report(path: Path, data: Any, protected: Sequence[Path | None]) -> None:
-    """``--report``: the JSON record, written atomically, never over a ``protected`` file."""
-    from zoo.artifacts import check_file_path, write_atomically
-
-    check_file_path(path, "--report", protected)
-    text = json.dumps(to_json(data), indent=2, allow_nan=False) + "\n"
-    write_atomically(path, lambda handle: handle.write(text.encode()), "--report")
+    click.echo(json_text(data), nl=False)
 
 
 def main() -> None:

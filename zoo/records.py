@@ -63,6 +63,13 @@ def to_json(value: Any) -> Any:
     return str(value)
 
 
+def json_text(data: Any) -> str:
+    """Strict JSON text of ``data`` (``to_json``: no NaN or infinity tokens), ending in a newline."""
+    import json
+
+    return json.dumps(to_json(data), indent=2, allow_nan=False) + "\n"
+
+
 def versions() -> dict[str, str]:
     """The versions a record was made with."""
     import platform
