@@ -1,0 +1,149 @@
+"""The core's shape: no import circles, each thing computed once per command,
+every format's check run, hooks traceable, ``python -m zoo``."""
+
+from __future__ import annotations
+
+import ast
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo as zoo_package
+from zoo import Architecture, Exporter, Input, Output, hookimpl
+from zoo.errors import VerificationFailed
+from zoo.exporters import onnx as onnx_exporter
+from zoo.manager import load_zoo
+from zoo.model import build_model
+from zoo.pipeline import export_model, verify_artifact
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = {"zoo": REPO / "zoo", "zoo.exporters": REPO / "exporters", "zoo.plugins": REPO / "plugins"}
+
+
+def module_level_imports() -> dict[str, set[str]]:
+    """zoo module -> zoo modules it imports when it is imported (not inside functions
+    or ``if TYPE_CHECKING``)."""
+    graph: dict[str, set[str]] = {}
+    known = {
+        package if path.stem == "__init__" else f"{package}.{path.stem}"
+        for package, folder in PACKAGES.items()
+        for path in folder.glob("*.py")
+    }
+    for package, folder in PACKAGES.items():
+        for path in folder.glob("*.py"):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            found: set[str] = set()
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("zoo"):
+                    submodules = {f"{node.module}.{a.name}" for a in node.names} & known
+                    # 'from zoo import hookspecs' needs the submodule; 'from zoo import Architecture', the package
+                    found.update(submodules if len(submodules) == len(node.names) else {node.module, *submodules})
+                elif isinstance(node, ast.Import):
+                    found.update(a.name for a in node.names if a.name.startswith("zoo"))
+            graph[name] = found
+    return {name: {m for m in deps if m in graph and m != name} for name, deps in graph.items()}
+
+
+def test_no_import_circle_among_the_projects_modules() -> None:
+    graph = module_level_imports()
+    assert {"zoo", "zoo.spec", "zoo.params", "zoo.pipeline", "zoo.cli"} <= set(graph)
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for dep in sorted(graph.get(name, ())):
+            assert state.get(dep) != "open", "import circle: " + " -> ".join([*path, name, dep])
+            if dep not in state:
+                visit(dep, [*path, name])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+class Counting(torch.nn.Module):
+    """Counts eager forward passes (tracing for export does not count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        self.eager_calls = 0
+
+    def forward(self, x):
+        if not torch.compiler.is_exporting():
+            self.eager_calls += 1
+        return self.linear(x)
+
+
+def counting_zoo():
+    class Plugin:
+        @hookimpl
+        def register_architectures(self, register):
+            register(Architecture("counting", Counting, (Input("x", ("batch", 4)),), (Output("y", task="regression"),)))
+
+    return load_zoo(entry_points=False, extra=[("counting", Plugin())])
+
+
+def test_export_runs_one_forward_pass_for_the_check_and_the_export(tmp_path: Path) -> None:
+    zoo = counting_zoo()
+    built = build_model(zoo.architecture("counting"))
+    result = export_model(built, zoo.exporter("onnx"), tmp_path / "c.onnx")
+    assert result.ok, result.error
+    # one for the check (shared with the export's sample and output order), one per verification case
+    assert built.module.eager_calls == 1 + len(result.verification.cases)
+
+
+def test_the_exported_onnx_file_is_parsed_once_per_command(tmp_path: Path) -> None:
+    zoo = load_zoo(entry_points=False)
+    path = tmp_path / "b.onnx"
+    onnx_exporter._read_file.cache_clear()
+    assert export_model(build_model(zoo.architecture("binary")), zoo.exporter("onnx"), path).ok
+    info = onnx_exporter._read_file.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # check, then the session: one parse
+    onnx_exporter._read_file.cache_clear()
+    assert verify_artifact(zoo, path).ok
+    info = onnx_exporter._read_file.cache_info()
+    assert info.misses == 1 and info.hits >= 3  # metadata, check, side files, session
+
+
+def test_every_formats_check_runs_on_export_and_a_failure_places_nothing(tmp_path: Path) -> None:
+    onnx = load_zoo(entry_points=False).exporter("onnx")
+
+    def refuse(path):
+        raise ValueError("the archive's table of contents is wrong")
+
+    class Plugin:
+        @hookimpl
+        def register_exporters(self, register):
+            register(Exporter("strict", ".strict", onnx.export, onnx.load, onnx.read_metadata, check=refuse))
+
+    zoo = load_zoo(entry_points=False, extra=[("strict", Plugin())])
+    with pytest.raises(VerificationFailed, match="m.strict fails the strict check: ValueError: the archive's table"):
+        export_model(build_model(zoo.architecture("binary")), zoo.exporter("strict"), tmp_path / "m.strict")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hook_calls_are_traced_through_pluggy_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="zoo.manager"):
+        zoo = load_zoo(entry_points=False)
+    traced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pluggy:")]
+    assert any("register_architectures" in line for line in traced)
+    assert len(zoo.architectures) == 3
+
+
+def test_export_job_is_public() -> None:
+    assert zoo_package.ExportJob.__module__ == "zoo.job"
+    assert "ExportJob" in zoo_package.__all__
+
+
+def test_python_dash_m_zoo_works_like_zoo() -> None:
+    done = subprocess.run([sys.executable, "-m", "zoo", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"zoo, version {zoo_package.__version__}"
+    listed = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "binary-sigmoid" in listed.stdout
