@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from zoo import __version__
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
@@ -225,10 +225,15 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @rtol_option
 @atol_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
+@click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
 @report_option
 @json_option
 @click.pass_context
-def export_command(ctx: click.Context, name: str | None, export_all: bool, report: Path | None, as_json: bool, **options: Any) -> None:
+def export_command(
+    ctx: click.Context, name: str | None, export_all: bool, report: Path | None, as_json: bool, jobs: int, shard: str | None,
+    **options: Any,
+) -> None:
     """Check, export and verify an architecture: onnxruntime must compute what
     PyTorch computes, at several batch sizes, or the command fails (exit 1) and
     no file is left.
@@ -240,19 +245,35 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
       zoo export binary --device cuda --report binary.json
       zoo export stack --fold-linear
       zoo export --all -o exported/
+      zoo export --all -o exported/ --jobs 2 --shard 1/4
     """
     from zoo.artifacts import write_json
     from zoo.pipeline import export_targets
     from zoo.plan import plan_export
     from zoo.records import FailedExport
+    from zoo.scaleout import export_in_workers, plugin_modules, with_shard
 
-    plan = plan_export(get_zoo(ctx), name, export_all=export_all, report=report, **options)
+    if not export_all and (jobs > 1 or shard):
+        raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
+    zoo = get_zoo(ctx)
+    plan = with_shard(plan_export(zoo, name, export_all=export_all, report=report, **options), shard)
+    count = len(plan.targets)
 
-    def progress(index: int, target: Any) -> None:
+    def started(index: int, target: Any) -> None:
         if export_all and not as_json:
-            click.echo(f"[{index + 1}/{len(plan.targets)}] {target.arch.name} ...", err=True)
+            click.echo(f"[{index + 1}/{count}] {target.arch.name} ...", err=True)
 
-    results = export_targets(plan, on_start=progress)
+    done: list[int] = []
+
+    def finished(index: int, result: Any) -> None:  # workers finish in any order: count, then name
+        done.append(index)
+        if not as_json:
+            click.echo(f"[{len(done)}/{count}] {result.name} {'ok' if result.ok else 'FAILED'}", err=True)
+
+    if jobs > 1 and count > 1:
+        results: list[Any] = export_in_workers(plan, min(jobs, count), plugin_modules(zoo), on_done=finished)
+    else:
+        results = export_targets(plan, on_start=started)
     failed = next((r for r in results if not r.ok), None)
     if not export_all and isinstance(failed, FailedExport) and failed.exit_code != 1 and failed.exception is not None:
         raise failed.exception  # a usage error (a parameter the build refused): one line, as before any work

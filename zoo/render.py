@@ -85,6 +85,8 @@ def human_rate(per_second: float) -> str:
 
 
 def summary_row(result: Any) -> tuple[str, ...]:
+    if getattr(result, "row", None) is not None:  # made in a worker process (zoo.scaleout.Finished)
+        return result.row
     if getattr(result, "verification", None) is None:  # failed before verifying (FailedExport)
         return (result.name, "FAILED", "-", "-", result.error)
     verification = result.verification
