@@ -15,7 +15,6 @@ from zoo.manager import load_zoo
 from zoo.plan import Target
 from zoo.scaleout import parse_shard, shard
 
-
 TEMPLATE = load_zoo(entry_points=False).architecture("binary")
 
 

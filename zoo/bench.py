@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo import progress
 from zoo.errors import UsageError, VerificationFailed
 from zoo.model import BuiltModel
 from zoo.records import Record, json_field
@@ -180,6 +181,7 @@ def bench_model(
                 torch.set_num_threads(threads)
             for batch in batch_sizes:
                 inputs = built.sample_inputs({**sizes, "batch": batch})
+                progress.stage(f"timing batch {batch}")
                 torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
                 onnx_timing = Timing("onnxruntime", batch, time_calls(onnx_call(runner.session, inputs, built.device), budget_s))
                 result.rows.append(BenchRow(batch, torch_timing, onnx_timing))

@@ -19,6 +19,7 @@ from zoo.errors import UsageError, ZooError
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
+from zoo.progress import terminal_progress
 from zoo.records import json_text
 from zoo.render import bench_lines, check_lines, export_lines, export_summary, list_lines, plugins_lines, show_lines
 from zoo.spec import TOLERANCE_HELP
@@ -273,7 +274,8 @@ def export_command(
     if jobs > 1 and count > 1:
         results: list[Any] = export_in_workers(plan, min(jobs, count), plugin_modules(zoo), on_done=finished)
     else:
-        results = export_targets(plan, on_start=started)
+        with terminal_progress(plan.targets[0].arch.name if count == 1 else None, as_json):
+            results = export_targets(plan, on_start=started)
     failed = next((r for r in results if not r.ok), None)
     if not export_all and isinstance(failed, FailedExport) and failed.exit_code != 1 and failed.exception is not None:
         raise failed.exception  # a usage error (a parameter the build refused): one line, as before any work
@@ -336,7 +338,8 @@ def bench_command(
     arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
     built = build_model(arch, overrides, seed=seed, device=device)
-    result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
+    with terminal_progress(arch.name, as_json):
+        result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
     if plot is not None:
         plot_latency(result, plot)
     echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from zoo import progress
 from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
 from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError
 from zoo.exporter_calls import call_exporter, reason
@@ -262,6 +263,8 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
 
 @contextmanager
 def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Time a stage (summed into ``timings``), announcing it to a terminal (``zoo.progress``)."""
+    progress.stage(stage)
     start = time.perf_counter()
     try:
         yield
