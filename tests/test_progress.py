@@ -50,3 +50,4 @@ def test_json_shows_no_progress_even_on_a_terminal(tmp_path: Path) -> None:
     assert stdout.startswith("{")
 
 
+
