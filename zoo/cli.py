@@ -226,6 +226,11 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @rtol_option
 @atol_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Place an int8 variant instead, once it meets the acceptance criteria.")
+@click.option("--precision", type=click.Choice(["fp16"]), help="Place a float16 variant instead, once it meets the acceptance criteria.")
+@click.option("--min-agreement", type=float, help="Variant: least fraction of rows whose argmax/threshold agrees with PyTorch (0.99).")
+@click.option("--max-loss-change", type=float, help="Variant: largest relative change of the loss (0.05).")
+@click.option("--max-error", type=float, help="Variant, regression: largest p99 absolute error, as a fraction of the output's RMS (0.05).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
 @click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
 @report_option

@@ -27,9 +27,12 @@ from zoo.plan import ExportPlan, Target, resolve_format
 from zoo.records import ExportResult, FailedExport
 from zoo.shapes import dynamic_dims
 from zoo.spec import Dim, Exporter
+from zoo.variants import Acceptance
 from zoo.verification import check_tolerances, verify_files
 
 log = logging.getLogger(__name__)
+CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
+CALIBRATION_BATCHES = 8
 
 
 def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
@@ -104,10 +107,50 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
             result.placed = False
             result.error = "verification failed: " + result.verification.failures[0]
             return result
+        main = job.path
+        if plan.variant is not None:  # built on the verified float32 file, placed instead of it once accepted
+            written = make_variant(plan, built, job, temp / "variant", output, result)
+            main = written[0]
+            if not result.variant_verification.ok:
+                result.files = [output.parent / p.name for p in written]
+                result.placed = False
+                result.error = f"the {plan.variant} variant is not accepted: " + result.variant_verification.failures[0]
+                return result
         stale = old_side_files(exporter, output) if plan.force else []
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
-        result.files = place(written, job.path, output, plan.force, stale=stale, keep=weights)
+        result.files = place(written, main, output, plan.force, stale=stale, keep=weights)
     return result
+
+
+def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Path, output: Path, result: ExportResult) -> list[Path]:
+    """The variant of the verified file ``job.path``, checked and verified by the plan's
+    acceptance criteria (in ``result``); the files it wrote, the main file first."""
+    import numpy as np
+
+    exporter = plan.exporter
+    folder.mkdir()
+    target = folder / job.path.name
+    metadata = {
+        **job.metadata,
+        META_PREFIX + "variant": plan.variant,
+        META_PREFIX + "acceptance": json.dumps(plan.acceptance.to_dict(), sort_keys=True),
+    }
+    calibration = [  # for static quantization: zoo's own inputs, unlike any verification case
+        {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in built.sample_inputs(seed=built.seed + CALIBRATION_SEED + i).items()}
+        for i in range(CALIBRATION_BATCHES)
+    ]
+    with timed(result.timings, plan.variant):
+        how = call_exporter(
+            exporter.make_variant, job.path, target, plan.variant, metadata, calibration, error=ExportFailed,
+            what=f"{exporter.name} could not make the {plan.variant} variant of {built.arch.name}", disk_path=output,
+        )
+        check_artifact(exporter, target)
+        result.variant_verification = verify_files(built, exporter, target, plan.static, acceptance=plan.acceptance)
+    result.variant = {
+        "name": plan.variant, **(how or {}), "criteria": plan.acceptance,
+        "float32_bytes": job.path.stat().st_size, "bytes": target.stat().st_size,
+    }
+    return [target]
 
 
 def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> ExportJob:
@@ -220,6 +263,7 @@ def verify_artifact(
             "install that plugin (see 'zoo plugins')"
         )
     params, seed = recorded_build(path, meta, weights)
+    acceptance = recorded_acceptance(path, meta, rtol, atol)
     built = build_model(arch, params, seed=seed, device=device, weights=weights)
     static = meta.get("static") == "true"
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
@@ -227,10 +271,24 @@ def verify_artifact(
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
-        result.verification = verify_files(built, exporter, path, static, rtol, atol)
+        result.verification = verify_files(built, exporter, path, static, rtol, atol, acceptance=acceptance)
+    if acceptance is not None:
+        result.variant = {"name": meta["variant"], "criteria": acceptance}
     if not result.verification.ok:
         result.error = "verification failed: " + result.verification.failures[0]
     return result
+
+
+def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:
+    """A variant's acceptance criteria, as its file records them; ``None`` for a float file."""
+    if "variant" not in meta:
+        return None
+    if rtol is not None or atol is not None:
+        raise UsageError(f"{path.name} is a {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
+    try:
+        return Acceptance.from_metadata(meta.get("acceptance", "{}"))
+    except (ValueError, TypeError, ZooError) as exc:
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.acceptance: {exc}") from exc
 
 
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:

@@ -16,6 +16,7 @@ from typing import Any
 from zoo.artifacts import check_file_path, check_output_path
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.spec import Architecture, Exporter
+from zoo.variants import Acceptance, variant_name
 from zoo.verification import check_tolerances
 
 
@@ -43,6 +44,8 @@ class ExportPlan:
     overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
     weights: Path | None = None  # (one target only)
     report: Path | None = None
+    variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
+    acceptance: Acceptance | None = None  # what the variant must meet
 
     @property
     def protected(self) -> list[Path]:
@@ -86,6 +89,11 @@ def plan_export(
     device: str = "cpu",
     weights: Path | None = None,
     report: Path | None = None,
+    quantize: str | None = None,
+    precision: str | None = None,
+    min_agreement: float | None = None,
+    max_loss_change: float | None = None,
+    max_error: float | None = None,
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
     from zoo.model import check_seed, torch_device
@@ -94,6 +102,10 @@ def plan_export(
     exporter = zoo.exporter(format_name)
     options = {"fold_linear": True} if fold_linear else {}
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
+    variant = variant_name(quantize, precision)
+    criteria = {"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error}
+    acceptance = resolve_acceptance(exporter, variant, criteria)
+    suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(seed)
     if export_all:
         if params or weights:
@@ -104,23 +116,37 @@ def plan_export(
         folder = output or Path(".")
         if not folder.is_dir():
             raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
-        targets = [refusing(Target(a, folder / f"{a.name}{exporter.suffix}"), force) for a in archs]
+        targets = [refusing(Target(a, folder / f"{a.name}{suffix}"), force) for a in archs]
         overrides: dict[str, Any] = {}
     elif name is None:
         raise UsageError("give an architecture NAME (see 'zoo list') or --all")
     else:
         arch = zoo.architecture(name)
-        targets = [Target(arch, output or Path(f"{arch.name}{exporter.suffix}"))]
+        targets = [Target(arch, output or Path(f"{arch.name}{suffix}"))]
         overrides = parse_params(params, arch.parameters, arch.name)
     torch_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
-        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report
+        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report, variant, acceptance
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)
     if not export_all:  # before the build: a big model costs seconds and GBs
         check_output_path(targets[0].path, force)
     return plan
+
+
+def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[str, float | None]) -> Acceptance | None:
+    """The variant's acceptance criteria: the defaults, with what the command line gives."""
+    given = {k: v for k, v in criteria.items() if v is not None}
+    if variant is None:
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags} judge a variant: add --quantize int8 or --precision fp16")
+        return None
+    if variant not in exporter.variants:
+        makes = ", ".join(exporter.variants) or "no variants"
+        raise UsageError(f"the {exporter.name} format cannot make the {variant} variant (it makes {makes})")
+    return Acceptance(**given)
 
 
 def refusing(target: Target, force: bool) -> Target:

@@ -114,21 +114,15 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     fold = result.export_stats.get("fold_linear")
     if fold is not None:
         lines.extend(fold_lines(fold))
-    providers = ", ".join(verification.providers) or "-"
-    lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
-    if verification.note:
-        lines.append(f"  note      {verification.note}")
-    for case in verification.cases:
-        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
-        for out_name, stats in case.outputs.items():
-            extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
-            lines.append(
-                f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}{extra}"
-                f"  {'ok' if stats['ok'] else 'MISMATCH'}"
-            )
-        lines.extend(f"    FAILED {failure}" for failure in case.failures)
-    tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
-    lines.append(f"  tolerance {tolerances}")
+    variant_file = result.variant is not None and result.variant_verification is None  # zoo verify of a variant
+    lines.extend(verification_lines(verification, variant=variant_file))
+    if not variant_file:
+        tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
+        lines.append(f"  tolerance {tolerances}")
+    if result.variant is not None:
+        lines.extend(variant_lines(result.variant))
+        if result.variant_verification is not None:
+            lines.extend(verification_lines(result.variant_verification, variant=True)[1:])
     if result.ok:
         for record in result.file_records:
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
@@ -136,6 +130,45 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     lines.append(f"  time      {timings}")
     lines.append("ok" if result.ok else f"{verb} FAILED")
     return lines
+
+
+def verification_lines(verification: Any, variant: bool = False) -> list[str]:
+    """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers."""
+    providers = ", ".join(verification.providers) or "-"
+    lines = [f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes"]
+    if verification.note:
+        lines.append(f"  note      {verification.note}")
+    for case in verification.cases:
+        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
+        for out_name, stats in case.outputs.items():
+            agreements = "".join(f"  {k.replace('_agreement', '')} {v:.1%}" for k, v in stats.items() if k.endswith("_agreement"))
+            if variant:
+                loss = stats.get("loss")
+                change = f"  loss {(loss['variant'] - loss['torch']) / max(abs(loss['torch']), 1e-12):+.2%}" if loss else ""
+                relative = f" ({stats['p99_relative_to_rms']:.2g}× RMS)" if "p99_relative_to_rms" in stats else ""
+                verdict = "ok" if not any(out_name in f for f in case.failures) else "NOT ACCEPTED"
+                lines.append(f"    {sizes:<18} {out_name}: p99 abs {stats['p99_abs']:.2e}{relative}{agreements}{change}  {verdict}")
+            else:
+                lines.append(
+                    f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}"
+                    f"{agreements.replace('.0%', '%')}  {'ok' if stats['ok'] else 'MISMATCH'}"
+                )
+        lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    return lines
+
+
+def variant_lines(variant: dict[str, Any]) -> list[str]:
+    """Which variant, how it was made, its size against the float32 file, and its criteria."""
+    criteria = variant["criteria"]
+    made = f" ({variant['method']})" if variant.get("method") else ""
+    size = ""
+    if variant.get("bytes"):
+        size = f": {human_bytes(variant['bytes'])}, {variant['bytes'] / variant['float32_bytes']:.2f}× the float32 file"
+    return [
+        f"  variant   {variant['name']}{made}{size}",
+        f"  accept    agreement ≥ {criteria.min_agreement:.1%}, loss change ≤ {criteria.max_loss_change:.0%}, "
+        f"p99 error ≤ {criteria.max_error:g}× RMS (regression) on every case",
+    ]
 
 
 def fold_lines(fold: dict[str, Any]) -> list[str]:

@@ -277,7 +277,9 @@ class Exporter:
     Optional: ``check(path)`` validates a written file's structure and raises
     on a bad one (``zoo verify`` runs it before comparing); ``files(path)``
     returns the side files the main file at ``path`` refers to (external
-    weights), so verification reports list them too.
+    weights), so verification reports list them too; ``variants`` and
+    ``make_variant`` make deployable variants (``--quantize int8``,
+    ``--precision fp16``) from a verified file.
     """
 
     name: str
@@ -292,6 +294,9 @@ class Exporter:
     plugin: str = ""
     check: Callable[[Any], None] | None = None  # check(path): raise on a malformed file
     files: Callable[[Any], list[Any]] | None = None  # files(path): side files beside the main file
+    variants: tuple[str, ...] = ()  # deployable variants make_variant writes (``int8``, ``fp16``)
+    # make_variant(source, target, variant, metadata, calibration_feeds) -> {how it was made}
+    make_variant: Callable[..., dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "exporter")
@@ -312,6 +317,7 @@ class Exporter:
             "plugin": self.plugin,
             "summary": self.summary,
             "options": list(self.options),
+            "variants": list(self.variants),
             "default_opset": self.default_opset,
             "opsets": None if self.opsets is None else list(self.opsets),
         }

@@ -19,6 +19,7 @@ from zoo.model import BuiltModel
 from zoo.records import CaseResult, Verification
 from zoo.shapes import verification_cases
 from zoo.spec import DEFAULT_TOLERANCES, Architecture, Exporter, Output, Tolerance
+from zoo.variants import Acceptance, accept_output
 
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
@@ -51,8 +52,10 @@ def verify_files(
     static: bool,
     rtol: float | None = None,
     atol: float | None = None,
+    acceptance: Acceptance | None = None,
 ) -> Verification:
-    """Run the exported model and PyTorch on fresh inputs at several sizes and compare every output."""
+    """Run the exported model and PyTorch on fresh inputs at several sizes and compare every output:
+    against tolerances, or for a variant (int8, fp16), by its ``acceptance`` criteria."""
     import numpy as np
     import torch
 
@@ -88,7 +91,10 @@ def verify_files(
             if spec.name not in got:
                 failures.append(f"{case_label(sizes)}: output {spec.name!r} is missing from the exported model")
                 continue
-            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator)
+            if acceptance is not None and tol is not None:
+                stats, problems = accept_output(spec, ref, np.asarray(got[spec.name]), acceptance, generator)
+            else:
+                stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator)
             failures.extend(f"{case_label(sizes)}: {problem}" for problem in problems)
             if stats is not None:
                 outputs[spec.name] = stats
@@ -96,7 +102,7 @@ def verify_files(
     return Verification(
         runtime=getattr(runner, "description", exporter.name),
         providers=list(getattr(runner, "providers", [])),
-        tolerances=tolerances,
+        tolerances={} if acceptance is not None else tolerances,
         cases=results,
         note=getattr(runner, "note", ""),
         seconds=time.perf_counter() - start,
