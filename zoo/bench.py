@@ -67,16 +67,22 @@ class Timing(Record):
 
 @dataclass
 class BenchRow(Record):
-    JSON_EXTRA = (("speedup", "speedup"),)
+    JSON_EXTRA = (("speedup", "speedup"), ("variant_speedup", "variant_speedup"))
 
     batch: int
     torch: Timing
     onnx: Timing = json_field(name="onnxruntime")
+    variant: Timing | None = json_field(omit_none=True, default=None)  # the int8/fp16 file in onnxruntime
 
     @property
     def speedup(self) -> float:
         """How many times faster onnxruntime is than PyTorch (median latency)."""
         return self.torch.median / self.onnx.median
+
+    @property
+    def variant_speedup(self) -> float | None:
+        """How many times faster the variant is than the float32 file, both in onnxruntime."""
+        return None if self.variant is None else self.onnx.median / self.variant.median
 
 
 @dataclass
@@ -92,6 +98,7 @@ class BenchResult(Record):
     rows: list[BenchRow] = field(default_factory=list)
     export_stats: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    variant: dict[str, Any] | None = None  # name, method, criteria, sizes, accepted, and why not
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -140,10 +147,15 @@ def bench_model(
     budget_s: float = DEFAULT_BUDGET_S,
     options: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    variant: str | None = None,
+    acceptance: Any = None,
 ) -> BenchResult:
     """Export ``built`` (verified), then time PyTorch eager and onnxruntime at each batch size.
 
     ``threads`` sets both runtimes' intra-op threads (``None``: each one's default).
+    ``variant`` ("int8", "fp16") is made from the verified file, judged by
+    ``acceptance`` (``zoo.variants``) and timed beside it, accepted or not: the
+    result says which.
     """
     import torch
 
@@ -174,6 +186,9 @@ def bench_model(
             export_stats=exported.export_stats,
             note=runner.note,
         )
+        variant_session = None
+        if variant is not None:
+            variant_session = bench_variant(built, exporter, path, variant, acceptance, threads, result)
         sync = torch.cuda.synchronize if built.device == "cuda" else None
         default_threads = torch.get_num_threads()
         try:
@@ -184,10 +199,27 @@ def bench_model(
                 progress.stage(f"timing batch {batch}")
                 torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
                 onnx_timing = Timing("onnxruntime", batch, time_calls(onnx_call(runner.session, inputs, built.device), budget_s))
-                result.rows.append(BenchRow(batch, torch_timing, onnx_timing))
+                variant_timing = None
+                if variant_session is not None:
+                    variant_timing = Timing(variant, batch, time_calls(onnx_call(variant_session, inputs, built.device), budget_s))
+                result.rows.append(BenchRow(batch, torch_timing, onnx_timing, variant_timing))
         finally:
             torch.set_num_threads(default_threads)
     return result
+
+
+def bench_variant(
+    built: BuiltModel, exporter: Exporter, source: Path, variant: str, acceptance: Any, threads: int | None, result: BenchResult
+) -> Any:
+    """Make and judge the variant of the verified file ``source``; its onnxruntime session."""
+    from zoo.pipeline import exported_metadata, variant_of
+
+    progress.stage(f"making the {variant} variant")
+    target, made, verification = variant_of(
+        exporter, built, source, exported_metadata(exporter, source), variant, acceptance, source.parent / variant, source
+    )
+    result.variant = {**made, "accepted": verification.ok, "failure": None if verification.ok else verification.failures[0]}
+    return exporter.load(target, built.device, threads=threads).session
 
 
 def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any]:

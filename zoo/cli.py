@@ -310,12 +310,14 @@ def export_command(
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
 @fold_linear_option
+@click.option("--quantize", type=click.Choice(["int8"]), help="Also time an int8 variant (judged by the default acceptance criteria).")
+@click.option("--precision", type=click.Choice(["fp16"]), help="Also time a float16 variant (judged by the default acceptance criteria).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
 @json_option
 @click.pass_context
 def bench_command(
     ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, device: str, seed: int, budget: float,
-    threads: int | None, fold_linear: bool, plot: Path | None, as_json: bool,
+    threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None, plot: Path | None, as_json: bool,
 ) -> None:
     """Time PyTorch eager against the exported model in onnxruntime: median and
     p90 latency per call, throughput, and the speed-up, per batch size. The
@@ -327,16 +329,20 @@ def bench_command(
       zoo bench stack --param width=1024 --batch-sizes 1,256,4096 --fold-linear
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
+      zoo bench stack --param width=1024 --quantize int8
     """
     from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, plot_latency, require_matplotlib
     from zoo.model import build_model
-    from zoo.plan import resolve_format
+    from zoo.plan import resolve_acceptance, resolve_format
+    from zoo.variants import variant_name
 
     sizes = parse_batch_sizes(batch_sizes)
     zoo = get_zoo(ctx)
     exporter = zoo.exporter("onnx")
     options = {"fold_linear": True} if fold_linear else {}
     resolve_format(exporter, options=options)  # before the model is built
+    variant = variant_name(quantize, precision)
+    acceptance = resolve_acceptance(exporter, variant, {})
     if plot is not None:
         require_matplotlib()  # before minutes of timing, not after
         check_plot_path(plot)
@@ -344,7 +350,7 @@ def bench_command(
     overrides = parse_params(params, arch.parameters, arch.name)
     built = build_model(arch, overrides, seed=seed, device=device)
     with terminal_progress(arch.name, as_json):
-        result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
+        result = bench_model(built, exporter, sizes, budget, options, threads, variant, acceptance)
     if plot is not None:
         plot_latency(result, plot)
     echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)

@@ -24,7 +24,7 @@ from zoo.exporter_calls import call_exporter, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
 from zoo.model import BuiltModel
 from zoo.plan import ExportPlan, Target, resolve_format
-from zoo.records import ExportResult, FailedExport
+from zoo.records import ExportResult, FailedExport, Verification
 from zoo.shapes import dynamic_dims
 from zoo.spec import Dim, Exporter
 from zoo.variants import Acceptance
@@ -125,32 +125,47 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
 def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Path, output: Path, result: ExportResult) -> list[Path]:
     """The variant of the verified file ``job.path``, checked and verified by the plan's
     acceptance criteria (in ``result``); the files it wrote, the main file first."""
+    with timed(result.timings, plan.variant):
+        target, result.variant, result.variant_verification = variant_of(
+            plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static
+        )
+    return [target]
+
+
+def variant_of(
+    exporter: Exporter, built: BuiltModel, source: Path, metadata: dict[str, str], variant: str, acceptance: Acceptance,
+    folder: Path, disk_path: Path, static: bool = False,
+) -> tuple[Path, dict[str, Any], Verification]:
+    """Make ``variant`` of the verified file ``source`` in ``folder`` (same file name),
+    check it, and verify it against ``built`` by ``acceptance``: the file, what was
+    made (name, method, criteria, sizes) and the verification."""
     import numpy as np
 
-    exporter = plan.exporter
     folder.mkdir()
-    target = folder / job.path.name
+    target = folder / source.name
     metadata = {
-        **job.metadata,
-        META_PREFIX + "variant": plan.variant,
-        META_PREFIX + "acceptance": json.dumps(plan.acceptance.to_dict(), sort_keys=True),
+        **metadata,
+        META_PREFIX + "variant": variant,
+        META_PREFIX + "acceptance": json.dumps(acceptance.to_dict(), sort_keys=True),
     }
     calibration = [  # for static quantization: zoo's own inputs, unlike any verification case
         {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in built.sample_inputs(seed=built.seed + CALIBRATION_SEED + i).items()}
         for i in range(CALIBRATION_BATCHES)
     ]
-    with timed(result.timings, plan.variant):
-        how = call_exporter(
-            exporter.make_variant, job.path, target, plan.variant, metadata, calibration, error=ExportFailed,
-            what=f"{exporter.name} could not make the {plan.variant} variant of {built.arch.name}", disk_path=output,
-        )
-        check_artifact(exporter, target)
-        result.variant_verification = verify_files(built, exporter, target, plan.static, acceptance=plan.acceptance)
-    result.variant = {
-        "name": plan.variant, **(how or {}), "criteria": plan.acceptance,
-        "float32_bytes": job.path.stat().st_size, "bytes": target.stat().st_size,
-    }
-    return [target]
+    how = call_exporter(
+        exporter.make_variant, source, target, variant, metadata, calibration, error=ExportFailed,
+        what=f"{exporter.name} could not make the {variant} variant of {built.arch.name}", disk_path=disk_path,
+    )
+    check_artifact(exporter, target)
+    verification = verify_files(built, exporter, target, static, acceptance=acceptance)
+    made = {"name": variant, **(how or {}), "criteria": acceptance, "float32_bytes": source.stat().st_size, "bytes": target.stat().st_size}
+    return target, made, verification
+
+
+def exported_metadata(exporter: Exporter, path: Path) -> dict[str, str]:
+    """The ``zoo.*`` metadata of a file zoo just wrote, as its exporter reads it back."""
+    raw = call_exporter(exporter.read_metadata, path, error=VerificationFailed, what=f"{exporter.name} could not read {path.name}")
+    return {k: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
 
 
 def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> ExportJob:

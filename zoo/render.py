@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from zoo.params import format_value
@@ -48,11 +49,16 @@ def bench_lines(result: Any) -> list[str]:
     fold = result.export_stats.get("fold_linear")
     if fold is not None:
         lines.extend(fold_lines(fold))
+    variant = result.variant
+    if variant is not None:
+        verdict = "accepted" if variant["accepted"] else f"NOT ACCEPTED: {variant['failure']}"
+        lines.extend(variant_lines(variant))
+        lines.append(f"  {variant['name']:<9} {verdict}")
     calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
     lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
-    headers = ("BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP")
+    headers = ["BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP"]
     rows = [
-        (
+        [
             row.batch,
             human_seconds(row.torch.median),
             human_seconds(row.torch.p90),
@@ -61,11 +67,18 @@ def bench_lines(result: Any) -> list[str]:
             human_rate(row.torch.throughput),
             human_rate(row.onnx.throughput),
             f"{row.speedup:.2f}×",
-        )
+        ]
         for row in result.rows
     ]
+    if variant is not None:
+        name = variant["name"].upper()
+        headers += [f"{name} MEDIAN", f"{name} VS ORT"]
+        for cells, row in zip(rows, result.rows):
+            cells += [human_seconds(row.variant.median), f"{row.variant_speedup:.2f}×"]
     lines.append(table(headers, rows))
     lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
+    if variant is not None:
+        lines.append(f"{variant['name'].upper()} VS ORT is the float32 file's median / the {variant['name']} file's, both in onnxruntime.")
     return lines
 
 
@@ -161,6 +174,7 @@ def variant_lines(variant: dict[str, Any]) -> list[str]:
     """Which variant, how it was made, its size against the float32 file, and its criteria."""
     criteria = variant["criteria"]
     made = f" ({variant['method']})" if variant.get("method") else ""
+    criteria = criteria if hasattr(criteria, "min_agreement") else SimpleNamespace(**criteria)
     size = ""
     if variant.get("bytes"):
         size = f": {human_bytes(variant['bytes'])}, {variant['bytes'] / variant['float32_bytes']:.2f}× the float32 file"
