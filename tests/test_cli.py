@@ -146,6 +146,7 @@ def test_plugins_json_has_each_plugins_formats(run, zoo):
         "plugin": "onnx",
         "summary": exporter.summary,
         "options": ["fold_linear"],
+        "variants": ["int8", "fp16"],
         "default_opset": exporter.default_opset,
         "opsets": list(exporter.opsets),
     }
