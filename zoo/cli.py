@@ -46,15 +46,19 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as exc:
+            _json_failure(ctx, str(exc), exc.exit_code)
             click.echo(f"zoo: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
+            if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                _json_failure(ctx, exc.format_message(), exc.exit_code)
             _usage_line(ctx, exc)
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["zoo.args"] = list(args)  # for --json when the sub-command's own parsing fails
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:  # 'zoo --bogus'
@@ -70,6 +74,33 @@ def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
     command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
     click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
     ctx.exit(exc.exit_code)
+
+
+def _json_failure(ctx: click.Context, error: str, exit_code: int) -> None:
+    """With ``--json``, a failed command still prints a record on stdout (once)."""
+    from zoo.records import FailedExport
+
+    root = ctx.find_root()
+    if root.meta.get("zoo.json_shown") or not _wants_json(root):
+        return
+    echo_json(FailedExport(None, error, exit_code=exit_code))
+
+
+def _wants_json(root: click.Context) -> bool:
+    """The sub-command's ``--json``: its parsed value, or, when parsing failed
+    before it was read, whether it is on its command line."""
+    if "zoo.as_json" in root.meta:
+        return bool(root.meta["zoo.as_json"])
+    args = root.meta.get("zoo.args", [])
+    name = next((arg for arg in args if not arg.startswith("-")), None)  # the root takes no option values
+    command = root.command.get_command(root, name) if name else None  # type: ignore[attr-defined]
+    takes_json = command is not None and any(param.name == "as_json" for param in command.params)
+    return takes_json and "--json" in args[args.index(name) + 1 :]
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.find_root().meta["zoo.as_json"] = value
+    return value
 
 
 def get_zoo(ctx: click.Context) -> Zoo:
@@ -103,7 +134,9 @@ def _plugin_commands(ctx: click.Context) -> click.Group:
 param_option = click.option(
     "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Build parameter, repeatable (see 'zoo show NAME' for the list)."
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, callback=_remember_json, help="Print JSON for scripts instead of text (errors too)."
+)
 device_option = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model and its PyTorch reference run."
 )
@@ -217,7 +250,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @click.option("--format", "format_name", default="onnx", show_default=True, help="Export format ('zoo plugins' lists them).")
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path),
-    help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder.",
+    help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder, created if missing (its parent must exist).",
 )
 @click.option("--opset", type=int, help=OPSET_HELP)
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
@@ -397,6 +430,9 @@ def echo(data: Any, lines: list[str], as_json: bool) -> None:
 
 def echo_json(data: Any) -> None:
     click.echo(json_text(data), nl=False)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.find_root().meta["zoo.json_shown"] = True
 
 
 def main() -> None:

@@ -112,8 +112,8 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     fold = result.export_stats.get("fold_linear")
     if fold is not None:
         lines.extend(fold_lines(fold))
-    providers = ", ".join(verification.providers) or "-"
-    lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
+    providers = f" [{', '.join(verification.providers)}]" if verification.providers else ""  # optional for a runner
+    lines.append(f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input sizes")
     if verification.note:
         lines.append(f"  note      {verification.note}")
     for case in verification.cases:

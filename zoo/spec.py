@@ -200,6 +200,20 @@ class Architecture:
                 raise ValueError(f"architecture {self.name!r}: {kind} names must be unique")
         # at registration: a bad signature fails there, not at first use
         object.__setattr__(self, "parameters", build_parameters(self.build, self.name))
+        self._refuse_dims_named_like_parameters()
+
+    def _refuse_dims_named_like_parameters(self) -> None:
+        """A ``Dim`` object asks for a dynamic dimension; if its name is a build
+        parameter, the parameter's value would silently replace it (and fix it)."""
+        shaped = [("input", i.name, i.shape) for i in self.inputs] + [("output", o.name, o.shape or ()) for o in self.outputs]
+        for kind, owner, shape in shaped:
+            for dim in shape:
+                if isinstance(dim, Dim) and dim.name in self.parameters:
+                    raise ValueError(
+                        f"architecture {self.name!r}: {kind} {owner!r}: Dim({dim.name!r}) has the name of build parameter "
+                        f"{dim.name!r}, whose value would replace the dynamic dimension; rename the Dim, "
+                        f"or write the plain string {dim.name!r} to size it by the parameter"
+                    )
 
     @property
     def defaults(self) -> dict[str, Any]:
