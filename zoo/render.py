@@ -94,6 +94,10 @@ def summary_row(result: Any) -> tuple[str, ...]:
     return (result.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
 
 
+# what every case reports; any other entry is a task's fraction (argmax_agreement, exact_match)
+CASE_NUMBERS = ("max_abs", "max_rel", "ok", "loss")
+
+
 def export_lines(result: Any, verb: str = "export") -> list[str]:
     built, verification = result.built, result.verification
     arch = built.arch
@@ -119,7 +123,7 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     for case in verification.cases:
         sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
         for out_name, stats in case.outputs.items():
-            extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
+            extra = "".join(f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.0%}" for k, v in stats.items() if k not in CASE_NUMBERS)
             lines.append(
                 f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}{extra}"
                 f"  {'ok' if stats['ok'] else 'MISMATCH'}"
@@ -202,13 +206,15 @@ def list_lines(archs: Sequence[Architecture], pattern: str | None) -> list[str]:
 
 
 def plugins_lines(zoo: Any) -> list[str]:
-    """``zoo plugins``: each plugin with what it registered and its errors; then the formats."""
+    """``zoo plugins``: each plugin with what it registered and its errors; then the formats and tasks."""
     infos = list(zoo.plugins.values())
     rows = []
     for info in infos:
         registered = [
             f"{kind}: {', '.join(names)}"
-            for kind, names in (("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands))
+            for kind, names in (
+                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands)
+            )
             if names
         ]
         dist = f"{info.distribution or '-'}{' (built-in)' if info.builtin else ''}"
@@ -221,6 +227,9 @@ def plugins_lines(zoo: Any) -> list[str]:
             for e in zoo.exporters
         ]
         lines += ["", table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats)]
+    if len(zoo.tasks):  # what Output(task=...) takes, with the heads each task accepts
+        tasks = [(t.name, ",".join(t.head_names()), t.plugin, t.summary or "-") for t in zoo.tasks]
+        lines += ["", table(("TASK", "HEADS", "PLUGIN", "SUMMARY"), tasks)]
     return lines
 
 
