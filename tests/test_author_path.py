@@ -152,3 +152,31 @@ def test_a_runner_without_providers_shows_no_brackets(tmp_path):
     assert result.exit_code == 0, result.stderr
     (header,) = [line for line in result.stdout.splitlines() if line.startswith("  verify")]
     assert header.startswith("  verify    plain runner against PyTorch") and "[" not in header
+
+
+# -- G: zoo.testing shows the exporter's reason (-v does not apply under pytest) -----------------
+
+
+class Breaks:
+    @hookimpl
+    def register_exporters(self, register):
+        from zoo.exporters import onnx
+
+        def export(job):
+            try:
+                raise KeyError("aten::frobnicate")
+            except KeyError as exc:
+                raise RuntimeError("Failed to export the model\n(pages of exporter context)") from exc
+
+        register(Exporter("breaks", ".breaks", export, onnx.load, onnx.read_metadata))
+
+
+def test_zoo_testing_failures_carry_the_exporters_reason(tmp_path):
+    import zoo.testing
+
+    with pytest.raises(pytest.fail.Exception) as failed:
+        zoo.testing.check_export_verify("binary", tmp_path, plugin=Breaks(), exporter="breaks")
+    message = str(failed.value)
+    assert "run with -v" not in message
+    assert "the exporter said: RuntimeError: Failed to export the model\n(pages of exporter context)" in message
+    assert "caused by KeyError: 'aten::frobnicate'" in message
