@@ -307,6 +307,11 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
 @click.argument("name")
 @param_option
 @click.option("--batch-sizes", default="1,64,4096", show_default=True, help="Comma-separated batch sizes to time.")
+@click.option(
+    "--size", "dim_sizes", multiple=True, metavar="DIM=SIZE",
+    help="Size of another dynamic dimension, repeatable (--size seq=128; default: its export sample size).",
+)
+@click.option("--format", "format_name", default="onnx", show_default=True, help="Export format to time ('zoo plugins' lists them).")
 @device_option
 @seed_option
 @click.option(
@@ -319,27 +324,30 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
 @json_option
 @click.pass_context
 def bench_command(
-    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, device: str, seed: int, budget: float,
-    threads: int | None, fold_linear: bool, plot: Path | None, as_json: bool,
+    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
+    device: str, seed: int, budget: float, threads: int | None, fold_linear: bool, plot: Path | None, as_json: bool,
 ) -> None:
-    """Time PyTorch eager against the exported model in onnxruntime: median and
-    p90 latency per call, throughput, and the speed-up, per batch size. The
-    model is exported and verified first, in a temporary folder.
+    """Time PyTorch eager against the exported model (onnxruntime for onnx):
+    median and p90 latency per call, throughput, and the speed-up, per batch
+    size. The model is exported and verified first, in a temporary folder.
 
     \b
     Examples:
       zoo bench binary
       zoo bench stack --param width=1024 --batch-sizes 1,256,4096 --fold-linear
+      zoo bench text --size seq=128 --batch-sizes 1,16
+      zoo bench text --format pt2
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
     """
-    from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, plot_latency, require_matplotlib
+    from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, parse_sizes, plot_latency, require_matplotlib
     from zoo.model import build_model
     from zoo.plan import resolve_format
+    from zoo.shapes import dynamic_dims
 
     sizes = parse_batch_sizes(batch_sizes)
     zoo = get_zoo(ctx)
-    exporter = zoo.exporter("onnx")
+    exporter = zoo.exporter(format_name)
     options = {"fold_linear": True} if fold_linear else {}
     resolve_format(exporter, options=options)  # before the model is built
     if plot is not None:
@@ -347,8 +355,9 @@ def bench_command(
         check_plot_path(plot)
     arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
+    other_sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
     built = build_model(arch, overrides, seed=seed, device=device)
-    result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
+    result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads, sizes=other_sizes)
     if plot is not None:
         plot_latency(result, plot)
     echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)

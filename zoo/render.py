@@ -37,11 +37,12 @@ def check_lines(result: Any) -> list[str]:
 
 def bench_lines(result: Any) -> list[str]:
     changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
-    providers = ", ".join(result.providers)
+    providers = f" [{', '.join(result.providers)}]" if result.providers else ""
+    label = result.label
     lines = [
         f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
         f"  torch     {result.torch_runtime}",
-        f"  onnx      {result.onnx_runtime} [{providers}], verified against PyTorch before timing",
+        f"  {result.format:<9} {result.onnx_runtime}{providers}, verified against PyTorch before timing",
     ]
     if result.note:
         lines.append(f"  note      {result.note}")
@@ -50,10 +51,10 @@ def bench_lines(result: Any) -> list[str]:
         lines.extend(fold_lines(fold))
     calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
     lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
-    headers = ("BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP")
+    headers = ("SIZES", "TORCH MEDIAN", "TORCH P90", f"{label} MEDIAN", f"{label} P90", "TORCH SAMPLES/S", f"{label} SAMPLES/S", "SPEED-UP")
     rows = [
         (
-            row.batch,
+            ", ".join(f"{k}={v}" for k, v in (row.sizes or {"batch": row.batch}).items()),
             human_seconds(row.torch.median),
             human_seconds(row.torch.p90),
             human_seconds(row.onnx.median),
@@ -65,7 +66,8 @@ def bench_lines(result: Any) -> list[str]:
         for row in result.rows
     ]
     lines.append(table(headers, rows))
-    lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
+    runtime = "onnxruntime" if label == "ORT" else f"the {result.format} runner"
+    lines.append(f"SPEED-UP is torch median / {runtime} median: above 1, the exported model is faster.")
     return lines
 
 
