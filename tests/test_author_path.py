@@ -180,3 +180,26 @@ def test_zoo_testing_failures_carry_the_exporters_reason(tmp_path):
     assert "run with -v" not in message
     assert "the exporter said: RuntimeError: Failed to export the model\n(pages of exporter context)" in message
     assert "caused by KeyError: 'aten::frobnicate'" in message
+
+
+# -- J: shell completion of architecture names, formats and plugin commands ----------------------
+
+
+def complete(words: str, zoo=None) -> list[str]:
+    """What bash would offer for the last word of ``words`` (click's bash_complete protocol)."""
+    env = {"_ZOO_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+    result = CliRunner().invoke(cli, [], env=env, obj=zoo, prog_name="zoo")
+    assert result.exit_code == 0, result.output
+    return [line.split(",", 1)[1] for line in result.stdout.splitlines()]
+
+
+def test_completion_offers_architecture_names_and_aliases():
+    assert complete("zoo export mul") == ["multiclass-softmax", "multiclass"]
+    assert complete("zoo bench st") == ["stack"]  # the name starts with "three"
+
+
+def test_completion_offers_formats_and_plugin_commands(example_plugin):
+    the_zoo = load_zoo(entry_points=False, extra=[("example", example_plugin)])
+    assert complete("zoo export text --format ", zoo=the_zoo) == ["onnx", "pt2"]
+    assert "pt2-info" in complete("zoo pt", zoo=the_zoo)
+    assert complete("zoo check ta", zoo=the_zoo) == ["tag-model", "tags"]

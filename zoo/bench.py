@@ -100,6 +100,40 @@ class BenchResult(Record):
     label: str = json_field(skip=True, default="ORT")  # the exported runtime's column heading
 
 
+@dataclass
+class BenchPlan:
+    """``zoo bench``'s options, refused before any model is built."""
+
+    arch: Any
+    overrides: dict[str, Any]
+    exporter: Exporter
+    batch_sizes: tuple[int, ...]
+    sizes: dict[str, int]
+    options: dict[str, Any]
+
+
+def plan_bench(
+    zoo: Any, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
+    fold_linear: bool, plot: Path | None,
+) -> BenchPlan:
+    """Everything a user can get wrong, refused before minutes of timing."""
+    from zoo.params import parse_params
+    from zoo.plan import resolve_format
+    from zoo.shapes import dynamic_dims
+
+    batches = parse_batch_sizes(batch_sizes)
+    exporter = zoo.exporter(format_name)
+    options = {"fold_linear": True} if fold_linear else {}
+    resolve_format(exporter, options=options)
+    if plot is not None:
+        require_matplotlib()
+        check_plot_path(plot)
+    arch = zoo.architecture(name)
+    overrides = parse_params(params, arch.parameters, arch.name)
+    sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
+    return BenchPlan(arch, overrides, exporter, batches, sizes, options)
+
+
 def parse_sizes(texts: Sequence[str], dims: Mapping[str, Any]) -> dict[str, int]:
     """``--size seq=128``: sizes of dynamic dimensions other than batch (swept by
     --batch-sizes), within each ``Dim``'s ``min``/``max``."""

@@ -15,6 +15,8 @@ from typing import Any
 import click
 
 from zoo import __version__
+from zoo.cli_errors import json_failure, remember_json
+from zoo.completion import complete_architecture, complete_format
 from zoo.errors import ZooError
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
@@ -46,12 +48,12 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as exc:
-            _json_failure(ctx, str(exc), exc.exit_code)
+            json_failure(ctx, str(exc), exc.exit_code)
             click.echo(f"zoo: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
             if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
-                _json_failure(ctx, exc.format_message(), exc.exit_code)
+                json_failure(ctx, exc.format_message(), exc.exit_code)
             _usage_line(ctx, exc)
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
@@ -74,33 +76,6 @@ def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
     command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
     click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
     ctx.exit(exc.exit_code)
-
-
-def _json_failure(ctx: click.Context, error: str, exit_code: int) -> None:
-    """With ``--json``, a failed command still prints a record on stdout (once)."""
-    from zoo.records import FailedExport
-
-    root = ctx.find_root()
-    if root.meta.get("zoo.json_shown") or not _wants_json(root):
-        return
-    echo_json(FailedExport(None, error, exit_code=exit_code))
-
-
-def _wants_json(root: click.Context) -> bool:
-    """The sub-command's ``--json``: its parsed value, or, when parsing failed
-    before it was read, whether it is on its command line."""
-    if "zoo.as_json" in root.meta:
-        return bool(root.meta["zoo.as_json"])
-    args = root.meta.get("zoo.args", [])
-    name = next((arg for arg in args if not arg.startswith("-")), None)  # the root takes no option values
-    command = root.command.get_command(root, name) if name else None  # type: ignore[attr-defined]
-    takes_json = command is not None and any(param.name == "as_json" for param in command.params)
-    return takes_json and "--json" in args[args.index(name) + 1 :]
-
-
-def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    ctx.find_root().meta["zoo.as_json"] = value
-    return value
 
 
 def get_zoo(ctx: click.Context) -> Zoo:
@@ -135,7 +110,7 @@ param_option = click.option(
     "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Build parameter, repeatable (see 'zoo show NAME' for the list)."
 )
 json_option = click.option(
-    "--json", "as_json", is_flag=True, callback=_remember_json, help="Print JSON for scripts instead of text (errors too)."
+    "--json", "as_json", is_flag=True, callback=remember_json, help="Print JSON for scripts instead of text (errors too)."
 )
 device_option = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model and its PyTorch reference run."
@@ -189,7 +164,7 @@ def list_command(ctx: click.Context, pattern: str | None, as_json: bool) -> None
 
 
 @cli.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_architecture)
 @param_option
 @seed_option
 @json_option
@@ -213,7 +188,7 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
 
 
 @cli.command("check")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_architecture)
 @param_option
 @device_option
 @seed_option
@@ -241,13 +216,16 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 
 
 @cli.command("export")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_architecture)
 @click.option("--all", "export_all", is_flag=True, help="Export every architecture (NAME, if given, is a wildcard filter).")
 @param_option
 @device_option
 @seed_option
 @click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
-@click.option("--format", "format_name", default="onnx", show_default=True, help="Export format ('zoo plugins' lists them).")
+@click.option(
+    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
+    help="Export format ('zoo plugins' lists them).",
+)
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path),
     help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder, created if missing (its parent must exist).",
@@ -304,14 +282,17 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
 
 
 @cli.command("bench")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_architecture)
 @param_option
 @click.option("--batch-sizes", default="1,64,4096", show_default=True, help="Comma-separated batch sizes to time.")
 @click.option(
     "--size", "dim_sizes", multiple=True, metavar="DIM=SIZE",
     help="Size of another dynamic dimension, repeatable (--size seq=128; default: its export sample size).",
 )
-@click.option("--format", "format_name", default="onnx", show_default=True, help="Export format to time ('zoo plugins' lists them).")
+@click.option(
+    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
+    help="Export format to time ('zoo plugins' lists them).",
+)
 @device_option
 @seed_option
 @click.option(
@@ -340,24 +321,14 @@ def bench_command(
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
     """
-    from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, parse_sizes, plot_latency, require_matplotlib
+    from zoo.bench import bench_model, plan_bench, plot_latency
     from zoo.model import build_model
-    from zoo.plan import resolve_format
-    from zoo.shapes import dynamic_dims
 
-    sizes = parse_batch_sizes(batch_sizes)
-    zoo = get_zoo(ctx)
-    exporter = zoo.exporter(format_name)
-    options = {"fold_linear": True} if fold_linear else {}
-    resolve_format(exporter, options=options)  # before the model is built
-    if plot is not None:
-        require_matplotlib()  # before minutes of timing, not after
-        check_plot_path(plot)
-    arch = zoo.architecture(name)
-    overrides = parse_params(params, arch.parameters, arch.name)
-    other_sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
-    built = build_model(arch, overrides, seed=seed, device=device)
-    result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads, sizes=other_sizes)
+    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot)
+    built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
+    result = bench_model(
+        built, plan.exporter, plan.batch_sizes, budget_s=budget, options=plan.options, threads=threads, sizes=plan.sizes
+    )
     if plot is not None:
         plot_latency(result, plot)
     echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)
@@ -441,7 +412,7 @@ def echo_json(data: Any) -> None:
     click.echo(json_text(data), nl=False)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
-        ctx.find_root().meta["zoo.json_shown"] = True
+        ctx.find_root().meta["zoo.json_shown"] = True  # a failure after this prints no second record
 
 
 def main() -> None:
