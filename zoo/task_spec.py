@@ -77,10 +77,6 @@ class Task:
     def head_names(self) -> list[str]:
         return [head or "none" for head in self.heads]
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description (``zoo plugins --json``)."""
-        return {"name": self.name, "plugin": self.plugin, "summary": self.summary, "heads": {h or "none": loss for h, loss in self.heads.items()}}
-
 
 def resolve_tasks(arch: Architecture, tasks: Registry[Task]) -> Architecture:
     """``arch`` with each output's task looked up in ``tasks``; ``ValueError``
