@@ -114,9 +114,8 @@ def plan_export(
         if not archs:
             raise UsageError(f"no architecture matches {name!r}")
         folder = output or Path(".")
-        if not folder.is_dir():
-            raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
-        targets = [refusing(Target(a, folder / f"{a.name}{suffix}"), force) for a in archs]
+        check_export_folder(folder)
+        targets = [Target(a, folder / f"{a.name}{suffix}") for a in archs]
         overrides: dict[str, Any] = {}
     elif name is None:
         raise UsageError("give an architecture NAME (see 'zoo list') or --all")
@@ -130,7 +129,10 @@ def plan_export(
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)
-    if not export_all:  # before the build: a big model costs seconds and GBs
+    if export_all:  # every option is valid: only now make the folder, then see which files can be written
+        make_export_folder(targets[0].path.parent)
+        plan.targets = [refusing(t, force) for t in targets]
+    else:  # before the build: a big model costs seconds and GBs
         check_output_path(targets[0].path, force)
     return plan
 
@@ -147,6 +149,25 @@ def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[s
         makes = ", ".join(exporter.variants) or "no variants"
         raise UsageError(f"the {exporter.name} format cannot make the {variant} variant (it makes {makes})")
     return Acceptance(**given)
+
+
+def check_export_folder(folder: Path) -> None:
+    """``--all -o FOLDER``: an existing folder, or a new one whose parent exists."""
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise OutputPathError(f"with --all, -o names a folder; {str(folder)!r} is a file")
+    if not folder.parent.is_dir():
+        raise OutputPathError(
+            f"with --all, -o {str(folder)!r}: its parent folder {str(folder.parent)!r} does not exist; create it first"
+        )
+
+
+def make_export_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"with --all, -o {str(folder)!r}: cannot create the folder ({exc.strerror or exc})") from exc
 
 
 def refusing(target: Target, force: bool) -> Target:

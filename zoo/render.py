@@ -38,11 +38,12 @@ def check_lines(result: Any) -> list[str]:
 
 def bench_lines(result: Any) -> list[str]:
     changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
-    providers = ", ".join(result.providers)
+    providers = f" [{', '.join(result.providers)}]" if result.providers else ""
+    label = result.label
     lines = [
         f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
         f"  torch     {result.torch_runtime}",
-        f"  onnx      {result.onnx_runtime} [{providers}], verified against PyTorch before timing",
+        f"  {result.format:<9} {result.onnx_runtime}{providers}, verified against PyTorch before timing",
     ]
     if result.note:
         lines.append(f"  note      {result.note}")
@@ -56,10 +57,10 @@ def bench_lines(result: Any) -> list[str]:
         lines.append(f"  {variant['name']:<9} {verdict}")
     calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
     lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
-    headers = ["BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP"]
+    headers = ["SIZES", "TORCH MEDIAN", "TORCH P90", f"{label} MEDIAN", f"{label} P90", "TORCH SAMPLES/S", f"{label} SAMPLES/S", "SPEED-UP"]
     rows = [
         [
-            row.batch,
+            ", ".join(f"{k}={v}" for k, v in (row.sizes or {"batch": row.batch}).items()),
             human_seconds(row.torch.median),
             human_seconds(row.torch.p90),
             human_seconds(row.onnx.median),
@@ -76,7 +77,8 @@ def bench_lines(result: Any) -> list[str]:
         for cells, row in zip(rows, result.rows):
             cells += [human_seconds(row.variant.median), f"{row.variant_speedup:.2f}×"]
     lines.append(table(headers, rows))
-    lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
+    runtime = "onnxruntime" if label == "ORT" else f"the {result.format} runner"
+    lines.append(f"SPEED-UP is torch median / {runtime} median: above 1, the exported model is faster.")
     if variant is not None:
         lines.append(f"{variant['name'].upper()} VS ORT is the float32 file's median / the {variant['name']} file's, both in onnxruntime.")
     return lines
@@ -107,6 +109,10 @@ def summary_row(result: Any) -> tuple[str, ...]:
     status = "ok" if result.ok else "FAILED"
     shown = str(result.files[0]) if result.ok else (result.error or "")
     return (result.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+
+
+# what every case reports; any other entry is a task's fraction (argmax_agreement, exact_match)
+DECISIONS = ("_agreement", "exact_match")  # per-case stats that are fractions of decisions, shown as percentages
 
 
 def export_lines(result: Any, verb: str = "export") -> list[str]:
@@ -147,14 +153,16 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
 
 def verification_lines(verification: Any, variant: bool = False) -> list[str]:
     """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers."""
-    providers = ", ".join(verification.providers) or "-"
-    lines = [f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes"]
+    providers = f" [{', '.join(verification.providers)}]" if verification.providers else ""  # optional for a runner
+    lines = [f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input sizes"]
     if verification.note:
         lines.append(f"  note      {verification.note}")
     for case in verification.cases:
         sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
         for out_name, stats in case.outputs.items():
-            agreements = "".join(f"  {k.replace('_agreement', '')} {v:.1%}" for k, v in stats.items() if k.endswith("_agreement"))
+            agreements = "".join(
+                f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k.endswith(DECISIONS)
+            )
             if variant:
                 loss = stats.get("loss")
                 change = f"  loss {(loss['variant'] - loss['torch']) / max(abs(loss['torch']), 1e-12):+.2%}" if loss else ""
@@ -251,13 +259,15 @@ def list_lines(archs: Sequence[Architecture], pattern: str | None) -> list[str]:
 
 
 def plugins_lines(zoo: Any) -> list[str]:
-    """``zoo plugins``: each plugin with what it registered and its errors; then the formats."""
+    """``zoo plugins``: each plugin with what it registered and its errors; then the formats and tasks."""
     infos = list(zoo.plugins.values())
     rows = []
     for info in infos:
         registered = [
             f"{kind}: {', '.join(names)}"
-            for kind, names in (("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands))
+            for kind, names in (
+                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands)
+            )
             if names
         ]
         dist = f"{info.distribution or '-'}{' (built-in)' if info.builtin else ''}"
@@ -270,6 +280,9 @@ def plugins_lines(zoo: Any) -> list[str]:
             for e in zoo.exporters
         ]
         lines += ["", table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats)]
+    if len(zoo.tasks):  # what Output(task=...) takes, with the heads each task accepts
+        tasks = [(t.name, ",".join(t.head_names()), t.plugin, t.summary or "-") for t in zoo.tasks]
+        lines += ["", table(("TASK", "HEADS", "PLUGIN", "SUMMARY"), tasks)]
     return lines
 
 

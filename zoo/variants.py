@@ -63,7 +63,7 @@ def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generato
     """One output of one case, judged by ``criteria``: the numbers and what failed."""
     import numpy as np
 
-    from zoo.tasks import agreement, closed_form_loss, make_target
+    from zoo.tasks import agreement, closed_form_loss, make_target, task_stats
 
     ref64 = np.asarray(ref.detach().cpu().double().numpy() if hasattr(ref, "detach") else ref, dtype=np.float64)
     cand64 = np.asarray(cand, dtype=np.float64)
@@ -79,6 +79,7 @@ def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generato
     stats: dict[str, Any] = {"p50_abs": p(50), "p90_abs": p(90), "p99_abs": p(99), "max_abs": p(100), "reference_rms": rms}
     if broken:
         failures.append(f"output {spec.name!r}: {broken} values are NaN or infinite where PyTorch's are finite")
+    stats.update(task_stats(spec, ref64, cand64, 0.0, 0.0))  # reported, not judged (multilabel's exact label sets)
     agreed = agreement(spec, ref64, cand64, 0.0, 0.0)  # every row counts: no tolerance margin for a variant
     if agreed is not None:
         kind, fraction = agreed

@@ -114,7 +114,7 @@ def compare_output(
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """One output of one case: values, decisions (argmax/threshold) and the loss.
     Returns the stats for the report (``None`` if the shapes differ) and what failed."""
-    from zoo.tasks import agreement, closed_form_loss, loss_slack, losses_agree, make_target
+    from zoo.tasks import agreement, closed_form_loss, loss_slack, losses_agree, make_target, task_stats
 
     dtype = str(ref.dtype).removeprefix("torch.")
     ref_np = as_numpy(ref)
@@ -133,6 +133,7 @@ def compare_output(
         stats[agreed[0] + "_agreement"] = agreed[1]
         if agreed[1] < 1.0:
             failures.append(f"output {spec.name!r}: {agreed[0]} agrees on only {agreed[1]:.1%} of rows")
+    stats.update(task_stats(spec, ref_np, cand, rtol, atol))  # reported, never failing (multilabel's exact_match)
     if spec.task is not None and tol is not None:
         target = make_target(spec, ref, generator).double().numpy()  # numpy has no bfloat16
         loss_ref = closed_form_loss(spec, ref_np, target, dtype)
