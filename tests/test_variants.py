@@ -96,3 +96,16 @@ def test_a_variant_is_judged_by_its_criteria_not_by_tolerances(run) -> None:
     assert run("export", "binary", "--precision", "fp16").exit_code == 0
     result = run("verify", "binary-sigmoid.fp16.onnx", "--atol", "1e-3")
     assert result.exit_code == 2 and "judged by its acceptance criteria, not --rtol/--atol" in result.stderr
+
+
+def test_bench_times_the_variant_beside_pytorch_and_the_float32_file(run) -> None:
+    result = run("bench", "binary", "--quantize", "int8", "--batch-sizes", "1,16", "--budget", "0.02", "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    variant = record["variant"]
+    assert (variant["name"], variant["accepted"], variant["failure"]) == ("int8", True, None)
+    assert variant["bytes"] > 0 and variant["float32_bytes"] > 0
+    for row in record["rows"]:
+        assert row["variant"]["median_s"] > 0 and row["variant_speedup"] == row["onnxruntime"]["median_s"] / row["variant"]["median_s"]
+    text = run("bench", "binary", "--precision", "fp16", "--batch-sizes", "1", "--budget", "0.02")
+    assert text.exit_code == 0 and "FP16 MEDIAN" in text.stdout and "fp16      accepted" in text.stdout

@@ -390,10 +390,14 @@ def latency_figure(result: BenchResult) -> Any:
     batches = [row.batch for row in result.rows]
     figure, axes = plt.subplots(figsize=(8, 5))
     providers = f" [{result.providers[0]}]" if result.providers else ""
-    for label, timings in (
+    series = [
         (result.torch_runtime, [row.torch for row in result.rows]),
         (f"{result.onnx_runtime}{providers}", [row.onnx for row in result.rows]),
-    ):
+    ]
+    if result.variant is not None:
+        verdict = "" if result.variant["accepted"] else ", not accepted"
+        series.append((f"{result.variant['name']} variant{verdict}", [row.variant for row in result.rows]))
+    for label, timings in series:
         medians = [t.median for t in timings]
         axes.plot(batches, medians, marker="o", label=label)
         axes.fill_between(batches, medians, [t.p90 for t in timings], alpha=0.2)
