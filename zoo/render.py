@@ -118,13 +118,15 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
         lines.append(f"  note      {verification.note}")
     for case in verification.cases:
         sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
+        if case.source:
+            sizes = f"{case.source} ({sizes})"
         for out_name, stats in case.outputs.items():
-            extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
-            lines.append(
-                f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}{extra}"
-                f"  {'ok' if stats['ok'] else 'MISMATCH'}"
-            )
+            lines.extend(output_lines(sizes, out_name, stats))
         lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    if verification.first_divergence:
+        from zoo.divergence import divergence_text
+
+        lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
     tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
     lines.append(f"  tolerance {tolerances}")
     if result.ok:
@@ -133,6 +135,23 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     lines.append(f"  time      {timings}")
     lines.append("ok" if result.ok else f"{verb} FAILED")
+    return lines
+
+
+def output_lines(sizes: str, name: str, stats: dict[str, Any]) -> list[str]:
+    """One output of one case; a failed one gets its full error statistics below."""
+    extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
+    lines = [
+        f"    {sizes:<18} {name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}"
+        f"  out {stats['out_of_tolerance']:.1%}  p99 {stats['abs_error']['p99']:.1g}{extra}  {'ok' if stats['ok'] else 'MISMATCH'}"
+    ]
+    if not stats["ok"]:
+        spread = lambda kind: " ".join(f"{k} {v:.2g}" for k, v in stats[kind].items())  # noqa: E731
+        lines.append(
+            f"      {stats['out_of_tolerance']:.1%} of {stats['elements']} values out of tolerance; abs {spread('abs_error')}; "
+            f"rel {spread('rel_error')}; NaN {stats['nan']['reference']} torch / {stats['nan']['candidate']} exported; "
+            f"inf {stats['inf']['reference']} / {stats['inf']['candidate']}; needed atol {stats['needed_atol']:.3g}"
+        )
     return lines
 
 

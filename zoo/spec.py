@@ -170,6 +170,13 @@ class Architecture:
     have a default, and its annotation tells how ``--param`` values are parsed.
     ``tolerances`` overrides the default rtol/atol per device (``{"cpu": Tolerance(...)}``
     or ``{"*": ...}``). ``plugin`` is filled in by zoo when the plugin registers it.
+
+    ``sample_inputs``, optional, makes realistic inputs where random ones are
+    not (a padding mask with at least one token per row): called as
+    ``sample_inputs(sizes, generator, params)`` with the concrete size of every
+    symbolic dimension, a seeded ``torch.Generator`` and the build parameters,
+    it returns ``{input name: tensor}`` of the declared shapes and dtypes. zoo
+    uses it for every input it generates (check, export sample, verification, bench).
     """
 
     name: str
@@ -180,6 +187,7 @@ class Architecture:
     aliases: tuple[str, ...] = ()
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     plugin: str = ""
+    sample_inputs: Callable[..., Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
     # read from ``build``'s signature once, when the architecture is made
     parameters: dict[str, Parameter] = field(init=False, repr=False, compare=False)
 
@@ -192,6 +200,8 @@ class Architecture:
             check_name(alias, f"architecture {self.name!r}: alias")
         if not callable(self.build):
             raise ValueError(f"architecture {self.name!r}: build must be callable")
+        if self.sample_inputs is not None and not callable(self.sample_inputs):
+            raise ValueError(f"architecture {self.name!r}: sample_inputs must be callable (sizes, generator, params) -> dict")
         if not self.inputs or not self.outputs:
             raise ValueError(f"architecture {self.name!r}: needs at least one input and one output")
         for kind, items in (("input", self.inputs), ("output", self.outputs)):
@@ -277,7 +287,11 @@ class Exporter:
     Optional: ``check(path)`` validates a written file's structure and raises
     on a bad one (``zoo verify`` runs it before comparing); ``files(path)``
     returns the side files the main file at ``path`` refers to (external
-    weights), so verification reports list them too.
+    weights), so verification reports list them too; ``intermediates(path, feed)``
+    runs the file with its inner values exposed and returns, in the order they
+    are computed, one dict per module scope: ``{"node", "op", "module", "value"}``
+    (the last node inside that module, by its path in the module tree, and its
+    output as an array), so a failed verification names where it diverges.
     """
 
     name: str
@@ -292,6 +306,7 @@ class Exporter:
     plugin: str = ""
     check: Callable[[Any], None] | None = None  # check(path): raise on a malformed file
     files: Callable[[Any], list[Any]] | None = None  # files(path): side files beside the main file
+    intermediates: Callable[[Any, dict[str, Any]], list[dict[str, Any]]] | None = None  # (path, feed): per-module values
 
     def __post_init__(self) -> None:
         check_name(self.name, "exporter")
