@@ -30,7 +30,7 @@ def module_outputs(built: BuiltModel, inputs: dict[str, Any]) -> dict[str, Any]:
         def record(module: Any, args: Any, output: Any) -> None:
             if isinstance(output, (tuple, list)):
                 output = next((o for o in output if isinstance(o, torch.Tensor)), None)
-            if isinstance(output, torch.Tensor):
+            if isinstance(output, torch.Tensor) and not output.is_nested:  # a fused fast path's nested tensor has no shape
                 seen[name] = output.detach().cpu()
 
         return record
@@ -61,7 +61,11 @@ def first_divergence(
     except ZooError as exc:  # a diagnosis that fails must not hide the failure it explains
         log.info("%s", exc)
         return None
-    reference = module_outputs(built, inputs)
+    try:
+        reference = module_outputs(built, inputs)
+    except Exception as exc:  # noqa: BLE001 - the same: a diagnosis, never a new failure
+        log.info("hooked forward pass raised %s", exc)
+        return None
     for item in exposed:
         ref = reference.get(item["module"])
         if ref is None or tuple(ref.shape) != tuple(item["value"].shape):

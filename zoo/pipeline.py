@@ -19,7 +19,7 @@ from typing import Any
 
 from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
 from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError
-from zoo.exporter_calls import call_exporter, reason
+from zoo.exporter_calls import call_exporter, code_location, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
 from zoo.model import BuiltModel
 from zoo.plan import ExportPlan, Target, resolve_format
@@ -140,6 +140,7 @@ def run_exporter(exporter: Exporter, job: ExportJob, output: Path) -> list[Path]
         disk_path=output,
         limit=200,
         hint=" (run with -v for the exporter's own reason)",
+        user_code=code_location(job.arch.build),
     )
     # A format that declares an option but records nothing did not apply it:
     # the file would claim (in zoo.options) what was not done.
