@@ -101,6 +101,7 @@ class OrtRunner:
         self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
         self.providers = self.session.get_providers()
         self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
+        self.input_names = [i.name for i in self.session.get_inputs()]  # zoo verify --arch matches them to the architecture's
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
@@ -189,12 +190,13 @@ def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     model = onnx.ModelProto()
     model.CopyFrom(read.model)
-    last: dict[str, tuple[int, Any, str]] = {}  # module path -> (node index, node, class)
+    last: dict[str, tuple[int, int, Any, str]] = {}  # module path -> (node index, -depth, node, class)
     for index, node in enumerate(model.graph.node):  # ONNX graphs are stored in topological order
-        for module, cls in module_scopes(node):
+        for depth, (module, cls) in enumerate(module_scopes(node)):
             if node.output and node.output[0]:
-                last[module] = (index, node, cls)
-    ordered = sorted(last.items(), key=lambda item: item[1][0])
+                last[module] = (index, -depth, node, cls)
+    # in graph order; where modules end on the same node (a Sequential and its last layer), the innermost first
+    ordered = [(module, (index, node, cls)) for module, (index, _, node, cls) in sorted(last.items(), key=lambda item: item[1][:2])]
     outputs = {o.name for o in model.graph.output}
     for _, (_, node, _) in ordered:
         if node.output[0] not in outputs:

@@ -280,7 +280,8 @@ class Exporter:
     value) for ``job.module`` traced on ``job.sample``; ``load(path, device)``
     returns a callable mapping input names to numpy arrays onto output names to
     numpy arrays, with a ``description`` attribute (runtime, providers) used in
-    reports; ``read_metadata(path)`` returns the ``dict[str, str]`` written by
+    reports (and ``input_names``/``output_names``, the file's own, which
+    ``zoo verify --arch`` matches to the architecture's); ``read_metadata(path)`` returns the ``dict[str, str]`` written by
     ``export``. See ``zoo.ExportJob`` for the job object. bfloat16 inputs reach
     the runner as float32 arrays (numpy has no bfloat16).
 
