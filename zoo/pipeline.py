@@ -179,7 +179,7 @@ def read_artifact(exporters: Any, path: Path, arch_given: bool = False) -> tuple
             if arch_given:
                 return exporter, {}
             raise UsageError(
-                f"{str(path)!r} has no zoo metadata (zoo did not write it); "
+                f"{str(path)!r} has no zoo metadata ('zoo export' did not write it); "
                 "pass --arch NAME (see 'zoo list') and its --param values to verify it against that architecture"
             )
         name = meta.get("exporter", exporter.name)

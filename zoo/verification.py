@@ -221,9 +221,9 @@ def compare_output(
     stats = compare(ref_np, cand, tol)
     if not stats["ok"]:
         failures.append(
-            f"output {spec.name!r} differs from PyTorch: {stats['out_of_tolerance']:.1%} of {stats['elements']} values out of "
-            f"tolerance, max abs error {stats['max_abs']:.3g}, max rel error {stats['max_rel']:.3g} "
-            f"(rtol {rtol:g}, atol {atol:g}; atol {stats['needed_atol']:.3g} would pass)"
+            f"output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
+            f"max rel error {stats['max_rel']:.3g} (rtol {rtol:g}, atol {atol:g}) in {stats['out_of_tolerance']:.1%} "
+            f"of {stats['elements']} values; atol {stats['needed_atol']:.3g} would pass"
         )
     agreed = agreement(spec, ref_np, cand, rtol, atol)
     if agreed is not None:
