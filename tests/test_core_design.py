@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from zoo.exporters import onnx as onnx_exporter
 
 import zoo as zoo_package
 from zoo import Architecture, Exporter, Input, Output, hookimpl
 from zoo.errors import VerificationFailed
-from zoo.exporters import onnx as onnx_exporter
 from zoo.manager import load_zoo
 from zoo.model import build_model
 from zoo.pipeline import export_model, verify_artifact

@@ -151,7 +151,7 @@ def test_an_npz_of_user_inputs_adds_a_verification_case_named_by_its_file(tmp_pa
         ({"z": np.zeros((2, 10), "float32")}, "unknown key(s) z; missing x"),
         ({"x": np.zeros((2, 10))}, "'x' is float64, three-layer-stack takes float32; convert it with .astype('float32')"),
         ({"x": np.zeros(10, "float32")}, "'x' has 1 dimensions [10], three-layer-stack takes 2 (batch×in_features)"),
-        ({"x": np.zeros((2, 9), "float32")}, "'x' has size 9 on axis 1, three-layer-stack takes 10 (in_features)"),
+        ({"x": np.zeros((2, 9), "float32")}, "'x' has size 9 on axis 1, three-layer-stack takes in_features=10 there (batch×in_features)"),
         ({"x": np.array([object()] * 2)}, "could not be read without running code"),
     ],
 )
@@ -234,6 +234,8 @@ def test_an_onnx_file_without_metadata_verifies_with_arch_and_a_tampered_one_fai
     strip(tmp_path / "stack.onnx", tmp_path / "foreign.onnx")
     result = invoke("verify", tmp_path / "foreign.onnx")
     assert result.exit_code == 2 and "has no zoo metadata" in result.stderr and "pass --arch NAME" in result.stderr
+    result = invoke("verify", tmp_path / "stack.onnx", "--seed", "3")  # the file's own metadata says how to build it
+    assert result.exit_code == 2 and "--param and --seed say how to build --arch NAME" in result.stderr
     result = invoke("verify", tmp_path / "foreign.onnx", "--arch", "stack", "-p", "width=12", "--seed", "3")
     assert result.exit_code == 0, result.output
     assert "verify three-layer-stack" in result.stdout and result.stdout.rstrip().endswith("ok")

@@ -60,8 +60,8 @@ def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any]) -
         for axis, (dim, size) in enumerate(zip(inp.dims, array.shape)):
             expected = dim if isinstance(dim, int) else params.get(dim.name, sizes.get(dim.name))
             if expected is not None and expected != size:
-                what = "" if isinstance(dim, int) else f" ({dim.name})"
-                raise UsageError(f"{where}: {inp.name!r} has size {size} on axis {axis}, {arch.name} takes {expected}{what} ({symbolic(inp.dims)})")
+                what = str(expected) if isinstance(dim, int) else f"{dim.name}={expected}"
+                raise UsageError(f"{where}: {inp.name!r} has size {size} on axis {axis}, {arch.name} takes {what} there ({symbolic(inp.dims)})")
             if isinstance(dim, Dim) and dim.name not in params:
                 sizes[dim.name] = int(size)
     return InputCase(sizes, {inp.name: np.ascontiguousarray(arrays[inp.name]) for inp in arch.inputs}, path.name)
