@@ -350,7 +350,7 @@ def verify_command(
 ) -> None:
     """Re-verify an exported file: rebuild its architecture from the metadata
     inside it (name, parameters, seed, weights by sha256) and compare again;
-    or, --arch, against that architecture (inputs and outputs matched by name, else position).
+    or, with --arch, against that architecture (inputs and outputs matched by name, else position).
 
     \b
     Examples:
