@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench cuda-check clean
 
 $(BIN)/zoo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: $(BIN)/zoo
 
 bench: $(BIN)/zoo
 	$(BIN)/python benchmarks/run.py
+
+# On a machine with a GPU: every CUDA path (tests marked cuda, check/export/verify/bench --device cuda).
+cuda-check: $(BIN)/zoo
+	$(BIN)/python tests/cuda_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,6 +1,6 @@
 """zoo's performance ratios, each measured side by side in one run (by hand, not CI).
 
-    python benchmarks/run.py             # ratios 1-4, about two minutes
+    python benchmarks/run.py             # ratios 1-4, 6, 7: about four minutes
     python benchmarks/run.py --large     # also 5: a 2.15 GB export (about a minute, 5 GB of memory)
 
 Whole-process timings alternate the two commands being compared and take
@@ -47,19 +47,19 @@ def machine() -> str:
     )
 
 
-def wall(command: list[str], cwd: Path) -> float:
+def wall(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def alternate(first: list[str], second: list[str], repeats: int, cwd: Path) -> tuple[float, float]:
+def alternate(first: list[str], second: list[str], repeats: int, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Median wall time of each command, run in turn (one untimed run each to warm the disk cache)."""
-    wall(first, cwd), wall(second, cwd)
+    wall(first, cwd, env), wall(second, cwd, env)
     a, b = [], []
     for _ in range(repeats):
-        a.append(wall(first, cwd))
-        b.append(wall(second, cwd))
+        a.append(wall(first, cwd, env))
+        b.append(wall(second, cwd, env))
     return statistics.median(a), statistics.median(b)
 
 
@@ -124,6 +124,60 @@ def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> No
         report.add(f"4. stack ({label}) batch 4096: folded / unfolded", human_seconds(medians[True]), human_seconds(medians[False]), ratio, "≤ 0.5", ratio <= 0.5)
 
 
+def variant_ratios(report: Report, folder: Path, budget: float, threads: int) -> None:
+    """int8 against float32, both in onnxruntime, on a model with weights worth quantizing.
+
+    Latency only: seeded initial weights are no trained model, and this int8 file
+    does not meet the default acceptance criteria for regression (its p99 error
+    is about 0.3× the output's RMS), so it is timed, not placed."""
+    from zoo.bench import onnx_call, time_calls
+    from zoo.manager import load_zoo
+    from zoo.model import build_model
+    from zoo.pipeline import export_model, exported_metadata, variant_of
+    from zoo.variants import Acceptance
+
+    zoo = load_zoo()
+    exporter = zoo.exporter("onnx")
+    built = build_model(zoo.architecture("three-layer-stack"), {"width": WIDE_WIDTH, "activation": "relu"})
+    source = folder / "stack-wide.onnx"
+    assert export_model(built, exporter, source, force=True).ok
+    target, made, _ = variant_of(exporter, built, source, exported_metadata(exporter, source), "int8", Acceptance(), folder / "int8", source)
+    sessions = {name: exporter.load(path, "cpu", threads=threads).session for name, path in (("fp32", source), ("int8", target))}
+    for batch, target_ratio in ((1, 0.25), (256, 0.6)):
+        inputs = built.sample_inputs({"batch": batch})
+        medians = {name: statistics.median(time_calls(onnx_call(session, inputs, "cpu"), budget)) for name, session in sessions.items()}
+        ratio = medians["int8"] / medians["fp32"]
+        report.add(
+            f"6. stack (width={WIDE_WIDTH}, relu) batch {batch}: int8 / fp32 onnxruntime",
+            human_seconds(medians["int8"]), human_seconds(medians["fp32"]), ratio, f"≤ {target_ratio}", ratio <= target_ratio,
+        )
+    ratio = made["bytes"] / made["float32_bytes"]
+    report.add("6. stack int8 file / fp32 file", f"{made['bytes'] / 1e6:.2f} MB", f"{made['float32_bytes'] / 1e6:.2f} MB", ratio, "≤ 0.3", ratio <= 0.3)
+
+
+def jobs_ratio(report: Report, folder: Path, repeats: int) -> None:
+    """``zoo export --all --jobs 2`` against ``--jobs 1``, the example plugin installed beside the seed."""
+    site = folder / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(site), str(HERE.parent / "examples" / "zoo-example-plugin")],
+        check=True, capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site), "ZOO_LOAD_PLUGINS": "zoo-example-plugin"}
+    listed = json.loads(subprocess.run([str(BIN / "zoo"), "list", "--json"], env=env, capture_output=True, check=True).stdout)
+    out = folder / "all"
+    out.mkdir()
+
+    def command(jobs: int) -> list[str]:
+        return [str(BIN / "zoo"), "export", "--all", "-o", str(out), "-f", "--jobs", str(jobs)]
+
+    two, one = alternate(command(2), command(1), repeats, folder, env)
+    report.add(
+        f"7. export --all ({len(listed)} architectures): --jobs 2 / --jobs 1", human_seconds(two), human_seconds(one),
+        two / one, "≤ 0.65", two / one <= 0.65,
+    )
+
+
 def large_ratio(report: Report, folder: Path) -> None:
     record_path = folder / "large.json"
     command = [
@@ -162,6 +216,8 @@ def main() -> None:
         cli_ratios(report, folder, args.repeats)
         latency_ratios(report, args.budget, args.threads)
         fold_ratios(report, folder, args.budget, args.threads)
+        variant_ratios(report, folder, args.budget, args.threads)
+        jobs_ratio(report, folder, max(1, args.repeats // 2))
         if args.large:
             large_ratio(report, folder)
     print()

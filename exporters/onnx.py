@@ -213,6 +213,58 @@ def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, str], calibration: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the ``variant`` ("int8" or "fp16") of the verified model at ``source``
+    to ``target``, with ``metadata``; returns how it was made, for the report.
+
+    int8 is dynamic quantization (weights int8, activations quantized at run
+    time) unless the graph has convolutions: those are quantized statically,
+    calibrated on ``calibration`` (zoo's generated inputs), as onnxruntime's
+    dynamic quantization has no fast int8 convolution kernels.
+    """
+    import onnx
+
+    model = _read(source).model
+    if variant == "int8":
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+        if any(node.op_type == "Conv" for node in model.graph.node):
+            quantize_static(
+                source, target, _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            )
+            how = {"method": "static", "calibration_batches": len(calibration)}
+        else:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+            how = {"method": "dynamic"}
+        result = onnx.load(str(target))
+    elif variant == "fp16":
+        import onnx_ir as ir
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        converted = ir.from_proto(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True))
+        converted.graph.sort()  # the converter appends its input casts at the end; the checker wants topological order
+        result = ir.to_proto(converted)
+        how = {"method": "float16 weights and arithmetic, inputs and outputs in their own dtype"}
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    del result.metadata_props[:]
+    for key, value in metadata.items():
+        result.metadata_props.add(key=key, value=value)
+    onnx.save(result, str(target))
+    return how
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader over zoo's generated input batches."""
+
+    def __init__(self, feeds: list[dict[str, Any]]) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._feeds, None)
+
+
 @zoo.hookimpl
 def register_exporters(register):
     register(
@@ -229,5 +281,7 @@ def register_exporters(register):
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
             options=("fold_linear",),
+            variants=("int8", "fp16"),
+            make_variant=make_variant,
         )
     )

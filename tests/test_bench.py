@@ -17,6 +17,7 @@ from zoo.bench import (
     Timing,
     bench_model,
     check_plot_path,
+    latency_figure,
     parse_batch_sizes,
     plot_latency,
     time_calls,
@@ -24,6 +25,7 @@ from zoo.bench import (
 from zoo.errors import OutputPathError, UsageError
 from zoo.manager import load_zoo
 from zoo.model import build_model
+from zoo.render import bench_lines
 
 
 def test_time_calls_warms_up_then_times_at_least_min_calls() -> None:
@@ -75,10 +77,10 @@ def test_bad_batch_sizes_are_usage_errors(text: str) -> None:
 def test_cli_bench_table_and_json(run) -> None:
     result = run("bench", "stack", "--batch-sizes", "1,8", "--budget", "0.02")
     assert result.exit_code == 0, result.output
-    header = next(line for line in result.output.splitlines() if line.startswith("BATCH"))
-    assert header.split() == ["BATCH", "TORCH", "MEDIAN", "TORCH", "P90", "ORT", "MEDIAN", "ORT", "P90", "TORCH", "SAMPLES/S", "ORT", "SAMPLES/S", "SPEED-UP"]
-    rows = [line.split()[0] for line in result.output.splitlines() if line[:1].isdigit()]
-    assert rows == ["1", "8"]
+    header = next(line for line in result.output.splitlines() if line.startswith("SIZES"))
+    assert header.split() == ["SIZES", "TORCH", "MEDIAN", "TORCH", "P90", "ORT", "MEDIAN", "ORT", "P90", "TORCH", "SAMPLES/S", "ORT", "SAMPLES/S", "SPEED-UP"]
+    rows = [line.split()[0] for line in result.output.splitlines() if line.startswith("batch=")]
+    assert rows == ["batch=1", "batch=8"]
     as_json = run("bench", "binary", "--batch-sizes", "3", "--budget", "0.02", "--json")
     assert as_json.exit_code == 0, as_json.output
     record = json.loads(as_json.output)
@@ -151,13 +153,46 @@ class WithoutSession:
         return self._runner(feed)
 
 
-def test_bench_refuses_a_format_without_an_onnxruntime_session(zoo) -> None:
-    """bench asks the loaded runner, not which plugin registered the format."""
+def test_bench_times_the_runner_of_a_format_without_an_onnxruntime_session(zoo) -> None:
+    """bench asks the loaded runner: without a session, it times runner(feed)."""
     from dataclasses import replace
 
     other = replace(zoo.exporter("onnx"), name="other-onnx", load=WithoutSession)
-    with pytest.raises(UsageError, match="the other-onnx format's loader gives none"):
-        bench_model(build_model(zoo.architecture("binary")), other, batch_sizes=(1,), budget_s=0.01)
+    result = bench_model(build_model(zoo.architecture("binary")), other, batch_sizes=(1, 3), budget_s=0.01)
+    assert (result.format, result.label) == ("other-onnx", "OTHER-ONNX")
+    assert [row.onnx.runtime for row in result.rows] == ["other-onnx", "other-onnx"]
+    assert all(len(row.onnx.seconds) >= MIN_CALLS for row in result.rows)
+    assert "OTHER-ONNX MEDIAN" in "\n".join(bench_lines(result))
+
+
+def test_bench_size_sets_another_dynamic_dimension_and_every_row_names_it(example_zoo, run) -> None:
+    result = run("bench", "text", "--size", "seq=20", "--batch-sizes", "1,3", "--budget", "0.01", "--json", zoo=example_zoo)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["sizes"] == {"seq": 20} and record["format"] == "onnx"
+    assert [row["sizes"] for row in record["rows"]] == [{"batch": 1, "seq": 20}, {"batch": 3, "seq": 20}]
+    text = run("bench", "text", "--size", "seq=20", "--batch-sizes", "2", "--budget", "0.01", zoo=example_zoo).output
+    assert [line.split("  ")[0] for line in text.splitlines() if line.startswith("batch=")] == ["batch=2, seq=20"]
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ("seq=65", "give NAME=SIZE with a size 2 to 64"),
+        ("seq=x", "give NAME=SIZE with a size 2 to 64"),
+        ("batch=3", "batch sizes are --batch-sizes"),
+        ("width=3", "'width' is not a dynamic dimension of this architecture; it has: seq"),
+    ],
+)
+def test_bench_size_is_refused_before_any_work(example_zoo, run, size: str, message: str) -> None:
+    result = run("bench", "text", "--size", size, zoo=example_zoo)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_bench_format_pt2_times_the_format_runner(example_zoo, run) -> None:
+    result = run("bench", "listing", "--format", "pt2", "--batch-sizes", "2", "--budget", "0.01", zoo=example_zoo)
+    assert result.exit_code == 0, result.output
+    assert "  pt2       torch.export program" in result.output and "PT2 MEDIAN" in result.output
 
 
 def test_bench_times_any_format_whose_runner_has_a_session(zoo) -> None:
@@ -227,3 +262,22 @@ def test_bench_on_cuda_times_the_cuda_provider(zoo) -> None:
     if not result.note:  # an onnxruntime with the CUDA provider
         assert result.providers[0] == "CUDAExecutionProvider"
     assert all(row.onnx.median > 0 and row.torch.median > 0 for row in result.rows)
+
+
+def test_plot_reads_in_time_units_with_speedups_and_parameters() -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    result = tiny_result()
+    result.params = {"hidden": (4, 3)}
+    result.sizes = {"seq": 128}
+    figure = latency_figure(result)
+    try:
+        figure.canvas.draw()
+        (axes,) = figure.axes
+        ticks = [t.get_text() for t in axes.get_yticklabels() if t.get_text()]
+        assert ticks and all(t.endswith("µs") for t in ticks), ticks  # not 10⁻⁵
+        assert [a.get_text() for a in axes.texts] == ["1.7×", "1.7×"]
+        assert "hidden=4,3" in axes.get_title() and "seq=128" in axes.get_xlabel()
+    finally:
+        plt.close(figure)

@@ -132,7 +132,7 @@ def test_plugins_lists_builtins(run):
     assert formats[1].split()[:4] == ["onnx", ".onnx", "onnx", "--fold-linear"]
     assert formats[1].endswith("ONNX via torch.export (opset 20), verified with onnxruntime")
     data = json.loads(run("plugins", "--json").stdout)
-    assert {p["name"]: p["status"] for p in data} == {"seed": "ok", "onnx": "ok"}
+    assert {p["name"]: p["status"] for p in data} == {"tasks": "ok", "seed": "ok", "onnx": "ok"}
 
 
 def test_plugins_json_has_each_plugins_formats(run, zoo):
@@ -146,6 +146,7 @@ def test_plugins_json_has_each_plugins_formats(run, zoo):
         "plugin": "onnx",
         "summary": exporter.summary,
         "options": ["fold_linear"],
+        "variants": ["int8", "fp16"],
         "default_opset": exporter.default_opset,
         "opsets": list(exporter.opsets),
     }

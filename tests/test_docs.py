@@ -71,6 +71,38 @@ def test_the_minimal_plugin_installs_exports_and_passes_its_tests(tmp_path: Path
     assert "1 passed" in tests.stdout
 
 
+def write_package(folder: Path) -> Path:
+    for name, text in package_files().items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(PACKAGE_FILE.sub("", text))
+    return folder / "my-models"
+
+
+def test_the_minimal_plugins_tests_pass_in_a_checkout_that_is_not_installed(tmp_path: Path) -> None:
+    project = write_package(tmp_path)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "1 passed" in tests.stdout
+
+
+def test_the_example_plugins_tests_pass_in_a_copy_that_is_not_installed(tmp_path: Path) -> None:
+    import shutil
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "zoo-example-plugin"
+    copy = shutil.copytree(example, tmp_path / "zoo-example-plugin", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    (copy / "conftest.py").unlink(missing_ok=True)  # pyproject's pythonpath alone must do it
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "tag-model and onnx"],
+        cwd=copy, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "1 passed" in tests.stdout
+
+
 @pytest.mark.parametrize("index", range(len(snippets())))
 def test_python_snippet_runs_and_what_it_defines_works(index: int, tmp_path: Path) -> None:
     module = types.ModuleType(f"guide_snippet_{index}")
@@ -83,6 +115,11 @@ def test_python_snippet_runs_and_what_it_defines_works(index: int, tmp_path: Pat
     for arch in archs:
         result = check_model(build_model(arch))
         assert result.ok, result.failures
+    for name in info.architectures:  # custom tasks, per-token outputs: exported and verified end to end
+        path = tmp_path / f"{name}.onnx"
+        result = export_model(build_model(the_zoo.architecture(name)), the_zoo.exporter("onnx"), path)
+        assert result.ok, result.error
+        assert verify_artifact(the_zoo, path).ok
     for name in info.exporters:
         exporter = the_zoo.exporter(name)
         output = tmp_path / f"binary{exporter.suffix}"

@@ -50,7 +50,7 @@ def test_every_hook_is_documented_with_its_arguments(hook: str) -> None:
 def test_hook_register_architectures_from_a_third_party_plugin(example_zoo: Zoo) -> None:
     info = example_zoo.plugins["example"]
     assert info.status == "ok", info.errors
-    assert info.architectures == ["small-cnn", "token-classifier", "listing-model"]
+    assert info.architectures == ["small-cnn", "token-classifier", "listing-model", "tag-model"]
     text = example_zoo.architecture("text")
     assert text.plugin == "example"
     assert text.to_dict()["inputs"] == [
@@ -161,3 +161,127 @@ def test_hook_register_commands_cannot_replace_a_builtin_command() -> None:
     the_zoo.add_commands(group, reserved={"export", "list"})
     assert "export" not in group.commands
     assert the_zoo.plugins["hijacker"].errors == ["command 'export' is a built-in zoo command; skipped"]
+
+
+# -- register_tasks -------------------------------------------------------------------------------
+
+Q = 0.9  # the quantile a pinball loss estimates
+
+
+def _pinball_torch(output, prediction, target):
+    import torch
+
+    diff = target - prediction
+    return torch.maximum(Q * diff, (Q - 1) * diff).mean()
+
+
+def _pinball_numpy(output, y, t, dtype):
+    import numpy as np
+
+    diff = t - y
+    return float(np.mean(np.maximum(Q * diff, (Q - 1) * diff)))
+
+
+def _normal(output, prediction, generator):
+    import torch
+
+    return torch.randn(prediction.shape, generator=generator)
+
+
+def _lipschitz_slack(output, y, t, rtol, atol, dtype):
+    import numpy as np
+
+    return float(np.mean(atol + rtol * np.abs(y)))  # pinball is 1-Lipschitz in each output
+
+
+QUANTILE = zoo.Task(
+    name="quantile", heads={None: f"pinball loss (q={Q})"}, torch_loss=_pinball_torch, closed_form_loss=_pinball_numpy,
+    make_target=_normal, loss_slack=_lipschitz_slack, summary="the 0.9 quantile: pinball loss",
+)
+
+
+def _quantile_net(features: int = 4):
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(features, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+class QuantilePlugin:
+    @zoo.hookimpl
+    def register_tasks(self, register):
+        register(QUANTILE)
+
+    @zoo.hookimpl
+    def register_architectures(self, register):
+        register(zoo.Architecture(name="q90", build=_quantile_net, inputs=(zoo.Input("x", ("batch", "features")),),
+                                  outputs=(zoo.Output("q", task="quantile", shape=("batch", 1)),)))
+
+
+def test_hook_register_tasks_a_plugin_task_is_checked_exported_and_verified(tmp_path: Path) -> None:
+    from zoo.check import check_model
+    from zoo.pipeline import verify_artifact
+
+    the_zoo = load_zoo(entry_points=False, extra=[("quantiles", QuantilePlugin())])
+    assert not the_zoo.problems
+    assert the_zoo.plugins["quantiles"].tasks == ["quantile"] and the_zoo.tasks.get("quantile").plugin == "quantiles"
+    built = build_model(the_zoo.architecture("q90"))
+    (loss,) = check_model(built).losses
+    assert loss.ok and loss.loss == "pinball loss (q=0.9)" and loss.torch > 0
+    result = export_model(built, the_zoo.exporter("onnx"), tmp_path / "q90.onnx")
+    assert result.ok, result.error
+    assert all("loss" in case.outputs["q"] for case in result.verification.cases)
+    assert verify_artifact(the_zoo, tmp_path / "q90.onnx").ok
+
+
+def test_hook_register_tasks_faults_are_isolated() -> None:
+    class Raises:
+        @zoo.hookimpl
+        def register_tasks(self, register):
+            register(QUANTILE)
+            raise RuntimeError("no quantiles today")
+
+        @zoo.hookimpl
+        def register_architectures(self, register):
+            QuantilePlugin().register_architectures(register)
+
+    class Duplicate:
+        @zoo.hookimpl
+        def register_tasks(self, register):
+            register(zoo.Task("binary", {None: "mine"}, _pinball_torch, _pinball_numpy, _normal))
+
+    the_zoo = load_zoo(entry_points=False, extra=[("raises", Raises()), ("dupe", Duplicate())])
+    assert sorted(t.name for t in the_zoo.tasks) == ["binary", "multiclass", "multilabel", "regression"]
+    assert the_zoo.tasks.get("binary").plugin == "tasks"
+    assert the_zoo.architectures.get("q90") is None
+    problems = "\n".join(the_zoo.problems)
+    assert "plugin 'raises': register_tasks raised RuntimeError: no quantiles today; nothing it registered was kept" in problems
+    assert (
+        "plugin 'raises': architecture 'q90': output 'q' has task 'quantile', which no loaded plugin registers "
+        "(tasks: binary, multiclass, multilabel, regression); skipped"
+    ) in problems
+    assert "plugin 'dupe': task name 'binary' is already registered by plugin 'tasks' (binary); skipped" in problems
+
+
+def test_hook_register_tasks_zoo_plugins_lists_tasks(run) -> None:
+    the_zoo = load_zoo(entry_points=False, extra=[("quantiles", QuantilePlugin())])
+    text = run("plugins", zoo=the_zoo).output
+    assert "tasks: binary, multiclass, multilabel, regression" in text
+    assert "tasks: quantile; architectures: q90" in text
+    task_rows = {line.split()[0]: line.split()[1:3] for line in text.split("\nTASK ")[1].splitlines()[1:]}
+    assert task_rows["quantile"] == ["none", "quantiles"] and task_rows["binary"] == ["sigmoid,none", "tasks"]
+    records = {p["name"]: p for p in json.loads(run("plugins", "--json", zoo=the_zoo).output)}
+    assert records["quantiles"]["tasks"] == ["quantile"]
+    assert records["tasks"]["tasks"] == ["binary", "multiclass", "multilabel", "regression"]
+
+
+def test_hook_register_tasks_multilabel_reports_exact_label_sets(example_zoo: Zoo, run, tmp_path: Path) -> None:
+    result = run("export", "tags", "-o", str(tmp_path / "tags.onnx"), "--json", zoo=example_zoo)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    (loss,) = record["check"]["losses"]
+    assert loss["loss"] == "binary cross-entropy with logits per label" and loss["ok"]
+    for case in record["verification"]["cases"]:
+        stats = case["outputs"]["tag_logits"]
+        assert stats["threshold_agreement"] == 1.0 and stats["exact_match"] == 1.0
+    text = run("verify", str(tmp_path / "tags.onnx"), zoo=example_zoo).output
+    assert "threshold 100%  exact match 100%  ok" in text

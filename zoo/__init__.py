@@ -12,6 +12,7 @@ from zoo.hookspecs import hookimpl
 from zoo.job import ExportJob
 from zoo.manager import Zoo, load_zoo
 from zoo.spec import Architecture, Dim, Exporter, Input, Output, Tolerance
+from zoo.task_spec import Task
 
 if TYPE_CHECKING:
     import click
@@ -44,6 +45,7 @@ __all__ = [
     "Input",
     "Output",
     "ParameterError",
+    "Task",
     "Tolerance",
     "UsageError",
     "Zoo",

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo import progress
 from zoo.errors import UsageError, VerificationFailed
 from zoo.model import BuiltModel
 from zoo.records import Record, json_field
@@ -66,16 +67,26 @@ class Timing(Record):
 
 @dataclass
 class BenchRow(Record):
-    JSON_EXTRA = (("speedup", "speedup"),)
+    """One batch size. ``onnx`` is the exported model's timing, whatever its
+    format (named ``onnxruntime`` in JSON, the default format's runtime)."""
+
+    JSON_EXTRA = (("speedup", "speedup"), ("variant_speedup", "variant_speedup"))
 
     batch: int
     torch: Timing
     onnx: Timing = json_field(name="onnxruntime")
+    sizes: dict[str, int] = field(default_factory=dict)  # every dynamic dimension: batch=64, seq=128
+    variant: Timing | None = json_field(omit_none=True, default=None)  # the int8/fp16 file in onnxruntime
 
     @property
     def speedup(self) -> float:
         """How many times faster onnxruntime is than PyTorch (median latency)."""
         return self.torch.median / self.onnx.median
+
+    @property
+    def variant_speedup(self) -> float | None:
+        """How many times faster the variant is than the float32 file, both in onnxruntime."""
+        return None if self.variant is None else self.onnx.median / self.variant.median
 
 
 @dataclass
@@ -91,6 +102,74 @@ class BenchResult(Record):
     rows: list[BenchRow] = field(default_factory=list)
     export_stats: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    format: str = "onnx"
+    sizes: dict[str, int] = field(default_factory=dict)  # the other dynamic dimensions, the same in every row
+    label: str = json_field(skip=True, default="ORT")  # the exported runtime's column heading
+    variant: dict[str, Any] | None = None  # name, method, criteria, sizes, accepted, and why not
+
+
+@dataclass
+class BenchPlan:
+    """``zoo bench``'s options, refused before any model is built."""
+
+    arch: Any
+    overrides: dict[str, Any]
+    exporter: Exporter
+    batch_sizes: tuple[int, ...]
+    sizes: dict[str, int]
+    options: dict[str, Any]
+    variant: str | None = None
+    acceptance: Any = None  # zoo.variants.Acceptance, for the variant
+
+
+def plan_bench(
+    zoo: Any, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
+    fold_linear: bool, plot: Path | None, quantize: str | None = None, precision: str | None = None,
+) -> BenchPlan:
+    """Everything a user can get wrong, refused before minutes of timing."""
+    from zoo.params import parse_params
+    from zoo.plan import resolve_acceptance, resolve_format
+    from zoo.shapes import dynamic_dims
+    from zoo.variants import variant_name
+
+    batches = parse_batch_sizes(batch_sizes)
+    exporter = zoo.exporter(format_name)
+    options = {"fold_linear": True} if fold_linear else {}
+    resolve_format(exporter, options=options)
+    variant = variant_name(quantize, precision)
+    acceptance = resolve_acceptance(exporter, variant, {})
+    if plot is not None:
+        require_matplotlib()
+        check_plot_path(plot)
+    arch = zoo.architecture(name)
+    overrides = parse_params(params, arch.parameters, arch.name)
+    sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
+    return BenchPlan(arch, overrides, exporter, batches, sizes, options, variant, acceptance)
+
+
+def parse_sizes(texts: Sequence[str], dims: Mapping[str, Any]) -> dict[str, int]:
+    """``--size seq=128``: sizes of dynamic dimensions other than batch (swept by
+    --batch-sizes), within each ``Dim``'s ``min``/``max``."""
+    sizes: dict[str, int] = {}
+    others = ", ".join(name for name in dims if name != "batch") or "none"
+    for text in texts:
+        name, _, value = text.partition("=")
+        name = name.strip()
+        if name == "batch":
+            raise UsageError(f"--size {text!r}: batch sizes are --batch-sizes; --size sets the other dynamic dimensions ({others})")
+        if name not in dims:
+            raise UsageError(f"--size {text!r}: {name!r} is not a dynamic dimension of this architecture; it has: {others}")
+        dim = dims[name]
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        high = dim.max if dim.max is not None else None
+        if size < max(dim.min, 1) or (high is not None and size > high):
+            bounds = f"{max(dim.min, 1)} to {high}" if high is not None else f"at least {max(dim.min, 1)}"
+            raise UsageError(f"--size {text!r}: give NAME=SIZE with a size {bounds}")
+        sizes[name] = size
+    return sizes
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -139,53 +218,107 @@ def bench_model(
     budget_s: float = DEFAULT_BUDGET_S,
     options: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    sizes: Mapping[str, int] | None = None,
+    variant: str | None = None,
+    acceptance: Any = None,
 ) -> BenchResult:
-    """Export ``built`` (verified), then time PyTorch eager and onnxruntime at each batch size.
+    """Export ``built`` (verified), then time PyTorch eager and the exported model at each batch size.
 
     ``threads`` sets both runtimes' intra-op threads (``None``: each one's default).
+    ``sizes`` sets other dynamic dimensions (default: their sample sizes). The
+    exported model is timed through its onnxruntime session when the format's
+    runner has one, else by calling the runner itself (numpy in and out).
+    ``variant`` ("int8", "fp16") is made from the verified file, judged by
+    ``acceptance`` (``zoo.variants``) and timed beside it, accepted or not: the
+    result says which.
     """
     import torch
 
     from zoo.pipeline import export_model
 
-    sizes = sample_sizes(built.arch, built.params)
-    if "batch" not in sizes:
+    fixed = {**sample_sizes(built.arch, built.params), **(sizes or {})}
+    if "batch" not in fixed:
         raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as folder:
         path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
         exported = export_model(built, exporter, path, options=options)
         if not exported.ok:
             raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
-        runner = exporter.load(path, built.device, threads=threads)  # the session verification uses, plus threads
-        if not callable(getattr(getattr(runner, "session", None), "run", None)):
-            raise UsageError(
-                f"zoo bench times an onnxruntime session: the {exporter.name} format's loader gives none (use the onnx format)"
-            )
+        runner = load_runner(exporter, path, built.device, threads)
+        session = getattr(runner, "session", None)
+        timed_session = callable(getattr(session, "run", None))
         result = BenchResult(
             architecture=built.arch.name,
             params=built.params,
             seed=built.seed,
             device=built.device,
             torch_runtime=f"torch {torch.__version__} eager (inference_mode, threads {threads or torch.get_num_threads()})",
-            onnx_runtime=runner.description,
-            providers=runner.providers,
+            onnx_runtime=getattr(runner, "description", exporter.name),
+            providers=list(getattr(runner, "providers", [])),
             budget_s=budget_s,
             export_stats=exported.export_stats,
-            note=runner.note,
+            note=getattr(runner, "note", ""),
+            format=exporter.name,
+            sizes={name: size for name, size in fixed.items() if name != "batch"},
+            label="ORT" if timed_session else exporter.name.upper(),
         )
+        variant_session = None
+        if variant is not None:
+            if not timed_session:
+                raise UsageError(f"zoo bench times a variant in onnxruntime: the {exporter.name} format's runner has no session")
+            variant_session = bench_variant(built, exporter, path, variant, acceptance, threads, result)
         sync = torch.cuda.synchronize if built.device == "cuda" else None
         default_threads = torch.get_num_threads()
         try:
             if threads:
                 torch.set_num_threads(threads)
             for batch in batch_sizes:
-                inputs = built.sample_inputs({**sizes, "batch": batch})
+                case = {**fixed, "batch": batch}
+                inputs = built.sample_inputs(case)
+                progress.stage(f"timing batch {batch}")
                 torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
-                onnx_timing = Timing("onnxruntime", batch, time_calls(onnx_call(runner.session, inputs, built.device), budget_s))
-                result.rows.append(BenchRow(batch, torch_timing, onnx_timing))
+                exported_call = onnx_call(session, inputs, built.device) if timed_session else runner_call(runner, inputs)
+                onnx_timing = Timing(exporter.name, batch, time_calls(exported_call, budget_s))  # both return synchronised
+                variant_timing = None
+                if variant_session is not None:
+                    variant_timing = Timing(variant, batch, time_calls(onnx_call(variant_session, inputs, built.device), budget_s))
+                result.rows.append(BenchRow(batch, torch_timing, onnx_timing, {"batch": batch, **result.sizes}, variant_timing))
         finally:
             torch.set_num_threads(default_threads)
     return result
+
+
+def bench_variant(
+    built: BuiltModel, exporter: Exporter, source: Path, variant: str, acceptance: Any, threads: int | None, result: BenchResult
+) -> Any:
+    """Make and judge the variant of the verified file ``source``; its onnxruntime session."""
+    from zoo.pipeline import exported_metadata, variant_of
+
+    progress.stage(f"making the {variant} variant")
+    target, made, verification = variant_of(
+        exporter, built, source, exported_metadata(exporter, source), variant, acceptance, source.parent / variant, source
+    )
+    result.variant = {**made, "accepted": verification.ok, "failure": None if verification.ok else verification.failures[0]}
+    return exporter.load(target, built.device, threads=threads).session
+
+
+def load_runner(exporter: Exporter, path: Path, device: str, threads: int | None) -> Any:
+    """The format's runner; ``threads`` reaches loaders that take it (onnx's does)."""
+    import inspect
+
+    try:
+        takes_threads = "threads" in inspect.signature(exporter.load).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        takes_threads = False
+    return exporter.load(path, device, threads=threads) if takes_threads else exporter.load(path, device)
+
+
+def runner_call(runner: Callable[[dict[str, Any]], Any], inputs: Mapping[str, Any]) -> Callable[[], Any]:
+    """One call of a format's runner, numpy in and out, as verification calls it."""
+    from zoo.verification import as_numpy
+
+    feed = {name: as_numpy(tensor) for name, tensor in inputs.items()}
+    return lambda: runner(feed)
 
 
 def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any]:
@@ -228,38 +361,66 @@ def _numpy_dtype(tensor: Any) -> Any:
 
 
 def plot_latency(result: BenchResult, path: Path) -> None:
-    """Median latency (p90 as the band's top) against batch size, one line per runtime."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
+    """Draw ``latency_figure`` to ``path`` (atomically)."""
     import matplotlib.pyplot as plt
 
-    batches = [row.batch for row in result.rows]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, timings in (
-        (result.torch_runtime, [row.torch for row in result.rows]),
-        (f"{result.onnx_runtime} [{result.providers[0] if result.providers else '?'}]", [row.onnx for row in result.rows]),
-    ):
-        medians = [t.median * 1e3 for t in timings]
-        axes.plot(batches, medians, marker="o", label=label)
-        axes.fill_between(batches, medians, [t.p90 * 1e3 for t in timings], alpha=0.2)
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(batches, [str(b) for b in batches])
-    axes.set_yscale("log")
-    axes.set_xlabel("batch size")
-    axes.set_ylabel("latency per call, ms (median; band to p90)")
-    axes.set_title(f"{result.architecture} on {result.device}")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
     from zoo.artifacts import write_atomically
 
+    figure = latency_figure(result)
     try:
         write_atomically(
             path, lambda handle: figure.savefig(handle, dpi=120, format=path.suffix[1:].lower() or "png"), "--plot", "write the plot"
         )
     finally:
         plt.close(figure)
+
+
+def latency_figure(result: BenchResult) -> Any:
+    """Median latency (p90 as the band's top) against batch size, one line per
+    runtime, each batch's speed-up written above it, in readable time units."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    from zoo.params import format_value
+    from zoo.render import human_seconds
+
+    batches = [row.batch for row in result.rows]
+    figure, axes = plt.subplots(figsize=(8, 5))
+    providers = f" [{result.providers[0]}]" if result.providers else ""
+    for label, timings in (
+        (result.torch_runtime, [row.torch for row in result.rows]),
+        (f"{result.onnx_runtime}{providers}", [row.onnx for row in result.rows]),
+    ):
+        medians = [t.median for t in timings]
+        axes.plot(batches, medians, marker="o", label=label)
+        axes.fill_between(batches, medians, [t.p90 for t in timings], alpha=0.2)
+    for row in result.rows:  # the speed-up above the slower runtime's point
+        axes.annotate(
+            f"{row.speedup:.2g}×" if row.speedup < 10 else f"{row.speedup:.0f}×",
+            (row.batch, max(row.torch.median, row.onnx.median)),
+            textcoords="offset points", xytext=(0, 9), ha="center", fontsize="small", fontweight="bold",
+        )
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(batches, [str(b) for b in batches])
+    axes.minorticks_off()
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda seconds, _: human_seconds(seconds)))
+    axes.margins(y=0.15)
+    others = "".join(f", {name}={size}" for name, size in result.sizes.items())
+    axes.set_xlabel(f"batch size{others}")
+    axes.set_ylabel("latency per call (median; band to p90)")
+    params = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
+    axes.set_title(
+        f"{result.architecture} on {result.device}: torch eager vs {result.format}, speed-up per batch\n{params}", fontsize="medium"
+    )
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
 
 
 def check_plot_path(path: Path) -> None:

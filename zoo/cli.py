@@ -15,10 +15,13 @@ from typing import Any
 import click
 
 from zoo import __version__
-from zoo.errors import ZooError
+from zoo.cli_errors import json_failure, remember_json
+from zoo.completion import complete_architecture, complete_format
+from zoo.errors import UsageError, ZooError
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
+from zoo.progress import terminal_progress
 from zoo.records import json_text
 from zoo.render import bench_lines, check_lines, export_lines, export_summary, list_lines, plugins_lines, show_lines
 from zoo.spec import TOLERANCE_HELP
@@ -46,15 +49,19 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as exc:
+            json_failure(ctx, str(exc), exc.exit_code)
             click.echo(f"zoo: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
+            if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                json_failure(ctx, exc.format_message(), exc.exit_code)
             _usage_line(ctx, exc)
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["zoo.args"] = list(args)  # for --json when the sub-command's own parsing fails
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:  # 'zoo --bogus'
@@ -103,7 +110,9 @@ def _plugin_commands(ctx: click.Context) -> click.Group:
 param_option = click.option(
     "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Build parameter, repeatable (see 'zoo show NAME' for the list)."
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, callback=remember_json, help="Print JSON for scripts instead of text (errors too)."
+)
 device_option = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model and its PyTorch reference run."
 )
@@ -163,7 +172,7 @@ def list_command(ctx: click.Context, pattern: str | None, as_json: bool) -> None
 
 
 @cli.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_architecture)
 @param_option
 @seed_option
 @json_option
@@ -187,7 +196,7 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
 
 
 @cli.command("check")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_architecture)
 @param_option
 @device_option
 @seed_option
@@ -215,16 +224,19 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 
 
 @cli.command("export")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_architecture)
 @click.option("--all", "export_all", is_flag=True, help="Export every architecture (NAME, if given, is a wildcard filter).")
 @param_option
 @device_option
 @seed_option
 @click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
-@click.option("--format", "format_name", default="onnx", show_default=True, help="Export format ('zoo plugins' lists them).")
+@click.option(
+    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
+    help="Export format ('zoo plugins' lists them).",
+)
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path),
-    help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder.",
+    help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder, created if missing (its parent must exist).",
 )
 @click.option("--opset", type=int, help=OPSET_HELP)
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
@@ -233,10 +245,20 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @atol_option
 @inputs_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Place an int8 variant instead, once it meets the acceptance criteria.")
+@click.option("--precision", type=click.Choice(["fp16"]), help="Place a float16 variant instead, once it meets the acceptance criteria.")
+@click.option("--min-agreement", type=float, help="Variant: least fraction of rows whose argmax/threshold agrees with PyTorch (0.99).")
+@click.option("--max-loss-change", type=float, help="Variant: largest relative change of the loss (0.05).")
+@click.option("--max-error", type=float, help="Variant, regression: largest p99 absolute error, as a fraction of the output's RMS (0.05).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
+@click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
 @report_option
 @json_option
 @click.pass_context
-def export_command(ctx: click.Context, name: str | None, export_all: bool, report: Path | None, as_json: bool, **options: Any) -> None:
+def export_command(
+    ctx: click.Context, name: str | None, export_all: bool, report: Path | None, as_json: bool, jobs: int, shard: str | None,
+    **options: Any,
+) -> None:
     """Check, export and verify an architecture: onnxruntime must compute what
     PyTorch computes, at several batch sizes, or the command fails (exit 1) and
     no file is left.
@@ -248,21 +270,38 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
       zoo export binary --device cuda --report binary.json
       zoo export stack --fold-linear
       zoo export --all -o exported/
+      zoo export --all -o exported/ --jobs 2 --shard 1/4
     """
     from zoo.artifacts import write_json
     from zoo.pipeline import export_targets
     from zoo.plan import plan_export
     from zoo.records import FailedExport
+    from zoo.scaleout import export_in_workers, plugin_modules, with_shard
     from zoo.verification import parse_tolerance
 
+    if not export_all and (jobs > 1 or shard):
+        raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
+    zoo = get_zoo(ctx)
     options.update(rtol=parse_tolerance("--rtol", options["rtol"]), atol=parse_tolerance("--atol", options["atol"]))
-    plan = plan_export(get_zoo(ctx), name, export_all=export_all, report=report, **options)
+    plan = with_shard(plan_export(zoo, name, export_all=export_all, report=report, **options), shard)
+    count = len(plan.targets)
 
-    def progress(index: int, target: Any) -> None:
+    def started(index: int, target: Any) -> None:
         if export_all and not as_json:
-            click.echo(f"[{index + 1}/{len(plan.targets)}] {target.arch.name} ...", err=True)
+            click.echo(f"[{index + 1}/{count}] {target.arch.name} ...", err=True)
 
-    results = export_targets(plan, on_start=progress)
+    done: list[int] = []
+
+    def finished(index: int, result: Any) -> None:  # workers finish in any order: count, then name
+        done.append(index)
+        if not as_json:
+            click.echo(f"[{len(done)}/{count}] {result.name} {'ok' if result.ok else 'FAILED'}", err=True)
+
+    if jobs > 1 and count > 1:
+        results: list[Any] = export_in_workers(plan, min(jobs, count), plugin_modules(zoo), on_done=finished)
+    else:
+        with terminal_progress(plan.targets[0].arch.name if count == 1 else None, as_json):
+            results = export_targets(plan, on_start=started)
     failed = next((r for r in results if not r.ok), None)
     if not export_all and isinstance(failed, FailedExport) and failed.exit_code != 1 and failed.exception is not None:
         raise failed.exception  # a usage error (a parameter the build refused): one line, as before any work
@@ -281,9 +320,17 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
 
 
 @cli.command("bench")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_architecture)
 @param_option
 @click.option("--batch-sizes", default="1,64,4096", show_default=True, help="Comma-separated batch sizes to time.")
+@click.option(
+    "--size", "dim_sizes", multiple=True, metavar="DIM=SIZE",
+    help="Size of another dynamic dimension, repeatable (--size seq=128; default: its export sample size).",
+)
+@click.option(
+    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
+    help="Export format to time ('zoo plugins' lists them).",
+)
 @device_option
 @seed_option
 @click.option(
@@ -292,40 +339,39 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
 @fold_linear_option
+@click.option("--quantize", type=click.Choice(["int8"]), help="Also time an int8 variant (judged by the default acceptance criteria).")
+@click.option("--precision", type=click.Choice(["fp16"]), help="Also time a float16 variant (judged by the default acceptance criteria).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
 @json_option
 @click.pass_context
 def bench_command(
-    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, device: str, seed: int, budget: float,
-    threads: int | None, fold_linear: bool, plot: Path | None, as_json: bool,
+    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
+    device: str, seed: int, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
+    plot: Path | None, as_json: bool,
 ) -> None:
-    """Time PyTorch eager against the exported model in onnxruntime: median and
-    p90 latency per call, throughput, and the speed-up, per batch size. The
-    model is exported and verified first, in a temporary folder.
+    """Time PyTorch eager against the exported model (onnxruntime for onnx):
+    median and p90 latency per call, throughput, and the speed-up, per batch
+    size. The model is exported and verified first, in a temporary folder.
 
     \b
     Examples:
       zoo bench binary
       zoo bench stack --param width=1024 --batch-sizes 1,256,4096 --fold-linear
+      zoo bench text --size seq=128 --batch-sizes 1,16
+      zoo bench text --format pt2
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
+      zoo bench stack --param width=1024 --quantize int8
     """
-    from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, plot_latency, require_matplotlib
+    from zoo.bench import bench_model, plan_bench, plot_latency
     from zoo.model import build_model
-    from zoo.plan import resolve_format
 
-    sizes = parse_batch_sizes(batch_sizes)
-    zoo = get_zoo(ctx)
-    exporter = zoo.exporter("onnx")
-    options = {"fold_linear": True} if fold_linear else {}
-    resolve_format(exporter, options=options)  # before the model is built
-    if plot is not None:
-        require_matplotlib()  # before minutes of timing, not after
-        check_plot_path(plot)
-    arch = zoo.architecture(name)
-    overrides = parse_params(params, arch.parameters, arch.name)
-    built = build_model(arch, overrides, seed=seed, device=device)
-    result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
+    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
+    built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
+    with terminal_progress(plan.arch.name, as_json):
+        result = bench_model(
+            built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance
+        )
     if plot is not None:
         plot_latency(result, plot)
     echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)
@@ -419,6 +465,9 @@ def echo(data: Any, lines: list[str], as_json: bool) -> None:
 
 def echo_json(data: Any) -> None:
     click.echo(json_text(data), nl=False)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.find_root().meta["zoo.json_shown"] = True  # a failure after this prints no second record
 
 
 def main() -> None:

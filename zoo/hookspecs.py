@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import click
 
     from zoo.spec import Architecture, Exporter
+    from zoo.task_spec import Task
 
 PROJECT = "zoo"
 
@@ -38,6 +39,20 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     Call ``register(Architecture(...))`` once per architecture. Keep imports of
     torch inside the ``build`` callables, so ``zoo list`` stays fast. A name or
     alias already taken by another plugin is refused and reported.
+    """
+
+
+@hookspec
+def register_tasks(register: Callable[[Task], None]) -> None:
+    """Register tasks, named by ``Output(task=NAME)``: a task brings the loss
+    (in PyTorch, and again in numpy float64 for the closed-form check), the
+    targets to compute it on, and how verification compares decisions.
+
+    Called once per plugin when zoo loads its plugins, before any architecture
+    is registered, so an architecture may use a task of any plugin. Call
+    ``register(Task(...))`` once per task. A name another plugin took is
+    refused and reported; an architecture whose output names a task that no
+    plugin registered, or a head the task does not take, is refused.
     """
 
 

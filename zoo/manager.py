@@ -29,13 +29,14 @@ import pluggy
 from zoo import hookspecs
 from zoo.errors import one_line
 from zoo.records import Record, json_field
-from zoo.registry import DuplicateName, Registry
+from zoo.registry import Registry
 from zoo.spec import Architecture, Exporter
+from zoo.task_spec import Task, resolve_tasks
 
 log = logging.getLogger(__name__)
 
 DISTRIBUTION = "zoo-onnx"
-DEFAULT_PLUGINS = ("zoo.plugins.seed", "zoo.exporters.onnx")
+DEFAULT_PLUGINS = ("zoo.plugins.tasks", "zoo.plugins.seed", "zoo.exporters.onnx")
 LOAD_ENV = "ZOO_LOAD_PLUGINS"
 
 
@@ -51,6 +52,7 @@ class PluginInfo(Record):
     version: str | None = None
     builtin: bool = False
     loaded: bool = json_field(skip=True, default=False)
+    tasks: list[str] = field(default_factory=list)
     architectures: list[str] = field(default_factory=list)
     exporters: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
@@ -66,7 +68,7 @@ class PluginInfo(Record):
 
     @property
     def registered(self) -> bool:
-        return bool(self.architectures or self.exporters or self.commands)
+        return bool(self.tasks or self.architectures or self.exporters or self.commands)
 
 
 class Zoo:
@@ -77,6 +79,7 @@ class Zoo:
         self.pm.add_hookspecs(hookspecs)
         self.architectures: Registry[Architecture] = Registry("architecture")
         self.exporters: Registry[Exporter] = Registry("exporter", list_command="zoo plugins")
+        self.tasks: Registry[Task] = Registry("task", list_command="zoo plugins")
         self.plugins: dict[str, PluginInfo] = {}
         self.problems: list[str] = []
 
@@ -97,8 +100,12 @@ class Zoo:
         return True
 
     def collect(self) -> None:
-        """Ask every loaded plugin for its architectures and exporters."""
-        self._call_each("register_architectures", self.architectures, Architecture, "architectures")
+        """Ask every loaded plugin for its tasks, architectures and exporters.
+        Tasks come first: an architecture's outputs name them."""
+        self._call_each("register_tasks", self.tasks, Task, "tasks")
+        self._call_each(
+            "register_architectures", self.architectures, Architecture, "architectures", prepare=lambda a: resolve_tasks(a, self.tasks)
+        )
         self._call_each("register_exporters", self.exporters, Exporter, "exporters")
 
     def trace_hooks(self) -> None:
@@ -114,7 +121,9 @@ class Zoo:
     def _implementers(self, hook_name: str) -> list[PluginInfo]:
         return [self.plugins[impl.plugin_name] for impl in getattr(self.pm.hook, hook_name).get_hookimpls()]
 
-    def _call_each(self, hook_name: str, registry: Registry[Any], kind: type, attr: str) -> None:
+    def _call_each(
+        self, hook_name: str, registry: Registry[Any], kind: type, attr: str, prepare: Callable[[Any], Any] | None = None
+    ) -> None:
         for info in self._implementers(hook_name):
             staged: list[Any] = []
 
@@ -131,8 +140,9 @@ class Zoo:
                 continue
             for item in staged:
                 try:
+                    item = prepare(item) if prepare else item
                     registry.add(item)
-                except DuplicateName as exc:
+                except ValueError as exc:  # DuplicateName, or what ``prepare`` refuses
                     self._problem(info, f"{exc}; skipped")
                     continue
                 getattr(info, attr).append(item.name)

@@ -99,8 +99,8 @@ def build_model(
         torch.manual_seed(seed)
         try:
             module = arch.build(**overrides)
-        except ParameterError:
-            raise
+        except ParameterError as exc:  # the plugin's own message, without saying which architecture
+            raise ParameterError(f"architecture {arch.name!r}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001
             raise PluginError(
                 f"architecture {arch.name!r} (plugin {arch.plugin!r}) failed to build: {type(exc).__name__}: {exc}"

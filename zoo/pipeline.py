@@ -17,18 +17,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from zoo import progress
 from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
 from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError
 from zoo.exporter_calls import call_exporter, code_location, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
 from zoo.model import BuiltModel
 from zoo.plan import ExportPlan, Target, resolve_format
-from zoo.records import ExportResult, FailedExport
+from zoo.records import ExportResult, FailedExport, Verification
 from zoo.shapes import dynamic_dims
 from zoo.spec import Dim, Exporter
+from zoo.variants import Acceptance
 from zoo.verification import ToleranceOption, check_tolerances, failure_text, verify_files
 
 log = logging.getLogger(__name__)
+CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
+CALIBRATION_BATCHES = 8
 
 
 def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
@@ -103,10 +107,65 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
             result.placed = False
             result.error = failure_text(result.verification)
             return result
+        main = job.path
+        if plan.variant is not None:  # built on the verified float32 file, placed instead of it once accepted
+            written = make_variant(plan, built, job, temp / "variant", output, result)
+            main = written[0]
+            if not result.variant_verification.ok:
+                result.files = [output.parent / p.name for p in written]
+                result.placed = False
+                result.error = f"the {plan.variant} variant is not accepted: " + result.variant_verification.failures[0]
+                return result
         stale = old_side_files(exporter, output) if plan.force else []
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
-        result.files = place(written, job.path, output, plan.force, stale=stale, keep=weights)
+        result.files = place(written, main, output, plan.force, stale=stale, keep=weights)
     return result
+
+
+def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Path, output: Path, result: ExportResult) -> list[Path]:
+    """The variant of the verified file ``job.path``, checked and verified by the plan's
+    acceptance criteria (in ``result``); the files it wrote, the main file first."""
+    with timed(result.timings, plan.variant):
+        target, result.variant, result.variant_verification = variant_of(
+            plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static
+        )
+    return [target]
+
+
+def variant_of(
+    exporter: Exporter, built: BuiltModel, source: Path, metadata: dict[str, str], variant: str, acceptance: Acceptance,
+    folder: Path, disk_path: Path, static: bool = False,
+) -> tuple[Path, dict[str, Any], Verification]:
+    """Make ``variant`` of the verified file ``source`` in ``folder`` (same file name),
+    check it, and verify it against ``built`` by ``acceptance``: the file, what was
+    made (name, method, criteria, sizes) and the verification."""
+    import numpy as np
+
+    folder.mkdir()
+    target = folder / source.name
+    metadata = {
+        **metadata,
+        META_PREFIX + "variant": variant,
+        META_PREFIX + "acceptance": json.dumps(acceptance.to_dict(), sort_keys=True),
+    }
+    calibration = [  # for static quantization: zoo's own inputs, unlike any verification case
+        {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in built.sample_inputs(seed=built.seed + CALIBRATION_SEED + i).items()}
+        for i in range(CALIBRATION_BATCHES)
+    ]
+    how = call_exporter(
+        exporter.make_variant, source, target, variant, metadata, calibration, error=ExportFailed,
+        what=f"{exporter.name} could not make the {variant} variant of {built.arch.name}", disk_path=disk_path,
+    )
+    check_artifact(exporter, target)
+    verification = verify_files(built, exporter, target, static, acceptance=acceptance)
+    made = {"name": variant, **(how or {}), "criteria": acceptance, "float32_bytes": source.stat().st_size, "bytes": target.stat().st_size}
+    return target, made, verification
+
+
+def exported_metadata(exporter: Exporter, path: Path) -> dict[str, str]:
+    """The ``zoo.*`` metadata of a file zoo just wrote, as its exporter reads it back."""
+    raw = call_exporter(exporter.read_metadata, path, error=VerificationFailed, what=f"{exporter.name} could not read {path.name}")
+    return {k: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
 
 
 def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> ExportJob:
@@ -242,6 +301,7 @@ def verify_artifact(
             )
         overrides, seed = recorded_build(path, meta, weights)
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
+    acceptance = recorded_acceptance(path, meta, rtol, atol)
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides})
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     static = meta.get("static") == "true"
@@ -250,12 +310,28 @@ def verify_artifact(
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
-        result.verification = verify_files(built, exporter, path, static, rtol, atol, extra=cases, match_io=arch_name is not None)
+        result.verification = verify_files(
+            built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None
+        )
+    if acceptance is not None:
+        result.variant = {"name": meta["variant"], "criteria": acceptance}
     if not result.verification.ok:
         result.error = failure_text(result.verification)
         if arch_name is not None and weights is None:
             result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
     return result
+
+
+def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:
+    """A variant's acceptance criteria, as its file records them; ``None`` for a float file."""
+    if "variant" not in meta:
+        return None
+    if rtol is not None or atol is not None:
+        raise UsageError(f"{path.name} is a {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
+    try:
+        return Acceptance.from_metadata(meta.get("acceptance", "{}"))
+    except (ValueError, TypeError, ZooError) as exc:
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.acceptance: {exc}") from exc
 
 
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:
@@ -288,6 +364,8 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
 
 @contextmanager
 def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Time a stage (summed into ``timings``), announcing it to a terminal (``zoo.progress``)."""
+    progress.stage(stage)
     start = time.perf_counter()
     try:
         yield

@@ -16,6 +16,7 @@ from typing import Any
 from zoo.artifacts import check_file_path, check_output_path
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.spec import Architecture, Exporter
+from zoo.variants import Acceptance, variant_name
 from zoo.verification import check_tolerances
 
 
@@ -44,6 +45,8 @@ class ExportPlan:
     weights: Path | None = None  # (one target only)
     report: Path | None = None
     inputs: list[Any] = field(default_factory=list)  # the user's verification cases (InputCase, one target only)
+    variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
+    acceptance: Acceptance | None = None  # what the variant must meet
 
     @property
     def protected(self) -> list[Path]:
@@ -88,6 +91,11 @@ def plan_export(
     weights: Path | None = None,
     report: Path | None = None,
     inputs: Sequence[Path] = (),
+    quantize: str | None = None,
+    precision: str | None = None,
+    min_agreement: float | None = None,
+    max_loss_change: float | None = None,
+    max_error: float | None = None,
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
     from zoo.model import check_seed, torch_device
@@ -96,6 +104,10 @@ def plan_export(
     exporter = zoo.exporter(format_name)
     options = {"fold_linear": True} if fold_linear else {}
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
+    variant = variant_name(quantize, precision)
+    criteria = {"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error}
+    acceptance = resolve_acceptance(exporter, variant, criteria)
+    suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(seed)
     if export_all:
         if params or weights or inputs:
@@ -104,15 +116,14 @@ def plan_export(
         if not archs:
             raise UsageError(f"no architecture matches {name!r}")
         folder = output or Path(".")
-        if not folder.is_dir():
-            raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
-        targets = [refusing(Target(a, folder / f"{a.name}{exporter.suffix}"), force) for a in archs]
+        check_export_folder(folder)
+        targets = [Target(a, folder / f"{a.name}{suffix}") for a in archs]
         overrides: dict[str, Any] = {}
     elif name is None:
         raise UsageError("give an architecture NAME (see 'zoo list') or --all")
     else:
         arch = zoo.architecture(name)
-        targets = [Target(arch, output or Path(f"{arch.name}{exporter.suffix}"))]
+        targets = [Target(arch, output or Path(f"{arch.name}{suffix}"))]
         overrides = parse_params(params, arch.parameters, arch.name)
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
@@ -123,13 +134,50 @@ def plan_export(
         cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides})
     torch_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
-        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report, cases
+        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
+        variant=variant, acceptance=acceptance, inputs=cases,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)
-    if not export_all:  # before the build: a big model costs seconds and GBs
+    if export_all:  # every option is valid: only now make the folder, then see which files can be written
+        make_export_folder(targets[0].path.parent)
+        plan.targets = [refusing(t, force) for t in targets]
+    else:  # before the build: a big model costs seconds and GBs
         check_output_path(targets[0].path, force)
     return plan
+
+
+def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[str, float | None]) -> Acceptance | None:
+    """The variant's acceptance criteria: the defaults, with what the command line gives."""
+    given = {k: v for k, v in criteria.items() if v is not None}
+    if variant is None:
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags} judge a variant: add --quantize int8 or --precision fp16")
+        return None
+    if variant not in exporter.variants:
+        makes = ", ".join(exporter.variants) or "no variants"
+        raise UsageError(f"the {exporter.name} format cannot make the {variant} variant (it makes {makes})")
+    return Acceptance(**given)
+
+
+def check_export_folder(folder: Path) -> None:
+    """``--all -o FOLDER``: an existing folder, or a new one whose parent exists."""
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise OutputPathError(f"with --all, -o names a folder; {str(folder)!r} is a file")
+    if not folder.parent.is_dir():
+        raise OutputPathError(
+            f"with --all, -o {str(folder)!r}: its parent folder {str(folder.parent)!r} does not exist; create it first"
+        )
+
+
+def make_export_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"with --all, -o {str(folder)!r}: cannot create the folder ({exc.strerror or exc})") from exc
 
 
 def refusing(target: Target, force: bool) -> Target:

@@ -153,6 +153,8 @@ class ExportResult(Record):
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str | None = None
     export_stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # ExportJob.stats
+    variant: dict[str, Any] | None = None  # name, how it was made, criteria, sizes (``zoo.variants``)
+    variant_verification: Verification | None = None  # the variant against PyTorch, by its criteria
 
     @property
     def ok(self) -> bool:
@@ -187,6 +189,7 @@ class ExportResult(Record):
                 "export_stats": self.export_stats,
                 "check": self.check,
                 "verification": self.verification,
+                "variant": None if self.variant is None else {**self.variant, "verification": self.variant_verification},
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
                 "versions": versions(),
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from zoo.params import format_value
@@ -37,23 +38,29 @@ def check_lines(result: Any) -> list[str]:
 
 def bench_lines(result: Any) -> list[str]:
     changed = ", ".join(f"{k}={format_value(v)}" for k, v in result.params.items())
-    providers = ", ".join(result.providers)
+    providers = f" [{', '.join(result.providers)}]" if result.providers else ""
+    label = result.label
     lines = [
         f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
         f"  torch     {result.torch_runtime}",
-        f"  onnx      {result.onnx_runtime} [{providers}], verified against PyTorch before timing",
+        f"  {result.format:<9} {result.onnx_runtime}{providers}, verified against PyTorch before timing",
     ]
     if result.note:
         lines.append(f"  note      {result.note}")
     fold = result.export_stats.get("fold_linear")
     if fold is not None:
         lines.extend(fold_lines(fold))
+    variant = result.variant
+    if variant is not None:
+        verdict = "accepted" if variant["accepted"] else f"NOT ACCEPTED: {variant['failure']}"
+        lines.extend(variant_lines(variant))
+        lines.append(f"  {variant['name']:<9} {verdict}")
     calls = min(min(len(r.torch.seconds), len(r.onnx.seconds)) for r in result.rows)
     lines.append(f"  timing    {result.budget_s:g} s of single calls per runtime and batch size after warm-up (at least {calls} calls each)")
-    headers = ("BATCH", "TORCH MEDIAN", "TORCH P90", "ORT MEDIAN", "ORT P90", "TORCH SAMPLES/S", "ORT SAMPLES/S", "SPEED-UP")
+    headers = ["SIZES", "TORCH MEDIAN", "TORCH P90", f"{label} MEDIAN", f"{label} P90", "TORCH SAMPLES/S", f"{label} SAMPLES/S", "SPEED-UP"]
     rows = [
-        (
-            row.batch,
+        [
+            ", ".join(f"{k}={v}" for k, v in (row.sizes or {"batch": row.batch}).items()),
             human_seconds(row.torch.median),
             human_seconds(row.torch.p90),
             human_seconds(row.onnx.median),
@@ -61,11 +68,19 @@ def bench_lines(result: Any) -> list[str]:
             human_rate(row.torch.throughput),
             human_rate(row.onnx.throughput),
             f"{row.speedup:.2f}×",
-        )
+        ]
         for row in result.rows
     ]
+    if variant is not None:
+        name = variant["name"].upper()
+        headers += [f"{name} MEDIAN", f"{name} VS ORT"]
+        for cells, row in zip(rows, result.rows):
+            cells += [human_seconds(row.variant.median), f"{row.variant_speedup:.2f}×"]
     lines.append(table(headers, rows))
-    lines.append("SPEED-UP is torch median / onnxruntime median: above 1, the exported model is faster.")
+    runtime = "onnxruntime" if label == "ORT" else f"the {result.format} runner"
+    lines.append(f"SPEED-UP is torch median / {runtime} median: above 1, the exported model is faster.")
+    if variant is not None:
+        lines.append(f"{variant['name'].upper()} VS ORT is the float32 file's median / the {variant['name']} file's, both in onnxruntime.")
     return lines
 
 
@@ -85,6 +100,8 @@ def human_rate(per_second: float) -> str:
 
 
 def summary_row(result: Any) -> tuple[str, ...]:
+    if getattr(result, "row", None) is not None:  # made in a worker process (zoo.scaleout.Finished)
+        return result.row
     if getattr(result, "verification", None) is None:  # failed before verifying (FailedExport)
         return (result.name, "FAILED", "-", "-", result.error)
     verification = result.verification
@@ -92,6 +109,10 @@ def summary_row(result: Any) -> tuple[str, ...]:
     status = "ok" if result.ok else "FAILED"
     shown = str(result.files[0]) if result.ok else (result.error or "")
     return (result.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+
+
+# what every case reports; any other entry is a task's fraction (argmax_agreement, exact_match)
+DECISIONS = ("_agreement", "exact_match")  # per-case stats that are fractions of decisions, shown as percentages
 
 
 def export_lines(result: Any, verb: str = "export") -> list[str]:
@@ -112,23 +133,15 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     fold = result.export_stats.get("fold_linear")
     if fold is not None:
         lines.extend(fold_lines(fold))
-    providers = ", ".join(verification.providers) or "-"
-    lines.append(f"  verify    {verification.runtime} [{providers}] against PyTorch on {len(verification.cases)} input sizes")
-    if verification.note:
-        lines.append(f"  note      {verification.note}")
-    for case in verification.cases:
-        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
-        if case.source:
-            sizes = f"{case.source} ({sizes})"
-        for out_name, stats in case.outputs.items():
-            lines.extend(output_lines(sizes, out_name, stats))
-        lines.extend(f"    FAILED {failure}" for failure in case.failures)
-    if verification.first_divergence:
-        from zoo.divergence import divergence_text
-
-        lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
-    tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
-    lines.append(f"  tolerance {tolerances}")
+    variant_file = result.variant is not None and result.variant_verification is None  # zoo verify of a variant
+    lines.extend(verification_lines(verification, variant=variant_file))
+    if not variant_file:
+        tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
+        lines.append(f"  tolerance {tolerances}")
+    if result.variant is not None:
+        lines.extend(variant_lines(result.variant))
+        if result.variant_verification is not None:
+            lines.extend(verification_lines(result.variant_verification, variant=True)[1:])
     if result.ok:
         for record in result.file_records:
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
@@ -138,9 +151,53 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     return lines
 
 
-def output_lines(sizes: str, name: str, stats: dict[str, Any]) -> list[str]:
+def verification_lines(verification: Any, variant: bool = False) -> list[str]:
+    """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers."""
+    providers = f" [{', '.join(verification.providers)}]" if verification.providers else ""  # optional for a runner
+    lines = [f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input sizes"]
+    if verification.note:
+        lines.append(f"  note      {verification.note}")
+    for case in verification.cases:
+        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
+        if case.source:
+            sizes = f"{case.source} ({sizes})"
+        for out_name, stats in case.outputs.items():
+            agreements = "".join(
+                f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k.endswith(DECISIONS)
+            )
+            if variant:
+                loss = stats.get("loss")
+                change = f"  loss {(loss['variant'] - loss['torch']) / max(abs(loss['torch']), 1e-12):+.2%}" if loss else ""
+                relative = f" ({stats['p99_relative_to_rms']:.2g}× RMS)" if "p99_relative_to_rms" in stats else ""
+                verdict = "ok" if not any(out_name in f for f in case.failures) else "NOT ACCEPTED"
+                lines.append(f"    {sizes:<18} {out_name}: p99 abs {stats['p99_abs']:.2e}{relative}{agreements}{change}  {verdict}")
+            else:
+                lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%")))
+        lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    if verification.first_divergence:
+        from zoo.divergence import divergence_text
+
+        lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
+    return lines
+
+
+def variant_lines(variant: dict[str, Any]) -> list[str]:
+    """Which variant, how it was made, its size against the float32 file, and its criteria."""
+    criteria = variant["criteria"]
+    made = f" ({variant['method']})" if variant.get("method") else ""
+    criteria = criteria if hasattr(criteria, "min_agreement") else SimpleNamespace(**criteria)
+    size = ""
+    if variant.get("bytes"):
+        size = f": {human_bytes(variant['bytes'])}, {variant['bytes'] / variant['float32_bytes']:.2f}× the float32 file"
+    return [
+        f"  variant   {variant['name']}{made}{size}",
+        f"  accept    agreement ≥ {criteria.min_agreement:.1%}, loss change ≤ {criteria.max_loss_change:.0%}, "
+        f"p99 error ≤ {criteria.max_error:g}× RMS (regression) on every case",
+    ]
+
+
+def output_lines(sizes: str, name: str, stats: dict[str, Any], extra: str = "") -> list[str]:
     """One output of one case; a failed one gets its full error statistics below."""
-    extra = "".join(f"  {k.replace('_agreement', '')} {v:.0%}" for k, v in stats.items() if k.endswith("_agreement"))
     lines = [
         f"    {sizes:<18} {name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}"
         f"  out {stats['out_of_tolerance']:.1%}  p99 {stats['abs_error']['p99']:.1g}{extra}  {'ok' if stats['ok'] else 'MISMATCH'}"
@@ -221,13 +278,15 @@ def list_lines(archs: Sequence[Architecture], pattern: str | None) -> list[str]:
 
 
 def plugins_lines(zoo: Any) -> list[str]:
-    """``zoo plugins``: each plugin with what it registered and its errors; then the formats."""
+    """``zoo plugins``: each plugin with what it registered and its errors; then the formats and tasks."""
     infos = list(zoo.plugins.values())
     rows = []
     for info in infos:
         registered = [
             f"{kind}: {', '.join(names)}"
-            for kind, names in (("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands))
+            for kind, names in (
+                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands)
+            )
             if names
         ]
         dist = f"{info.distribution or '-'}{' (built-in)' if info.builtin else ''}"
@@ -240,6 +299,9 @@ def plugins_lines(zoo: Any) -> list[str]:
             for e in zoo.exporters
         ]
         lines += ["", table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats)]
+    if len(zoo.tasks):  # what Output(task=...) takes, with the heads each task accepts
+        tasks = [(t.name, ",".join(t.head_names()), t.plugin, t.summary or "-") for t in zoo.tasks]
+        lines += ["", table(("TASK", "HEADS", "PLUGIN", "SUMMARY"), tasks)]
     return lines
 
 

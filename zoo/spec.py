@@ -14,18 +14,7 @@ from typing import Any
 
 from zoo.params import Parameter, build_parameters
 
-TASKS = ("binary", "multiclass", "regression")
 HEADS = ("sigmoid", "softmax", "log_softmax")
-# The (task, head) pairs that have a loss, and its name: the table zoo.tasks
-# implements. An output with no task may have any head (head checks only).
-TASK_HEADS = {
-    ("binary", "sigmoid"): "binary cross-entropy",
-    ("binary", None): "binary cross-entropy with logits",
-    ("multiclass", "softmax"): "cross-entropy (one-hot) on log-probabilities",
-    ("multiclass", "log_softmax"): "cross-entropy (one-hot) on log-probabilities",
-    ("multiclass", None): "cross-entropy (one-hot) on logits",
-    ("regression", None): "mean squared error",
-}
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
@@ -99,30 +88,31 @@ class Input:
 class Output:
     """One named model output.
 
-    ``task`` selects the loss check (``binary``: BCE, ``multiclass``:
-    cross-entropy over the last dimension, ``regression``: MSE; ``None``: no
-    loss). ``head`` says what the model already applied to it: ``sigmoid``,
-    ``softmax``, ``log_softmax`` or ``None`` (raw logits or values). ``shape``,
-    when given, is checked after every forward pass (same notation as inputs).
+    ``task`` names a registered ``zoo.Task`` that selects the loss check and the
+    decision agreement of verification. Built in: ``binary`` (BCE),
+    ``multiclass`` (cross-entropy over the last dimension), ``multilabel`` (BCE
+    per label), ``regression`` (MSE); plugins add more (``register_tasks``).
+    ``None``: no loss. ``head`` says what the model already applied to it:
+    ``sigmoid``, ``softmax``, ``log_softmax`` or ``None`` (raw logits or
+    values). The task and its head are checked when the architecture is
+    registered. ``shape``, when given, is checked after every forward pass
+    (same notation as inputs).
     """
 
     name: str
     task: str | None = None
     head: str | None = None
     shape: tuple[DimLike, ...] | None = None
+    # the registered Task, set when the architecture is registered (zoo.task_spec.resolve_tasks)
+    resolved_task: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.shape is not None:
             object.__setattr__(self, "shape", tuple(self.shape))
-        if self.task is not None and self.task not in TASKS:
-            raise ValueError(f"output {self.name!r}: task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.task is not None:
+            check_name(self.task, f"output {self.name!r}: task")
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"output {self.name!r}: head {self.head!r} is not one of {', '.join(HEADS)}")
-        if self.task is not None and (self.task, self.head) not in TASK_HEADS:
-            heads = [repr(head) if head else "None (raw values)" for task, head in TASK_HEADS if task == self.task]
-            raise ValueError(
-                f"output {self.name!r}: task {self.task!r} does not take head {self.head!r}; use {' or '.join(heads)}"
-            )
 
 
 @dataclass(frozen=True)
@@ -210,6 +200,20 @@ class Architecture:
                 raise ValueError(f"architecture {self.name!r}: {kind} names must be unique")
         # at registration: a bad signature fails there, not at first use
         object.__setattr__(self, "parameters", build_parameters(self.build, self.name))
+        self._refuse_dims_named_like_parameters()
+
+    def _refuse_dims_named_like_parameters(self) -> None:
+        """A ``Dim`` object asks for a dynamic dimension; if its name is a build
+        parameter, the parameter's value would silently replace it (and fix it)."""
+        shaped = [("input", i.name, i.shape) for i in self.inputs] + [("output", o.name, o.shape or ()) for o in self.outputs]
+        for kind, owner, shape in shaped:
+            for dim in shape:
+                if isinstance(dim, Dim) and dim.name in self.parameters:
+                    raise ValueError(
+                        f"architecture {self.name!r}: {kind} {owner!r}: Dim({dim.name!r}) has the name of build parameter "
+                        f"{dim.name!r}, whose value would replace the dynamic dimension; rename the Dim, "
+                        f"or write the plain string {dim.name!r} to size it by the parameter"
+                    )
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -288,7 +292,9 @@ class Exporter:
     Optional: ``check(path)`` validates a written file's structure and raises
     on a bad one (``zoo verify`` runs it before comparing); ``files(path)``
     returns the side files the main file at ``path`` refers to (external
-    weights), so verification reports list them too; ``intermediates(path, feed)``
+    weights), so verification reports list them too; ``variants`` and
+    ``make_variant`` make deployable variants (``--quantize int8``,
+    ``--precision fp16``) from a verified file; ``intermediates(path, feed)``
     runs the file with its inner values exposed and returns, in the order they
     are computed, one dict per module scope: ``{"node", "op", "module", "value"}``
     (the last node inside that module, by its path in the module tree, and its
@@ -307,6 +313,9 @@ class Exporter:
     plugin: str = ""
     check: Callable[[Any], None] | None = None  # check(path): raise on a malformed file
     files: Callable[[Any], list[Any]] | None = None  # files(path): side files beside the main file
+    variants: tuple[str, ...] = ()  # deployable variants make_variant writes (``int8``, ``fp16``)
+    # make_variant(source, target, variant, metadata, calibration_feeds) -> {how it was made}
+    make_variant: Callable[..., dict[str, Any]] | None = None
     intermediates: Callable[[Any, dict[str, Any]], list[dict[str, Any]]] | None = None  # (path, feed): per-module values
 
     def __post_init__(self) -> None:
@@ -328,6 +337,7 @@ class Exporter:
             "plugin": self.plugin,
             "summary": self.summary,
             "options": list(self.options),
+            "variants": list(self.variants),
             "default_opset": self.default_opset,
             "opsets": None if self.opsets is None else list(self.opsets),
         }

@@ -117,7 +117,7 @@ def check_export_verify(
         path = Path(tmp_path) / f"{arch.name}{fmt.suffix}"
         result = export_model(built, fmt, path, static=static, force=True)
     except ZooError as exc:
-        pytest.fail(f"{name} ({exporter}): {exc}", pytrace=False)
+        pytest.fail(f"{name} ({exporter}): {explained(exc)}", pytrace=False)
     if not result.ok:
         failures = result.verification.failures if result.verification else [result.error]
         pytest.fail(f"{name} ({exporter}): export did not verify:\n  " + "\n  ".join(failures[:10]), pytrace=False)
@@ -129,7 +129,25 @@ def check_export_verify(
     try:
         verified = verify_artifact(zoo, path, device=device)
     except ZooError as exc:
-        pytest.fail(f"{name} ({exporter}): zoo verify {path.name}: {exc}", pytrace=False)
+        pytest.fail(f"{name} ({exporter}): zoo verify {path.name}: {explained(exc)}", pytrace=False)
     if not verified.ok:
         pytest.fail(f"{name} ({exporter}): zoo verify {path.name} failed: {verified.error}", pytrace=False)
     return Checked(path, result, verified)
+
+
+def explained(exc: BaseException) -> str:
+    """zoo's one line, with its hint to rerun with ``-v`` (no use under pytest)
+    replaced by what ``-v`` shows: the exporter's own exception, in full."""
+    import re
+
+    from zoo.exporter_calls import root_cause
+
+    text = re.sub(r" \(run with -v+ [^)]*\)", "", str(exc))
+    cause = exc.__cause__
+    if cause is None:
+        return text
+    said = f"{type(cause).__name__}: {cause}"
+    root = root_cause(cause)
+    if root is not cause:
+        said += f"\n  caused by {type(root).__name__}: {root}"
+    return f"{text}\n  the exporter said: {said}"

@@ -6,6 +6,7 @@ Installed, it is found through its ``[project.entry-points.zoo]`` entry and adds
 - ``token-classifier``: int64 token ids ``batch×seq`` in ``[0, vocab_size)`` and a
   padding mask, dynamic ``seq``; its ``sample_inputs`` pads like a tokenizer;
 - ``listing-model``: two named inputs and two named outputs;
+- ``tag-model``: independent labels per row (the ``multilabel`` task);
 - the ``pt2`` export format (a ``torch.export`` program archive);
 - the ``pt2-info`` command.
 
@@ -60,6 +61,14 @@ def listing_model(n_features: int = 6, n_categories: int = 12, hidden: int = 16)
     return ListingModel(n_features, n_categories, hidden)
 
 
+def tag_model(n_features: int = 12, hidden: int = 32, n_labels: int = 6) -> nn.Module:
+    from torch import nn
+
+    if min(n_features, hidden, n_labels) < 1:
+        raise ParameterError("n_features, hidden and n_labels must be positive")
+    return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
+
+
 @zoo.hookimpl
 def register_architectures(register):
     register(
@@ -104,6 +113,18 @@ def register_architectures(register):
                 Output("sold", task="binary", head="sigmoid", shape=("batch", 1)),
                 Output("price", task="regression", shape=("batch", 1)),
             ),
+        )
+    )
+    register(
+        Architecture(
+            name="tag-model",
+            aliases=("tags",),
+            summary="MLP → one logit per label: multilabel tagger (any number of labels per row)",
+            build=tag_model,
+            inputs=(Input("features", ("batch", "n_features")),),
+            # multilabel: BCE per label; verification compares every label's
+            # decision and reports the rows whose label sets match exactly
+            outputs=(Output("tag_logits", task="multilabel", shape=("batch", "n_labels")),),
         )
     )
 

@@ -1,0 +1,80 @@
+"""--all across processes (--jobs) and machines (--shard)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zoo.errors import UsageError
+from zoo.manager import load_zoo
+from zoo.plan import Target
+from zoo.scaleout import parse_shard, shard
+
+TEMPLATE = load_zoo(entry_points=False).architecture("binary")
+
+
+def targets(names: list[str]) -> list[Target]:
+    return [Target(dataclasses.replace(TEMPLATE, name=name, aliases=()), Path(name)) for name in names]
+
+
+@given(st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True), unique=True, max_size=12), st.integers(1, 6))
+def test_shards_are_disjoint_and_cover_the_sorted_list(names: list[str], count: int) -> None:
+    every = targets(names)
+    parts = [shard(every, index, count) for index in range(1, count + 1)]
+    got = [t.arch.name for part in parts for t in part]
+    assert sorted(got) == sorted(names) and len(got) == len(set(got))
+    assert all(len(a) - len(b) in (0, 1) for a, b in zip(parts, parts[1:]))  # balanced
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "1", "a/b", "2/0", "-1/3"])
+def test_a_bad_shard_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="write I/N with 1 <= I <= N"):
+        parse_shard(text)
+
+
+def test_shard_and_jobs_need_all(run) -> None:
+    result = run("export", "binary", "--shard", "1/2")
+    assert result.exit_code == 2 and "--jobs and --shard split --all" in result.stderr
+
+
+def test_each_shard_exports_its_part_and_reports_a_json_list(run, tmp_path: Path) -> None:
+    seen = []
+    for index in (1, 2):
+        result = run("export", "--all", "-o", ".", "--shard", f"{index}/2", "--report", f"shard{index}.json")
+        assert result.exit_code == 0, result.stderr
+        records = json.loads((tmp_path / f"shard{index}.json").read_text())
+        assert isinstance(records, list) and all(r["status"] == "ok" for r in records)
+        seen += [r["architecture"] for r in records]
+    assert sorted(seen) == ["binary-sigmoid", "multiclass-softmax", "three-layer-stack"]
+
+
+def test_jobs_export_every_architecture_in_worker_processes(run, tmp_path: Path) -> None:
+    result = run("export", "--all", "-o", ".", "--jobs", "2", "--report", "all.json")
+    assert result.exit_code == 0, result.stderr
+    records = json.loads((tmp_path / "all.json").read_text())
+    assert [r["architecture"] for r in records] == ["binary-sigmoid", "multiclass-softmax", "three-layer-stack"]  # sorted, whatever finished first
+    assert {r["status"] for r in records} == {"ok"} and all(r["verification"]["ok"] for r in records)
+    progress = [line.split() for line in result.stderr.splitlines() if line.startswith("[")]
+    assert [p[0] for p in progress] == ["[1/3]", "[2/3]", "[3/3]"]  # counted as they finish, in any order
+    assert sorted(p[1] for p in progress) == [r["architecture"] for r in records] and {p[2] for p in progress} == {"ok"}
+    for record in records:
+        assert Path(tmp_path, record["files"][0]["path"]).is_file()
+    assert "binary-sigmoid" in result.stdout.splitlines()[1]  # the summary table, in name order
+
+
+def test_jobs_refuse_plugins_that_workers_cannot_load(run) -> None:
+    from zoo import Architecture, Input, Output, hookimpl
+
+    class Plugin:
+        @hookimpl
+        def register_architectures(self, register):
+            register(Architecture("local-only", lambda: None, (Input("x", ("batch", 2)),), (Output("y"),)))
+
+    zoo = load_zoo(entry_points=False, extra=[("local", Plugin())])
+    result = run("export", "--all", "-o", ".", "--jobs", "2", zoo=zoo)
+    assert result.exit_code == 2 and "workers cannot load it (use --jobs 1)" in result.stderr

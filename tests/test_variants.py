@@ -1,0 +1,98 @@
+"""int8 and fp16 variants: made from the verified float32 file, accepted by task-aware criteria, re-verified the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+
+from zoo import Exporter, hookimpl
+from zoo.manager import load_zoo
+
+
+def metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def test_an_int8_variant_is_placed_once_accepted_and_verify_rechecks_it(run, tmp_path: Path) -> None:
+    result = run("export", "binary", "--quantize", "int8", "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    variant = record["variant"]
+    assert (variant["name"], variant["method"]) == ("int8", "dynamic")
+    assert variant["criteria"] == {"min_agreement": 0.99, "max_loss_change": 0.05, "max_error": 0.05}
+    assert all(case["ok"] for case in variant["verification"]["cases"])
+    assert record["verification"]["ok"]  # the float32 export it was made from verified first
+    placed = tmp_path / "binary-sigmoid.int8.onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [placed.name]  # only the variant is placed
+    meta = metadata(placed)
+    assert meta["zoo.variant"] == "int8" and json.loads(meta["zoo.acceptance"])["min_agreement"] == 0.99
+    assert any(n.op_type.startswith(("MatMulInteger", "DynamicQuantize")) for n in onnx.load(str(placed)).graph.node)
+    verified = run("verify", placed.name, "--json")
+    assert verified.exit_code == 0, verified.stderr
+    again = json.loads(verified.stdout)
+    assert again["variant"]["name"] == "int8" and again["verification"]["tolerances"] == {}
+    assert "threshold_agreement" in again["verification"]["cases"][0]["outputs"]["probability"]
+
+
+def test_an_fp16_variant_halves_the_file_and_keeps_float32_inputs(run, tmp_path: Path) -> None:
+    result = run("export", "stack", "-p", "width=256", "--precision", "fp16", "--json")
+    assert result.exit_code == 0, result.stderr
+    variant = json.loads(result.stdout)["variant"]
+    assert variant["bytes"] <= 0.55 * variant["float32_bytes"]
+    graph = onnx.load(str(tmp_path / "three-layer-stack.fp16.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)
+    text = run("verify", "three-layer-stack.fp16.onnx")
+    assert text.exit_code == 0 and "RMS" in text.stdout and "variant   fp16" in text.stdout
+
+
+def test_a_variant_that_loses_decisions_fails_with_the_measured_agreement_and_leaves_nothing(run, tmp_path: Path) -> None:
+    # seeded initial weights give near-uniform softmax rows: logits nearly tied, int8 flips argmaxes
+    result = run("export", "multiclass", "--quantize", "int8", "--report", "r.json")
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert line.startswith("zoo: error: the int8 variant is not accepted: ") and "\n" not in line
+    assert "argmax agrees with PyTorch on 93.8% of rows (at least 99.0% required)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["status"] == "failed" and record["files"][0]["written"] is False
+
+
+def test_criteria_from_the_command_line_are_used_and_recorded(run, tmp_path: Path) -> None:
+    result = run("export", "multiclass", "--quantize", "int8", "--min-agreement", "0.9")
+    assert result.exit_code == 0, result.stderr
+    assert "agreement ≥ 90.0%" in result.stdout
+    assert json.loads(metadata(tmp_path / "multiclass-softmax.int8.onnx")["zoo.acceptance"])["min_agreement"] == 0.9
+    assert run("verify", "multiclass-softmax.int8.onnx").exit_code == 0  # re-checked at the recorded 0.9
+
+
+def test_variant_options_are_refused_where_they_cannot_apply(run) -> None:
+    cases = [
+        (["export", "binary", "--min-agreement", "0.9"], "--min-agreement judge a variant: add --quantize int8 or --precision fp16"),
+        (["export", "binary", "--quantize", "int8", "--precision", "fp16"], "make different variants: give one of them"),
+        (["export", "binary", "--quantize", "int8", "--max-error", "2"], "--max-error 2.0: give a number from 0 to 1"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_a_format_without_variants_refuses_them_before_any_work(run) -> None:
+    onnx_format = load_zoo(entry_points=False).exporter("onnx")
+
+    class Plugin:
+        @hookimpl
+        def register_exporters(self, register):
+            register(Exporter("plain", ".plain", onnx_format.export, onnx_format.load, onnx_format.read_metadata))
+
+    zoo = load_zoo(entry_points=False, extra=[("plain", Plugin())])
+    result = run("export", "binary", "--format", "plain", "--quantize", "int8", zoo=zoo)
+    assert result.exit_code == 2 and "the plain format cannot make the int8 variant (it makes no variants)" in result.stderr
+
+
+def test_a_variant_is_judged_by_its_criteria_not_by_tolerances(run) -> None:
+    assert run("export", "binary", "--precision", "fp16").exit_code == 0
+    result = run("verify", "binary-sigmoid.fp16.onnx", "--atol", "1e-3")
+    assert result.exit_code == 2 and "judged by its acceptance criteria, not --rtol/--atol" in result.stderr

@@ -1,0 +1,177 @@
+"""``zoo export --all`` across processes and machines: ``--jobs N`` and ``--shard I/N``.
+
+A shard is every N-th architecture of the sorted list, starting at the I-th
+(1-based), so N machines that each run ``--shard I/N`` for I = 1..N export
+every architecture exactly once, with nothing shared but the plugin list.
+
+``--jobs N`` exports in N worker processes. Each worker imports torch and loads
+the plugins once, then exports one target after another; what comes back to
+the parent is the finished record, the summary row and the exit code, never a
+model. Workers load plugins the way ``zoo`` does (built-ins, installed entry
+points, ``ZOO_LOAD_PLUGINS``), plus plugins given to ``load_zoo`` as modules.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any
+
+from zoo.errors import UsageError
+from zoo.plan import ExportPlan, Target
+from zoo.records import Record
+
+SHARD_PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: the 2nd of 4 shards (1-based)."""
+    match = SHARD_PATTERN.fullmatch(text)
+    index, count = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard {text!r}: write I/N with 1 <= I <= N, such as 1/4 (the first of four shards)")
+    return index, count
+
+
+def shard(targets: list[Target], index: int, count: int) -> list[Target]:
+    """The ``index``-th (1-based) of ``count`` disjoint shards of ``targets`` (sorted by name)."""
+    return sorted(targets, key=lambda t: t.arch.name)[index - 1 :: count]
+
+
+@dataclass
+class Finished(Record):
+    """An export done in a worker: its record, summary row and exit code."""
+
+    name: str
+    record: dict[str, Any]
+    row: tuple[str, ...]
+    ok: bool
+    exit_code: int = 0
+
+    @property
+    def error(self) -> str | None:
+        return self.record.get("error")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.record
+
+
+def export_in_workers(
+    plan: ExportPlan,
+    jobs: int,
+    plugin_modules: list[tuple[str, str]],
+    on_done: Callable[[int, Finished], None] | None = None,
+) -> list[Finished]:
+    """Export ``plan``'s targets in ``jobs`` processes; results in the targets' order.
+
+    ``plugin_modules``: ``(plugin name, module name)`` of plugins the parent got
+    as objects (``load_zoo(extra=...)``), imported again in each worker."""
+    context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # workers side by side must not oversubscribe the cores
+    results: dict[int, Finished] = {}
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads)) as pool:
+        pending: dict[Future[Finished], int] = {
+            pool.submit(_export_one, _portable(plan, target)): index for index, target in enumerate(plan.targets)
+        }
+        try:
+            for future, index in _as_completed(pending):
+                results[index] = future.result()
+                if on_done is not None:
+                    on_done(index, results[index])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [results[i] for i in range(len(plan.targets))]
+
+
+def _as_completed(pending: dict[Future[Finished], int]) -> Iterator[tuple[Future[Finished], int]]:
+    waiting = set(pending)
+    while waiting:
+        done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=pending.__getitem__):
+            yield future, pending[future]
+
+
+@dataclass(frozen=True)
+class _PortableTarget:
+    """What a worker needs to export one target: names and settings, no objects."""
+
+    architecture: str
+    path: str
+    refused: str | None
+    refused_code: int
+    format_name: str
+    settings: dict[str, Any]
+
+
+def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
+    settings = dict(
+        opset=plan.opset, static=plan.static, rtol=plan.rtol, atol=plan.atol, options=plan.options,
+        force=plan.force, seed=plan.seed, device=plan.device,
+    )
+    refused = target.refused
+    return _PortableTarget(
+        target.arch.name, str(target.path), None if refused is None else str(refused),
+        0 if refused is None else refused.exit_code, plan.exporter.name, settings,
+    )
+
+
+_worker_zoo: Any = None
+
+
+def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
+    import importlib
+
+    import torch
+
+    from zoo.manager import load_zoo
+
+    global _worker_zoo
+    torch.set_num_threads(threads)
+    extra: list[tuple[str, ModuleType]] = [(name, importlib.import_module(module)) for name, module in plugin_modules]
+    _worker_zoo = load_zoo(extra=extra)
+
+
+def _export_one(portable: _PortableTarget) -> Finished:
+    from pathlib import Path
+
+    from zoo.errors import ZooError
+    from zoo.pipeline import export_targets
+    from zoo.render import summary_row
+
+    zoo = _worker_zoo
+    arch = zoo.architectures.get(portable.architecture)
+    refused = None if portable.refused is None else ZooError(portable.refused)
+    if refused is not None:
+        refused.exit_code = portable.refused_code
+    plan = ExportPlan(zoo.exporter(portable.format_name), [Target(arch, Path(portable.path), refused)], **portable.settings)
+    (result,) = export_targets(plan)
+    exit_code = 0 if result.ok else getattr(result, "exit_code", 1)
+    return Finished(arch.name, result.to_dict(), summary_row(result), result.ok, exit_code)
+
+
+def plugin_modules(zoo: Any) -> list[tuple[str, str]]:
+    """Plugins the parent's zoo got as modules (not from entry points), by import name;
+    a plugin object that is not a module cannot be loaded again in a worker."""
+    found = []
+    for info in zoo.plugins.values():
+        if info.builtin or info.distribution is not None:
+            continue  # workers load these themselves
+        plugin = zoo.pm.get_plugin(info.name)
+        if not isinstance(plugin, ModuleType):
+            raise UsageError(f"--jobs: plugin {info.name!r} was given as an object, not a module; workers cannot load it (use --jobs 1)")
+        found.append((info.name, plugin.__name__))
+    return found
+
+
+def with_shard(plan: ExportPlan, spec: str | None) -> ExportPlan:
+    """``plan`` narrowed to one ``--shard I/N``."""
+    if spec is None:
+        return plan
+    index, count = parse_shard(spec)
+    return replace(plan, targets=shard(plan.targets, index, count))
