@@ -101,6 +101,7 @@ class OrtRunner:
         self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
         self.providers = self.session.get_providers()
         self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
+        self.input_names = [i.name for i in self.session.get_inputs()]  # zoo verify --arch matches them to the architecture's
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
@@ -159,6 +160,57 @@ def check(path: Path) -> None:
 
     read = _read(path)
     onnx.checker.check_model(str(path) if read.data is None else read.model, full_check=True)
+
+
+def module_scopes(node: Any) -> list[tuple[str, str]]:
+    """``(module path, class)`` of every module ``node`` lies in, outermost first,
+    from the metadata the exporter wrote (``KEEP_NODE_METADATA``); the root is ``""``."""
+    import ast
+
+    meta = {p.key: p.value for p in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
+    except (ValueError, SyntaxError):  # damaged metadata: no module to name
+        return []
+    if not isinstance(scopes, list) or len(scopes) < 2 or scopes[0] != "" or len(classes) != len(scopes):
+        return []
+    return [(str(path), str(cls).rsplit(".", 1)[-1]) for path, cls in zip(scopes[:-1], classes[:-1])]  # the last is the op itself
+
+
+def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The output of the last node inside each module scope, in graph order, from
+    a copy of the model with those values exposed as outputs (small files only:
+    one with external weights is not copied)."""
+    import onnx
+    import onnxruntime as ort
+
+    read = _read(path)
+    if read.data is None:
+        return []
+    model = onnx.ModelProto()
+    model.CopyFrom(read.model)
+    last: dict[str, tuple[int, int, Any, str]] = {}  # module path -> (node index, -depth, node, class)
+    for index, node in enumerate(model.graph.node):  # ONNX graphs are stored in topological order
+        for depth, (module, cls) in enumerate(module_scopes(node)):
+            if node.output and node.output[0]:
+                last[module] = (index, -depth, node, cls)
+    # in graph order; where modules end on the same node (a Sequential and its last layer), the innermost first
+    ordered = [(module, (index, node, cls)) for module, (index, _, node, cls) in sorted(last.items(), key=lambda item: item[1][:2])]
+    outputs = {o.name for o in model.graph.output}
+    for _, (_, node, _) in ordered:
+        if node.output[0] not in outputs:
+            outputs.add(node.output[0])
+            model.graph.output.append(onnx.ValueInfoProto(name=node.output[0]))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+    names = [node.output[0] for _, (_, node, _) in ordered]
+    values = session.run(names, feed)
+    return [
+        {"node": node.name, "op": node.op_type, "module": module, "class": cls, "value": value}
+        for (module, (_, node, cls)), value in zip(ordered, values)
+    ]
 
 
 def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, str], calibration: list[dict[str, Any]]) -> dict[str, Any]:
@@ -225,6 +277,7 @@ def register_exporters(register):
             read_metadata=read_metadata,
             check=check,
             files=side_files,
+            intermediates=intermediates,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
             options=("fold_linear",),

@@ -53,7 +53,10 @@ def test_hook_register_architectures_from_a_third_party_plugin(example_zoo: Zoo)
     assert info.architectures == ["small-cnn", "token-classifier", "listing-model", "tag-model"]
     text = example_zoo.architecture("text")
     assert text.plugin == "example"
-    assert text.to_dict()["inputs"] == [{"name": "tokens", "shape": ["batch", "seq"], "dtype": "int64", "range": [0, "vocab_size"]}]
+    assert text.to_dict()["inputs"] == [
+        {"name": "tokens", "shape": ["batch", "seq"], "dtype": "int64", "range": [0, "vocab_size"]},
+        {"name": "padding", "shape": ["batch", "seq"], "dtype": "bool", "range": None},
+    ]
     # dims named after build parameters resolve to their values; others stay symbolic
     assert example_zoo.architecture("cnn").shape_text({"height": 20}) == "image: batch×3×20×32"
 
@@ -63,6 +66,8 @@ def test_hook_register_architectures_token_ids_respect_the_vocabulary(example_zo
     tokens = built.sample_inputs({"batch": 64, "seq": 40})["tokens"]
     assert str(tokens.dtype) == "torch.int64" and tuple(tokens.shape) == (64, 40)
     assert int(tokens.min()) == 0 and int(tokens.max()) == 6  # [0, vocab_size), and the range is used
+    padding = built.sample_inputs({"batch": 64, "seq": 40})["padding"]  # the plugin's sample_inputs: prefix padding
+    assert not padding[:, -1].any() and padding.any()  # every row has a real last token; some rows are padded
 
 
 @pytest.fixture

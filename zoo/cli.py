@@ -117,8 +117,15 @@ device_option = click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model and its PyTorch reference run."
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and generated inputs.")
-atol_option = click.option("--atol", type=float, help=f"Absolute tolerance ({TOLERANCE_HELP}).")
-rtol_option = click.option("--rtol", type=float, help="Relative tolerance (see --atol for defaults).")
+atol_option = click.option(
+    "--atol", multiple=True, metavar="[OUTPUT=]NUMBER",
+    help=f"Absolute tolerance, for every output or one (repeatable: --atol logits=1e-4) ({TOLERANCE_HELP}).",
+)
+rtol_option = click.option("--rtol", multiple=True, metavar="[OUTPUT=]NUMBER", help="Relative tolerance, like --atol (see it for defaults).")
+inputs_option = click.option(
+    "--inputs", "inputs", multiple=True, type=click.Path(path_type=Path), metavar="FILE.npz",
+    help="Also verify on these inputs (repeatable): an .npz whose keys are the input names, batch dimension first.",
+)
 fold_linear_option = click.option(
     "--fold-linear", is_flag=True,
     help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
@@ -236,6 +243,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @fold_linear_option
 @rtol_option
 @atol_option
+@inputs_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Place an int8 variant instead, once it meets the acceptance criteria.")
 @click.option("--precision", type=click.Choice(["fp16"]), help="Place a float16 variant instead, once it meets the acceptance criteria.")
@@ -269,10 +277,12 @@ def export_command(
     from zoo.plan import plan_export
     from zoo.records import FailedExport
     from zoo.scaleout import export_in_workers, plugin_modules, with_shard
+    from zoo.verification import parse_tolerance
 
     if not export_all and (jobs > 1 or shard):
         raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
     zoo = get_zoo(ctx)
+    options.update(rtol=parse_tolerance("--rtol", options["rtol"]), atol=parse_tolerance("--atol", options["atol"]))
     plan = with_shard(plan_export(zoo, name, export_all=export_all, report=report, **options), shard)
     count = len(plan.targets)
 
@@ -370,23 +380,30 @@ def bench_command(
 @cli.command("verify")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--weights", type=click.Path(path_type=Path), help="The weights the file was exported with, if any.")
+@click.option("--arch", "arch_name", metavar="NAME", help="Verify against this architecture (for a file zoo did not write).")
+@param_option
+@click.option("--seed", type=int, help="With --arch: the seed of the initial weights (default 0).")
 @device_option
 @rtol_option
 @atol_option
+@inputs_option
 @report_option
 @json_option
 @click.pass_context
 def verify_command(
-    ctx: click.Context, file: Path, weights: Path | None, device: str, rtol: float | None, atol: float | None,
-    report: Path | None, as_json: bool,
+    ctx: click.Context, file: Path, weights: Path | None, arch_name: str | None, params: Sequence[str], seed: int | None,
+    device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], report: Path | None, as_json: bool,
 ) -> None:
     """Re-verify an exported file: rebuild its architecture from the metadata
-    inside it (name, parameters, seed, weights by sha256) and compare again.
+    inside it (name, parameters, seed, weights by sha256) and compare again;
+    or, with --arch, against that architecture (inputs and outputs matched by name, else position).
 
     \b
     Examples:
       zoo verify binary-sigmoid.onnx
       zoo verify trained.onnx --weights trained.safetensors --device cuda
+      zoo verify model.onnx --inputs batch.npz --atol logits=1e-4
+      zoo verify someone-elses.onnx --arch stack --weights stack.pt
     """
     from zoo.artifacts import check_file_path, write_json
     from zoo.pipeline import verify_artifact
@@ -395,7 +412,12 @@ def verify_command(
     if report is not None:
         check_file_path(report, "--report", [file, weights])  # the JSON must never replace what it verifies
     try:
-        result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
+        from zoo.verification import parse_tolerance
+
+        result = verify_artifact(
+            get_zoo(ctx), file, weights=weights, device=device, rtol=parse_tolerance("--rtol", rtol),
+            atol=parse_tolerance("--atol", atol), inputs=inputs, arch_name=arch_name, params=params, seed=seed,
+        )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
             failure = FailedExport(None, str(exc), file=file)

@@ -12,9 +12,11 @@ import errno
 import io
 import logging
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from pathlib import Path
 from typing import Any, TypeVar
 
 from zoo.errors import ZooError, one_line, write_error
@@ -38,12 +40,14 @@ def call_exporter(
     disk_path: Any = None,
     limit: int = 300,
     hint: str = "",
+    user_code: Path | None = None,
     **kwargs: Any,
 ) -> T:
     """``function(*args, **kwargs)``, quieted; any exception but a ``ZooError``
     becomes ``error(f"{what}: {reason}{hint}")``. With ``disk_path``, a full disk or an
     I/O error inside the call is reported as a failed write to that path instead:
-    it is not the exporter's fault."""
+    it is not the exporter's fault. With ``user_code`` (a folder or file), the
+    reason names the first frame of that code in the traceback: the user's line."""
     try:
         with quiet_exporter():
             return function(*args, **kwargs)
@@ -56,7 +60,36 @@ def call_exporter(
         # -v shows the exporter's own words, -vv its traceback too.
         log.info("%s: %s", what, exc)
         log.debug("exporter traceback", exc_info=True)
-        raise error(f"{what}: {reason(exc, limit)}{hint}") from exc
+        where = user_frame(exc, user_code) if user_code is not None else ""
+        raise error(f"{what}: {reason(exc, limit)}{where}{hint}") from exc
+
+
+def code_location(function: Any) -> Path | None:
+    """Where an architecture's own code lives: its package's folder, or its module's
+    file when that sits among other installed packages (site-packages)."""
+    module = sys.modules.get(getattr(function, "__module__", "") or "")
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    path = Path(file).resolve()
+    if path.name == "__init__.py" or path.parent.name not in ("site-packages", "dist-packages"):
+        return path.parent
+    return path
+
+
+def user_frame(exc: BaseException, code: Path) -> str:
+    """`` at nets.py:11: if x.sum() > 0`` for the first frame inside ``code`` in the
+    tracebacks of ``exc`` and the exceptions it wraps; empty when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for frame in traceback.extract_tb(current.__traceback__):
+            path = Path(frame.filename)
+            if path == code or code in path.parents:
+                return f" at {path.name}:{frame.lineno}: {(frame.line or '').strip()}".rstrip(": ")
+        current = current.__cause__ or current.__context__
+    return ""
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -143,10 +143,12 @@ def make_inputs(
     arch: Architecture, params: Mapping[str, Any], sizes: Mapping[str, int], seed: int, device: str = "cpu"
 ) -> dict[str, torch.Tensor]:
     """Seeded inputs of the declared shapes, dtypes and ranges (made on the CPU, so
-    every device sees the same values)."""
+    every device sees the same values); the architecture's own ``sample_inputs`` when it has one."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
+    if arch.sample_inputs is not None:
+        return {name: t.to(device) for name, t in supplied_inputs(arch, params, sizes, generator).items()}
     inputs = {}
     for inp in arch.inputs:
         shape = input_shape(inp, params, sizes)
@@ -170,6 +172,44 @@ def make_inputs(
             tensor = torch.randint(int(low), int(high), shape, generator=generator, dtype=dtype)
         inputs[inp.name] = tensor.to(device)
     return inputs
+
+
+def supplied_inputs(
+    arch: Architecture, params: Mapping[str, Any], sizes: Mapping[str, int], generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """``arch.sample_inputs`` called with every symbolic dimension's size, its result
+    checked against the declared inputs (a ``PluginError`` naming the plugin)."""
+    import torch
+
+    shapes = {inp.name: input_shape(inp, params, sizes) for inp in arch.inputs}
+    every_size = dict(sizes)
+    for inp in arch.inputs:
+        for dim, size in zip(inp.shape, shapes[inp.name]):
+            if not isinstance(dim, int):
+                every_size.setdefault(str(dim), size)
+    owner = f"architecture {arch.name!r} (plugin {arch.plugin!r}): sample_inputs"
+    try:
+        made = arch.sample_inputs(every_size, generator, dict(params))  # type: ignore[misc]
+    except ParameterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the plugin's bug, named as such
+        raise PluginError(f"{owner} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(made, Mapping) or set(made) != set(shapes):
+        got = sorted(made) if isinstance(made, Mapping) else type(made).__name__
+        raise PluginError(f"{owner} returned {got}; return a dict with exactly the inputs {list(shapes)}")
+    for inp in arch.inputs:
+        tensor = made[inp.name]
+        if not isinstance(tensor, torch.Tensor):
+            raise PluginError(f"{owner}: input {inp.name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+        if tensor.dtype != getattr(torch, inp.dtype):
+            raise PluginError(f"{owner}: input {inp.name!r} is {str(tensor.dtype).removeprefix('torch.')}, declared {inp.dtype}")
+        if tuple(tensor.shape) != shapes[inp.name]:
+            raise PluginError(f"{owner}: input {inp.name!r} has shape {list(tensor.shape)}, expected {list(shapes[inp.name])} ({sizes_text(every_size)})")
+    return {inp.name: made[inp.name].detach().cpu() for inp in arch.inputs}  # declared order: forward takes them by position
+
+
+def sizes_text(sizes: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())
 
 
 def check_range(inp: Any, bounds: tuple[float, float]) -> None:

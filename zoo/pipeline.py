@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from zoo import progress
 from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
 from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError
-from zoo.exporter_calls import call_exporter, reason
+from zoo.exporter_calls import call_exporter, code_location, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
 from zoo.model import BuiltModel
 from zoo.plan import ExportPlan, Target, resolve_format
@@ -28,7 +28,7 @@ from zoo.records import ExportResult, FailedExport, Verification
 from zoo.shapes import dynamic_dims
 from zoo.spec import Dim, Exporter
 from zoo.variants import Acceptance
-from zoo.verification import check_tolerances, verify_files
+from zoo.verification import ToleranceOption, check_tolerances, failure_text, verify_files
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
@@ -101,11 +101,11 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         check_side_files(written, job.path, output, plan.force)  # fail before verifying; place() checks again
         with timed(result.timings, "verify"):
             check_artifact(exporter, job.path)
-            result.verification = verify_files(built, exporter, job.path, plan.static, plan.rtol, plan.atol)
+            result.verification = verify_files(built, exporter, job.path, plan.static, plan.rtol, plan.atol, extra=plan.inputs)
         if not result.verification.ok:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
             result.placed = False
-            result.error = "verification failed: " + result.verification.failures[0]
+            result.error = failure_text(result.verification)
             return result
         main = job.path
         if plan.variant is not None:  # built on the verified float32 file, placed instead of it once accepted
@@ -199,6 +199,7 @@ def run_exporter(exporter: Exporter, job: ExportJob, output: Path) -> list[Path]
         disk_path=output,
         limit=200,
         hint=" (run with -v for the exporter's own reason)",
+        user_code=code_location(job.arch.build),
     )
     # A format that declares an option but records nothing did not apply it:
     # the file would claim (in zoo.options) what was not done.
@@ -217,7 +218,7 @@ def check_artifact(exporter: Exporter, path: Path) -> None:
         call_exporter(exporter.check, path, error=VerificationFailed, what=f"{path.name} fails the {exporter.name} check")
 
 
-def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]:
+def read_artifact(exporters: Any, path: Path, arch_given: bool = False) -> tuple[Exporter, dict[str, str]]:
     """The exporter that wrote ``path`` and the zoo metadata in it.
 
     The suffix only says which readers to ask first: two formats may share a
@@ -234,7 +235,12 @@ def read_artifact(exporters: Any, path: Path) -> tuple[Exporter, dict[str, str]]
             continue
         meta = {k[len(META_PREFIX) :]: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
         if "architecture" not in meta:  # a real file of this format, not one zoo wrote: another reader will not change that
-            raise UsageError(f"{str(path)!r} has no zoo metadata; only files written by 'zoo export' can be verified")
+            if arch_given:
+                return exporter, {}
+            raise UsageError(
+                f"{str(path)!r} has no zoo metadata ('zoo export' did not write it); "
+                "pass --arch NAME (see 'zoo list') and its --param values to verify it against that architecture"
+            )
         name = meta.get("exporter", exporter.name)
         writer = exporters.get(name)
         if writer is None:
@@ -256,41 +262,63 @@ def verify_artifact(
     *,
     weights: Path | None = None,
     device: str = "cpu",
-    rtol: float | None = None,
-    atol: float | None = None,
+    rtol: ToleranceOption = None,
+    atol: ToleranceOption = None,
+    inputs: Sequence[Path] = (),
+    arch_name: str | None = None,
+    params: Sequence[str] = (),
+    seed: int | None = None,
 ) -> ExportResult:
-    """Rebuild the model named in ``path``'s own metadata and verify the file against it."""
-    from zoo.model import build_model
+    """Rebuild the model named in ``path``'s own metadata and verify the file against it;
+    with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
+    any file of a known format, zoo's metadata or not."""
+    from zoo.input_files import load_input_files
+    from zoo.model import build_model, check_seed
+    from zoo.params import parse_params
     from zoo.weights import check_regular_file
 
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
     check_tolerances(rtol, atol)
+    if arch_name is None and (params or seed is not None):
+        raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
     if weights is not None:
         check_regular_file(weights)
-    exporter, meta = read_artifact(zoo.exporters, path)
-    arch = zoo.architectures.get(meta["architecture"])
-    if arch is None:
-        plugin = meta.get("plugin", "?")
-        raise UsageError(
-            f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
-            "install that plugin (see 'zoo plugins')"
-        )
-    params, seed = recorded_build(path, meta, weights)
+    exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
+    if arch_name is not None:
+        arch = zoo.architecture(arch_name)
+        overrides: dict[str, Any] = parse_params(params, arch.parameters, arch.name)
+        seed = 0 if seed is None else seed
+        check_seed(seed)
+    else:
+        arch = zoo.architectures.get(meta["architecture"])
+        if arch is None:
+            plugin = meta.get("plugin", "?")
+            raise UsageError(
+                f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
+                "install that plugin (see 'zoo plugins')"
+            )
+        overrides, seed = recorded_build(path, meta, weights)
+    check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
-    built = build_model(arch, params, seed=seed, device=device, weights=weights)
+    cases = load_input_files(inputs, arch, {**arch.defaults, **overrides})
+    built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     static = meta.get("static") == "true"
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
     result = ExportResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
-        result.verification = verify_files(built, exporter, path, static, rtol, atol, acceptance=acceptance)
+        result.verification = verify_files(
+            built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None
+        )
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance}
     if not result.verification.ok:
-        result.error = "verification failed: " + result.verification.failures[0]
+        result.error = failure_text(result.verification)
+        if arch_name is not None and weights is None:
+            result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
     return result
 
 

@@ -44,6 +44,7 @@ class ExportPlan:
     overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
     weights: Path | None = None  # (one target only)
     report: Path | None = None
+    inputs: list[Any] = field(default_factory=list)  # the user's verification cases (InputCase, one target only)
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
 
@@ -89,6 +90,7 @@ def plan_export(
     device: str = "cpu",
     weights: Path | None = None,
     report: Path | None = None,
+    inputs: Sequence[Path] = (),
     quantize: str | None = None,
     precision: str | None = None,
     min_agreement: float | None = None,
@@ -108,8 +110,8 @@ def plan_export(
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(seed)
     if export_all:
-        if params or weights:
-            raise UsageError("--param and --weights describe one architecture; export it by NAME instead of --all")
+        if params or weights or inputs:
+            raise UsageError("--param, --weights and --inputs describe one architecture; export it by NAME instead of --all")
         archs = zoo.architectures.filter(name)
         if not archs:
             raise UsageError(f"no architecture matches {name!r}")
@@ -123,9 +125,17 @@ def plan_export(
         arch = zoo.architecture(name)
         targets = [Target(arch, output or Path(f"{arch.name}{suffix}"))]
         overrides = parse_params(params, arch.parameters, arch.name)
+    for target in targets:  # --atol NAME=...: an output of the model
+        check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
+    cases = []
+    if inputs:
+        from zoo.input_files import load_input_files
+
+        cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides})
     torch_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
-        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report, variant, acceptance
+        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
+        variant=variant, acceptance=acceptance, inputs=cases,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)

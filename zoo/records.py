@@ -99,6 +99,7 @@ class CaseResult(Record):
     sizes: dict[str, int]
     outputs: dict[str, dict[str, Any]]
     failures: list[str]
+    source: str | None = json_field(omit_none=True, default=None)  # the user's file (--inputs), else generated
 
     @property
     def ok(self) -> bool:
@@ -121,6 +122,8 @@ class Verification(Record):
     cases: list[CaseResult] = dataclasses.field(default_factory=list)
     note: str = ""
     seconds: float = json_field(skip=True, default=0.0)
+    # on failure: the first node whose output differs from its module's (zoo.divergence)
+    first_divergence: dict[str, Any] | None = json_field(omit_none=True, default=None)
 
     @property
     def ok(self) -> bool:

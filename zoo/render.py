@@ -159,6 +159,8 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
         lines.append(f"  note      {verification.note}")
     for case in verification.cases:
         sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
+        if case.source:
+            sizes = f"{case.source} ({sizes})"
         for out_name, stats in case.outputs.items():
             agreements = "".join(
                 f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k.endswith(DECISIONS)
@@ -170,11 +172,12 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
                 verdict = "ok" if not any(out_name in f for f in case.failures) else "NOT ACCEPTED"
                 lines.append(f"    {sizes:<18} {out_name}: p99 abs {stats['p99_abs']:.2e}{relative}{agreements}{change}  {verdict}")
             else:
-                lines.append(
-                    f"    {sizes:<18} {out_name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}"
-                    f"{agreements.replace('.0%', '%')}  {'ok' if stats['ok'] else 'MISMATCH'}"
-                )
+                lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%")))
         lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    if verification.first_divergence:
+        from zoo.divergence import divergence_text
+
+        lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
     return lines
 
 
@@ -191,6 +194,22 @@ def variant_lines(variant: dict[str, Any]) -> list[str]:
         f"  accept    agreement ≥ {criteria.min_agreement:.1%}, loss change ≤ {criteria.max_loss_change:.0%}, "
         f"p99 error ≤ {criteria.max_error:g}× RMS (regression) on every case",
     ]
+
+
+def output_lines(sizes: str, name: str, stats: dict[str, Any], extra: str = "") -> list[str]:
+    """One output of one case; a failed one gets its full error statistics below."""
+    lines = [
+        f"    {sizes:<18} {name}: max abs {stats['max_abs']:.2e}  max rel {stats['max_rel']:.2e}"
+        f"  out {stats['out_of_tolerance']:.1%}  p99 {stats['abs_error']['p99']:.1g}{extra}  {'ok' if stats['ok'] else 'MISMATCH'}"
+    ]
+    if not stats["ok"]:
+        spread = lambda kind: " ".join(f"{k} {v:.2g}" for k, v in stats[kind].items())  # noqa: E731
+        lines.append(
+            f"      {stats['out_of_tolerance']:.1%} of {stats['elements']} values out of tolerance; abs {spread('abs_error')}; "
+            f"rel {spread('rel_error')}; NaN {stats['nan']['reference']} torch / {stats['nan']['candidate']} exported; "
+            f"inf {stats['inf']['reference']} / {stats['inf']['candidate']}; needed atol {stats['needed_atol']:.3g}"
+        )
+    return lines
 
 
 def fold_lines(fold: dict[str, Any]) -> list[str]:

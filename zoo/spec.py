@@ -160,6 +160,13 @@ class Architecture:
     have a default, and its annotation tells how ``--param`` values are parsed.
     ``tolerances`` overrides the default rtol/atol per device (``{"cpu": Tolerance(...)}``
     or ``{"*": ...}``). ``plugin`` is filled in by zoo when the plugin registers it.
+
+    ``sample_inputs``, optional, makes realistic inputs where random ones are
+    not (a padding mask with at least one token per row): called as
+    ``sample_inputs(sizes, generator, params)`` with the concrete size of every
+    symbolic dimension, a seeded ``torch.Generator`` and the build parameters,
+    it returns ``{input name: tensor}`` of the declared shapes and dtypes. zoo
+    uses it for every input it generates (check, export sample, verification, bench).
     """
 
     name: str
@@ -170,6 +177,7 @@ class Architecture:
     aliases: tuple[str, ...] = ()
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     plugin: str = ""
+    sample_inputs: Callable[..., Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
     # read from ``build``'s signature once, when the architecture is made
     parameters: dict[str, Parameter] = field(init=False, repr=False, compare=False)
 
@@ -182,6 +190,8 @@ class Architecture:
             check_name(alias, f"architecture {self.name!r}: alias")
         if not callable(self.build):
             raise ValueError(f"architecture {self.name!r}: build must be callable")
+        if self.sample_inputs is not None and not callable(self.sample_inputs):
+            raise ValueError(f"architecture {self.name!r}: sample_inputs must be callable (sizes, generator, params) -> dict")
         if not self.inputs or not self.outputs:
             raise ValueError(f"architecture {self.name!r}: needs at least one input and one output")
         for kind, items in (("input", self.inputs), ("output", self.outputs)):
@@ -274,7 +284,8 @@ class Exporter:
     value) for ``job.module`` traced on ``job.sample``; ``load(path, device)``
     returns a callable mapping input names to numpy arrays onto output names to
     numpy arrays, with a ``description`` attribute (runtime, providers) used in
-    reports; ``read_metadata(path)`` returns the ``dict[str, str]`` written by
+    reports (and ``input_names``/``output_names``, the file's own, which
+    ``zoo verify --arch`` matches to the architecture's); ``read_metadata(path)`` returns the ``dict[str, str]`` written by
     ``export``. See ``zoo.ExportJob`` for the job object. bfloat16 inputs reach
     the runner as float32 arrays (numpy has no bfloat16).
 
@@ -283,7 +294,11 @@ class Exporter:
     returns the side files the main file at ``path`` refers to (external
     weights), so verification reports list them too; ``variants`` and
     ``make_variant`` make deployable variants (``--quantize int8``,
-    ``--precision fp16``) from a verified file.
+    ``--precision fp16``) from a verified file; ``intermediates(path, feed)``
+    runs the file with its inner values exposed and returns, in the order they
+    are computed, one dict per module scope: ``{"node", "op", "module", "value"}``
+    (the last node inside that module, by its path in the module tree, and its
+    output as an array), so a failed verification names where it diverges.
     """
 
     name: str
@@ -301,6 +316,7 @@ class Exporter:
     variants: tuple[str, ...] = ()  # deployable variants make_variant writes (``int8``, ``fp16``)
     # make_variant(source, target, variant, metadata, calibration_feeds) -> {how it was made}
     make_variant: Callable[..., dict[str, Any]] | None = None
+    intermediates: Callable[[Any, dict[str, Any]], list[dict[str, Any]]] | None = None  # (path, feed): per-module values
 
     def __post_init__(self) -> None:
         check_name(self.name, "exporter")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from zoo.errors import ParameterError, VerificationFailed
+from zoo.errors import ParameterError, UsageError, VerificationFailed
 from zoo.exporter_calls import call_exporter, quiet_exporter
 from zoo.model import BuiltModel
 from zoo.records import CaseResult, Verification
@@ -24,14 +25,47 @@ from zoo.variants import Acceptance, accept_output
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
-def check_tolerances(rtol: float | None, atol: float | None) -> None:
-    """``--rtol``/``--atol`` must be finite and not negative: refuse before any work."""
-    for flag, value in (("--rtol", rtol), ("--atol", atol)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ParameterError(f"{flag} {value}: a tolerance must be a finite number >= 0")
+# A tolerance option: one number for every output, or per output name ("*": the rest).
+ToleranceOption = float | Mapping[str, float] | None
 
 
-def tolerance_for(arch: Architecture, device: str, dtype: str, rtol: float | None, atol: float | None) -> Tolerance | None:
+def parse_tolerance(flag: str, values: Sequence[str]) -> ToleranceOption:
+    """``--atol 1e-4`` and ``--atol logits=1e-4`` (repeatable) as a ``ToleranceOption``."""
+    if not values:
+        return None
+    parsed: dict[str, float] = {}
+    for text in values:
+        name, _, number = text.rpartition("=")
+        try:
+            value = float(number)
+        except ValueError:
+            raise ParameterError(f"{flag} {text!r}: give a number, or OUTPUT=NUMBER for one output") from None
+        parsed[name or "*"] = value
+    return parsed["*"] if list(parsed) == ["*"] else parsed
+
+
+def check_tolerances(rtol: ToleranceOption, atol: ToleranceOption, outputs: Sequence[str] | None = None) -> None:
+    """``--rtol``/``--atol`` must be finite and not negative, and name outputs the
+    model has (when ``outputs`` is known): refuse before any work."""
+    for flag, option in (("--rtol", rtol), ("--atol", atol)):
+        per_output = dict(option) if isinstance(option, Mapping) else {"*": option}
+        for name, value in per_output.items():
+            where = "" if name == "*" else f"{name}="
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ParameterError(f"{flag} {where}{value}: a tolerance must be a finite number >= 0")
+            if outputs is not None and name != "*" and name not in outputs:
+                raise ParameterError(f"{flag} {name}=...: the model has no output {name!r}; its outputs are {', '.join(outputs)}")
+
+
+def option_for(option: ToleranceOption, output: str) -> float | None:
+    if isinstance(option, Mapping):
+        return option.get(output, option.get("*"))
+    return option
+
+
+def tolerance_for(
+    arch: Architecture, device: str, dtype: str, rtol: ToleranceOption, atol: ToleranceOption, output: str = ""
+) -> Tolerance | None:
     """The tolerance to compare an output with; ``None`` means exact (integers, bools)."""
     if not dtype.startswith(("float", "bfloat")):
         return None
@@ -42,7 +76,17 @@ def tolerance_for(arch: Architecture, device: str, dtype: str, rtol: float | Non
         or DEFAULT_TOLERANCES.get(("*", dtype))
         or DEFAULT_TOLERANCES[("cuda" if device == "cuda" else "cpu", "float32")]
     )
-    return Tolerance(base.rtol if rtol is None else rtol, base.atol if atol is None else atol)
+    rtol_value, atol_value = option_for(rtol, output), option_for(atol, output)
+    return Tolerance(base.rtol if rtol_value is None else rtol_value, base.atol if atol_value is None else atol_value)
+
+
+@dataclass
+class InputCase:
+    """Inputs to verify on that zoo did not generate: a user's file (``--inputs``)."""
+
+    sizes: dict[str, int]
+    inputs: dict[str, Any]  # input name -> numpy array, in declared order
+    source: str
 
 
 def verify_files(
@@ -50,13 +94,16 @@ def verify_files(
     exporter: Exporter,
     path: Any,
     static: bool,
-    rtol: float | None = None,
-    atol: float | None = None,
+    rtol: ToleranceOption = None,
+    atol: ToleranceOption = None,
     acceptance: Acceptance | None = None,
+    extra: Sequence[InputCase] = (),
+    match_io: bool = False,
 ) -> Verification:
-    """Run the exported model and PyTorch on fresh inputs at several sizes and compare every output:
-    against tolerances, or for a variant (int8, fp16), by its ``acceptance`` criteria."""
-    import numpy as np
+    """Run the exported model and PyTorch on fresh inputs at several sizes (and on
+    ``extra``, the user's own) and compare every output: against tolerances, or
+    for a variant (int8, fp16), by its ``acceptance`` criteria. ``match_io``: the
+    file's inputs and outputs may have other names (a file zoo did not write)."""
     import torch
 
     arch = built.arch
@@ -64,48 +111,105 @@ def verify_files(
     runner = call_exporter(
         exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
     )
-    cases = verification_cases(arch, built.params)
-    tolerances: dict[str, dict[str, float]] = {}
-    results = []
-    for index, sizes in enumerate(cases[:1] if static else cases):
+    if match_io:
+        runner = renamed_io(runner, arch, path.name)
+    cases: list[tuple[dict[str, int], dict[str, Any], str | None, int]] = []
+    for index, sizes in enumerate(verification_cases(arch, built.params)[: 1 if static else None]):
         seed = built.seed + VERIFY_SEED_OFFSET + index
-        inputs = built.sample_inputs(sizes, seed=seed)
-        feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
-        reference = built.forward(inputs)
-        try:
-            with quiet_exporter():
-                got = runner(feed)
-        except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
-            from zoo.errors import one_line
+        cases.append((dict(sizes), built.sample_inputs(sizes, seed=seed), None, seed))
+    for index, case in enumerate(extra):
+        dtypes = {inp.name: getattr(torch, inp.dtype) for inp in arch.inputs}
+        tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
+        cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index))
+    verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
+    verification.note = getattr(runner, "note", "")
+    first_failed = None
+    for sizes, inputs, source, seed in cases:
+        result = run_case(built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance)
+        result.source = source
+        verification.cases.append(result)
+        if not result.ok and result.outputs and first_failed is None:
+            first_failed = inputs
+    if acceptance is not None:
+        verification.tolerances = {}
+    elif first_failed is not None and exporter.intermediates is not None:
+        from zoo.divergence import first_divergence
 
-            results.append(CaseResult(dict(sizes), {}, [f"{case_label(sizes)}: {exporter.name} runtime raised {one_line(exc)}"]))
+        feed_names = getattr(runner, "feed_names", None)
+        verification.first_divergence = first_divergence(built, exporter, path, first_failed, rtol, atol, feed_names)
+    verification.seconds = time.perf_counter() - start
+    return verification
+
+
+def run_case(
+    built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
+    rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
+) -> CaseResult:
+    """One case: the exported model and PyTorch on the same inputs, every output compared."""
+    import numpy as np
+    import torch
+
+    arch = built.arch
+    feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
+    reference = built.forward(inputs)
+    try:
+        with quiet_exporter():
+            got = runner(feed)
+    except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
+        from zoo.errors import one_line
+
+        return CaseResult(dict(sizes), {}, [f"{case_label(sizes)}: {exporter.name} runtime raised {one_line(exc)}"])
+    generator = torch.Generator().manual_seed(seed)
+    outputs: dict[str, dict[str, Any]] = {}
+    failures: list[str] = []
+    for spec in arch.outputs:
+        ref = reference[spec.name].detach().cpu()
+        dtype = str(ref.dtype).removeprefix("torch.")
+        tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
+        tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
+        if spec.name not in got:
+            failures.append(f"{case_label(sizes)}: output {spec.name!r} is missing from the exported model")
             continue
-        generator = torch.Generator().manual_seed(seed)
-        outputs: dict[str, dict[str, Any]] = {}
-        failures: list[str] = []
-        for spec in arch.outputs:
-            ref = reference[spec.name].detach().cpu()
-            dtype = str(ref.dtype).removeprefix("torch.")
-            tol = tolerance_for(arch, built.device, dtype, rtol, atol)
-            tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
-            if spec.name not in got:
-                failures.append(f"{case_label(sizes)}: output {spec.name!r} is missing from the exported model")
-                continue
-            if acceptance is not None and tol is not None:
-                stats, problems = accept_output(spec, ref, np.asarray(got[spec.name]), acceptance, generator)
-            else:
-                stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator)
-            failures.extend(f"{case_label(sizes)}: {problem}" for problem in problems)
-            if stats is not None:
-                outputs[spec.name] = stats
-        results.append(CaseResult(dict(sizes), outputs, failures))
-    return Verification(
-        runtime=getattr(runner, "description", exporter.name),
-        providers=list(getattr(runner, "providers", [])),
-        tolerances={} if acceptance is not None else tolerances,
-        cases=results,
-        note=getattr(runner, "note", ""),
-        seconds=time.perf_counter() - start,
+        if acceptance is not None and tol is not None:
+            stats, problems = accept_output(spec, ref, np.asarray(got[spec.name]), acceptance, generator)
+        else:
+            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator)
+        failures.extend(f"{case_label(sizes)}: {problem}" for problem in problems)
+        if stats is not None:
+            outputs[spec.name] = stats
+    return CaseResult(dict(sizes), outputs, failures)
+
+
+def renamed_io(runner: Any, arch: Architecture, file_name: str) -> Any:
+    """``runner`` taking and giving the architecture's names, for a file whose inputs
+    and outputs are named otherwise: matched by name, else by position."""
+    file_inputs = list(getattr(runner, "input_names", []))
+    file_outputs = list(getattr(runner, "output_names", []))
+    declared_in = [i.name for i in arch.inputs]
+    declared_out = [o.name for o in arch.outputs]
+    to_file = match_names(declared_in, file_inputs, "inputs", arch.name, file_name)
+    from_file = {v: k for k, v in match_names(declared_out, file_outputs, "outputs", arch.name, file_name).items()}
+
+    def run(feed: dict[str, Any]) -> dict[str, Any]:
+        got = runner({to_file[name]: value for name, value in feed.items()})
+        return {from_file[name]: value for name, value in got.items() if name in from_file}
+
+    run.feed_names = to_file  # type: ignore[attr-defined]
+    for attr in ("description", "providers", "note"):
+        if hasattr(runner, attr):
+            setattr(run, attr, getattr(runner, attr))
+    return run
+
+
+def match_names(declared: list[str], found: list[str], kind: str, arch: str, file_name: str) -> dict[str, str]:
+    """Declared name -> the file's name: the same names, else the same count by position."""
+    if sorted(declared) == sorted(found):
+        return {name: name for name in declared}
+    if len(declared) == len(found):
+        return dict(zip(declared, found))
+    raise UsageError(
+        f"{file_name} has {len(found)} {kind} ({', '.join(found) or '-'}) but {arch} declares {len(declared)} "
+        f"({', '.join(declared)}); they match neither by name nor by position: pick the architecture the file was exported from"
     )
 
 
@@ -126,7 +230,8 @@ def compare_output(
     if not stats["ok"]:
         failures.append(
             f"output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
-            f"max rel error {stats['max_rel']:.3g} (rtol {rtol:g}, atol {atol:g})"
+            f"max rel error {stats['max_rel']:.3g} (rtol {rtol:g}, atol {atol:g}) in {stats['out_of_tolerance']:.1%} "
+            f"of {stats['elements']} values; atol {stats['needed_atol']:.3g} would pass"
         )
     agreed = agreement(spec, ref_np, cand, rtol, atol)
     if agreed is not None:
@@ -155,24 +260,69 @@ def as_numpy(tensor: Any) -> Any:
 
 
 def compare(reference: Any, candidate: Any, tol: Tolerance | None) -> dict[str, Any]:
+    """``error_stats`` with the tolerance (exact when ``None``), plus ``max_abs``/``max_rel``."""
+    stats = error_stats(reference, candidate, tol.rtol if tol else 0.0, tol.atol if tol else 0.0)
+    return {"max_abs": stats["abs_error"]["max"], "max_rel": stats["rel_error"]["max"], **stats}
+
+
+PERCENTILES = (50, 90, 99)
+
+
+def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dict[str, Any]:
+    """How far ``candidate`` is from ``reference``, elementwise, against ``|a-b| <= atol + rtol*|ref|``.
+
+    NaN matches NaN and an infinity the same infinity; any other element where a
+    side is not finite is an infinite error. Returns ``ok``, ``elements``,
+    ``out_of_tolerance`` (the fraction failing), ``abs_error`` and ``rel_error``
+    (``p50``, ``p90``, ``p99``, ``max``), ``nan`` and ``inf`` counts per side, and
+    ``needed_atol``: the smallest atol that passes at this rtol (inf when a side
+    is not finite where the other is).
+    """
     import numpy as np
 
-    if tol is None:
-        equal = bool(np.array_equal(reference, candidate))
-        diff = 0.0 if equal else float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
-        return {"max_abs": diff, "max_rel": diff, "ok": equal}
-    ref = reference.astype(np.float64)
-    cand = candidate.astype(np.float64)
-    if ref.size == 0:
-        return {"max_abs": 0.0, "max_rel": 0.0, "ok": True}
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is handled just below
-        finite = np.isfinite(ref) == np.isfinite(cand)
-        diff = np.abs(ref - cand)
-        diff = np.where(np.isfinite(ref) & np.isfinite(cand), diff, np.where(ref == cand, 0.0, np.inf))
-        max_abs = float(diff.max())
-        max_rel = float((diff / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)).max())
-        ok = bool(finite.all() and (diff <= tol.atol + tol.rtol * np.abs(ref)).all())
-    return {"max_abs": max_abs, "max_rel": max_rel, "ok": ok}
+    ref = np.asarray(reference).astype(np.float64)
+    cand = np.asarray(candidate).astype(np.float64)
+    finite = np.isfinite(ref) & np.isfinite(cand)
+    same_special = (np.isnan(ref) & np.isnan(cand)) | (np.isinf(ref) & (ref == cand))
+    mismatch = ~finite & ~same_special
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(finite, np.abs(np.where(finite, ref, 0.0) - np.where(finite, cand, 0.0)), 0.0)
+    diff[mismatch] = np.inf
+    scale = np.abs(np.where(finite, ref, 0.0))
+    rel = np.where(diff == 0, 0.0, diff / np.maximum(scale, np.finfo(np.float64).tiny))
+    bad = mismatch | (diff > atol + rtol * scale)
+    slack = np.where(finite, diff - rtol * scale, 0.0)
+    needed = math.inf if mismatch.any() else max(0.0, float(slack.max(initial=0.0)))
+    return {
+        "ok": not bool(bad.any()),
+        "elements": int(ref.size),
+        "out_of_tolerance": float(bad.mean()) if ref.size else 0.0,
+        "abs_error": percentiles(diff),
+        "rel_error": percentiles(rel),
+        "nan": {"reference": int(np.isnan(ref).sum()), "candidate": int(np.isnan(cand).sum())},
+        "inf": {"reference": int(np.isinf(ref).sum()), "candidate": int(np.isinf(cand).sum())},
+        "needed_atol": needed,
+    }
+
+
+def percentiles(values: Any) -> dict[str, float]:
+    import numpy as np
+
+    if values.size == 0:
+        return {**{f"p{q}": 0.0 for q in PERCENTILES}, "max": 0.0}
+    # "higher": an element's own error, never a mix of two (inf with a number would give NaN)
+    found = np.percentile(values, PERCENTILES, method="higher")
+    return {**{f"p{q}": float(v) for q, v in zip(PERCENTILES, found)}, "max": float(values.max())}
+
+
+def failure_text(verification: Verification) -> str:
+    """The one line of a failed verification: its first failure, and where it diverges when known."""
+    from zoo.divergence import divergence_text
+
+    text = "verification failed: " + verification.failures[0]
+    if verification.first_divergence:
+        text += "; " + divergence_text(verification.first_divergence)
+    return text
 
 
 def case_label(sizes: Mapping[str, int]) -> str:

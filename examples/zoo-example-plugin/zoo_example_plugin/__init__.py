@@ -3,7 +3,8 @@
 Installed, it is found through its ``[project.entry-points.zoo]`` entry and adds:
 
 - ``small-cnn``: images ``batch×3×height×width`` (height and width are build parameters);
-- ``token-classifier``: int64 token ids ``batch×seq`` in ``[0, vocab_size)``, dynamic ``seq``;
+- ``token-classifier``: int64 token ids ``batch×seq`` in ``[0, vocab_size)`` and a
+  padding mask, dynamic ``seq``; its ``sample_inputs`` pads like a tokenizer;
 - ``listing-model``: two named inputs and two named outputs;
 - ``tag-model``: independent labels per row (the ``multilabel`` task);
 - the ``pt2`` export format (a ``torch.export`` program archive);
@@ -46,6 +47,12 @@ def token_classifier(vocab_size: int = 1000, embed_dim: int = 32, heads: int = 4
     return TokenClassifier(vocab_size, embed_dim, heads, n_classes)
 
 
+def sample_token_batch(sizes: dict[str, int], generator, params: dict) -> dict:
+    from zoo_example_plugin.nets import padded_tokens
+
+    return padded_tokens(sizes, generator, params)
+
+
 def listing_model(n_features: int = 6, n_categories: int = 12, hidden: int = 16) -> nn.Module:
     from zoo_example_plugin.nets import ListingModel
 
@@ -82,10 +89,14 @@ def register_architectures(register):
             aliases=("text",),
             summary="Embedding → self-attention encoder → mean pool → log_softmax: text classifier",
             build=token_classifier,
-            # Token ids are drawn from [0, vocab_size); seq is exported at 12 and
-            # verified from 2 up to 64 tokens.
-            inputs=(Input("tokens", ("batch", Dim("seq", sample=12, min=2, max=64)), dtype="int64", range=(0, "vocab_size")),),
+            # seq is exported at 12 and verified from 2 up to 64 tokens. padding is
+            # True where a row is padded; sample_inputs makes realistic masks.
+            inputs=(
+                Input("tokens", ("batch", Dim("seq", sample=12, min=2, max=64)), dtype="int64", range=(0, "vocab_size")),
+                Input("padding", ("batch", "seq"), dtype="bool"),
+            ),
             outputs=(Output("log_probs", task="multiclass", head="log_softmax", shape=("batch", "n_classes")),),
+            sample_inputs=sample_token_batch,
         )
     )
     register(

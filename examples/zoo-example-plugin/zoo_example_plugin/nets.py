@@ -38,7 +38,8 @@ class SmallCNN(nn.Module):
 
 
 class TokenClassifier(nn.Module):
-    """Embedding → one Transformer encoder layer (self-attention) → mean over tokens → log-probabilities.
+    """Embedding → one Transformer encoder layer (self-attention, padding masked) →
+    mean over the real tokens → log-probabilities.
 
     Attention rather than a GRU: torch.export unrolls recurrent layers over the
     sample's sequence length, which would fix ``seq`` in the exported graph.
@@ -50,9 +51,23 @@ class TokenClassifier(nn.Module):
         self.encoder = nn.TransformerEncoderLayer(embed_dim, heads, dim_feedforward=2 * embed_dim, dropout=0.0, batch_first=True)
         self.classifier = nn.Linear(embed_dim, n_classes)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(self.embed(tokens))
-        return torch.log_softmax(self.classifier(hidden.mean(dim=1)), dim=-1)
+    def forward(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(self.embed(tokens), src_key_padding_mask=padding)
+        real = (~padding).unsqueeze(-1)
+        pooled = torch.where(real, hidden, 0.0).sum(dim=1) / real.sum(dim=1).clamp(min=1)
+        return torch.log_softmax(self.classifier(pooled), dim=-1)
+
+
+def padded_tokens(sizes: dict[str, int], generator: torch.Generator, params: dict) -> dict[str, torch.Tensor]:
+    """Token ids and a padding mask as a tokenizer makes them: each row padded at
+    the start (``True`` = padding) and at least one real token long. Random
+    masks would pad whole rows, which no real batch has, and whose outputs
+    PyTorch and onnxruntime compute differently (NaN in one of them)."""
+    batch, seq = sizes["batch"], sizes["seq"]
+    tokens = torch.randint(0, params["vocab_size"], (batch, seq), generator=generator)
+    lengths = torch.randint(1, seq + 1, (batch,), generator=generator)
+    padding = torch.arange(seq) < (seq - lengths).unsqueeze(1)
+    return {"tokens": tokens, "padding": padding}
 
 
 class ListingModel(nn.Module):

@@ -1,0 +1,71 @@
+"""The user's own inputs to verify on (``--inputs FILE.npz``), checked before any model is built.
+
+An ``.npz`` is untrusted: it is read with ``allow_pickle=False`` (no code runs)
+and refused when it would unpack to more than ``MAX_INPUT_BYTES``. Its keys are
+the architecture's input names, each array batch dimension first, of the
+declared dtype, rank and fixed sizes; the dynamic sizes are read from it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import UsageError
+from zoo.spec import Architecture, Dim
+from zoo.verification import InputCase
+
+MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
+
+
+def load_input_files(paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any]) -> list[InputCase]:
+    return [load_input_file(Path(p), arch, params) for p in paths]
+
+
+def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any]) -> InputCase:
+    """One ``--inputs`` file as a verification case, or a usage error saying what is wrong with it."""
+    import numpy as np
+
+    where = f"--inputs {path.name}"
+    if not path.is_file():
+        raise UsageError(f"{where}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; give an .npz of {arch.name}'s inputs")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UsageError(f"{where} is not an .npz file ({exc}); write one with numpy.savez(FILE, {arch.inputs[0].name}=array, ...)") from exc
+    if unpacked > MAX_INPUT_BYTES:
+        raise UsageError(f"{where} unpacks to {unpacked:,} bytes, over the {MAX_INPUT_BYTES:,} zoo verifies on; give fewer rows")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:  # object arrays need pickle: refused
+        raise UsageError(f"{where} could not be read without running code: {exc}") from exc
+    declared = [inp.name for inp in arch.inputs]
+    unknown = sorted(set(arrays) - set(declared))
+    missing = [name for name in declared if name not in arrays]
+    if unknown or missing:
+        problems = [f"unknown key(s) {', '.join(unknown)}" for _ in unknown[:1]] + [f"missing {', '.join(missing)}" for _ in missing[:1]]
+        raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be exactly {arch.name}'s inputs: {', '.join(declared)}")
+    sizes: dict[str, int] = {}
+    for inp in arch.inputs:
+        array = arrays[inp.name]
+        wanted = "float32" if inp.dtype == "bfloat16" else inp.dtype  # numpy has no bfloat16
+        if array.dtype != np.dtype(wanted):
+            raise UsageError(f"{where}: {inp.name!r} is {array.dtype}, {arch.name} takes {wanted}; convert it with .astype('{wanted}')")
+        if array.ndim != len(inp.shape):
+            raise UsageError(f"{where}: {inp.name!r} has {array.ndim} dimensions {list(array.shape)}, {arch.name} takes {len(inp.shape)} ({symbolic(inp.dims)})")
+        for axis, (dim, size) in enumerate(zip(inp.dims, array.shape)):
+            expected = dim if isinstance(dim, int) else params.get(dim.name, sizes.get(dim.name))
+            if expected is not None and expected != size:
+                what = str(expected) if isinstance(dim, int) else f"{dim.name}={expected}"
+                raise UsageError(f"{where}: {inp.name!r} has size {size} on axis {axis}, {arch.name} takes {what} there ({symbolic(inp.dims)})")
+            if isinstance(dim, Dim) and dim.name not in params:
+                sizes[dim.name] = int(size)
+    return InputCase(sizes, {inp.name: np.ascontiguousarray(arrays[inp.name]) for inp in arch.inputs}, path.name)
+
+
+def symbolic(dims: Sequence[Any]) -> str:
+    return "×".join(str(d) for d in dims)
