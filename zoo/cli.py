@@ -115,6 +115,11 @@ fold_linear_option = click.option(
     "--fold-linear", is_flag=True,
     help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
 )
+def timeout_option(default: float | None) -> Any:
+    help = "Stop the verification after this many seconds (exit 1)."
+    return click.option("--timeout", type=float, default=default, show_default=default is not None, metavar="SECONDS", help=help)
+
+
 report_option = click.option(
     "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
 )
@@ -228,6 +233,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
 @click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
+@timeout_option(None)
 @report_option
 @json_option
 @click.pass_context
@@ -300,7 +306,7 @@ def export_command(
 @device_option
 @seed_option
 @click.option(
-    "--budget", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+    "--budget", type=click.FloatRange(min=0.01, max=3600), default=0.5, show_default=True, callback=lambda _c, _p, v: _finite(v, "--budget"),
     help="Seconds of timed calls per runtime and batch size (after warm-up).",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
@@ -351,12 +357,13 @@ def bench_command(
 @device_option
 @rtol_option
 @atol_option
+@timeout_option(600.0)  # the file is untrusted: it must not decide alone how long verify runs
 @report_option
 @json_option
 @click.pass_context
 def verify_command(
     ctx: click.Context, file: Path, weights: Path | None, device: str, rtol: float | None, atol: float | None,
-    report: Path | None, as_json: bool,
+    timeout: float | None, report: Path | None, as_json: bool,
 ) -> None:
     """Re-verify an exported file: rebuild its architecture from the metadata
     inside it (name, parameters, seed, weights by sha256) and compare again.
@@ -373,7 +380,7 @@ def verify_command(
     if report is not None:
         check_file_path(report, "--report", [file, weights])  # the JSON must never replace what it verifies
     try:
-        result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
+        result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol, timeout=timeout)
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
             failure = FailedExport(None, str(exc), file=file)
@@ -409,6 +416,12 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     # each plugin with the formats it registered, as the text's FORMAT table shows them
     records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in zoo.plugins.values()]
     echo(records, plugins_lines(zoo), as_json)
+
+
+def _finite(value: float, flag: str) -> float:  # click's FloatRange lets NaN through
+    if value != value:
+        raise click.BadParameter(f"{flag} nan is not a number of seconds")
+    return value
 
 
 def echo(data: Any, lines: list[str], as_json: bool) -> None:

@@ -43,6 +43,7 @@ class ExportPlan:
     overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
     weights: Path | None = None  # (one target only)
     report: Path | None = None
+    timeout: float | None = None  # seconds each verification may take (--timeout)
 
     @property
     def protected(self) -> list[Path]:
@@ -86,15 +87,18 @@ def plan_export(
     device: str = "cpu",
     weights: Path | None = None,
     report: Path | None = None,
+    timeout: float | None = None,
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
     from zoo.model import check_seed, torch_device
     from zoo.params import parse_params
+    from zoo.verification import check_timeout
 
     exporter = zoo.exporter(format_name)
     options = {"fold_linear": True} if fold_linear else {}
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
     check_seed(seed)
+    check_timeout(timeout)
     if export_all:
         if params or weights:
             raise UsageError("--param and --weights describe one architecture; export it by NAME instead of --all")
@@ -114,7 +118,7 @@ def plan_export(
         overrides = parse_params(params, arch.parameters, arch.name)
     torch_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
-        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report
+        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report, timeout
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)

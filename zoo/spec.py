@@ -10,6 +10,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from zoo.params import Parameter, build_parameters
@@ -18,14 +19,14 @@ TASKS = ("binary", "multiclass", "regression")
 HEADS = ("sigmoid", "softmax", "log_softmax")
 # The (task, head) pairs that have a loss, and its name: the table zoo.tasks
 # implements. An output with no task may have any head (head checks only).
-TASK_HEADS = {
+TASK_HEADS = MappingProxyType({
     ("binary", "sigmoid"): "binary cross-entropy",
     ("binary", None): "binary cross-entropy with logits",
     ("multiclass", "softmax"): "cross-entropy (one-hot) on log-probabilities",
     ("multiclass", "log_softmax"): "cross-entropy (one-hot) on log-probabilities",
     ("multiclass", None): "cross-entropy (one-hot) on logits",
     ("regression", None): "mean squared error",
-}
+})
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 INT_DTYPES = ("int64", "int32", "int16", "int8", "uint8")
 DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
@@ -36,7 +37,7 @@ DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SUFFIX_PATTERN = re.compile(r"\.[a-z0-9][a-z0-9._-]*")
 
-DEFAULT_SAMPLE = {"batch": 2}
+DEFAULT_SAMPLE = MappingProxyType({"batch": 2})
 DEFAULT_DIM_SAMPLE = 8
 
 
@@ -134,13 +135,13 @@ class Tolerance:
 
 
 # Defaults per (device, dtype), used unless an architecture or the command line says otherwise.
-DEFAULT_TOLERANCES = {
+DEFAULT_TOLERANCES = MappingProxyType({
     ("cpu", "float64"): Tolerance(1e-7, 1e-9),
     ("cpu", "float32"): Tolerance(1e-4, 1e-5),
     ("cuda", "float32"): Tolerance(1e-3, 1e-4),
     ("*", "float16"): Tolerance(1e-2, 1e-3),
     ("*", "bfloat16"): Tolerance(2e-2, 1e-2),
-}
+})
 
 
 def _short_float(value: float) -> str:
@@ -292,6 +293,9 @@ class Exporter:
     plugin: str = ""
     check: Callable[[Any], None] | None = None  # check(path): raise on a malformed file
     files: Callable[[Any], list[Any]] | None = None  # files(path): side files beside the main file
+    # count_weights(path) -> (elements, bytes) of the weights a file holds, from its shapes
+    # alone: ``zoo verify`` refuses metadata that would build far more than that
+    count_weights: Callable[[Any], tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "exporter")

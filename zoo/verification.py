@@ -9,6 +9,7 @@ on the exported outputs must match the loss on PyTorch's.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -24,10 +25,16 @@ VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
 def check_tolerances(rtol: float | None, atol: float | None) -> None:
-    """``--rtol``/``--atol`` must be finite and not negative: refuse before any work."""
+    """``--rtol``/``--atol`` must be finite, not negative and below 1 (a tolerance
+    of 1 or more passes any output of the right sign): refuse before any work."""
     for flag, value in (("--rtol", rtol), ("--atol", atol)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ParameterError(f"{flag} {value}: a tolerance must be a finite number >= 0")
+        if value is not None and not (math.isfinite(value) and 0 <= value < 1):
+            raise ParameterError(f"{flag} {value}: a tolerance must be a finite number from 0 up to (not including) 1")
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ParameterError(f"--timeout {timeout}: give a number of seconds above 0")
 
 
 def tolerance_for(arch: Architecture, device: str, dtype: str, rtol: float | None, atol: float | None) -> Tolerance | None:
@@ -51,16 +58,21 @@ def verify_files(
     static: bool,
     rtol: float | None = None,
     atol: float | None = None,
+    timeout: float | None = None,
 ) -> Verification:
-    """Run the exported model and PyTorch on fresh inputs at several sizes and compare every output."""
+    """Run the exported model and PyTorch on fresh inputs at several sizes and compare
+    every output; past ``timeout`` seconds (``--timeout``) the running call is stopped."""
     import numpy as np
     import torch
 
     arch = built.arch
     start = time.perf_counter()
+    deadline = None if timeout is None else time.monotonic() + timeout
     runner = call_exporter(
         exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
     )
+    if static:
+        check_static(runner, path)
     cases = verification_cases(arch, built.params)
     tolerances: dict[str, dict[str, float]] = {}
     results = []
@@ -71,7 +83,9 @@ def verify_files(
         reference = built.forward(inputs)
         try:
             with quiet_exporter():
-                got = runner(feed)
+                got = run_stoppable(runner, feed, deadline, timeout)
+        except VerificationFailed:  # timed out: no later case may run either
+            raise
         except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
             from zoo.errors import one_line
 
@@ -101,6 +115,55 @@ def verify_files(
         note=getattr(runner, "note", ""),
         seconds=time.perf_counter() - start,
     )
+
+
+def check_static(runner: Any, path: Any) -> None:
+    """A file whose metadata says static shapes must have them: otherwise verifying
+    one case would silently skip the sizes the file accepts."""
+    session = getattr(runner, "session", None)
+    for inp in session.get_inputs() if session is not None else []:
+        symbolic = [d for d in inp.shape if not isinstance(d, int)]
+        if symbolic:
+            raise VerificationFailed(
+                f"{path.name} says it was exported with static shapes (zoo.static), but its input {inp.name!r} has "
+                f"dynamic dimensions ({', '.join(map(str, symbolic))}); the metadata does not describe this file"
+            )
+
+
+def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, timeout: float | None) -> Any:
+    """``runner(feed)`` in a worker thread, so that a deadline or Ctrl-C can stop it:
+    while onnxruntime runs, the main thread would not even see Ctrl-C. Stopping
+    calls the runner's ``abort()`` (onnxruntime's ``RunOptions.terminate``), if it
+    has one; a runner without one is left behind in its daemon thread."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = runner(feed)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="zoo-verify-run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                _stop(runner, thread)
+                raise VerificationFailed(f"verification timed out after {timeout:g} s (--timeout)")
+            thread.join(0.05)
+    except KeyboardInterrupt:
+        _stop(runner, thread)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _stop(runner: Any, thread: threading.Thread) -> None:
+    abort = getattr(runner, "abort", None)
+    if abort is not None:
+        abort()
+        thread.join(5)
 
 
 def compare_output(
@@ -161,7 +224,9 @@ def compare(reference: Any, candidate: Any, tol: Tolerance | None) -> dict[str, 
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is handled just below
         finite = np.isfinite(ref) == np.isfinite(cand)
         diff = np.abs(ref - cand)
-        diff = np.where(np.isfinite(ref) & np.isfinite(cand), diff, np.where(ref == cand, 0.0, np.inf))
+        # a NaN on either side is reported as NaN (max propagates it), never as inf
+        mismatch = np.where(np.isnan(ref) | np.isnan(cand), np.nan, np.inf)
+        diff = np.where(np.isfinite(ref) & np.isfinite(cand), diff, np.where(ref == cand, 0.0, mismatch))
         max_abs = float(diff.max())
         max_rel = float((diff / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)).max())
         ok = bool(finite.all() and (diff <= tol.atol + tol.rtol * np.abs(ref)).all())
