@@ -131,7 +131,10 @@ def _read(path: Path) -> _Read:
     stat = os.stat(path)
     if stat.st_size > PROTOBUF_LIMIT:  # refused before reading: protobuf cannot parse it anyway
         raise ValueError(f"{Path(path).name} is {stat.st_size / 2**30:.3g} GiB; an ONNX file (weights apart) is under 2 GiB")
-    return _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    read = _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    if read.data is None:  # each time: the side files may have changed since the file was parsed
+        check_external_data(read.model, Path(path).parent)
+    return read
 
 
 @functools.lru_cache(maxsize=1)  # one model at a time: the last one read
@@ -142,8 +145,6 @@ def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
     data = Path(path).read_bytes()
     model = onnx.load_model_from_string(data)  # external data stays on disk
     external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
-    if external:
-        check_external_data(model, Path(path).parent)
     return _Read(model, None if external else data)
 
 

@@ -6,7 +6,10 @@ verification failed) or 2 (usage). Ctrl-C exits 130.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any
 import click
 
 from zoo import __version__
-from zoo.errors import UsageError, ZooError
+from zoo.errors import OutputWriteError, UsageError, ZooError, write_error
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
@@ -47,13 +50,20 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as exc:
-            click.echo(f"zoo: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            self.invoke_error(ctx, exc)
         except click.UsageError as exc:
             _usage_line(ctx, exc)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:  # -o, --report: a name past 255 bytes
+                raise
+            self.invoke_error(ctx, write_error(exc, exc.filename, "use"))
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+
+    def invoke_error(self, ctx: click.Context, exc: ZooError) -> None:
+        click.echo(f"zoo: error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -292,7 +302,7 @@ def export_command(
     if as_json:
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
-        click.echo("\n".join(export_summary(results, single=not export_all)))
+        write_stdout("\n".join(export_summary(results, single=not export_all)) + "\n")
     if failed is not None:
         if not export_all:
             click.echo(f"zoo: error: {failed.error}", err=True)
@@ -330,7 +340,7 @@ def bench_command(
       zoo bench binary --plot latency.png
     """
     from zoo.bench import bench_model, check_plot_path, parse_batch_sizes, plot_latency, require_matplotlib
-    from zoo.model import build_model
+    from zoo.model import build_model, check_batch_sizes
     from zoo.plan import resolve_format
 
     sizes = parse_batch_sizes(batch_sizes)
@@ -344,6 +354,7 @@ def bench_command(
     arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
     built = build_model(arch, overrides, seed=seed, device=device)
+    check_batch_sizes(built, sizes)  # before the export and minutes of timing
     with terminal_progress(arch.name, as_json):
         result = bench_model(built, exporter, sizes, budget_s=budget, options=options, threads=threads)
     if plot is not None:
@@ -429,11 +440,23 @@ def echo(data: Any, lines: list[str], as_json: bool) -> None:
     if as_json:
         echo_json(data)
     else:
-        click.echo("\n".join(lines))
+        write_stdout("\n".join(lines) + "\n")
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json_text(data), nl=False)
+    write_stdout(json_text(data))
+
+
+def write_stdout(text: str) -> None:
+    """Stdout closed or full (``zoo list > /dev/full``): one line, exit 1; files written stay."""
+    try:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # so the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
+        raise OutputWriteError(f"cannot write to standard output: {why}; the result was not printed (files written stay)") from None
 
 
 def main() -> None:

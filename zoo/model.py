@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,6 +233,7 @@ def make_inputs(
     every device sees the same values)."""
     import torch
 
+    check_input_size(arch, params, sizes)
     generator = torch.Generator().manual_seed(seed)
     inputs = {}
     for inp in arch.inputs:
@@ -257,6 +258,29 @@ def make_inputs(
             tensor = torch.randint(int(low), int(high), shape, generator=generator, dtype=dtype)
         inputs[inp.name] = tensor.to(device)
     return inputs
+
+
+def check_input_size(arch: Architecture, params: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """Refuse sizes (``zoo bench --batch-sizes 1000000000``) whose inputs alone would
+    take over a quarter of the memory available, before anything is allocated."""
+    import torch
+
+    memory = available_memory()
+    total = sum(
+        math.prod(input_shape(inp, params, sizes)) * torch.empty((), dtype=getattr(torch, inp.dtype)).element_size()
+        for inp in arch.inputs
+    )
+    if memory is not None and total > memory // 4:
+        given = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ParameterError(
+            f"{arch.name}: inputs at {given} would take {total / 2**30:.3g} GiB, over a quarter of the "
+            f"{memory / 2**30:.3g} GiB of memory available; use smaller sizes"
+        )
+
+
+def check_batch_sizes(built: BuiltModel, batches: Sequence[int]) -> None:
+    for batch in batches:
+        check_input_size(built.arch, built.params, {**sample_sizes(built.arch, built.params), "batch": batch})
 
 
 def check_range(inp: Any, bounds: tuple[float, float]) -> None:

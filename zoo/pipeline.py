@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -211,8 +212,14 @@ def verify_artifact(
     from zoo.params import coerce_params
     from zoo.weights import check_regular_file
 
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{str(path)!r} does not exist; give the file 'zoo export' wrote") from None
+    except OSError as exc:  # a name too long, a folder without permission, a loop of links
+        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror or exc}; give the file 'zoo export' wrote") from None
+    if not stat.S_ISREG(mode):
+        what = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
         raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
     check_tolerances(rtol, atol)
     check_timeout(timeout)
