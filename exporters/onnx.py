@@ -102,6 +102,7 @@ class OrtRunner:
         source = str(path) if read.data is None else read.data
         self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
         self.run_options = ort.RunOptions()  # abort() sets its terminate flag: the running call returns
+        self.run_options.log_severity_level = 4  # a terminated run logs an error in red: zoo says why itself
         self.providers = self.session.get_providers()
         self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -113,6 +114,11 @@ class OrtRunner:
     def abort(self) -> None:
         """Stop a ``__call__`` running in another thread (a timeout, Ctrl-C): it raises there."""
         self.run_options.terminate = True
+
+    def close(self) -> None:
+        """Free the session now: one left for the interpreter's exit after a terminated
+        run can abort the process ("terminate called without an active exception")."""
+        self.session = None
 
 
 def load(path: Path, device: str, threads: int | None = None) -> OrtRunner:

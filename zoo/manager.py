@@ -49,10 +49,6 @@ def plugin_code() -> Iterator[None]:
     """Around every call into a plugin (import, hooks, ``build``, ``forward``): what it
     prints goes to stderr, so it can never break the JSON a command prints on
     stdout, and its warnings (torch's ``UserWarning``s) go to zoo's log, shown with -v."""
-    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
-        with redirect_stdout(sys.stderr):
-            yield
-        return
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught, redirect_stdout(sys.stderr):

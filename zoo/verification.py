@@ -8,6 +8,7 @@ on the exported outputs must match the loss on PyTorch's.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,8 @@ from zoo.model import BuiltModel
 from zoo.records import CaseResult, Verification
 from zoo.shapes import verification_cases
 from zoo.spec import DEFAULT_TOLERANCES, Architecture, Exporter, Output, Tolerance
+
+log = logging.getLogger(__name__)
 
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
@@ -81,6 +84,7 @@ def verify_files(
         inputs = built.sample_inputs(sizes, seed=seed)
         feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
         reference = built.forward(inputs)
+        log.debug("running %s on %s", exporter.name, case_label(sizes))
         try:
             with quiet_exporter():
                 got = run_stoppable(runner, feed, deadline, timeout)
@@ -163,7 +167,10 @@ def _stop(runner: Any, thread: threading.Thread) -> None:
     abort = getattr(runner, "abort", None)
     if abort is not None:
         abort()
-        thread.join(5)
+        thread.join()  # onnxruntime checks the flag between kernels; a process leaving while it runs aborts
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()
 
 
 def compare_output(
