@@ -32,7 +32,7 @@ def check_tolerances(rtol: float | None, atol: float | None) -> None:
     of 1 or more passes any output of the right sign): refuse before any work."""
     for flag, value in (("--rtol", rtol), ("--atol", atol)):
         if value is not None and not (math.isfinite(value) and 0 <= value < 1):
-            raise ParameterError(f"{flag} {value}: a tolerance must be a finite number from 0 up to (not including) 1")
+            raise ParameterError(f"{flag} {value}: a tolerance must be a finite number >= 0 and below 1")
 
 
 def check_timeout(timeout: float | None) -> None:
