@@ -296,7 +296,7 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
     size = dry_build(arch, params, limit_bytes=2 * nbytes + 2**16)
     if size is not None and size.over:
         raise UsageError(
-            f"zoo.params would build over {size.elements:.3g} parameters but {path.name} holds {elements:,}; "
+            f"zoo.params would build at least {size.elements:.3g} parameters but {path.name} holds {elements:,}; "
             "the metadata does not describe this file"
         )
 
