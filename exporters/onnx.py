@@ -19,6 +19,8 @@ DEFAULT_OPSET = 20
 MIN_OPSET = 18  # the torch.export-based exporter's lowest
 MAX_OPSET = 23
 EXTERNAL_DATA_BYTES = 2**31 - 2**24  # protobuf's 2 GB limit, with room for the graph
+PROTOBUF_LIMIT = 2**31  # no ONNX file itself (weights apart) can be larger
+SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
 # Node metadata kept in the file: where a node came from in the module tree.
 # Stack traces and FX dumps are dropped: they hold absolute paths of this machine.
 KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")
@@ -99,13 +101,25 @@ class OrtRunner:
         # external data is found relative to the file, so such a model loads from its path
         source = str(path) if read.data is None else read.data
         self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
+        self.run_options = ort.RunOptions()  # abort() sets its terminate flag: the running call returns
+        self.run_options.log_severity_level = 4  # a terminated run logs an error in red: zoo says why itself
         self.providers = self.session.get_providers()
         self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
         self.input_names = [i.name for i in self.session.get_inputs()]  # zoo verify --arch matches them to the architecture's
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
-        return dict(zip(self.output_names, self.session.run(None, feed)))
+        self.run_options.terminate = False
+        return dict(zip(self.output_names, self.session.run(None, feed, self.run_options)))
+
+    def abort(self) -> None:
+        """Stop a ``__call__`` running in another thread (a timeout, Ctrl-C): it raises there."""
+        self.run_options.terminate = True
+
+    def close(self) -> None:
+        """Free the session now: one left for the interpreter's exit after a terminated
+        run can abort the process ("terminate called without an active exception")."""
+        self.session = None
 
 
 def load(path: Path, device: str, threads: int | None = None) -> OrtRunner:
@@ -122,7 +136,12 @@ def _read(path: Path) -> _Read:
     """``path`` parsed once for the checker, the metadata, the side files and the
     session: reads of the same unchanged file reuse it."""
     stat = os.stat(path)
-    return _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    if stat.st_size > PROTOBUF_LIMIT:  # refused before reading: protobuf cannot parse it anyway
+        raise ValueError(f"{Path(path).name} is {stat.st_size / 2**30:.3g} GiB; an ONNX file (weights apart) is under 2 GiB")
+    read = _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    if read.data is None:  # each time: the side files may have changed since the file was parsed
+        check_external_data(read.model, Path(path).parent)
+    return read
 
 
 @functools.lru_cache(maxsize=1)  # one model at a time: the last one read
@@ -134,6 +153,64 @@ def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
     model = onnx.load_model_from_string(data)  # external data stays on disk
     external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
     return _Read(model, None if external else data)
+
+
+def tensor_size(tensor: Any) -> tuple[int, int]:
+    """Elements and bytes a ``TensorProto`` declares (from its dims; nothing read)."""
+    import math
+
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    elements = math.prod(tensor.dims)
+    try:
+        itemsize = tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):  # string tensors, unknown types
+        itemsize = 1
+    return elements, elements * itemsize
+
+
+def check_external_data(model: Any, folder: Path) -> None:
+    """Each external tensor must lie inside its side file, and a side file must not
+    be much larger than its tensors need: checked from sizes alone, before
+    anything (checker, onnxruntime, a hash) reads it."""
+    from onnx.external_data_helper import uses_external_data
+
+    ends: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        if not uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+            raise ValueError(f"initializer {tensor.name!r} names side file {location!r}; only a file beside the model is read")
+        _, need = tensor_size(tensor)
+        offset, length = int(info.get("offset", 0) or 0), int(info.get("length", need) or 0)
+        if length != need:
+            raise ValueError(f"initializer {tensor.name!r} declares {length} bytes in {location}, its shape needs {need}")
+        try:
+            size = (folder / location).stat().st_size
+        except FileNotFoundError:  # the checker reports a missing side file (exit 1, a broken export)
+            continue
+        except OSError as exc:
+            raise ValueError(f"side file {location} of initializer {tensor.name!r}: {exc.strerror}") from None
+        if offset < 0 or offset + need > size:
+            raise ValueError(f"initializer {tensor.name!r} lies past the end of {location} ({offset}+{need} > {size} bytes)")
+        ends[location] = max(ends.get(location, 0), offset + need)
+    for location, end in ends.items():
+        size = (folder / location).stat().st_size
+        if size > 2 * end + SIDE_FILE_SLACK:
+            raise ValueError(
+                f"side file {location} is {size:,} bytes but the model's tensors use {end:,}; it is not this model's data"
+            )
+
+
+def count_weights(path: Path) -> tuple[int, int]:
+    """Elements and bytes of the weights ``path`` holds (initializers and constants),
+    counted from their shapes: what ``zoo verify`` compares its metadata against."""
+    graph = _read(path).model.graph
+    tensors = [*graph.initializer, *(a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value")]
+    sizes = [tensor_size(t) for t in tensors]
+    return sum(e for e, _ in sizes), sum(b for _, b in sizes)
 
 
 def side_files(path: Path) -> list[Path]:
@@ -278,6 +355,7 @@ def register_exporters(register):
             check=check,
             files=side_files,
             intermediates=intermediates,
+            count_weights=count_weights,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
             options=("fold_linear",),

@@ -6,7 +6,10 @@ verification failed) or 2 (usage). Ctrl-C exits 130.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +20,7 @@ import click
 from zoo import __version__
 from zoo.cli_errors import json_failure, remember_json
 from zoo.completion import complete_architecture, complete_format
-from zoo.errors import UsageError, ZooError
+from zoo.errors import OutputWriteError, UsageError, ZooError, write_error
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
@@ -49,16 +52,23 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as exc:
-            json_failure(ctx, str(exc), exc.exit_code)
-            click.echo(f"zoo: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            self.invoke_error(ctx, exc)
         except click.UsageError as exc:
             if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
                 json_failure(ctx, exc.format_message(), exc.exit_code)
             _usage_line(ctx, exc)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:  # -o, --report: a name past 255 bytes
+                raise
+            self.invoke_error(ctx, write_error(exc, exc.filename, "use"))
         except KeyboardInterrupt:
             click.echo("zoo: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+
+    def invoke_error(self, ctx: click.Context, exc: ZooError) -> None:
+        json_failure(ctx, str(exc), exc.exit_code)
+        click.echo(f"zoo: error: {exc}", err=True)
+        ctx.exit(exc.exit_code)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["zoo.args"] = list(args)  # for --json when the sub-command's own parsing fails
@@ -130,6 +140,11 @@ fold_linear_option = click.option(
     "--fold-linear", is_flag=True,
     help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
 )
+def timeout_option(default: float | None) -> Any:
+    help = "Stop the verification after this many seconds (exit 1)."
+    return click.option("--timeout", type=float, default=default, show_default=default is not None, metavar="SECONDS", help=help)
+
+
 report_option = click.option(
     "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
 )
@@ -252,6 +267,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @click.option("--max-error", type=float, help="Variant, regression: largest p99 absolute error, as a fraction of the output's RMS (0.05).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
 @click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
+@timeout_option(None)
 @report_option
 @json_option
 @click.pass_context
@@ -312,7 +328,7 @@ def export_command(
     if as_json:
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
-        click.echo("\n".join(export_summary(results, single=not export_all)))
+        write_stdout("\n".join(export_summary(results, single=not export_all)) + "\n")
     if failed is not None:
         if not export_all:
             click.echo(f"zoo: error: {failed.error}", err=True)
@@ -334,7 +350,7 @@ def export_command(
 @device_option
 @seed_option
 @click.option(
-    "--budget", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+    "--budget", type=click.FloatRange(min=0.01, max=3600), default=0.5, show_default=True, callback=lambda _c, _p, v: _finite(v, "--budget"),
     help="Seconds of timed calls per runtime and batch size (after warm-up).",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
@@ -364,10 +380,11 @@ def bench_command(
       zoo bench stack --param width=1024 --quantize int8
     """
     from zoo.bench import bench_model, plan_bench, plot_latency
-    from zoo.model import build_model
+    from zoo.model import build_model, check_batch_sizes
 
     plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
     built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
+    check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
             built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance
@@ -387,12 +404,14 @@ def bench_command(
 @rtol_option
 @atol_option
 @inputs_option
+@timeout_option(600.0)  # the file is untrusted: it must not decide alone how long verify runs
 @report_option
 @json_option
 @click.pass_context
 def verify_command(
     ctx: click.Context, file: Path, weights: Path | None, arch_name: str | None, params: Sequence[str], seed: int | None,
-    device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], report: Path | None, as_json: bool,
+    device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], timeout: float | None,
+    report: Path | None, as_json: bool,
 ) -> None:
     """Re-verify an exported file: rebuild its architecture from the metadata
     inside it (name, parameters, seed, weights by sha256) and compare again;
@@ -416,7 +435,7 @@ def verify_command(
 
         result = verify_artifact(
             get_zoo(ctx), file, weights=weights, device=device, rtol=parse_tolerance("--rtol", rtol),
-            atol=parse_tolerance("--atol", atol), inputs=inputs, arch_name=arch_name, params=params, seed=seed,
+            atol=parse_tolerance("--atol", atol), inputs=inputs, arch_name=arch_name, params=params, seed=seed, timeout=timeout,
         )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
@@ -455,19 +474,37 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     echo(records, plugins_lines(zoo), as_json)
 
 
+def _finite(value: float, flag: str) -> float:  # click's FloatRange lets NaN through
+    if value != value:
+        raise click.BadParameter(f"{flag} nan is not a number of seconds")
+    return value
+
+
 def echo(data: Any, lines: list[str], as_json: bool) -> None:
     """Print a command's result: ``data`` as JSON, or the text ``lines``."""
     if as_json:
         echo_json(data)
     else:
-        click.echo("\n".join(lines))
+        write_stdout("\n".join(lines) + "\n")
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json_text(data), nl=False)
+    write_stdout(json_text(data))
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.find_root().meta["zoo.json_shown"] = True  # a failure after this prints no second record
+
+
+def write_stdout(text: str) -> None:
+    """Stdout closed or full (``zoo list > /dev/full``): one line, exit 1; files written stay."""
+    try:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # so the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
+        raise OutputWriteError(f"cannot write to standard output: {why}; the result was not printed (files written stay)") from None
 
 
 def main() -> None:

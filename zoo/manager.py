@@ -19,7 +19,11 @@ import importlib.metadata
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -38,6 +42,27 @@ log = logging.getLogger(__name__)
 DISTRIBUTION = "zoo-onnx"
 DEFAULT_PLUGINS = ("zoo.plugins.tasks", "zoo.plugins.seed", "zoo.exporters.onnx")
 LOAD_ENV = "ZOO_LOAD_PLUGINS"
+SLOW_IMPORT_S = 3.0  # then name the plugin whose import is still running
+
+
+@contextmanager
+def plugin_code() -> Iterator[None]:
+    """Around every call into a plugin (import, hooks, ``build``, ``forward``): what it
+    prints goes to stderr, so it can never break the JSON a command prints on
+    stdout, and its warnings (torch's ``UserWarning``s) go to zoo's log, shown with -v."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for warning in caught:
+            log.info("plugin warning: %s: %s", warning.category.__name__, warning.message)
+
+
+def plugin_fault(exc: BaseException) -> bool:
+    """An exception from plugin code that must not end zoo: anything but the
+    user's Ctrl-C (``sys.exit()``, a ``BaseException`` subclass of its own)."""
+    return not isinstance(exc, KeyboardInterrupt)
 
 
 @dataclass
@@ -134,8 +159,11 @@ class Zoo:
                 _staged.append(item.with_plugin(_info.name))
 
             try:
-                self._hook_of(hook_name, info.name)(register=register)
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
+                with plugin_code():
+                    self._hook_of(hook_name, info.name)(register=register)
+            except BaseException as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
+                if not plugin_fault(exc):
+                    raise
                 self._problem(info, f"{hook_name} raised {one_line(exc)}; nothing it registered was kept")
                 continue
             for item in staged:
@@ -153,8 +181,11 @@ class Zoo:
         for info in self._implementers("register_commands"):
             before = set(group.commands)
             try:
-                self._hook_of("register_commands", info.name)(cli=group)
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
+                with plugin_code():
+                    self._hook_of("register_commands", info.name)(cli=group)
+            except BaseException as exc:  # noqa: BLE001 - a plugin calling sys.exit() must not end zoo
+                if not plugin_fault(exc):
+                    raise
                 for name in set(group.commands) - before:
                     del group.commands[name]
                 self._problem(info, f"register_commands raised {one_line(exc)}")
@@ -217,13 +248,27 @@ def load_zoo(
 
 
 def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> ModuleType | None:
+    # A hanging import hangs every command: at least say which plugin it is.
+    timer = threading.Timer(SLOW_IMPORT_S, _still_importing, (info.name, sys.stderr))
+    timer.daemon = True
+    timer.start()
     try:
-        return load()
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not take zoo down
+        with plugin_code():
+            return load()
+    except BaseException as exc:  # noqa: BLE001 - a broken plugin (even one calling sys.exit) must not take zoo down
+        if not plugin_fault(exc):
+            raise
         zoo.plugins[info.name] = info
         zoo._problem(info, f"failed to import: {one_line(exc)}")
         log.debug("import of plugin %s failed", info.name, exc_info=True)
         return None
+    finally:
+        timer.cancel()
+
+
+def _still_importing(name: str, stream: Any) -> None:
+    stream.write(f"zoo: still importing plugin {name!r} (over {SLOW_IMPORT_S:g} s); {LOAD_ENV}= skips third-party plugins\n")
+    stream.flush()
 
 
 def _entry_points(zoo: Zoo, env: Mapping[str, str]) -> list[tuple[importlib.metadata.EntryPoint, str, str]]:
@@ -240,7 +285,7 @@ def _entry_points(zoo: Zoo, env: Mapping[str, str]) -> list[tuple[importlib.meta
                 continue
             found.setdefault((_normalize(dist_name), ep.name), (ep, dist_name, dist.version))
     if allowed:
-        missing = allowed - {key[0] for key in found}
+        missing = allowed - {key[0] for key in found} - {_normalize(DISTRIBUTION)}  # zoo's own plugins always load
         for name in sorted(missing):
             zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name")
     return sorted(found.values(), key=lambda item: (item[1].lower(), item[0].name))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from zoo.errors import CheckFailed, DeviceError, ParameterError, PluginError
+from zoo.errors import CheckFailed, DeviceError, ParameterError, PluginError, one_line
+from zoo.manager import plugin_code, plugin_fault
 from zoo.params import coerce_params
 from zoo.shapes import input_shape, sample_sizes, value_range
 from zoo.spec import FLOAT_DTYPES, Architecture
@@ -45,7 +48,7 @@ class BuiltModel:
         any key order; exporters that flatten outputs label them by position)."""
         import torch
 
-        with torch.set_grad_enabled(grad), ieee_float32(self.device):
+        with torch.set_grad_enabled(grad), ieee_float32(self.device), plugin_code():
             try:
                 result = self.module(*inputs.values())  # positional, in declared order
             except Exception as exc:  # noqa: BLE001 - the model's own bug, reported as a failed check
@@ -95,16 +98,17 @@ def build_model(
     dev = torch_device(device)
     overrides = coerce_params(dict(overrides or {}), arch.parameters, arch.name)
     check_dimension_params(arch, {**arch.defaults, **overrides})
-    with torch.random.fork_rng(devices=[]):
+    check_build_size(arch, overrides)
+    with torch.random.fork_rng(devices=[]), plugin_code():
         torch.manual_seed(seed)
         try:
             module = arch.build(**overrides)
         except ParameterError as exc:  # the plugin's own message, without saying which architecture
             raise ParameterError(f"architecture {arch.name!r}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001
-            raise PluginError(
-                f"architecture {arch.name!r} (plugin {arch.plugin!r}) failed to build: {type(exc).__name__}: {exc}"
-            ) from exc
+        except BaseException as exc:  # noqa: BLE001 - sys.exit() in a build names the plugin too
+            if not plugin_fault(exc):
+                raise
+            raise build_error(arch, overrides, exc) from exc
     if not isinstance(module, torch.nn.Module):
         raise PluginError(
             f"architecture {arch.name!r} (plugin {arch.plugin!r}): build returned {type(module).__name__}, not a torch.nn.Module"
@@ -117,6 +121,89 @@ def build_model(
     module.eval()
     module.to(dev)
     return BuiltModel(arch, dict(overrides), seed, device, module, record)
+
+
+# What a too large or malformed parameter makes torch raise (a huge allocation,
+# a size past int64, a tuple parameter given a number); other errors are the plugin's.
+PARAMETER_FAULTS = (RuntimeError, MemoryError, OverflowError, TypeError, ValueError)
+
+
+def build_error(arch: Architecture, overrides: Mapping[str, Any], exc: BaseException) -> ParameterError | PluginError:
+    """A build that failed: the parameters' fault when the user changed some and the
+    error is one they cause; the plugin's bug when its defaults fail, or anything else."""
+    why = one_line(exc, 200, first_line=True)  # torch appends pages of C++ frames
+    if overrides and isinstance(exc, PARAMETER_FAULTS):
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        return ParameterError(f"{arch.name} cannot be built with {given}: {why}; choose other values ('zoo show {arch.name}')")
+    return PluginError(f"architecture {arch.name!r} (plugin {arch.plugin!r}) failed to build: {why}")
+
+
+class DrySize(NamedTuple):
+    elements: int
+    bytes: int
+    over: bool  # the build was stopped past ``limit_bytes``: at least this much
+
+
+class _OverLimit(BaseException):  # not an Exception: a plugin's ``except Exception`` cannot swallow it
+    pass
+
+
+def dry_build(arch: Architecture, overrides: Mapping[str, Any], limit_bytes: int | None = None) -> DrySize | None:
+    """The parameter elements and bytes ``arch`` would hold with ``overrides``, from a
+    build on the ``meta`` device (no memory allocated), stopped as soon as it passes
+    ``limit_bytes`` (a million layers take minutes even there). ``None`` where the
+    plugin's ``build`` cannot run on ``meta`` (it reads tensor values, say)."""
+    import torch
+    from torch.nn.modules import module as torch_module
+
+    total = [0, 0]
+
+    def count(_module: Any, _name: str, tensor: Any) -> None:
+        if tensor is not None:
+            total[0] += tensor.numel()
+            total[1] += tensor.numel() * tensor.element_size()
+            if limit_bytes is not None and total[1] > limit_bytes:
+                raise _OverLimit
+
+    hooks = [torch_module.register_module_parameter_registration_hook(count),
+             torch_module.register_module_buffer_registration_hook(count)]
+    try:
+        with torch.device("meta"), torch.random.fork_rng(devices=[]), plugin_code(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = arch.build(**overrides)
+        tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}.values()  # tied weights once
+    except _OverLimit:
+        return DrySize(total[0], total[1], over=True)
+    except Exception:  # noqa: BLE001 - the real build reports it
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return DrySize(sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors), over=False)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux, macOS); ``None`` where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_build_size(arch: Architecture, overrides: Mapping[str, Any]) -> None:
+    """Refuse parameters whose weights alone would not fit in memory, before the
+    build allocates them (``-p width=1000000`` would ask torch for 4 TB)."""
+    if not overrides:
+        return
+    memory = available_memory()
+    size = dry_build(arch, overrides, limit_bytes=memory)
+    if size is None or not size.over:
+        return
+    given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+    raise ParameterError(
+        f"{arch.name} with {given} would hold over {size.elements:.3g} parameters ({size.bytes / 2**30:.3g} GiB), "
+        f"more than the {memory / 2**30:.3g} GiB of memory available; choose smaller values"
+    )
 
 
 def check_seed(seed: Any) -> None:
@@ -146,6 +233,7 @@ def make_inputs(
     every device sees the same values); the architecture's own ``sample_inputs`` when it has one."""
     import torch
 
+    check_input_size(arch, params, sizes)
     generator = torch.Generator().manual_seed(seed)
     if arch.sample_inputs is not None:
         return {name: t.to(device) for name, t in supplied_inputs(arch, params, sizes, generator).items()}
@@ -210,6 +298,27 @@ def supplied_inputs(
 
 def sizes_text(sizes: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sizes.items())
+def check_input_size(arch: Architecture, params: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    """Refuse sizes (``zoo bench --batch-sizes 1000000000``) whose inputs alone would
+    take over a quarter of the memory available, before anything is allocated."""
+    import torch
+
+    memory = available_memory()
+    total = sum(
+        math.prod(input_shape(inp, params, sizes)) * torch.empty((), dtype=getattr(torch, inp.dtype)).element_size()
+        for inp in arch.inputs
+    )
+    if memory is not None and total > memory // 4:
+        given = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        raise ParameterError(
+            f"{arch.name}: inputs at {given} would take {total / 2**30:.3g} GiB, over a quarter of the "
+            f"{memory / 2**30:.3g} GiB of memory available; use smaller sizes"
+        )
+
+
+def check_batch_sizes(built: BuiltModel, batches: Sequence[int]) -> None:
+    for batch in batches:
+        check_input_size(built.arch, built.params, {**sample_sizes(built.arch, built.params), "batch": batch})
 
 
 def check_range(inp: Any, bounds: tuple[float, float]) -> None:

@@ -197,6 +197,8 @@ def parse_params(pairs: Iterable[str], parameters: Mapping[str, Parameter], owne
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ParameterError(f"--param {pair!r}: write it as KEY=VALUE ({valid_list(parameters)})")
+        if key in values:  # the last one would silently win
+            raise ParameterError(f"--param {key} is given twice ({values[key]!r} and {text!r}); give each parameter once")
         values[key] = text
     return coerce_params(values, parameters, owner)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from typing import Any
 
 from zoo import progress
 from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
-from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError
+from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError, one_line
 from zoo.exporter_calls import call_exporter, code_location, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
 from zoo.model import BuiltModel
@@ -28,7 +29,7 @@ from zoo.records import ExportResult, FailedExport, Verification
 from zoo.shapes import dynamic_dims
 from zoo.spec import Dim, Exporter
 from zoo.variants import Acceptance
-from zoo.verification import ToleranceOption, check_tolerances, failure_text, verify_files
+from zoo.verification import ToleranceOption, check_timeout, check_tolerances, failure_text, verify_files
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
@@ -52,7 +53,9 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
             results.append(export_built(plan, built, target.path))
         except ZooError as exc:
             results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the other architectures
+        except BaseException as exc:  # noqa: BLE001 - a plugin's bug (even sys.exit()) must not stop the other architectures
+            if isinstance(exc, KeyboardInterrupt):  # the user's Ctrl-C stops everything
+                raise
             log.debug("exporting %s raised", arch.name, exc_info=True)
             results.append(
                 FailedExport(arch.name, f"{arch.name} (plugin {arch.plugin!r}) raised {reason(exc)} (run with -vv for the traceback)")
@@ -101,7 +104,9 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         check_side_files(written, job.path, output, plan.force)  # fail before verifying; place() checks again
         with timed(result.timings, "verify"):
             check_artifact(exporter, job.path)
-            result.verification = verify_files(built, exporter, job.path, plan.static, plan.rtol, plan.atol, extra=plan.inputs)
+            result.verification = verify_files(
+                built, exporter, job.path, plan.static, plan.rtol, plan.atol, extra=plan.inputs, timeout=plan.timeout
+            )
         if not result.verification.ok:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
             result.placed = False
@@ -268,21 +273,31 @@ def verify_artifact(
     arch_name: str | None = None,
     params: Sequence[str] = (),
     seed: int | None = None,
+    timeout: float | None = None,
 ) -> ExportResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it;
     with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
-    any file of a known format, zoo's metadata or not."""
+    any file of a known format, zoo's metadata or not. The file is untrusted: what
+    its metadata asks to build is checked against the weights it holds before
+    anything is allocated."""
     from zoo.input_files import load_input_files
     from zoo.model import build_model, check_seed
-    from zoo.params import parse_params
+    from zoo.params import coerce_params, parse_params
     from zoo.weights import check_regular_file
 
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{str(path)!r} does not exist; give the file 'zoo export' wrote") from None
+    except OSError as exc:  # a name too long, a folder without permission, a loop of links
+        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror or exc}; give the file 'zoo export' wrote") from None
+    if not stat.S_ISREG(mode):
+        what = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
         raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
     check_tolerances(rtol, atol)
     if arch_name is None and (params or seed is not None):
         raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
+    check_timeout(timeout)
     if weights is not None:
         check_regular_file(weights)
     exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
@@ -300,6 +315,8 @@ def verify_artifact(
                 "install that plugin (see 'zoo plugins')"
             )
         overrides, seed = recorded_build(path, meta, weights)
+        overrides = coerce_params(overrides, arch.parameters, arch.name)
+    check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides})
@@ -311,7 +328,8 @@ def verify_artifact(
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
         result.verification = verify_files(
-            built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None
+            built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
+            timeout=timeout,
         )
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance}
@@ -352,14 +370,38 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
     try:
         params = json.loads(meta.get("params", "{}"))
         seed = int(meta.get("seed", "0"))
-    except ValueError as exc:
-        raise UsageError(f"{path.name} has damaged zoo metadata: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested 100,000 deep
+        raise UsageError(f"{path.name} has damaged zoo metadata: {one_line(exc, 120)}") from None
     # What build_model would blame on --param or --seed is the file's fault here.
     if not isinstance(params, dict):
         raise UsageError(f"{path.name} has damaged zoo metadata: zoo.params is {meta['params'][:60]!r}, not a JSON object")
     if not 0 <= seed <= MAX_SEED:
         raise UsageError(f"{path.name} has damaged zoo metadata: zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
     return params, seed
+
+
+def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[str, str], params: dict[str, Any]) -> None:
+    """Refuse metadata that would build far more weights than the file holds (a 6 kB
+    file saying ``width: 20000``), from a build on torch's ``meta`` device stopped
+    at twice what the file holds. A ``--fold-linear`` file legitimately holds fewer
+    weights than its module: there only ``build_model``'s memory bound applies."""
+    from zoo.model import dry_build
+
+    if exporter.count_weights is None:
+        return
+    elements, nbytes = call_exporter(exporter.count_weights, path, error=UsageError, what=f"{path.name} is not a readable {exporter.name} file")
+    try:
+        folded = bool(json.loads(meta.get("options", "{}")).get("fold_linear"))
+    except (ValueError, RecursionError, AttributeError):
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.options is not a JSON object") from None
+    if folded:
+        return
+    size = dry_build(arch, params, limit_bytes=2 * nbytes + 2**16)
+    if size is not None and size.over:
+        raise UsageError(
+            f"zoo.params would build at least {size.elements:.3g} parameters but {path.name} holds {elements:,}; "
+            "the metadata does not describe this file"
+        )
 
 
 @contextmanager

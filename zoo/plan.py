@@ -47,6 +47,7 @@ class ExportPlan:
     inputs: list[Any] = field(default_factory=list)  # the user's verification cases (InputCase, one target only)
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
+    timeout: float | None = None  # seconds each verification may take (--timeout)
 
     @property
     def protected(self) -> list[Path]:
@@ -96,10 +97,12 @@ def plan_export(
     min_agreement: float | None = None,
     max_loss_change: float | None = None,
     max_error: float | None = None,
+    timeout: float | None = None,
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
     from zoo.model import check_seed, torch_device
     from zoo.params import parse_params
+    from zoo.verification import check_timeout
 
     exporter = zoo.exporter(format_name)
     options = {"fold_linear": True} if fold_linear else {}
@@ -109,6 +112,7 @@ def plan_export(
     acceptance = resolve_acceptance(exporter, variant, criteria)
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(seed)
+    check_timeout(timeout)
     if export_all:
         if params or weights or inputs:
             raise UsageError("--param, --weights and --inputs describe one architecture; export it by NAME instead of --all")
@@ -135,7 +139,7 @@ def plan_export(
     torch_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
-        variant=variant, acceptance=acceptance, inputs=cases,
+        variant=variant, acceptance=acceptance, inputs=cases, timeout=timeout,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)

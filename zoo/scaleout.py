@@ -112,7 +112,7 @@ class _PortableTarget:
 def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
     settings = dict(
         opset=plan.opset, static=plan.static, rtol=plan.rtol, atol=plan.atol, options=plan.options,
-        force=plan.force, seed=plan.seed, device=plan.device,
+        force=plan.force, seed=plan.seed, device=plan.device, timeout=plan.timeout, variant=plan.variant, acceptance=plan.acceptance,
     )
     refused = target.refused
     return _PortableTarget(

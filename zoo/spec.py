@@ -10,6 +10,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from zoo.params import Parameter, build_parameters
@@ -25,7 +26,7 @@ DTYPES = FLOAT_DTYPES + INT_DTYPES + ("bool",)
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")
 SUFFIX_PATTERN = re.compile(r"\.[a-z0-9][a-z0-9._-]*")
 
-DEFAULT_SAMPLE = {"batch": 2}
+DEFAULT_SAMPLE = MappingProxyType({"batch": 2})
 DEFAULT_DIM_SAMPLE = 8
 
 
@@ -124,13 +125,13 @@ class Tolerance:
 
 
 # Defaults per (device, dtype), used unless an architecture or the command line says otherwise.
-DEFAULT_TOLERANCES = {
+DEFAULT_TOLERANCES = MappingProxyType({
     ("cpu", "float64"): Tolerance(1e-7, 1e-9),
     ("cpu", "float32"): Tolerance(1e-4, 1e-5),
     ("cuda", "float32"): Tolerance(1e-3, 1e-4),
     ("*", "float16"): Tolerance(1e-2, 1e-3),
     ("*", "bfloat16"): Tolerance(2e-2, 1e-2),
-}
+})
 
 
 def _short_float(value: float) -> str:
@@ -317,6 +318,9 @@ class Exporter:
     # make_variant(source, target, variant, metadata, calibration_feeds) -> {how it was made}
     make_variant: Callable[..., dict[str, Any]] | None = None
     intermediates: Callable[[Any, dict[str, Any]], list[dict[str, Any]]] | None = None  # (path, feed): per-module values
+    # count_weights(path) -> (elements, bytes) of the weights a file holds, from its shapes
+    # alone: ``zoo verify`` refuses metadata that would build far more than that
+    count_weights: Callable[[Any], tuple[int, int]] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "exporter")

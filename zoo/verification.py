@@ -8,7 +8,9 @@ on the exported outputs must match the loss on PyTorch's.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,11 +24,18 @@ from zoo.shapes import verification_cases
 from zoo.spec import DEFAULT_TOLERANCES, Architecture, Exporter, Output, Tolerance
 from zoo.variants import Acceptance, accept_output
 
+log = logging.getLogger(__name__)
+
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
 # A tolerance option: one number for every output, or per output name ("*": the rest).
 ToleranceOption = float | Mapping[str, float] | None
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ParameterError(f"--timeout {timeout}: give a number of seconds above 0")
 
 
 def parse_tolerance(flag: str, values: Sequence[str]) -> ToleranceOption:
@@ -45,14 +54,15 @@ def parse_tolerance(flag: str, values: Sequence[str]) -> ToleranceOption:
 
 
 def check_tolerances(rtol: ToleranceOption, atol: ToleranceOption, outputs: Sequence[str] | None = None) -> None:
-    """``--rtol``/``--atol`` must be finite and not negative, and name outputs the
-    model has (when ``outputs`` is known): refuse before any work."""
+    """``--rtol``/``--atol`` must be finite, not negative and below 1 (a tolerance of
+    1 or more passes any output of the right sign), and name outputs the model has
+    (when ``outputs`` is known): refuse before any work."""
     for flag, option in (("--rtol", rtol), ("--atol", atol)):
         per_output = dict(option) if isinstance(option, Mapping) else {"*": option}
         for name, value in per_output.items():
             where = "" if name == "*" else f"{name}="
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ParameterError(f"{flag} {where}{value}: a tolerance must be a finite number >= 0")
+            if value is not None and not (math.isfinite(value) and 0 <= value < 1):
+                raise ParameterError(f"{flag} {where}{value}: a tolerance must be a finite number >= 0 and below 1")
             if outputs is not None and name != "*" and name not in outputs:
                 raise ParameterError(f"{flag} {name}=...: the model has no output {name!r}; its outputs are {', '.join(outputs)}")
 
@@ -99,18 +109,23 @@ def verify_files(
     acceptance: Acceptance | None = None,
     extra: Sequence[InputCase] = (),
     match_io: bool = False,
+    timeout: float | None = None,
 ) -> Verification:
     """Run the exported model and PyTorch on fresh inputs at several sizes (and on
     ``extra``, the user's own) and compare every output: against tolerances, or
     for a variant (int8, fp16), by its ``acceptance`` criteria. ``match_io``: the
-    file's inputs and outputs may have other names (a file zoo did not write)."""
+    file's inputs and outputs may have other names (a file zoo did not write).
+    Past ``timeout`` seconds (``--timeout``) the running call is stopped."""
     import torch
 
     arch = built.arch
     start = time.perf_counter()
+    deadline = None if timeout is None else time.monotonic() + timeout
     runner = call_exporter(
         exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
     )
+    if static:
+        check_static(runner, path)
     if match_io:
         runner = renamed_io(runner, arch, path.name)
     cases: list[tuple[dict[str, int], dict[str, Any], str | None, int]] = []
@@ -125,7 +140,9 @@ def verify_files(
     verification.note = getattr(runner, "note", "")
     first_failed = None
     for sizes, inputs, source, seed in cases:
-        result = run_case(built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance)
+        result = run_case(
+            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout
+        )
         result.source = source
         verification.cases.append(result)
         if not result.ok and result.outputs and first_failed is None:
@@ -144,6 +161,7 @@ def verify_files(
 def run_case(
     built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
     rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
+    deadline: float | None = None, timeout: float | None = None,
 ) -> CaseResult:
     """One case: the exported model and PyTorch on the same inputs, every output compared."""
     import numpy as np
@@ -152,9 +170,12 @@ def run_case(
     arch = built.arch
     feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
     reference = built.forward(inputs)
+    log.debug("running %s on %s", exporter.name, case_label(sizes))
     try:
         with quiet_exporter():
-            got = runner(feed)
+            got = run_stoppable(runner, feed, deadline, timeout)
+    except VerificationFailed:  # timed out: no later case may run either
+        raise
     except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
         from zoo.errors import one_line
 
@@ -211,6 +232,58 @@ def match_names(declared: list[str], found: list[str], kind: str, arch: str, fil
         f"{file_name} has {len(found)} {kind} ({', '.join(found) or '-'}) but {arch} declares {len(declared)} "
         f"({', '.join(declared)}); they match neither by name nor by position: pick the architecture the file was exported from"
     )
+
+
+def check_static(runner: Any, path: Any) -> None:
+    """A file whose metadata says static shapes must have them: otherwise verifying
+    one case would silently skip the sizes the file accepts."""
+    session = getattr(runner, "session", None)
+    for inp in session.get_inputs() if session is not None else []:
+        symbolic = [d for d in inp.shape if not isinstance(d, int)]
+        if symbolic:
+            raise VerificationFailed(
+                f"{path.name} says it was exported with static shapes (zoo.static), but its input {inp.name!r} has "
+                f"dynamic dimensions ({', '.join(map(str, symbolic))}); the metadata does not describe this file"
+            )
+
+
+def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, timeout: float | None) -> Any:
+    """``runner(feed)`` in a worker thread, so that a deadline or Ctrl-C can stop it:
+    while onnxruntime runs, the main thread would not even see Ctrl-C. Stopping
+    calls the runner's ``abort()`` (onnxruntime's ``RunOptions.terminate``), if it
+    has one; a runner without one is left behind in its daemon thread."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = runner(feed)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="zoo-verify-run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                _stop(runner, thread)
+                raise VerificationFailed(f"verification timed out after {timeout:g} s (--timeout)")
+            thread.join(0.05)
+    except KeyboardInterrupt:
+        _stop(runner, thread)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _stop(runner: Any, thread: threading.Thread) -> None:
+    abort = getattr(runner, "abort", None)
+    if abort is not None:
+        abort()
+        thread.join()  # onnxruntime checks the flag between kernels; a process leaving while it runs aborts
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()
 
 
 def compare_output(
@@ -288,8 +361,10 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.where(finite, np.abs(np.where(finite, ref, 0.0) - np.where(finite, cand, 0.0)), 0.0)
     diff[mismatch] = np.inf
+    diff[mismatch & (np.isnan(ref) | np.isnan(cand))] = np.nan  # NaN against a number is reported as NaN, never inf
     scale = np.abs(np.where(finite, ref, 0.0))
-    rel = np.where(diff == 0, 0.0, diff / np.maximum(scale, np.finfo(np.float64).tiny))
+    with np.errstate(invalid="ignore"):
+        rel = np.where(diff == 0, 0.0, diff / np.maximum(scale, np.finfo(np.float64).tiny))
     bad = mismatch | (diff > atol + rtol * scale)
     slack = np.where(finite, diff - rtol * scale, 0.0)
     needed = math.inf if mismatch.any() else max(0.0, float(slack.max(initial=0.0)))
@@ -308,11 +383,14 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
 def percentiles(values: Any) -> dict[str, float]:
     import numpy as np
 
-    if values.size == 0:
-        return {**{f"p{q}": 0.0 for q in PERCENTILES}, "max": 0.0}
+    numbers = values[~np.isnan(values)]
+    if numbers.size == 0:
+        empty = float("nan") if values.size else 0.0
+        return {**{f"p{q}": empty for q in PERCENTILES}, "max": empty}
     # "higher": an element's own error, never a mix of two (inf with a number would give NaN)
-    found = np.percentile(values, PERCENTILES, method="higher")
-    return {**{f"p{q}": float(v) for q, v in zip(PERCENTILES, found)}, "max": float(values.max())}
+    found = np.percentile(numbers, PERCENTILES, method="higher")
+    top = float("nan") if numbers.size < values.size else float(numbers.max())  # any NaN makes the max NaN
+    return {**{f"p{q}": float(v) for q, v in zip(PERCENTILES, found)}, "max": top}
 
 
 def failure_text(verification: Verification) -> str:
