@@ -9,6 +9,7 @@ are silenced by the caller.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import zoo
@@ -261,7 +262,7 @@ REGRESSION = Task(
     loss_slack=band_slack(squared_terms, mean, at_target=True),
     summary="real values: mean squared error",
 )
-BUILTIN_TASKS = {task.name: task for task in (BINARY, MULTICLASS, MULTILABEL, REGRESSION)}
+BUILTIN_TASKS = MappingProxyType({task.name: task for task in (BINARY, MULTICLASS, MULTILABEL, REGRESSION)})
 
 
 @zoo.hookimpl

@@ -326,9 +326,12 @@ def test_13_a_plugin_cannot_loosen_the_default_tolerances(tmp_path, monkeypatch)
     z = load_zoo(builtins=(*DEFAULT_PLUGINS, module), entry_points=False)
     assert z.plugins["loosening_plugin"].status == "failed"
     assert DEFAULT_TOLERANCES[("cpu", "float32")] == Tolerance(1e-4, 1e-5)
-    from zoo.spec import DEFAULT_SAMPLE, TASK_HEADS
+    from zoo.plugins.tasks import BUILTIN_TASKS
 
-    for table in (DEFAULT_SAMPLE, TASK_HEADS):
+    from zoo.spec import DEFAULT_SAMPLE
+    from zoo.tasks import LOSS_TOLERANCES, SUM_TOLERANCES, TINY
+
+    for table in (DEFAULT_SAMPLE, BUILTIN_TASKS, LOSS_TOLERANCES, SUM_TOLERANCES, TINY):
         with pytest.raises(TypeError):
             table["x"] = 1  # type: ignore[index]
 

@@ -21,7 +21,9 @@ PyTorch's own losses do, so such a model has a finite loss on both sides:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,15 +39,15 @@ if TYPE_CHECKING:
 
 LOG_FLOOR = -100.0  # PyTorch's binary_cross_entropy clamps log terms here
 # Smallest normal number per float dtype (numpy has no bfloat16, so a table).
-TINY = {"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126, "float64": 2.0**-1022}
+TINY = MappingProxyType({"float16": 2.0**-14, "bfloat16": 2.0**-126, "float32": 2.0**-126, "float64": 2.0**-1022})
 # The framework's loss (computed in the output's dtype) against the float64 closed
 # form: the rounding of one dtype, as DEFAULT_TOLERANCES bounds it, so its values.
 # CPU rows on every device: the closed form is the same float64 reference there.
-LOSS_TOLERANCES: dict[str, Tolerance] = {
+LOSS_TOLERANCES: Mapping[str, Tolerance] = MappingProxyType({
     dtype: DEFAULT_TOLERANCES.get(("cpu", dtype)) or DEFAULT_TOLERANCES[("*", dtype)] for dtype in FLOAT_DTYPES
-}
+})
 # Softmax rows' |sum - 1| by the output's dtype: a bound of its own (a sum of many terms).
-SUM_TOLERANCES = {"float64": 1e-4, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+SUM_TOLERANCES = MappingProxyType({"float64": 1e-4, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2})
 
 
 def dtype_name(array: np.ndarray | None = None, dtype: str | None = None) -> str:
