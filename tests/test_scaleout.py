@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from zoo.errors import UsageError
 from zoo.manager import load_zoo
-from zoo.plan import Target
-from zoo.scaleout import parse_shard, shard
+from zoo.plan import Target, parse_shard, shard_of
 
 TEMPLATE = load_zoo(entry_points=False).architecture("binary")
 
@@ -25,7 +24,7 @@ def targets(names: list[str]) -> list[Target]:
 @given(st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True), unique=True, max_size=12), st.integers(1, 6))
 def test_shards_are_disjoint_and_cover_the_sorted_list(names: list[str], count: int) -> None:
     every = targets(names)
-    parts = [shard(every, index, count) for index in range(1, count + 1)]
+    parts = [shard_of(every, index, count) for index in range(1, count + 1)]
     got = [t.arch.name for part in parts for t in part]
     assert sorted(got) == sorted(names) and len(got) == len(set(got))
     assert all(len(a) - len(b) in (0, 1) for a, b in zip(parts, parts[1:]))  # balanced

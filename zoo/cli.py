@@ -6,10 +6,8 @@ verification failed) or 2 (usage). Ctrl-C exits 130.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,16 +16,26 @@ from typing import Any
 import click
 
 from zoo import __version__
-from zoo.cli_errors import json_failure, remember_json
+from zoo.cli_options import (
+    atol_option,
+    device_option,
+    fold_linear_option,
+    inputs_option,
+    json_option,
+    param_option,
+    report_option,
+    rtol_option,
+    seed_option,
+    timeout_option,
+)
+from zoo.cli_output import echo, echo_json, json_failure, write_stdout
 from zoo.completion import complete_architecture, complete_format
-from zoo.errors import OutputWriteError, UsageError, ZooError, write_error
+from zoo.errors import ZooError, write_error
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
 from zoo.progress import terminal_progress
-from zoo.records import json_text
 from zoo.render import bench_lines, check_lines, export_lines, export_summary, list_lines, plugins_lines, show_lines
-from zoo.spec import TOLERANCE_HELP
 from zoo.weights import SUFFIXES as WEIGHT_SUFFIXES
 
 # Formats come from plugins, loaded after --help is built: this names the built-in one's range.
@@ -114,40 +122,6 @@ def _plugin_commands(ctx: click.Context) -> click.Group:
         get_zoo(ctx).add_commands(group, reserved=cli.commands)
         _report_problems(root)
     return group
-
-
-# Options several commands share (a click.option decorator makes a new Option on each use).
-param_option = click.option(
-    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Build parameter, repeatable (see 'zoo show NAME' for the list)."
-)
-json_option = click.option(
-    "--json", "as_json", is_flag=True, callback=remember_json, help="Print JSON for scripts instead of text (errors too)."
-)
-device_option = click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model and its PyTorch reference run."
-)
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and generated inputs.")
-atol_option = click.option(
-    "--atol", multiple=True, metavar="[OUTPUT=]NUMBER",
-    help=f"Absolute tolerance, for every output or one (repeatable: --atol logits=1e-4) ({TOLERANCE_HELP}).",
-)
-rtol_option = click.option("--rtol", multiple=True, metavar="[OUTPUT=]NUMBER", help="Relative tolerance, like --atol (see it for defaults).")
-inputs_option = click.option(
-    "--inputs", "inputs", multiple=True, type=click.Path(path_type=Path), metavar="FILE.npz",
-    help="Also verify on these inputs (repeatable): an .npz whose keys are the input names, batch dimension first.",
-)
-fold_linear_option = click.option(
-    "--fold-linear", is_flag=True,
-    help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
-)
-def timeout_option(default: float | None) -> Any:
-    help = "Stop the verification after this many seconds (exit 1)."
-    return click.option("--timeout", type=float, default=default, show_default=default is not None, metavar="SECONDS", help=help)
-
-
-report_option = click.option(
-    "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
-)
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -289,35 +263,14 @@ def export_command(
       zoo export --all -o exported/ --jobs 2 --shard 1/4
     """
     from zoo.artifacts import write_json
-    from zoo.pipeline import export_targets
     from zoo.plan import plan_export
     from zoo.records import FailedExport
-    from zoo.scaleout import export_in_workers, plugin_modules, with_shard
-    from zoo.verification import parse_tolerance
+    from zoo.scaleout import run_plan
 
-    if not export_all and (jobs > 1 or shard):
-        raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
     zoo = get_zoo(ctx)
-    options.update(rtol=parse_tolerance("--rtol", options["rtol"]), atol=parse_tolerance("--atol", options["atol"]))
-    plan = with_shard(plan_export(zoo, name, export_all=export_all, report=report, **options), shard)
-    count = len(plan.targets)
-
-    def started(index: int, target: Any) -> None:
-        if export_all and not as_json:
-            click.echo(f"[{index + 1}/{count}] {target.arch.name} ...", err=True)
-
-    done: list[int] = []
-
-    def finished(index: int, result: Any) -> None:  # workers finish in any order: count, then name
-        done.append(index)
-        if not as_json:
-            click.echo(f"[{len(done)}/{count}] {result.name} {'ok' if result.ok else 'FAILED'}", err=True)
-
-    if jobs > 1 and count > 1:
-        results: list[Any] = export_in_workers(plan, min(jobs, count), plugin_modules(zoo), on_done=finished)
-    else:
-        with terminal_progress(plan.targets[0].arch.name if count == 1 else None, as_json):
-            results = export_targets(plan, on_start=started)
+    plan = plan_export(zoo, name, export_all=export_all, report=report, jobs=jobs, shard=shard, **options)
+    with terminal_progress(plan.targets[0].arch.name if not export_all else None, as_json):
+        results = run_plan(plan, jobs, zoo, None if as_json or not export_all else lambda line: click.echo(line, err=True))
     failed = next((r for r in results if not r.ok), None)
     if not export_all and isinstance(failed, FailedExport) and failed.exit_code != 1 and failed.exception is not None:
         raise failed.exception  # a usage error (a parameter the build refused): one line, as before any work
@@ -431,11 +384,9 @@ def verify_command(
     if report is not None:
         check_file_path(report, "--report", [file, weights])  # the JSON must never replace what it verifies
     try:
-        from zoo.verification import parse_tolerance
-
         result = verify_artifact(
-            get_zoo(ctx), file, weights=weights, device=device, rtol=parse_tolerance("--rtol", rtol),
-            atol=parse_tolerance("--atol", atol), inputs=inputs, arch_name=arch_name, params=params, seed=seed, timeout=timeout,
+            get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol, inputs=inputs, arch_name=arch_name,
+            params=params, seed=seed, timeout=timeout,
         )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
@@ -478,33 +429,6 @@ def _finite(value: float, flag: str) -> float:  # click's FloatRange lets NaN th
     if value != value:
         raise click.BadParameter(f"{flag} nan is not a number of seconds")
     return value
-
-
-def echo(data: Any, lines: list[str], as_json: bool) -> None:
-    """Print a command's result: ``data`` as JSON, or the text ``lines``."""
-    if as_json:
-        echo_json(data)
-    else:
-        write_stdout("\n".join(lines) + "\n")
-
-
-def echo_json(data: Any) -> None:
-    write_stdout(json_text(data))
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.find_root().meta["zoo.json_shown"] = True  # a failure after this prints no second record
-
-
-def write_stdout(text: str) -> None:
-    """Stdout closed or full (``zoo list > /dev/full``): one line, exit 1; files written stay."""
-    try:
-        click.echo(text, nl=False)
-        sys.stdout.flush()
-    except OSError as exc:
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # so the flush at exit cannot fail again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
-        raise OutputWriteError(f"cannot write to standard output: {why}; the result was not printed (files written stay)") from None
 
 
 def main() -> None:

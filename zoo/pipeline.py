@@ -29,7 +29,7 @@ from zoo.records import ExportResult, FailedExport, Verification
 from zoo.shapes import dynamic_dims
 from zoo.spec import Dim, Exporter
 from zoo.variants import Acceptance
-from zoo.verification import ToleranceOption, check_timeout, check_tolerances, failure_text, verify_files
+from zoo.verification import ToleranceOption, check_timeout, check_tolerances, failure_text, parse_tolerance, verify_files
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
@@ -295,6 +295,7 @@ def verify_artifact(
         what = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
         raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
     check_tolerances(rtol, atol)
+    rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
     if arch_name is None and (params or seed is not None):
         raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
     check_timeout(timeout)

@@ -1,5 +1,9 @@
 """An export plan: the command's options resolved and validated once, before any model is built.
 
+``--shard I/N`` narrows the targets to every N-th architecture of the sorted
+list, starting at the I-th (1-based), so N machines that each run one shard
+export every architecture exactly once, with nothing shared but the plugin list.
+
 ``zoo export NAME`` and ``zoo export --all`` make the same plan; one has a
 single target. Everything a user can get wrong on the command line (format,
 opset, tolerances, options, device, parameters, paths) is refused here, so a
@@ -8,6 +12,7 @@ plan that exists can be carried out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +22,7 @@ from zoo.artifacts import check_file_path, check_output_path
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.spec import Architecture, Exporter
 from zoo.variants import Acceptance, variant_name
-from zoo.verification import check_tolerances
+from zoo.verification import check_tolerances, parse_tolerance
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,19 @@ def plan_export(
     max_loss_change: float | None = None,
     max_error: float | None = None,
     timeout: float | None = None,
+    jobs: int = 1,
+    shard: str | None = None,
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
     from zoo.model import check_seed, torch_device
     from zoo.params import parse_params
     from zoo.verification import check_timeout
 
+    if not export_all and (jobs > 1 or shard):
+        raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
+    if shard is not None:
+        parse_shard(shard)  # a typo is refused before any work
+    rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
     exporter = zoo.exporter(format_name)
     options = {"fold_linear": True} if fold_linear else {}
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
@@ -145,7 +157,8 @@ def plan_export(
         check_file_path(report, "--report", plan.protected)
     if export_all:  # every option is valid: only now make the folder, then see which files can be written
         make_export_folder(targets[0].path.parent)
-        plan.targets = [refusing(t, force) for t in targets]
+        mine = shard_of(targets, *parse_shard(shard)) if shard is not None else targets
+        plan.targets = [refusing(t, force) for t in mine]
     else:  # before the build: a big model costs seconds and GBs
         check_output_path(targets[0].path, force)
     return plan
@@ -182,6 +195,23 @@ def make_export_folder(folder: Path) -> None:
         folder.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputPathError(f"with --all, -o {str(folder)!r}: cannot create the folder ({exc.strerror or exc})") from exc
+
+
+SHARD_PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: the 2nd of 4 shards (1-based)."""
+    match = SHARD_PATTERN.fullmatch(text)
+    index, count = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard {text!r}: write I/N with 1 <= I <= N, such as 1/4 (the first of four shards)")
+    return index, count
+
+
+def shard_of(targets: list[Target], index: int, count: int) -> list[Target]:
+    """The ``index``-th (1-based) of ``count`` disjoint shards of ``targets`` (sorted by name)."""
+    return sorted(targets, key=lambda t: t.arch.name)[index - 1 :: count]
 
 
 def refusing(target: Target, force: bool) -> Target:

@@ -1,8 +1,5 @@
-"""``zoo export --all`` across processes and machines: ``--jobs N`` and ``--shard I/N``.
-
-A shard is every N-th architecture of the sorted list, starting at the I-th
-(1-based), so N machines that each run ``--shard I/N`` for I = 1..N export
-every architecture exactly once, with nothing shared but the plugin list.
+"""``zoo export --all`` across processes: ``--jobs N`` (``--shard I/N``, across
+machines, is part of the plan: ``zoo.plan.shard``).
 
 ``--jobs N`` exports in N worker processes. Each worker imports torch and loads
 the plugins once, then exports one target after another; what comes back to
@@ -15,32 +12,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from zoo.errors import UsageError
 from zoo.plan import ExportPlan, Target
 from zoo.records import Record
-
-SHARD_PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"2/4"`` -> ``(2, 4)``: the 2nd of 4 shards (1-based)."""
-    match = SHARD_PATTERN.fullmatch(text)
-    index, count = (int(match[1]), int(match[2])) if match else (0, 0)
-    if not 1 <= index <= count:
-        raise UsageError(f"--shard {text!r}: write I/N with 1 <= I <= N, such as 1/4 (the first of four shards)")
-    return index, count
-
-
-def shard(targets: list[Target], index: int, count: int) -> list[Target]:
-    """The ``index``-th (1-based) of ``count`` disjoint shards of ``targets`` (sorted by name)."""
-    return sorted(targets, key=lambda t: t.arch.name)[index - 1 :: count]
 
 
 @dataclass
@@ -155,6 +135,25 @@ def _export_one(portable: _PortableTarget) -> Finished:
     return Finished(arch.name, result.to_dict(), summary_row(result), result.ok, exit_code)
 
 
+def run_plan(plan: ExportPlan, jobs: int, zoo: Any, progress: Callable[[str], None] | None = None) -> list[Any]:
+    """Carry out ``plan``: in ``jobs`` worker processes when there is more than one
+    target, else here. ``progress`` gets a line as each target starts (here) or
+    finishes (in workers, which finish in any order: counted, then named)."""
+    from zoo.pipeline import export_targets
+
+    count = len(plan.targets)
+    say = progress or (lambda line: None)
+    if jobs > 1 and count > 1:
+        done: list[int] = []
+
+        def finished(index: int, result: Finished) -> None:
+            done.append(index)
+            say(f"[{len(done)}/{count}] {result.name} {'ok' if result.ok else 'FAILED'}")
+
+        return export_in_workers(plan, min(jobs, count), plugin_modules(zoo), on_done=finished)
+    return export_targets(plan, on_start=lambda index, target: say(f"[{index + 1}/{count}] {target.arch.name} ..."))
+
+
 def plugin_modules(zoo: Any) -> list[tuple[str, str]]:
     """Plugins the parent's zoo got as modules (not from entry points), by import name;
     a plugin object that is not a module cannot be loaded again in a worker."""
@@ -167,11 +166,3 @@ def plugin_modules(zoo: Any) -> list[tuple[str, str]]:
             raise UsageError(f"--jobs: plugin {info.name!r} was given as an object, not a module; workers cannot load it (use --jobs 1)")
         found.append((info.name, plugin.__name__))
     return found
-
-
-def with_shard(plan: ExportPlan, spec: str | None) -> ExportPlan:
-    """``plan`` narrowed to one ``--shard I/N``."""
-    if spec is None:
-        return plan
-    index, count = parse_shard(spec)
-    return replace(plan, targets=shard(plan.targets, index, count))

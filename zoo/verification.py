@@ -38,8 +38,11 @@ def check_timeout(timeout: float | None) -> None:
         raise ParameterError(f"--timeout {timeout}: give a number of seconds above 0")
 
 
-def parse_tolerance(flag: str, values: Sequence[str]) -> ToleranceOption:
-    """``--atol 1e-4`` and ``--atol logits=1e-4`` (repeatable) as a ``ToleranceOption``."""
+def parse_tolerance(flag: str, values: Sequence[str] | ToleranceOption) -> ToleranceOption:
+    """``--atol 1e-4`` and ``--atol logits=1e-4`` (repeatable) as a ``ToleranceOption``;
+    a number or a mapping (a library caller's) is one already."""
+    if values is None or isinstance(values, (int, float, Mapping)):
+        return values
     if not values:
         return None
     parsed: dict[str, float] = {}
