@@ -294,8 +294,8 @@ def verify_artifact(
     if not stat.S_ISREG(mode):
         what = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
         raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
-    check_tolerances(rtol, atol)
     rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
+    check_tolerances(rtol, atol)
     if arch_name is None and (params or seed is not None):
         raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
     check_timeout(timeout)
