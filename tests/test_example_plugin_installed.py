@@ -38,7 +38,7 @@ def test_installed_plugin_shows_in_zoo_plugins_with_distribution_and_version(ins
         "ok",
         False,
     )
-    assert example["architectures"] == ["small-cnn", "token-classifier", "listing-model", "tag-model"]
+    assert example["architectures"] == ["small-cnn", "token-classifier", "listing-model", "tag-model", "gru-regressor"]
     assert example["exporters"] == ["pt2"] and example["commands"] == ["pt2-info"]
     text = installed.zoo("plugins", cwd=tmp_path).stdout
     assert any(line.split()[:3] == ["example", "zoo-example-plugin", "0.1.0"] for line in text.splitlines()), text

@@ -50,7 +50,7 @@ def test_every_hook_is_documented_with_its_arguments(hook: str) -> None:
 def test_hook_register_architectures_from_a_third_party_plugin(example_zoo: Zoo) -> None:
     info = example_zoo.plugins["example"]
     assert info.status == "ok", info.errors
-    assert info.architectures == ["small-cnn", "token-classifier", "listing-model", "tag-model"]
+    assert info.architectures == ["small-cnn", "token-classifier", "listing-model", "tag-model", "gru-regressor"]
     text = example_zoo.architecture("text")
     assert text.plugin == "example"
     assert text.to_dict()["inputs"] == [

@@ -69,6 +69,14 @@ def tag_model(n_features: int = 12, hidden: int = 32, n_labels: int = 6) -> nn.M
     return nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
 
 
+def gru_regressor(n_features: int = 4, hidden: int = 16, n_outputs: int = 2) -> nn.Module:
+    from zoo_example_plugin.nets import SequenceRegressor
+
+    if min(n_features, hidden, n_outputs) < 1:
+        raise ParameterError("n_features, hidden and n_outputs must be positive")
+    return SequenceRegressor(n_features, hidden, n_outputs)
+
+
 @zoo.hookimpl
 def register_architectures(register):
     register(
@@ -125,6 +133,17 @@ def register_architectures(register):
             # multilabel: BCE per label; verification compares every label's
             # decision and reports the rows whose label sets match exactly
             outputs=(Output("tag_logits", task="multilabel", shape=("batch", "n_labels")),),
+        )
+    )
+    register(
+        Architecture(
+            name="gru-regressor",
+            aliases=("gru",),
+            summary="GRU over a time series → last step → Linear: sequence regression",
+            build=gru_regressor,
+            # the series length stays dynamic: exported at 10 steps, verified from 1 to 21
+            inputs=(Input("series", ("batch", Dim("steps", sample=10), "n_features")),),
+            outputs=(Output("forecast", task="regression", shape=("batch", "n_outputs")),),
         )
     )
 

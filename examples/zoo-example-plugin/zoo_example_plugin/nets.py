@@ -85,3 +85,16 @@ class ListingModel(nn.Module):
     def forward(self, numeric: torch.Tensor, category: torch.Tensor) -> dict[str, torch.Tensor]:
         shared = self.trunk(self.numeric(numeric) + self.category(category))
         return {"sold": torch.sigmoid(self.sale(shared)), "price": self.price(shared)}
+
+
+class SequenceRegressor(nn.Module):
+    """GRU over a (batch, seq, features) series → the last step's hidden state → Linear."""
+
+    def __init__(self, n_features: int, hidden: int, n_outputs: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(n_features, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, n_outputs)
+
+    def forward(self, series):
+        states, _ = self.gru(series)
+        return self.head(states[:, -1])
