@@ -1,7 +1,8 @@
 """The ``zoo`` command line: parse, call the library, print.
 
 Errors a user can fix are ``ZooError``s: one line on stderr, exit 1 (a check or
-verification failed) or 2 (usage). Ctrl-C exits 130.
+verification failed) or 2 (usage). Ctrl-C exits 130, SIGTERM 143, SIGHUP 129
+(``zoo.interrupts``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from zoo import __version__
+from zoo import __version__, interrupts
 from zoo.errors import ZooError
 from zoo.exporters import onnx as onnx_format
 from zoo.manager import Zoo, load_zoo
@@ -30,9 +31,6 @@ OPSET_HELP = (
     f"(onnx: default {onnx_format.DEFAULT_OPSET}, {onnx_format.MIN_OPSET}-{onnx_format.MAX_OPSET})."
 )
 
-EXIT_INTERRUPTED = 130
-
-
 class ZooGroup(click.Group):
     """Adds plugin commands, and turns ``ZooError`` and Ctrl-C into one line and an exit code."""
 
@@ -43,16 +41,34 @@ class ZooGroup(click.Group):
         return self.commands.get(name) or _plugin_commands(ctx).commands.get(name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        status = 1
+        with interrupts.raising():  # SIGTERM and SIGHUP clean up as Ctrl-C does
+            try:
+                result = self._invoke(ctx)
+                status = 0
+                return result
+            except click.exceptions.Exit as exc:
+                status = exc.exit_code
+                raise
+            finally:
+                interrupts.finished(status)  # the work is done: a late signal does not change its status
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ZooError as exc:
+            if interrupts.received():  # a library turned the interrupt into another failure
+                _interrupted(ctx, interrupts.interrupt_since(0))
             click.echo(f"zoo: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:
             _usage_line(ctx, exc)
-        except KeyboardInterrupt:
-            click.echo("zoo: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            _interrupted(ctx, exc if isinstance(exc, interrupts.Interrupted) else interrupts.Interrupted())
+        except Exception:
+            if interrupts.received():
+                _interrupted(ctx, interrupts.interrupt_since(0))
+            raise
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -60,6 +76,15 @@ class ZooGroup(click.Group):
         except click.UsageError as exc:  # 'zoo --bogus'
             _usage_line(ctx, exc)
             raise  # unreachable: _usage_line exits
+
+
+def _interrupted(ctx: click.Context, exc: interrupts.Interrupted | None) -> None:
+    exc = exc or interrupts.Interrupted()
+    try:
+        click.echo(exc.line, err=True)
+    except OSError:  # SIGHUP: the terminal may be gone
+        pass
+    ctx.exit(exc.exit_code)
 
 
 def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
@@ -216,7 +241,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
 @click.option("--format", "format_name", default="onnx", show_default=True, help="Export format ('zoo plugins' lists them).")
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path),
+    "-o", "--output", type=click.Path(),  # a str: plan_export needs to see a trailing slash
     help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder.",
 )
 @click.option("--opset", type=int, help=OPSET_HELP)
@@ -259,7 +284,10 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
     records = [r.to_dict() for r in results]
     record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
-        write_json(report, record, "--report", [*plan.protected, *(p for r in results for p in getattr(r, "files", []))])
+        placed = [p.name for r in results if r.ok and getattr(r, "placed", False) for p in r.files]
+        outcome = f"the report was not written; {', '.join(placed)} placed and verified" if placed else "nothing was written"
+        protected = [*plan.protected, *(p for r in results for p in getattr(r, "files", []))]
+        write_json(report, record, "--report", protected, outcome=outcome)
     if as_json:
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
@@ -343,23 +371,24 @@ def verify_command(
       zoo verify trained.onnx --weights trained.safetensors --device cuda
     """
     from zoo.artifacts import check_file_path, write_json
-    from zoo.pipeline import verify_artifact
+    from zoo.pipeline import read_paths, verify_artifact
     from zoo.records import FailedExport
 
+    read = read_paths(get_zoo(ctx), file, weights) if report is not None else []
     if report is not None:
-        check_file_path(report, "--report", [file, weights])  # the JSON must never replace what it verifies
+        check_file_path(report, "--report", read)  # the JSON must never replace what it verifies
     try:
         result = verify_artifact(get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol)
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
             failure = FailedExport(None, str(exc), file=file)
             if report is not None:
-                write_json(report, failure, "--report", [file, weights])
+                write_json(report, failure, "--report", read)
             if as_json:
                 echo_json(failure)
         raise
     if report is not None:
-        write_json(report, result, "--report", [file, weights, *result.files])  # with the side files the exporter lists
+        write_json(report, result, "--report", [*read, *result.files])
     echo(result, export_lines(result, verb="verify"), as_json)
     if not result.ok:
         if not as_json:
@@ -400,4 +429,5 @@ def echo_json(data: Any) -> None:
 
 
 def main() -> None:
+    interrupts.as_program()
     cli(prog_name="zoo")

@@ -17,7 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
+from zoo.artifacts import (
+    OldSideFiles,
+    check_input_file,
+    check_output_path,
+    check_side_files,
+    old_side_files,
+    place,
+    side_files,
+    staging,
+)
 from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError
 from zoo.exporter_calls import call_exporter, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
@@ -103,9 +112,9 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
             result.placed = False
             result.error = "verification failed: " + result.verification.failures[0]
             return result
-        stale = old_side_files(exporter, output) if plan.force else []
+        old = old_side_files(exporter, output) if plan.force else OldSideFiles()
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
-        result.files = place(written, job.path, output, plan.force, stale=stale, keep=weights)
+        result.files = place(written, job.path, output, plan.force, old=old, keep=weights)
     return result
 
 
@@ -204,9 +213,7 @@ def verify_artifact(
     from zoo.model import build_model
     from zoo.weights import check_regular_file
 
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
+    check_input_file(path, "give the file 'zoo export' wrote")
     check_tolerances(rtol, atol)
     if weights is not None:
         check_regular_file(weights)
@@ -230,6 +237,20 @@ def verify_artifact(
     if not result.verification.ok:
         result.error = "verification failed: " + result.verification.failures[0]
     return result
+
+
+def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
+    """The files ``zoo verify`` reads: ``path``, its side files as its exporter
+    lists them, and the weights. No report may replace them; known before any work
+    (the parse is cached for the verification). A file that does not parse has
+    no side files to protect: verifying it fails on its own."""
+    paths = [p for p in (path, weights) if p is not None]
+    try:
+        check_input_file(path, "")
+        exporter, _ = read_artifact(zoo.exporters, path)
+        return [*paths, *side_files(exporter, path, error=UsageError)]
+    except ZooError:
+        return paths
 
 
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:

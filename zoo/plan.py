@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.artifacts import check_file_path, check_output_path
+from zoo.artifacts import check_file_path, check_output_path, refuse_folder_name
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.spec import Architecture, Exporter
 from zoo.verification import check_tolerances
@@ -75,7 +75,7 @@ def plan_export(
     export_all: bool = False,
     params: Sequence[str] = (),
     format_name: str = "onnx",
-    output: Path | None = None,
+    output: str | Path | None = None,
     opset: int | None = None,
     static: bool = False,
     fold_linear: bool = False,
@@ -101,7 +101,7 @@ def plan_export(
         archs = zoo.architectures.filter(name)
         if not archs:
             raise UsageError(f"no architecture matches {name!r}")
-        folder = output or Path(".")
+        folder = Path(output or ".")
         if not folder.is_dir():
             raise OutputPathError(f"with --all, -o must be an existing folder; {str(folder)!r} is not")
         targets = [refusing(Target(a, folder / f"{a.name}{exporter.suffix}"), force) for a in archs]
@@ -110,7 +110,9 @@ def plan_export(
         raise UsageError("give an architecture NAME (see 'zoo list') or --all")
     else:
         arch = zoo.architecture(name)
-        targets = [Target(arch, output or Path(f"{arch.name}{exporter.suffix}"))]
+        if output is not None:
+            refuse_folder_name(output, f"{arch.name}{exporter.suffix}")
+        targets = [Target(arch, Path(output or f"{arch.name}{exporter.suffix}"))]
         overrides = parse_params(params, arch.parameters, arch.name)
     torch_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
