@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -175,22 +176,23 @@ def write_atomically(
     if info is not None and not stat.S_ISREG(info.st_mode):
         _write_through(path, target, info, write, option, what, outcome)
         return
+    # A name of our own, created with O_EXCL: an interrupt at any point leaves no temporary file behind.
+    temp: Path | None = target.parent / f".{target.name}.{secrets.token_hex(4)}{target.suffix}"
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    except OSError as exc:
-        raise write_error(exc, path, what, option=option, outcome=outcome) from exc
-    temp = Path(name)
-    try:
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
+        except FileExistsError:
+            temp = None  # not ours to remove
+            raise
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a report or plot is an ordinary file
         os.replace(temp, target)
+        temp = None
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise write_error(exc, path, what, option=option, outcome=outcome) from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
 
 
 def _write_through(
@@ -225,28 +227,26 @@ def write_json(path: Path, data: Any, option: str, protected: Iterable[Path | No
     write_atomically(path, lambda handle: handle.write(text.encode()), option, outcome=outcome)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
     renames), locked while it lives and removed with whatever is left in it.
     Folders of dead exports found there first (SIGKILL, a crash) are removed."""
     sweep_staging(final.parent)
+    # The name is known before the folder exists, so an interrupt at any point still removes it.
+    temp = final.parent / f".{final.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    ours, lock = True, None
     try:
-        temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.zoo-{os.getpid()}-", suffix=".tmp", dir=final.parent))
-    except OSError as exc:
-        raise write_error(exc, final.parent, "create a staging folder in") from exc
-    lock = None
-    try:
+        try:
+            os.mkdir(temp, 0o700)
+        except OSError as exc:
+            ours = not isinstance(exc, FileExistsError)
+            raise write_error(exc, final.parent, "create a staging folder in") from exc
         lock = _hold_lock(temp)
         yield temp
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        if ours:
+            shutil.rmtree(temp, ignore_errors=True)
         if lock is not None:
             os.close(lock)
 

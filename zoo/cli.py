@@ -31,6 +31,7 @@ OPSET_HELP = (
     f"(onnx: default {onnx_format.DEFAULT_OPSET}, {onnx_format.MIN_OPSET}-{onnx_format.MAX_OPSET})."
 )
 
+
 class ZooGroup(click.Group):
     """Adds plugin commands, and turns ``ZooError`` and Ctrl-C into one line and an exit code."""
 
@@ -44,31 +45,17 @@ class ZooGroup(click.Group):
         status = 1
         with interrupts.raising():  # SIGTERM and SIGHUP clean up as Ctrl-C does
             try:
-                result = self._invoke(ctx)
+                result = super().invoke(ctx)
                 status = 0
                 return result
             except click.exceptions.Exit as exc:
                 status = exc.exit_code
                 raise
+            except (Exception, KeyboardInterrupt) as exc:
+                status = _one_line(ctx, exc)
+                ctx.exit(status)
             finally:
                 interrupts.finished(status)  # the work is done: a late signal does not change its status
-
-    def _invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ZooError as exc:
-            if interrupts.received():  # a library turned the interrupt into another failure
-                _interrupted(ctx, interrupts.interrupt_since(0))
-            click.echo(f"zoo: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except click.UsageError as exc:
-            _usage_line(ctx, exc)
-        except KeyboardInterrupt as exc:
-            _interrupted(ctx, exc if isinstance(exc, interrupts.Interrupted) else interrupts.Interrupted())
-        except Exception:
-            if interrupts.received():
-                _interrupted(ctx, interrupts.interrupt_since(0))
-            raise
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -78,13 +65,21 @@ class ZooGroup(click.Group):
             raise  # unreachable: _usage_line exits
 
 
-def _interrupted(ctx: click.Context, exc: interrupts.Interrupted | None) -> None:
-    exc = exc or interrupts.Interrupted()
-    try:
-        click.echo(exc.line, err=True)
-    except OSError:  # SIGHUP: the terminal may be gone
-        pass
-    ctx.exit(exc.exit_code)
+def _one_line(ctx: click.Context, exc: BaseException) -> int:
+    """Print the line for what ended a command; its exit status. A bug keeps its traceback."""
+    interrupt = interrupts.behind(exc)  # Ctrl-C, or the failure a swallowed one became
+    if interrupt is not None:
+        try:
+            click.echo(interrupt.line, err=True)
+        except OSError:  # SIGHUP: the terminal may be gone
+            pass
+        return interrupt.exit_code
+    if isinstance(exc, ZooError):
+        click.echo(f"zoo: error: {exc}", err=True)
+        return exc.exit_code
+    if isinstance(exc, click.UsageError):
+        _usage_line(ctx, exc)
+    raise exc
 
 
 def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
@@ -292,9 +287,10 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
         click.echo("\n".join(export_summary(results, single=not export_all)))
+    if failed is not None and not export_all:
+        click.echo(f"zoo: error: {failed.error}", err=True)
+    interrupts.finished(0 if failed is None else 1)  # files placed, summary printed: a late Ctrl-C changes nothing
     if failed is not None:
-        if not export_all:
-            click.echo(f"zoo: error: {failed.error}", err=True)
         ctx.exit(1)
 
 
@@ -390,9 +386,10 @@ def verify_command(
     if report is not None:
         write_json(report, result, "--report", [*read, *result.files])
     echo(result, export_lines(result, verb="verify"), as_json)
+    if not result.ok and not as_json:
+        click.echo(f"zoo: error: {result.error}", err=True)
+    interrupts.finished(0 if result.ok else 1)
     if not result.ok:
-        if not as_json:
-            click.echo(f"zoo: error: {result.error}", err=True)
         ctx.exit(1)
 
 

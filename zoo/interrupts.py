@@ -54,6 +54,16 @@ def interrupt_since(count: int) -> Interrupted | None:
     return Interrupted(_State.received[-1]) if len(_State.received) > count else None
 
 
+def behind(exc: BaseException) -> Interrupted | None:
+    """The interrupt that ended a command with ``exc``: ``exc`` itself, or the failure
+    an interrupt received meanwhile caused (a library caught it and failed later)."""
+    if isinstance(exc, Interrupted):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(signal.SIGINT)
+    return interrupt_since(0)
+
+
 def _raise(signum: int, frame: object) -> None:
     if _State.done is not None:  # the work is done: its status stands
         if _State.program:
@@ -82,8 +92,11 @@ def raising() -> Iterator[None]:
 
 
 def finished(status: int) -> None:
-    """The command's work is done with exit ``status``: later signals do not change it."""
+    """The command's work is done with exit ``status`` (files placed, result printed):
+    later signals do not change it. The zoo program asked to stop meanwhile stops now."""
     _State.done = status
+    if _State.program and _State.received:
+        _exit(status)
 
 
 def _late(signum: int, frame: object) -> None:
