@@ -55,7 +55,7 @@ class ZooGroup(click.Group):
                 status = _one_line(ctx, exc)
                 ctx.exit(status)
             finally:
-                interrupts.finished(status)  # the work is done: a late signal does not change its status
+                interrupts.finished(status)  # a signal from here on does not change the status
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -283,14 +283,14 @@ def export_command(ctx: click.Context, name: str | None, export_all: bool, repor
         outcome = f"the report was not written; {', '.join(placed)} placed and verified" if placed else "nothing was written"
         protected = [*plan.protected, *(p for r in results for p in getattr(r, "files", []))]
         write_json(report, record, "--report", protected, outcome=outcome)
+    interrupts.work_done(0 if failed is None else 1)  # files placed, report written: a late Ctrl-C changes nothing
     if as_json:
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
         click.echo("\n".join(export_summary(results, single=not export_all)))
-    if failed is not None and not export_all:
-        click.echo(f"zoo: error: {failed.error}", err=True)
-    interrupts.finished(0 if failed is None else 1)  # files placed, summary printed: a late Ctrl-C changes nothing
     if failed is not None:
+        if not export_all:
+            click.echo(f"zoo: error: {failed.error}", err=True)
         ctx.exit(1)
 
 
@@ -385,11 +385,11 @@ def verify_command(
         raise
     if report is not None:
         write_json(report, result, "--report", [*read, *result.files])
+    interrupts.work_done(0 if result.ok else 1)
     echo(result, export_lines(result, verb="verify"), as_json)
-    if not result.ok and not as_json:
-        click.echo(f"zoo: error: {result.error}", err=True)
-    interrupts.finished(0 if result.ok else 1)
     if not result.ok:
+        if not as_json:
+            click.echo(f"zoo: error: {result.error}", err=True)
         ctx.exit(1)
 
 

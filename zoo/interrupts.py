@@ -5,8 +5,9 @@ While a command works, each of these signals raises ``Interrupted`` (a
 runs, as for Ctrl-C. Libraries sometimes swallow the interrupt (an import of
 torch cut in half later fails as an ``AttributeError``): ``received`` counts the
 signals, so the failure they cause is reported as the interrupt it was. Once
-the command's work is done (files placed, summary printed), a late signal
-changes nothing: the ``zoo`` program then ends at once with the work's status.
+the command's work is done (files placed, report written: ``work_done``), a
+late signal changes nothing: the summary is printed whole, and the ``zoo``
+program then ends at once with the work's status, even in a slow shutdown.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Interrupted(KeyboardInterrupt):
 class _State:
     received: list[int] = []  # noqa: RUF012 - one process, one list
     done: int | None = None  # the work's exit status, once it is known
+    printed = False  # the command has returned: its result is printed
     program = False  # this process is the zoo program (main), not a library caller
 
 
@@ -65,12 +67,12 @@ def behind(exc: BaseException) -> Interrupted | None:
 
 
 def _raise(signum: int, frame: object) -> None:
-    if _State.done is not None:  # the work is done: its status stands
-        if _State.program:
-            _exit(_State.done)
-        return
     _State.received.append(signum)
-    raise Interrupted(signum)
+    if _State.done is None:
+        raise Interrupted(signum)
+    if _State.program and _State.printed:
+        _exit(_State.done)
+    # the work is done and its result is being printed: finished() ends the process after it
 
 
 @contextmanager
@@ -81,7 +83,7 @@ def raising() -> Iterator[None]:
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in HANDLED}
-    _State.received, _State.done = [], None
+    _State.received, _State.done, _State.printed = [], None, False
     for signum in HANDLED:
         signal.signal(signum, _raise)
     try:
@@ -91,12 +93,20 @@ def raising() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def finished(status: int) -> None:
-    """The command's work is done with exit ``status`` (files placed, result printed):
-    later signals do not change it. The zoo program asked to stop meanwhile stops now."""
+def work_done(status: int) -> None:
+    """The command's work is done (files placed, report written) with exit
+    ``status``: from here a signal does not change it, nor cut its summary short."""
     _State.done = status
+
+
+def finished(status: int) -> None:
+    """The command has returned (its result printed). The zoo program, asked to
+    stop meanwhile, stops now with the work's status."""
+    if _State.done is None:
+        _State.done = status
+    _State.printed = True
     if _State.program and _State.received:
-        _exit(status)
+        _exit(_State.done)
 
 
 def _late(signum: int, frame: object) -> None:
