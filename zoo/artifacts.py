@@ -122,7 +122,8 @@ def check_file_path(path: Path, option: str, protected: Iterable[Path | None] = 
         raise OutputPathError(f"{option} {str(path)!r} is a directory; give a file name{example}")
     target = Path(os.path.realpath(path))
     if not target.parent.is_dir():
-        raise OutputPathError(f"{option} folder {str(target.parent)!r} does not exist; create it first")
+        folder = target.parent if path.is_symlink() else path.parent
+        raise OutputPathError(f"{option} folder {str(folder)!r} does not exist; create it first")
     for other in protected:
         if other is not None and other.resolve() == target:
             raise OutputPathError(
@@ -173,7 +174,7 @@ def write_atomically(
         info: os.stat_result | None = os.stat(target)
     except OSError:
         info = None
-    if info is not None and not stat.S_ISREG(info.st_mode):
+    if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):  # a folder: the rename fails
         _write_through(path, target, info, write, option, what, outcome)
         return
     # A name of our own, created with O_EXCL: an interrupt at any point leaves no temporary file behind.
