@@ -110,7 +110,7 @@ def test_report_to_a_fifo_writes_through_it(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got: list[bytes] = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     deadline = time.monotonic() + 10
     while True:  # until the reader has opened its end
@@ -198,13 +198,18 @@ def test_two_concurrent_exports_to_one_path_one_wins(tmp_path):
 # 4. a report never replaces a file the command reads
 
 
-def test_verify_report_never_replaces_the_data_file_it_verifies(run, tmp_path):
-    exported_with_data(run, tmp_path)
+@pytest.mark.parametrize("fails_its_check", [False, True])
+def test_verify_report_never_replaces_the_data_file_it_verifies(run, tmp_path, fails_its_check):
+    path = exported_with_data(run, tmp_path)
+    if fails_its_check:  # the record of a failed check was written over the data file
+        model = onnx.load(path, load_external_data=False)
+        model.graph.node[0].op_type = "NoSuchOp"
+        path.write_bytes(model.SerializeToString())
     data = (tmp_path / "model.onnx.data").read_bytes()
     result = run("verify", "model.onnx", "--report", "model.onnx.data")
     assert_clean_failure(result, 2, "would overwrite", "model.onnx.data")
     assert (tmp_path / "model.onnx.data").read_bytes() == data
-    assert run("verify", "model.onnx").exit_code == 0
+    assert run("verify", "model.onnx").exit_code == (1 if fails_its_check else 0)
 
 
 # 5-7. signals
