@@ -2,24 +2,99 @@
 
 A model is written into a staging folder beside its final path (same file
 system, so moving it is a rename), verified there, and only then moved into
-place, side files first and the main file last. Reports and plots go through
-one atomic writer. A path a command reads (the model, its weights, the file
-being verified) is never a path it writes.
+place, side files first and the main file last. Without ``--force`` placing
+fails if anything appeared at the path meanwhile (a hard link never replaces).
+Reports and plots go through one writer: a regular file is replaced by an
+atomic rename, a link is written through to its target, a device or FIFO is
+written into, never replaced. A path a command reads (the model, its weights,
+the file being verified) is never a path it writes. A staging folder is locked
+while it lives: the next export into that folder removes one whose owner died.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import secrets
 import shutil
+import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from zoo.errors import OutputPathError, write_error
+from zoo.errors import OutputPathError, UsageError, ZooError, write_error
 from zoo.exporter_calls import call_exporter
 from zoo.spec import Exporter
+
+# Side files zoo itself writes are named after their main file: NAME.onnx -> NAME.onnx.data.
+SIDE_SUFFIX = ".data"
+# Staging folders: .NAME.zoo-PID-RANDOM.tmp, holding a lock file while their export lives.
+STAGING_GLOB = ".*.zoo-*.tmp"
+LOCK_NAME = ".lock"
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a path is, in a user's words, from its ``st_mode``."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def check_input_file(path: Path, hint: str, error: Callable[[str], ZooError] = UsageError) -> os.stat_result:
+    """``os.stat`` of ``path`` if it is a regular file (links followed); else one
+    line that says what it is and ``hint``. Opens nothing: opening a FIFO would block."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        what = "is a link to a file that does not exist" if os.path.islink(path) else "does not exist"
+        raise error(f"{str(path)!r} {what}; {hint}") from None
+    except OSError as exc:  # permission denied on a parent folder, a loop of links
+        raise error(f"cannot read {str(path)!r}: {exc.strerror or exc}; {hint}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{str(path)!r} is {file_kind(info.st_mode)}, not a regular file; {hint}")
+    return info
+
+
+def refuse_folder_name(raw: str | os.PathLike[str], example: str, option: str = "-o") -> None:
+    """``-o newdir/`` names a folder; ``Path`` drops the slash, and the file would be called ``newdir``."""
+    text = os.fspath(raw)
+    if text.endswith(("/", os.sep)):
+        create = "" if Path(text).is_dir() else " (create the folder first)"
+        raise OutputPathError(f"{option} {text!r} names a folder; give a file name such as {str(Path(text) / example)!r}{create}")
+
+
+def _refuse_irregular(path: Path, info: os.stat_result | None, option: str = "-o") -> None:
+    """A model replaces only a regular file: never a link (its target would be
+    left behind, the link gone) nor a device, FIFO or socket."""
+    if info is None or stat.S_ISREG(info.st_mode):
+        return
+    if stat.S_ISLNK(info.st_mode):
+        raise OutputPathError(
+            f"{option} {str(path)!r} is a symbolic link (to {os.readlink(path)!r}); zoo does not replace links: "
+            "give the path it points to, or another name"
+        )
+    raise OutputPathError(f"{option} {str(path)!r} is {file_kind(info.st_mode)}, not a regular file; choose another path with {option}")
 
 
 def check_output_path(path: Path, force: bool) -> None:
@@ -31,7 +106,9 @@ def check_output_path(path: Path, force: bool) -> None:
         raise OutputPathError(f"output folder {str(parent)!r} is a file, not a folder; choose another path with -o")
     if not parent.is_dir():
         raise OutputPathError(f"output folder {str(parent)!r} does not exist; create it first")
-    if path.exists() and not force:
+    info = _lstat(path)
+    _refuse_irregular(path, info)
+    if info is not None and not force:
         raise OutputPathError(f"{str(path)!r} already exists; pass --force to overwrite it")
     probe_writable(parent)
 
@@ -39,19 +116,30 @@ def check_output_path(path: Path, force: bool) -> None:
 def check_file_path(path: Path, option: str, protected: Iterable[Path | None] = (), example: str = "") -> None:
     """Refuse a ``--report``/``--plot`` path that cannot be written, or that is one
     of the ``protected`` files the command reads or writes (the model, its weights,
-    the file being verified): the new file would replace it, and the command still exit 0."""
+    the file being verified): the new file would replace it, and the command still exit 0.
+    A link is judged by its target, which is what ``write_atomically`` writes."""
     if path.is_dir():
         raise OutputPathError(f"{option} {str(path)!r} is a directory; give a file name{example}")
-    if not path.parent.is_dir():
-        raise OutputPathError(f"{option} folder {str(path.parent)!r} does not exist; create it first")
-    resolved = path.resolve()
+    target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():
+        folder = target.parent if path.is_symlink() else path.parent
+        raise OutputPathError(f"{option} folder {str(folder)!r} does not exist; create it first")
     for other in protected:
-        if other is not None and other.resolve() == resolved:
+        if other is not None and other.resolve() == target:
             raise OutputPathError(
                 f"{option} {str(path)!r} would overwrite {str(other)!r}, a file this command reads or writes; "
                 "give it its own name"
             )
-    probe_writable(path.parent, option)
+    try:
+        info: os.stat_result | None = os.stat(target)
+    except OSError:
+        info = None
+    if info is None or stat.S_ISREG(info.st_mode):
+        probe_writable(target.parent, option)
+    elif not (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+        raise OutputPathError(f"{option} {str(path)!r} is {file_kind(info.st_mode)}; give a regular file")
+    elif not os.access(target, os.W_OK):
+        raise OutputPathError(f"{option} {str(path)!r} is {file_kind(info.st_mode)} you cannot write to; choose another")
 
 
 def probe_writable(folder: Path, option: str = "-o") -> None:
@@ -70,55 +158,142 @@ def probe_writable(folder: Path, option: str = "-o") -> None:
     Path(name).unlink(missing_ok=True)
 
 
-def write_atomically(path: Path, write: Callable[[IO[bytes]], None], option: str, what: str = "write") -> None:
-    """Write a file through ``write(handle)`` into a temporary file beside ``path``,
-    then rename it into place: a failed or interrupted write leaves nothing. The
-    temporary name keeps ``path``'s suffix (matplotlib picks a format by it)."""
+def write_atomically(
+    path: Path, write: Callable[[IO[bytes]], None], option: str, what: str = "write", outcome: str = "nothing was written"
+) -> None:
+    """Write a file through ``write(handle)``.
+
+    A regular file (or a new one) is written into a temporary file beside it, then
+    renamed into place: a failed or interrupted write leaves nothing. A link is
+    followed, so the link stays and its target gets the new file. A character
+    device (``/dev/null``) or a FIFO is written into, never replaced. The
+    temporary name keeps the suffix (matplotlib picks a format by it).
+    ``outcome``: what a failure leaves, for its message."""
+    target = Path(os.path.realpath(path))
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+        info: os.stat_result | None = os.stat(target)
+    except OSError:
+        info = None
+    if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):  # a folder: the rename fails
+        _write_through(path, target, info, write, option, what, outcome)
+        return
+    # A name of our own, created with O_EXCL: an interrupt at any point leaves no temporary file behind.
+    temp: Path | None = target.parent / f".{target.name}.{secrets.token_hex(4)}{target.suffix}"
+    try:
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
+        except FileExistsError:
+            temp = None  # not ours to remove
+            raise
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(temp, target)
+        temp = None
     except OSError as exc:
-        raise write_error(exc, path, what, option=option) from exc
-    temp = Path(name)
+        raise write_error(exc, path, what, option=option, outcome=outcome) from exc
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+
+
+def _write_through(
+    path: Path, target: Path, info: os.stat_result, write: Callable[[IO[bytes]], None], option: str, what: str, outcome: str
+) -> None:
+    """Write into a character device or FIFO; anything else that is not a regular file is refused."""
+    if not (stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode)):
+        raise OutputPathError(f"{option} {str(path)!r} is {file_kind(info.st_mode)}; give a regular file")
+    try:
+        # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of waiting forever
+        fd = os.open(target, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputPathError(
+                f"{option} {str(path)!r} is a FIFO (named pipe) that nobody is reading; start its reader first, or give a regular file"
+            ) from exc
+        raise write_error(exc, path, what, option=option, outcome=outcome) from exc
+    os.set_blocking(fd, True)  # a slow reader makes the writes wait, not fail
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a report or plot is an ordinary file
-        os.replace(temp, path)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise write_error(exc, path, what, option=option) from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+        raise write_error(exc, path, what, option=option, outcome=outcome) from exc
 
 
-def write_json(path: Path, data: Any, option: str, protected: Iterable[Path | None] = ()) -> None:
+def write_json(path: Path, data: Any, option: str, protected: Iterable[Path | None] = (), outcome: str = "nothing was written") -> None:
     """A JSON record (``--report``), written atomically, never over a ``protected`` file."""
     from zoo.records import json_text
 
     check_file_path(path, option, protected)
     text = json_text(data)
-    write_atomically(path, lambda handle: handle.write(text.encode()), option)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_atomically(path, lambda handle: handle.write(text.encode()), option, outcome=outcome)
 
 
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
-    renames); removed with whatever is left in it."""
+    renames), locked while it lives and removed with whatever is left in it.
+    Folders of dead exports found there first (SIGKILL, a crash) are removed."""
+    sweep_staging(final.parent)
+    # The name is known before the folder exists, so an interrupt at any point still removes it.
+    temp = final.parent / f".{final.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    ours, lock = True, None
     try:
-        temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    except OSError as exc:
-        raise write_error(exc, final.parent, "create a staging folder in") from exc
-    try:
+        try:
+            os.mkdir(temp, 0o700)
+        except OSError as exc:
+            ours = not isinstance(exc, FileExistsError)
+            raise write_error(exc, final.parent, "create a staging folder in") from exc
+        lock = _hold_lock(temp)
         yield temp
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        if ours:
+            shutil.rmtree(temp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
+
+
+def _hold_lock(folder: Path) -> int | None:
+    """An ``flock`` on ``folder/.lock``, held until the descriptor closes (the kernel
+    closes it when the process dies, however it dies). The file is locked under
+    another name, then renamed: a sweep never finds a lock file nobody holds yet."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".lock.", dir=folder)
+    except OSError as exc:
+        raise write_error(exc, folder.parent, "create a staging folder in") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(name, folder / LOCK_NAME)
+    except OSError:  # a file system without locks: the folder is never swept, which is safe
+        os.close(fd)
+        return None
+    return fd
+
+
+def sweep_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders in ``folder`` whose export died (SIGKILL, a
+    segfault, the OOM killer): the kernel released their lock. A live export
+    holds its lock; a folder without a lock file is left alone."""
+    removed = []
+    try:
+        candidates = [p for p in folder.glob(STAGING_GLOB) if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        try:
+            fd = os.open(candidate / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its export is alive
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def check_side_files(written: list[Path], main: Path, final: Path, force: bool) -> None:
@@ -130,51 +305,110 @@ def check_side_files(written: list[Path], main: Path, final: Path, force: bool) 
         target = final.parent / side.name
         if target.is_dir():
             raise OutputPathError(f"the export writes {str(target)!r} beside {final.name}, but that is a directory; choose another -o")
-        if target.exists() and not force:
+        info = _lstat(target)
+        _refuse_irregular(target, info)
+        if info is not None and not force:
             raise OutputPathError(f"the export writes {str(target)!r} beside {final.name}, which already exists; pass --force to overwrite it")
 
 
+@dataclass(frozen=True)
+class OldSideFiles:
+    """The files a file that ``--force`` replaces names as its data."""
+
+    own: list[Path] = field(default_factory=list)  # zoo wrote them for it: removed once the new files are in place
+    foreign: list[Path] = field(default_factory=list)  # anything else it names: left, with a warning
+
+
 def place(
-    written: list[Path], main: Path, final: Path, force: bool = False, stale: Iterable[Path] = (), keep: Iterable[Path] = ()
+    written: list[Path], main: Path, final: Path, force: bool = False, old: OldSideFiles | None = None, keep: Iterable[Path] = ()
 ) -> list[Path]:
     """Move the files next to ``final``, the main file last: it refers to the
     others by name, so it only appears once they are all there. Side files that
     would replace existing ones without ``force`` stop it before anything moves.
+    Without ``force`` each move fails if anything is at its path at that instant.
 
-    ``stale``: the replaced file's side files (``old_side_files``), removed once the
-    new files are in place unless the new export wrote them or they are in ``keep``."""
+    ``old``: the replaced file's side files (``old_side_files``); zoo's own are
+    removed once the new files are in place, unless the new export wrote them or
+    they are in ``keep``."""
     check_side_files(written, main, final, force)
-    placed = []
+    moves = [(side, final.parent / side.name) for side in written if side != main] + [(main, final)]
+    placed: list[Path] = []
     try:
-        for side in written:
-            if side != main:
-                target = final.parent / side.name
-                os.replace(side, target)
-                placed.append(target)
-        os.replace(main, final)
-    except OSError as exc:
+        for source, target in moves:
+            _move(source, target, force)
+            placed.append(target)
+    except (OSError, ZooError) as exc:
         for target in placed:  # a side file already moved would be an orphan
             target.unlink(missing_ok=True)
+        if isinstance(exc, ZooError):
+            raise
         raise write_error(exc, final, "move the export into") from exc
-    kept = {p.resolve() for p in [final, *placed, *keep]}
-    for old in stale:  # the replaced file's NAME.onnx.data, which nothing refers to now
-        if old.resolve() not in kept:
-            old.unlink(missing_ok=True)
-    return [final, *placed]
+    kept = {p.resolve() for p in [*placed, *keep]}
+    for path in (old.own if old else []):  # the replaced file's NAME.onnx.data, which nothing refers to now
+        if path.resolve() not in kept:
+            path.unlink(missing_ok=True)
+    for path in (old.foreign if old else []):
+        if path.resolve() not in kept:
+            shown = path.name if path.parent == final.parent else str(path)
+            warn(f"left {shown}: the replaced {final.name} named it as data, but zoo did not write it")
+    return [final, *placed[:-1]]
 
 
-def old_side_files(exporter: Exporter, path: Path) -> list[Path]:
+def _move(source: Path, target: Path, force: bool) -> None:
+    """Rename ``source`` to ``target``. ``force`` replaces a regular file only;
+    without it, a hard link claims the name, failing if anything is there now."""
+    if force:
+        _refuse_irregular(target, _lstat(target))
+        os.replace(source, target)
+        return
+    try:
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) or isinstance(exc, FileExistsError):
+                raise
+            # no hard links on this file system: claim the name with O_EXCL, then rename over the claim
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.replace(source, target)
+            return
+    except FileExistsError:
+        raise OutputPathError(
+            f"{str(target)!r} appeared while exporting (another program or zoo run wrote it) and was left as it is; "
+            "pass --force to overwrite it, or choose another -o"
+        ) from None
+    source.unlink()
+
+
+def old_side_files(exporter: Exporter, path: Path) -> OldSideFiles:
     """The side files of the file ``--force`` is about to replace, as its exporter
-    lists them: only regular files in the same folder, never the main file."""
-    if exporter.files is None or not path.is_file():
-        return []
+    lists them. They are untrusted (any file may name any path as its data): only
+    the one zoo writes, ``NAME.onnx.data`` beside a file with zoo's metadata, is
+    zoo's to remove; the others are left."""
+    info = _lstat(path)
+    if exporter.files is None or info is None or not stat.S_ISREG(info.st_mode):
+        return OldSideFiles()
     try:
         listed = side_files(exporter, path, error=OutputPathError)
+        meta = call_exporter(exporter.read_metadata, path, error=OutputPathError, what=f"not a {exporter.name} file")
     except OutputPathError:  # not a file of this format: there is nothing of ours to clean up
-        return []
-    folder = path.parent.resolve()
-    return [p for p in listed if p.parent.resolve() == folder and p.is_file() and p.resolve() != path.resolve()]
+        return OldSideFiles()
+    from zoo.job import META_PREFIX
 
+    written_by_zoo = f"{META_PREFIX}architecture" in dict(meta or {})
+    own_name = os.path.normpath(path.parent / (path.name + SIDE_SUFFIX))
+    old = OldSideFiles()
+    for side in listed:
+        side_info = _lstat(side)
+        if side_info is None or os.path.normpath(side) == os.path.normpath(path):
+            continue
+        mine = written_by_zoo and os.path.normpath(side) == own_name and stat.S_ISREG(side_info.st_mode)
+        (old.own if mine else old.foreign).append(side)
+    return old
+
+
+def warn(message: str) -> None:
+    """A warning line on stderr: something zoo chose not to do, that a user should know."""
+    print(f"zoo: warning: {message}", file=sys.stderr)
 
 def side_files(exporter: Exporter, path: Path, error: Callable[[str], Any]) -> list[Path]:
     """The files beside ``path`` that belong to it, as the exporter says."""

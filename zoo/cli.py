@@ -1,7 +1,8 @@
 """The ``zoo`` command line: parse, call the library, print.
 
 Errors a user can fix are ``ZooError``s: one line on stderr, exit 1 (a check or
-verification failed) or 2 (usage). Ctrl-C exits 130.
+verification failed) or 2 (usage). Ctrl-C exits 130, SIGTERM 143, SIGHUP 129
+(``zoo.interrupts``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 
-from zoo import __version__
+from zoo import __version__, interrupts
 from zoo.cli_options import (
     atol_option,
     device_option,
@@ -44,8 +45,6 @@ OPSET_HELP = (
     f"(onnx: default {onnx_format.DEFAULT_OPSET}, {onnx_format.MIN_OPSET}-{onnx_format.MAX_OPSET})."
 )
 
-EXIT_INTERRUPTED = 130
-
 
 class ZooGroup(click.Group):
     """Adds plugin commands, and turns ``ZooError`` and Ctrl-C into one line and an exit code."""
@@ -57,26 +56,20 @@ class ZooGroup(click.Group):
         return self.commands.get(name) or _plugin_commands(ctx).commands.get(name)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ZooError as exc:
-            self.invoke_error(ctx, exc)
-        except click.UsageError as exc:
-            if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
-                json_failure(ctx, exc.format_message(), exc.exit_code)
-            _usage_line(ctx, exc)
-        except OSError as exc:
-            if exc.errno != errno.ENAMETOOLONG:  # -o, --report: a name past 255 bytes
+        status = 1
+        with interrupts.raising():  # SIGTERM and SIGHUP clean up as Ctrl-C does
+            try:
+                result = super().invoke(ctx)
+                status = 0
+                return result
+            except click.exceptions.Exit as exc:
+                status = exc.exit_code
                 raise
-            self.invoke_error(ctx, write_error(exc, exc.filename, "use"))
-        except KeyboardInterrupt:
-            click.echo("zoo: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-
-    def invoke_error(self, ctx: click.Context, exc: ZooError) -> None:
-        json_failure(ctx, str(exc), exc.exit_code)
-        click.echo(f"zoo: error: {exc}", err=True)
-        ctx.exit(exc.exit_code)
+            except (Exception, KeyboardInterrupt) as exc:
+                status = _one_line(ctx, exc)
+                ctx.exit(status)
+            finally:
+                interrupts.finished(status)  # a signal from here on does not change the status
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["zoo.args"] = list(args)  # for --json when the sub-command's own parsing fails
@@ -85,6 +78,28 @@ class ZooGroup(click.Group):
         except click.UsageError as exc:  # 'zoo --bogus'
             _usage_line(ctx, exc)
             raise  # unreachable: _usage_line exits
+
+
+def _one_line(ctx: click.Context, exc: BaseException) -> int:
+    """Print the line for what ended a command; its exit status. A bug keeps its traceback."""
+    interrupt = interrupts.behind(exc)  # Ctrl-C, or the failure a swallowed one became
+    if interrupt is not None:
+        try:
+            click.echo(interrupt.line, err=True)
+        except OSError:  # SIGHUP: the terminal may be gone
+            pass
+        return interrupt.exit_code
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # -o, --report: a name past 255 bytes
+        exc = write_error(exc, exc.filename, "use")
+    if isinstance(exc, ZooError):
+        json_failure(ctx, str(exc), exc.exit_code)
+        click.echo(f"zoo: error: {exc}", err=True)
+        return exc.exit_code
+    if isinstance(exc, click.UsageError):
+        if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            json_failure(ctx, exc.format_message(), exc.exit_code)
+        _usage_line(ctx, exc)
+    raise exc
 
 
 def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
@@ -224,7 +239,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
     help="Export format ('zoo plugins' lists them).",
 )
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path),
+    "-o", "--output", type=click.Path(),  # a str: plan_export needs to see a trailing slash
     help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder, created if missing (its parent must exist).",
 )
 @click.option("--opset", type=int, help=OPSET_HELP)
@@ -277,7 +292,11 @@ def export_command(
     records = [r.to_dict() for r in results]
     record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
-        write_json(report, record, "--report", [*plan.protected, *(p for r in results for p in getattr(r, "files", []))])
+        placed = [p.name for r in results if r.ok and getattr(r, "placed", False) for p in r.files]
+        outcome = f"the report was not written; {', '.join(placed)} placed and verified" if placed else "nothing was written"
+        protected = [*plan.protected, *(p for r in results for p in getattr(r, "files", []))]
+        write_json(report, record, "--report", protected, outcome=outcome)
+    interrupts.work_done(0 if failed is None else 1)  # files placed, report written: a late Ctrl-C changes nothing
     if as_json:
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
@@ -378,11 +397,12 @@ def verify_command(
       zoo verify someone-elses.onnx --arch stack --weights stack.pt
     """
     from zoo.artifacts import check_file_path, write_json
-    from zoo.pipeline import verify_artifact
+    from zoo.pipeline import read_paths, verify_artifact
     from zoo.records import FailedExport
 
+    read = read_paths(get_zoo(ctx), file, weights) if report is not None else []
     if report is not None:
-        check_file_path(report, "--report", [file, weights])  # the JSON must never replace what it verifies
+        check_file_path(report, "--report", read)  # the JSON must never replace what it verifies
     try:
         result = verify_artifact(
             get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol, inputs=inputs, arch_name=arch_name,
@@ -392,12 +412,13 @@ def verify_command(
         if exc.exit_code == 1:
             failure = FailedExport(None, str(exc), file=file)
             if report is not None:
-                write_json(report, failure, "--report", [file, weights])
+                write_json(report, failure, "--report", read)
             if as_json:
                 echo_json(failure)
         raise
     if report is not None:
-        write_json(report, result, "--report", [file, weights, *result.files])  # with the side files the exporter lists
+        write_json(report, result, "--report", [*read, *result.files])
+    interrupts.work_done(0 if result.ok else 1)
     echo(result, export_lines(result, verb="verify"), as_json)
     if not result.ok:
         if not as_json:
@@ -432,4 +453,5 @@ def _finite(value: float, flag: str) -> float:  # click's FloatRange lets NaN th
 
 
 def main() -> None:
+    interrupts.as_program()
     cli(prog_name="zoo")

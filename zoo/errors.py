@@ -70,9 +70,10 @@ _PATH_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOENT", "ENOTDIR", "EISDIR", "ENAM
 _SPACE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG"}
 
 
-def write_error(exc: OSError, path: object, what: str = "write", option: str = "-o") -> ZooError:
+def write_error(exc: OSError, path: object, what: str = "write", option: str = "-o", outcome: str = "nothing was written") -> ZooError:
     """A ``ZooError`` for an ``OSError`` met while writing ``path``, saying what to do
-    (``option``: the command-line option that chooses another place)."""
+    (``option``: the command-line option that chooses another place; ``outcome``:
+    what the failure left, such as a model placed before its report failed)."""
     import errno
 
     code = errno.errorcode.get(exc.errno or 0, "")
@@ -80,12 +81,12 @@ def write_error(exc: OSError, path: object, what: str = "write", option: str = "
     where = f"{str(path)!r}"
     if code in _SPACE_ERRNOS:
         return OutputWriteError(
-            f"cannot {what} {where}: {reason} ({code}); free some space or choose another folder with {option} (nothing was written)"
+            f"cannot {what} {where}: {reason} ({code}); free some space or choose another folder with {option} ({outcome})"
         )
     if code in _PATH_ERRNOS:
         return OutputPathError(f"cannot {what} {where}: {reason} ({code}); choose a folder you can write to with {option}")
     label = f" ({code})" if code else ""
-    return OutputWriteError(f"cannot {what} {where}: {reason}{label}; check the disk and try again (nothing was written)")
+    return OutputWriteError(f"cannot {what} {where}: {reason}{label}; check the disk and try again ({outcome})")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -48,12 +48,18 @@ def call_exporter(
     I/O error inside the call is reported as a failed write to that path instead:
     it is not the exporter's fault. With ``user_code`` (a folder or file), the
     reason names the first frame of that code in the traceback: the user's line."""
+    from zoo.interrupts import interrupt_since, received
+
+    before = received()
     try:
         with quiet_exporter():
             return function(*args, **kwargs)
-    except ZooError:
-        raise
     except Exception as exc:  # noqa: BLE001 - a plugin's failure becomes one line
+        interrupt = interrupt_since(before)
+        if interrupt is not None:  # torch swallowed the Ctrl-C (an import cut in half) and failed later
+            raise interrupt from exc
+        if isinstance(exc, ZooError):
+            raise
         cause = root_cause(exc)
         if disk_path is not None and isinstance(cause, OSError) and cause.errno in DISK_ERRNOS:
             raise write_error(cause, disk_path) from exc

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from zoo import progress
-from zoo.artifacts import check_output_path, check_side_files, old_side_files, place, side_files, staging
+from zoo.artifacts import (
+    OldSideFiles,
+    check_input_file,
+    check_output_path,
+    check_side_files,
+    old_side_files,
+    place,
+    side_files,
+    staging,
+)
 from zoo.errors import CheckFailed, ExportFailed, PluginError, UsageError, VerificationFailed, ZooError, one_line
 from zoo.exporter_calls import call_exporter, code_location, reason
 from zoo.job import META_PREFIX, ExportJob, provenance
@@ -121,9 +129,9 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
                 result.placed = False
                 result.error = f"the {plan.variant} variant is not accepted: " + result.variant_verification.failures[0]
                 return result
-        stale = old_side_files(exporter, output) if plan.force else []
+        old = old_side_files(exporter, output) if plan.force else OldSideFiles()
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
-        result.files = place(written, main, output, plan.force, stale=stale, keep=weights)
+        result.files = place(written, main, output, plan.force, old=old, keep=weights)
     return result
 
 
@@ -285,15 +293,7 @@ def verify_artifact(
     from zoo.params import coerce_params, parse_params
     from zoo.weights import check_regular_file
 
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise UsageError(f"{str(path)!r} does not exist; give the file 'zoo export' wrote") from None
-    except OSError as exc:  # a name too long, a folder without permission, a loop of links
-        raise UsageError(f"cannot read {str(path)!r}: {exc.strerror or exc}; give the file 'zoo export' wrote") from None
-    if not stat.S_ISREG(mode):
-        what = "is a folder, not a file" if stat.S_ISDIR(mode) else "is not a regular file"
-        raise UsageError(f"{str(path)!r} {what}; give the file 'zoo export' wrote")
+    check_input_file(path, "give the file 'zoo export' wrote")
     rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
     check_tolerances(rtol, atol)
     if arch_name is None and (params or seed is not None):
@@ -351,6 +351,18 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
         return Acceptance.from_metadata(meta.get("acceptance", "{}"))
     except (ValueError, TypeError, ZooError) as exc:
         raise UsageError(f"{path.name} has damaged zoo metadata: zoo.acceptance: {exc}") from exc
+def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
+    """The files ``zoo verify`` reads: ``path``, its side files as its exporter
+    lists them, and the weights. No report may replace them; known before any work
+    (the parse is cached for the verification). A file that does not parse has
+    no side files to protect: verifying it fails on its own."""
+    paths = [p for p in (path, weights) if p is not None]
+    try:
+        check_input_file(path, "")
+        exporter, _ = read_artifact(zoo.exporters, path)
+        return [*paths, *side_files(exporter, path, error=UsageError)]
+    except ZooError:
+        return paths
 
 
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.artifacts import check_file_path, check_output_path
+from zoo.artifacts import check_file_path, check_output_path, refuse_folder_name
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.spec import Architecture, Exporter
 from zoo.variants import Acceptance, variant_name
@@ -85,7 +85,7 @@ def plan_export(
     export_all: bool = False,
     params: Sequence[str] = (),
     format_name: str = "onnx",
-    output: Path | None = None,
+    output: str | Path | None = None,
     opset: int | None = None,
     static: bool = False,
     fold_linear: bool = False,
@@ -131,7 +131,7 @@ def plan_export(
         archs = zoo.architectures.filter(name)
         if not archs:
             raise UsageError(f"no architecture matches {name!r}")
-        folder = output or Path(".")
+        folder = Path(output or ".")
         check_export_folder(folder)
         targets = [Target(a, folder / f"{a.name}{suffix}") for a in archs]
         overrides: dict[str, Any] = {}
@@ -139,7 +139,9 @@ def plan_export(
         raise UsageError("give an architecture NAME (see 'zoo list') or --all")
     else:
         arch = zoo.architecture(name)
-        targets = [Target(arch, output or Path(f"{arch.name}{suffix}"))]
+        if output is not None:
+            refuse_folder_name(output, f"{arch.name}{suffix}")
+        targets = [Target(arch, Path(output or f"{arch.name}{suffix}"))]
         overrides = parse_params(params, arch.parameters, arch.name)
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])

@@ -1,0 +1,134 @@
+"""Ctrl-C, SIGTERM and SIGHUP: one way out, with the staging folder cleaned up.
+
+While a command works, each of these signals raises ``Interrupted`` (a
+``KeyboardInterrupt``), so every ``finally`` and context manager on the way out
+runs, as for Ctrl-C. Libraries sometimes swallow the interrupt (an import of
+torch cut in half later fails as an ``AttributeError``): ``received`` counts the
+signals, so the failure they cause is reported as the interrupt it was. Once
+the command's work is done (files placed, report written: ``work_done``), a
+late signal changes nothing: the summary is printed whole, and the ``zoo``
+program then ends at once with the work's status, even in a slow shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that ends the command: exits ``128 + signal number``."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def line(self) -> str:
+        name = signal.Signals(self.signum).name
+        return "zoo: interrupted" if self.signum == signal.SIGINT else f"zoo: interrupted ({name})"
+
+
+class _State:
+    received: list[int] = []  # noqa: RUF012 - one process, one list
+    done: int | None = None  # the work's exit status, once it is known
+    printed = False  # the command has returned: its result is printed
+    program = False  # this process is the zoo program (main), not a library caller
+
+
+def received() -> int:
+    """How many of the handled signals arrived during the current command."""
+    return len(_State.received)
+
+
+def interrupt_since(count: int) -> Interrupted | None:
+    """The interrupt that arrived after ``received()`` was ``count``, if any."""
+    return Interrupted(_State.received[-1]) if len(_State.received) > count else None
+
+
+def behind(exc: BaseException) -> Interrupted | None:
+    """The interrupt that ended a command with ``exc``: ``exc`` itself, or the failure
+    an interrupt received meanwhile caused (a library caught it and failed later)."""
+    if isinstance(exc, Interrupted):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(signal.SIGINT)
+    return interrupt_since(0)
+
+
+def _raise(signum: int, frame: object) -> None:
+    _State.received.append(signum)
+    if _State.done is None:
+        raise Interrupted(signum)
+    if _State.program and _State.printed:
+        _exit(_State.done)
+    # the work is done and its result is being printed: finished() ends the process after it
+
+
+@contextmanager
+def raising() -> Iterator[None]:
+    """Within: the handled signals raise ``Interrupted``; the previous handlers
+    come back after (only the main thread may set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in HANDLED}
+    _State.received, _State.done, _State.printed = [], None, False
+    for signum in HANDLED:
+        signal.signal(signum, _raise)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def work_done(status: int) -> None:
+    """The command's work is done (files placed, report written) with exit
+    ``status``: from here a signal does not change it, nor cut its summary short."""
+    _State.done = status
+
+
+def finished(status: int) -> None:
+    """The command has returned (its result printed). The zoo program, asked to
+    stop meanwhile, stops now with the work's status."""
+    if _State.done is None:
+        _State.done = status
+    _State.printed = True
+    if _State.program and _State.received:
+        _exit(_State.done)
+
+
+def _late(signum: int, frame: object) -> None:
+    """Outside a command: before it (nothing to clean up) or after it (the work's status stands)."""
+    if _State.done is None:
+        print(Interrupted(signum).line, file=sys.stderr)
+        _exit(128 + signum)
+    _exit(_State.done)
+
+
+def _exit(status: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)  # interpreter shutdown (torch's atexit work) is not the command's business
+
+
+def as_program() -> None:
+    """For the ``zoo`` program: a signal before or after the command ends the process
+    with the right status at once, instead of a traceback or a late exit 130."""
+    _State.program = True
+    for signum in HANDLED:
+        signal.signal(signum, _late)
