@@ -111,8 +111,10 @@ def threshold_decisions(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: fl
     import numpy as np
 
     threshold = 0.5 if output.head == "sigmoid" else 0.0
-    decisive = np.abs(ref - threshold) > 2 * (atol + rtol * np.abs(ref))
-    return decisive, (ref > threshold) == (cand > threshold)
+    one_nan = np.isnan(ref) != np.isnan(cand)  # NaN on one side is a decision lost, never an agreement
+    with np.errstate(invalid="ignore"):
+        decisive = (np.abs(ref - threshold) > 2 * (atol + rtol * np.abs(ref))) | one_nan
+        return decisive, ((ref > threshold) == (cand > threshold)) & ~one_nan
 
 
 def threshold_agreement(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float) -> tuple[str, float]:
@@ -128,9 +130,11 @@ def argmax_agreement(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float
 
     if ref.shape[-1] < 2:
         return None
+    one_nan = np.isnan(ref).any(-1) != np.isnan(cand).any(-1)  # a row with NaN on one side lost its decision
     top2 = np.sort(ref, axis=-1)[..., -2:]
-    decisive = (top2[..., 1] - top2[..., 0]) > 2 * (atol + rtol * np.abs(top2).max(axis=-1))
-    same = ref.argmax(-1) == cand.argmax(-1)
+    with np.errstate(invalid="ignore"):
+        decisive = ((top2[..., 1] - top2[..., 0]) > 2 * (atol + rtol * np.abs(top2).max(axis=-1))) | one_nan
+    same = (ref.argmax(-1) == cand.argmax(-1)) & ~one_nan
     return "argmax", float(same[decisive].mean()) if decisive.any() else 1.0
 
 

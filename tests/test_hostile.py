@@ -497,3 +497,26 @@ def test_20_plugin_warnings_go_to_zoos_log(run, caplog):
     assert quiet.exit_code == 0 and "nested" not in quiet.output + quiet.stderr
     logged = [r.getMessage() for r in caplog.records if r.name == "zoo.manager" and r.levelname == "INFO"]
     assert any("UserWarning: enable_nested_tensor is True" in m for m in logged)  # shown with -v
+
+
+def test_18_a_model_that_changes_its_input_in_place_verifies(run):
+    """onnxruntime gets copies taken before PyTorch's forward changed the inputs."""
+    from torch import nn
+
+    class Doubling(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x.mul_(2)  # in place, on the caller's tensor
+            return self.linear(x)
+
+    class Plugin:
+        @zoo.hookimpl
+        def register_architectures(self, register):
+            register(Architecture(name="doubling", build=Doubling, inputs=(Input("x", ("batch", 4)),), outputs=(Output("y"),)))
+
+    z = load_zoo(entry_points=False, extra=[("doubling", Plugin())])
+    result = run("export", "doubling", "-o", "d.onnx", zoo=z)
+    assert result.exit_code == 0, result.stderr

@@ -294,3 +294,25 @@ def test_an_unexportable_forward_is_reported_at_its_own_file_and_line(tmp_path, 
     line = result.stderr.strip()
     assert line.startswith("zoo: error: onnx could not export branchy: GuardOnDataDependentSymNode")
     assert " at branchy_nets.py:14: if x.sum() > 0 " in line and len(result.stderr.splitlines()) == 1
+
+
+def test_nan_on_one_side_is_never_counted_as_an_agreeing_decision() -> None:
+    import numpy as np
+
+    from zoo.spec import Output
+    from zoo.tasks import agreement
+
+    ref = np.array([[0.1, 0.9], [0.8, 0.2]])
+    cand = np.array([[np.nan, np.nan], [0.8, 0.2]])
+    assert agreement(Output("p", task="multiclass", head="softmax"), ref, cand, 1e-4, 1e-5) == ("argmax", 0.5)
+    probs = np.array([[0.9], [0.1]])
+    assert agreement(Output("q", task="binary", head="sigmoid"), probs, np.array([[np.nan], [0.1]]), 1e-4, 1e-5) == ("threshold", 0.5)
+
+
+def test_report_never_replaces_an_inputs_file(run, tmp_path) -> None:
+    import numpy as np
+
+    np.savez(tmp_path / "data.npz", x=np.zeros((3, 8), np.float32))
+    result = run("export", "binary", "--inputs", "data.npz", "--report", "data.npz")
+    assert result.exit_code == 2 and "would overwrite" in result.stderr
+    assert np.load(tmp_path / "data.npz")["x"].shape == (3, 8)

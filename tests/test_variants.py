@@ -109,3 +109,19 @@ def test_bench_times_the_variant_beside_pytorch_and_the_float32_file(run) -> Non
         assert row["variant"]["median_s"] > 0 and row["variant_speedup"] == row["onnxruntime"]["median_s"] / row["variant"]["median_s"]
     text = run("bench", "binary", "--precision", "fp16", "--batch-sizes", "1", "--budget", "0.02")
     assert text.exit_code == 0 and "FP16 MEDIAN" in text.stdout and "fp16      accepted" in text.stdout
+
+
+def test_a_convolutional_model_is_quantized_statically_on_its_own_inputs(example_zoo, tmp_path: Path) -> None:
+    from zoo.model import build_model
+    from zoo.pipeline import export_built
+    from zoo.plan import ExportPlan, Target, resolve_acceptance
+
+    exporter = example_zoo.exporter("onnx")
+    built = build_model(example_zoo.architecture("small-cnn"))
+    path = tmp_path / "cnn.int8.onnx"
+    plan = ExportPlan(exporter, [Target(built.arch, path)], opset=20, variant="int8", acceptance=resolve_acceptance(exporter, "int8", {}))
+    result = export_built(plan, built, path)
+    assert result.ok, result.error
+    assert (result.variant["method"], result.variant["calibration_batches"]) == ("static", 8)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ around the convolutions

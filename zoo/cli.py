@@ -400,7 +400,7 @@ def verify_command(
     from zoo.pipeline import read_paths, verify_artifact
     from zoo.records import FailedExport
 
-    read = read_paths(get_zoo(ctx), file, weights) if report is not None else []
+    read = [*read_paths(get_zoo(ctx), file, weights), *map(Path, inputs)] if report is not None else []
     if report is not None:
         check_file_path(report, "--report", read)  # the JSON must never replace what it verifies
     try:

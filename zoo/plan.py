@@ -50,6 +50,7 @@ class ExportPlan:
     weights: Path | None = None  # (one target only)
     report: Path | None = None
     inputs: list[Any] = field(default_factory=list)  # the user's verification cases (InputCase, one target only)
+    input_files: list[Path] = field(default_factory=list)  # the --inputs files they came from
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
     timeout: float | None = None  # seconds each verification may take (--timeout)
@@ -57,7 +58,7 @@ class ExportPlan:
     @property
     def protected(self) -> list[Path]:
         """Files the command reads or writes: no report may replace them."""
-        return [t.path for t in self.targets] + ([self.weights] if self.weights else [])
+        return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files)
 
 
 def resolve_format(
@@ -153,7 +154,7 @@ def plan_export(
     torch_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
-        variant=variant, acceptance=acceptance, inputs=cases, timeout=timeout,
+        variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)
