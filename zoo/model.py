@@ -73,14 +73,22 @@ def ieee_float32(device: str) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def torch_device(name: str) -> torch.device:
-    """``cpu`` or ``cuda``; a clear error where torch has no CUDA."""
-    import torch
-
+def check_device(name: str) -> None:
+    """``cpu`` or ``cuda``; a clear error where torch has no CUDA. Imports torch only
+    for ``cuda``: ``zoo export --all --jobs N`` plans without it, its workers import it."""
     if name not in DEVICES:
         raise DeviceError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda: this PyTorch has no CUDA device available; use --device cpu")
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DeviceError("--device cuda: this PyTorch has no CUDA device available; use --device cpu")
+
+
+def torch_device(name: str) -> torch.device:
+    import torch
+
+    check_device(name)
     return torch.device(name)
 
 

@@ -108,7 +108,7 @@ def plan_export(
     shard: str | None = None,
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
-    from zoo.model import check_seed, torch_device
+    from zoo.model import check_device, check_seed
     from zoo.params import parse_params
     from zoo.verification import check_timeout
 
@@ -151,7 +151,7 @@ def plan_export(
         from zoo.input_files import load_input_files
 
         cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides})
-    torch_device(device)  # fail before any work when the device is missing
+    check_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
         variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
