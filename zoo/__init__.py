@@ -29,7 +29,7 @@ def get_zoo(ctx: click.Context | None = None) -> Zoo:
     """
     import click  # here, not at the top: plain 'import zoo' stays light
 
-    from zoo.cli import get_zoo as cli_get_zoo
+    from zoo.cli_group import get_zoo as cli_get_zoo
 
     ctx = ctx if ctx is not None else click.get_current_context(silent=True)
     if ctx is None:

@@ -7,7 +7,6 @@ verification failed) or 2 (usage). Ctrl-C exits 130, SIGTERM 143, SIGHUP 129
 
 from __future__ import annotations
 
-import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from typing import Any
 import click
 
 from zoo import __version__, interrupts
+from zoo.cli_group import ZooGroup, get_zoo, plugin_commands
 from zoo.cli_options import (
     atol_option,
     device_option,
@@ -29,11 +29,10 @@ from zoo.cli_options import (
     seed_option,
     timeout_option,
 )
-from zoo.cli_output import echo, echo_json, json_failure, write_stdout
+from zoo.cli_output import echo, echo_json, write_stdout
 from zoo.completion import complete_architecture, complete_format
-from zoo.errors import ZooError, write_error
+from zoo.errors import ZooError
 from zoo.exporters import onnx as onnx_format
-from zoo.manager import Zoo, load_zoo
 from zoo.params import parse_params
 from zoo.progress import terminal_progress
 from zoo.render import bench_lines, check_lines, export_lines, export_summary, list_lines, plugins_lines, show_lines
@@ -44,99 +43,6 @@ OPSET_HELP = (
     "Operator set, for formats that have them; the default and supported range are the format's "
     f"(onnx: default {onnx_format.DEFAULT_OPSET}, {onnx_format.MIN_OPSET}-{onnx_format.MAX_OPSET})."
 )
-
-
-class ZooGroup(click.Group):
-    """Adds plugin commands, and turns ``ZooError`` and Ctrl-C into one line and an exit code."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *_plugin_commands(ctx).commands})
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return self.commands.get(name) or _plugin_commands(ctx).commands.get(name)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        status = 1
-        with interrupts.raising():  # SIGTERM and SIGHUP clean up as Ctrl-C does
-            try:
-                result = super().invoke(ctx)
-                status = 0
-                return result
-            except click.exceptions.Exit as exc:
-                status = exc.exit_code
-                raise
-            except (Exception, KeyboardInterrupt) as exc:
-                status = _one_line(ctx, exc)
-                ctx.exit(status)
-            finally:
-                interrupts.finished(status)  # a signal from here on does not change the status
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["zoo.args"] = list(args)  # for --json when the sub-command's own parsing fails
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:  # 'zoo --bogus'
-            _usage_line(ctx, exc)
-            raise  # unreachable: _usage_line exits
-
-
-def _one_line(ctx: click.Context, exc: BaseException) -> int:
-    """Print the line for what ended a command; its exit status. A bug keeps its traceback."""
-    interrupt = interrupts.behind(exc)  # Ctrl-C, or the failure a swallowed one became
-    if interrupt is not None:
-        try:
-            click.echo(interrupt.line, err=True)
-        except OSError:  # SIGHUP: the terminal may be gone
-            pass
-        return interrupt.exit_code
-    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # -o, --report: a name past 255 bytes
-        exc = write_error(exc, exc.filename, "use")
-    if isinstance(exc, ZooError):
-        json_failure(ctx, str(exc), exc.exit_code)
-        click.echo(f"zoo: error: {exc}", err=True)
-        return exc.exit_code
-    if isinstance(exc, click.UsageError):
-        if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
-            json_failure(ctx, exc.format_message(), exc.exit_code)
-        _usage_line(ctx, exc)
-    raise exc
-
-
-def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
-    """Click's own parse errors (bad --device, missing argument, unknown option)
-    get the same one-line form as ours, with the way to help."""
-    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
-        raise exc  # bare 'zoo' prints the help, as click does
-    command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-    click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
-    ctx.exit(exc.exit_code)
-
-
-def get_zoo(ctx: click.Context) -> Zoo:
-    """The Zoo for this invocation: given by the caller (``obj=``) or loaded once."""
-    root = ctx.find_root()
-    if root.obj is None:
-        root.obj = load_zoo()
-    _report_problems(root)
-    return root.obj
-
-
-def _report_problems(root: click.Context) -> None:
-    """Each plugin problem once, on stderr: the commands keep working."""
-    shown = root.meta.setdefault("zoo.problems_shown", 0)
-    for problem in root.obj.problems[shown:]:
-        click.echo(f"zoo: warning: {problem}", err=True)
-    root.meta["zoo.problems_shown"] = len(root.obj.problems)
-
-
-def _plugin_commands(ctx: click.Context) -> click.Group:
-    root = ctx.find_root()
-    group = root.meta.get("zoo.plugin_commands")
-    if group is None:
-        group = root.meta["zoo.plugin_commands"] = click.Group("plugin-commands")
-        get_zoo(ctx).add_commands(group, reserved=cli.commands)
-        _report_problems(root)
-    return group
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -439,7 +345,7 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
       ZOO_LOAD_PLUGINS= zoo plugins      # built-ins only
     """
     zoo = get_zoo(ctx)
-    _plugin_commands(ctx)  # so plugin commands are listed too
+    plugin_commands(ctx)  # so plugin commands are listed too
 
     # each plugin with the formats it registered, as the text's FORMAT table shows them
     records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in zoo.plugins.values()]
