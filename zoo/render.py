@@ -112,6 +112,7 @@ def summary_row(result: Any) -> tuple[str, ...]:
 
 
 # what every case reports; any other entry is a task's fraction (argmax_agreement, exact_match)
+VARIANT_FLAGS = {"int8": "--quantize int8", "fp16": "--precision fp16"}  # how a format's variants are asked for
 DECISIONS = ("_agreement", "exact_match")  # per-case stats that are fractions of decisions, shown as percentages
 
 
@@ -295,7 +296,7 @@ def plugins_lines(zoo: Any) -> list[str]:
     lines.extend(f"{info.name}: {error}" for info in infos for error in info.errors)
     if len(zoo.exporters):  # what --format takes, and what each format can do
         formats = [
-            (e.name, e.suffix, e.plugin, " ".join("--" + o.replace("_", "-") for o in e.options) or "-", e.summary or "-")
+            (e.name, e.suffix, e.plugin, " ".join([*("--" + o.replace("_", "-") for o in e.options), *map(VARIANT_FLAGS.get, e.variants)]) or "-", e.summary or "-")
             for e in zoo.exporters
         ]
         lines += ["", table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats)]
