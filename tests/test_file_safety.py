@@ -346,3 +346,14 @@ def test_full_disk_on_report_says_the_model_was_placed(run, tmp_path):
         line = assert_clean_failure(result, 1, "No space left on device", "--report", "the report was not written", "m.onnx placed")
         assert "-o" not in line.split("choose another folder")[-1] and "nothing was written" not in line
         assert not (small / "r.json").exists() and (tmp_path / "m.onnx").is_file()
+
+
+def test_staging_folder_killed_before_its_lock_is_removed_only_when_its_process_is_gone(tmp_path):
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = tmp_path / f".m.onnx.zoo-{dead_pid}-0a1b2c3d.tmp"  # killed between mkdir and its lock
+    alive = tmp_path / f".m.onnx.zoo-{os.getpid()}-0a1b2c3d.tmp"  # this process: between mkdir and lock right now
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "m.onnx").write_text("half written")
+    assert sweep_staging(tmp_path) == [dead]
+    assert alive.is_dir() and not dead.exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -272,7 +273,9 @@ def _hold_lock(folder: Path) -> int | None:
 def sweep_staging(folder: Path) -> list[Path]:
     """Remove the staging folders in ``folder`` whose export died (SIGKILL, a
     segfault, the OOM killer): the kernel released their lock. A live export
-    holds its lock; a folder without a lock file is left alone."""
+    holds its lock. A folder without a lock file (its export died between making
+    the folder and locking it, or the file system has no locks) is removed only
+    when no process has the PID in its name."""
     removed = []
     try:
         candidates = [p for p in folder.glob(STAGING_GLOB) if p.is_dir() and not p.is_symlink()]
@@ -282,6 +285,9 @@ def sweep_staging(folder: Path) -> list[Path]:
         try:
             fd = os.open(candidate / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
+            if _owner_gone(candidate):
+                shutil.rmtree(candidate, ignore_errors=True)
+                removed.append(candidate)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -294,6 +300,20 @@ def sweep_staging(folder: Path) -> list[Path]:
         finally:
             os.close(fd)
     return removed
+
+
+def _owner_gone(folder: Path) -> bool:
+    """Whether the process named in a staging folder's name (``.NAME.zoo-PID-RANDOM.tmp``) no longer exists."""
+    match = re.search(r"\.zoo-(\d+)-[0-9a-f]+\.tmp$", folder.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # alive but not ours (EPERM), or no such PID on this system
+        return False
+    return False
 
 
 def check_side_files(written: list[Path], main: Path, final: Path, force: bool) -> None:
