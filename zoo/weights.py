@@ -30,12 +30,6 @@ from zoo.errors import WeightsError, one_line
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 _SAVE = "torch.save(model.state_dict(), path)"
-_FILE_KINDS = (
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
 # What to do about a tensor that is not a dense strided CPU tensor, by kind.
 _KIND_HINTS = {
     "sparse": "convert it with .to_dense() before saving",
@@ -68,7 +62,9 @@ def _refuse_irregular(path: Path, info: os.stat_result) -> None:
         raise WeightsError(
             f"weights file {str(path)!r} is a folder, not a file; give the weights file itself ({', '.join(SUFFIXES)})"
         )
-    kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "a special file")
+    from zoo.artifacts import file_kind
+
+    kind = file_kind(info.st_mode)
     raise WeightsError(
         f"weights file {str(path)!r} is not a regular file ({kind}); zoo reads weights only from regular files: "
         f"save them to one with {_SAVE}"
