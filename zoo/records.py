@@ -56,8 +56,11 @@ def to_json(value: Any) -> Any:
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, bool):
         return value
+    for plain in (str, int, float):  # exact types: a subclass (torch's version string, numpy's float64) pickles with its module
+        if isinstance(value, plain):
+            return plain(value)
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy or torch scalar
         return to_json(value.item())
     return str(value)
