@@ -77,3 +77,41 @@ def test_jobs_refuse_plugins_that_workers_cannot_load(run) -> None:
     zoo = load_zoo(entry_points=False, extra=[("local", Plugin())])
     result = run("export", "--all", "-o", ".", "--jobs", "2", zoo=zoo)
     assert result.exit_code == 2 and "workers cannot load it (use --jobs 1)" in result.stderr
+
+
+def test_a_workers_record_reaches_the_parent_as_plain_data(tmp_path: Path) -> None:
+    """Unpickling a record imports nothing: a torch version string or a numpy float in
+    it would make the parent, which never needs torch, import it (seconds, on a busy machine)."""
+    import pickle
+    import pickletools
+
+    import numpy as np
+    import torch
+
+    from zoo.model import build_model
+    from zoo.pipeline import export_model
+    from zoo.records import to_json
+
+    zoo = load_zoo(entry_points=False)
+    record = export_model(build_model(zoo.architecture("binary")), zoo.exporter("onnx"), tmp_path / "b.onnx").to_dict()
+    record["extra"] = to_json({"version": torch.__version__, "error": np.float64(0.5), "count": np.int64(3)})
+    imports = [arg for op, arg, _ in pickletools.genops(pickle.dumps(record)) if "GLOBAL" in op.name]
+    assert imports == []
+    assert type(record["extra"]["version"]) is str and record["extra"] == {"version": str(torch.__version__), "error": 0.5, "count": 3}
+
+
+def test_the_zoo_program_freezes_its_objects_before_the_interpreter_shuts_down(tmp_path: Path) -> None:
+    """The collection at shutdown would walk torch's objects for about a second after every export."""
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"  # runs after zoo's own handlers
+        "sys.argv = ['zoo', 'list']\n"
+        "from zoo.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "frozen at exit: True"

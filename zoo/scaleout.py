@@ -109,9 +109,11 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
 
     import torch
 
+    from zoo.interrupts import quick_shutdown
     from zoo.manager import load_zoo
 
     global _worker_zoo
+    quick_shutdown()
     torch.set_num_threads(threads)
     extra: list[tuple[str, ModuleType]] = [(name, importlib.import_module(module)) for name, module in plugin_modules]
     _worker_zoo = load_zoo(extra=extra)
