@@ -2,6 +2,7 @@
 
     python benchmarks/run.py             # ratios 1-4, 6, 7: about four minutes
     python benchmarks/run.py --large     # also 5: a 2.15 GB export (about a minute, 5 GB of memory)
+    python benchmarks/run.py --only 6,7  # just these ratios
 
 Whole-process timings alternate the two commands being compared and take
 medians, so a burst of load on the machine hits both sides. Latencies come from
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also export and verify a 2.15 GB model (ratio 5)")
     parser.add_argument("--repeats", type=int, default=5, help="whole-process runs per command (ratios 1, 2)")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timed calls per runtime and batch size")
+    parser.add_argument("--only", type=lambda text: {int(n) for n in text.split(",")}, default=None, help="ratio numbers to measure, e.g. 6,7 (5 needs no --large here)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and onnxruntime (ratios 3, 4)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
@@ -213,13 +215,18 @@ def main() -> None:
     report = Report()
     with tempfile.TemporaryDirectory(prefix="zoo-benchmarks-") as name:
         folder = Path(name)
-        cli_ratios(report, folder, args.repeats)
-        latency_ratios(report, args.budget, args.threads)
-        fold_ratios(report, folder, args.budget, args.threads)
-        variant_ratios(report, folder, args.budget, args.threads)
-        jobs_ratio(report, folder, max(1, args.repeats // 2))
-        if args.large:
-            large_ratio(report, folder)
+        steps = {
+            (1, 2): lambda: cli_ratios(report, folder, args.repeats),
+            (3,): lambda: latency_ratios(report, args.budget, args.threads),
+            (4,): lambda: fold_ratios(report, folder, args.budget, args.threads),
+            (6,): lambda: variant_ratios(report, folder, args.budget, args.threads),
+            (7,): lambda: jobs_ratio(report, folder, max(1, args.repeats // 2)),
+            (5,): lambda: large_ratio(report, folder),
+        }
+        wanted = args.only if args.only is not None else {1, 2, 3, 4, 6, 7} | ({5} if args.large else set())
+        for numbers, step in steps.items():
+            if wanted & set(numbers):
+                step()
     print()
     print(report.table())
 
