@@ -153,6 +153,7 @@ def test_an_npz_of_user_inputs_adds_a_verification_case_named_by_its_file(tmp_pa
         ({"x": np.zeros(10, "float32")}, "'x' has 1 dimensions [10], three-layer-stack takes 2 (batch×in_features)"),
         ({"x": np.zeros((2, 9), "float32")}, "'x' has size 9 on axis 1, three-layer-stack takes in_features=10 there (batch×in_features)"),
         ({"x": np.array([object()] * 2)}, "could not be read without running code"),
+        ({"x": np.zeros((0, 10), "float32")}, "'x' has batch=0 on axis 0, three-layer-stack takes batch of at least 1 (batch×in_features)"),
     ],
 )
 def test_a_wrong_npz_is_a_usage_error_before_any_model_is_built(tmp_path, arrays, message):
@@ -161,6 +162,32 @@ def test_a_wrong_npz_is_a_usage_error_before_any_model_is_built(tmp_path, arrays
     assert result.exit_code == 2
     assert result.stderr.startswith("zoo: error: --inputs bad.npz") and message in result.stderr
     assert "Traceback" not in result.output and not (tmp_path / "stack.onnx").exists()
+
+
+def test_npz_sizes_must_lie_in_the_dims_range(tmp_path):
+    capped = Architecture("capped", lambda: nn.Linear(4, 2), (Input("x", ("batch", Dim("seq", sample=4, max=8), 4)),), (Output("y"),))
+
+    class Plugin:
+        @zoo.hookimpl
+        def register_architectures(self, register):
+            register(capped)
+
+    the_zoo = load_zoo(entry_points=False, extra=[("capped", Plugin())])
+    np.savez(tmp_path / "long.npz", x=np.zeros((2, 9, 4), "float32"))
+    result = invoke("export", "capped", "-o", tmp_path / "c.onnx", "--inputs", tmp_path / "long.npz", zoo=the_zoo)
+    assert result.exit_code == 2 and not (tmp_path / "c.onnx").exists()
+    assert result.stderr == "zoo: error: --inputs long.npz: 'x' has seq=9 on axis 1, capped takes seq from 1 to 8 (batch×seq×4)\n"
+
+
+def test_static_shapes_take_npz_inputs_of_the_sample_sizes_only(tmp_path):
+    np.savez(tmp_path / "five.npz", x=np.zeros((5, 8), "float32"))
+    np.savez(tmp_path / "two.npz", x=np.ones((2, 8), "float32"))
+    message = "'x' has batch=5 on axis 0, but with static shapes binary-sigmoid takes batch=2 only (batch×in_features)"
+    refused = invoke("export", "binary", "--static", "-o", tmp_path / "b.onnx", "--inputs", tmp_path / "five.npz")
+    assert refused.exit_code == 2 and message in refused.stderr and not (tmp_path / "b.onnx").exists()  # before any export
+    assert invoke("export", "binary", "--static", "-o", tmp_path / "b.onnx", "--inputs", tmp_path / "two.npz").exit_code == 0
+    verified = invoke("verify", tmp_path / "b.onnx", "--inputs", tmp_path / "five.npz")
+    assert verified.exit_code == 2 and message in verified.stderr  # the file's metadata says static
 
 
 # -- error statistics and tolerances per output ------------------------------------------

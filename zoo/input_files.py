@@ -3,7 +3,9 @@
 An ``.npz`` is untrusted: it is read with ``allow_pickle=False`` (no code runs)
 and refused when it would unpack to more than ``MAX_INPUT_BYTES``. Its keys are
 the architecture's input names, each array batch dimension first, of the
-declared dtype, rank and fixed sizes; the dynamic sizes are read from it.
+declared dtype, rank and fixed sizes; the dynamic sizes are read from it, and
+must lie in each ``Dim``'s range (a file exported with ``--static`` takes its
+sample sizes only).
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import UsageError
+from zoo.shapes import dynamic_dims
 from zoo.spec import Architecture, Dim
 from zoo.verification import InputCase
 
 MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
 
 
-def load_input_files(paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any]) -> list[InputCase]:
-    return [load_input_file(Path(p), arch, params) for p in paths]
+def load_input_files(paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any], static: bool = False) -> list[InputCase]:
+    return [load_input_file(Path(p), arch, params, static) for p in paths]
 
 
-def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any]) -> InputCase:
-    """One ``--inputs`` file as a verification case, or a usage error saying what is wrong with it."""
+def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any], static: bool = False) -> InputCase:
+    """One ``--inputs`` file as a verification case, or a usage error saying what is wrong with it.
+    ``static``: the model's dynamic dimensions are fixed at their sample sizes."""
     import numpy as np
 
     where = f"--inputs {path.name}"
@@ -50,6 +54,7 @@ def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any]) -
         problems = [f"unknown key(s) {', '.join(unknown)}" for _ in unknown[:1]] + [f"missing {', '.join(missing)}" for _ in missing[:1]]
         raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be exactly {arch.name}'s inputs: {', '.join(declared)}")
     sizes: dict[str, int] = {}
+    dynamic = dynamic_dims(arch, params)  # each dimension's declaration (first one wins), with its range
     for inp in arch.inputs:
         array = arrays[inp.name]
         wanted = "float32" if inp.dtype == "bfloat16" else inp.dtype  # numpy has no bfloat16
@@ -62,9 +67,23 @@ def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any]) -
             if expected is not None and expected != size:
                 what = str(expected) if isinstance(dim, int) else f"{dim.name}={expected}"
                 raise UsageError(f"{where}: {inp.name!r} has size {size} on axis {axis}, {arch.name} takes {what} there ({symbolic(inp.dims)})")
-            if isinstance(dim, Dim) and dim.name not in params:
+            if isinstance(dim, Dim) and dim.name not in params and dim.name not in sizes:
+                check_size(where, inp.name, axis, int(size), dynamic[dim.name], static, arch.name, inp.dims)
                 sizes[dim.name] = int(size)
     return InputCase(sizes, {inp.name: np.ascontiguousarray(arrays[inp.name]) for inp in arch.inputs}, path.name)
+
+
+def check_size(where: str, name: str, axis: int, size: int, dim: Dim, static: bool, arch: str, dims: Sequence[Any]) -> None:
+    """A dynamic size the model takes: the export's sample size when static, else within ``dim``'s range."""
+    said = f"{where}: {name!r} has {dim.name}={size} on axis {axis}"
+    if static and size != dim.sample_size:
+        raise UsageError(
+            f"{said}, but with static shapes {arch} takes {dim.name}={dim.sample_size} only ({symbolic(dims)}); "
+            f"give inputs of that size, or export without --static"
+        )
+    if size < dim.min or (dim.max is not None and size > dim.max):
+        allowed = f"from {dim.min} to {dim.max}" if dim.max is not None else f"of at least {dim.min}"
+        raise UsageError(f"{said}, {arch} takes {dim.name} {allowed} ({symbolic(dims)})")
 
 
 def symbolic(dims: Sequence[Any]) -> str:

@@ -320,9 +320,9 @@ def verify_artifact(
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
-    cases = load_input_files(inputs, arch, {**arch.defaults, **overrides})
-    built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     static = meta.get("static") == "true"
+    cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static)
+    built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
     result = ExportResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):

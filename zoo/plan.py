@@ -150,7 +150,7 @@ def plan_export(
     if inputs:
         from zoo.input_files import load_input_files
 
-        cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides})
+        cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, static)
     check_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
