@@ -62,19 +62,25 @@ def _lstat(path: Path) -> os.stat_result | None:
         return None
 
 
-def check_input_file(path: Path, hint: str, error: Callable[[str], ZooError] = UsageError) -> os.stat_result:
+def check_input_file(path: Path, hint: str, error: Callable[[str], ZooError] = UsageError, subject: str = "") -> os.stat_result:
     """``os.stat`` of ``path`` if it is a regular file (links followed); else one
-    line that says what it is and ``hint``. Opens nothing: opening a FIFO would block."""
+    line that names it (``subject``: what it is for, "weights file "), says what
+    it is, and ``hint``. Opens nothing: opening a FIFO would block."""
     try:
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         what = "is a link to a file that does not exist" if os.path.islink(path) else "does not exist"
-        raise error(f"{str(path)!r} {what}; {hint}") from None
+        raise error(f"{subject}{str(path)!r} {what}; {hint}") from None
     except OSError as exc:  # permission denied on a parent folder, a loop of links
-        raise error(f"cannot read {str(path)!r}: {exc.strerror or exc}; {hint}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise error(f"{str(path)!r} is {file_kind(info.st_mode)}, not a regular file; {hint}")
+        raise error(f"cannot read {subject}{str(path)!r}: {exc.strerror or exc}; {hint}") from None
+    refuse_irregular_input(path, info, hint, error, subject)
     return info
+
+
+def refuse_irregular_input(path: Path, info: os.stat_result, hint: str, error: Callable[[str], ZooError], subject: str = "") -> None:
+    """``check_input_file``'s refusal, for a ``stat`` taken elsewhere (``os.fstat`` of an open file)."""
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{subject}{str(path)!r} is {file_kind(info.st_mode)}, not a regular file; {hint}")
 
 
 def refuse_folder_name(raw: str | os.PathLike[str], example: str, option: str = "-o") -> None:

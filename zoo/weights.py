@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from zoo.errors import WeightsError, one_line
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 _SAVE = "torch.save(model.state_dict(), path)"
+_REGULAR_HINT = f"give a regular file holding a trained state dict ({', '.join(SUFFIXES)}), saved with {_SAVE}"
 # What to do about a tensor that is not a dense strided CPU tensor, by kind.
 _KIND_HINTS = {
     "sparse": "convert it with .to_dense() before saving",
@@ -42,33 +42,9 @@ _KIND_HINTS = {
 def check_regular_file(path: Path) -> os.stat_result:
     """``os.stat`` of ``path`` if it is a regular file (links followed); else a
     ``WeightsError`` that says what it is. Opens nothing: a FIFO open would block."""
-    try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        what = "is a link to a file that does not exist" if os.path.islink(path) else "does not exist"
-        raise WeightsError(
-            f"weights file {str(path)!r} {what}; give the path of a trained state dict ({', '.join(SUFFIXES)})"
-        ) from None
-    except OSError as exc:  # permission denied on a parent folder, name too long, a loop of links
-        raise WeightsError(f"cannot read weights file {str(path)!r}: {exc.strerror or exc}; give a file you can read") from None
-    _refuse_irregular(path, info)
-    return info
+    from zoo.artifacts import check_input_file
 
-
-def _refuse_irregular(path: Path, info: os.stat_result) -> None:
-    if stat.S_ISREG(info.st_mode):
-        return
-    if stat.S_ISDIR(info.st_mode):
-        raise WeightsError(
-            f"weights file {str(path)!r} is a folder, not a file; give the weights file itself ({', '.join(SUFFIXES)})"
-        )
-    from zoo.artifacts import file_kind
-
-    kind = file_kind(info.st_mode)
-    raise WeightsError(
-        f"weights file {str(path)!r} is not a regular file ({kind}); zoo reads weights only from regular files: "
-        f"save them to one with {_SAVE}"
-    )
+    return check_input_file(path, _REGULAR_HINT, WeightsError, "weights file ")
 
 
 def _open_regular(path: Path) -> IO[bytes]:
@@ -82,7 +58,9 @@ def _open_regular(path: Path) -> IO[bytes]:
     except OSError as exc:
         raise WeightsError(f"cannot open weights file {str(path)!r}: {exc.strerror or exc}; give a file you can read") from None
     try:
-        _refuse_irregular(path, os.fstat(fd))
+        from zoo.artifacts import refuse_irregular_input
+
+        refuse_irregular_input(path, os.fstat(fd), _REGULAR_HINT, WeightsError, "weights file ")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
     except BaseException:
