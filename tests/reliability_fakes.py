@@ -39,6 +39,33 @@ def forward_nan():
     return NaN(4, 2)
 
 
+def backward(mode: str = "raises"):
+    """A custom autograd Function whose backward raises, or prints and warns, as plugin code may."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    class Scale(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            if mode == "raises":
+                raise RuntimeError("no gradient formula for this layer")
+            print("backward says hello")
+            warnings.warn("backward is approximate", UserWarning, stacklevel=1)
+            return 2 * grad
+
+    class Custom(nn.Linear):
+        def forward(self, x):
+            return Scale.apply(super().forward(x))
+
+    return Custom(4, 2)
+
+
 def forward_data_dependent():
     from torch import nn
 
@@ -81,6 +108,7 @@ class FakeArchitectures:
     def register_architectures(self, register):
         register(Architecture(name="forward-raises", build=forward_raises, inputs=(X,), outputs=(Y,)))
         register(Architecture(name="forward-nan", build=forward_nan, inputs=(X,), outputs=(Y,)))
+        register(Architecture(name="backward-plugin", build=backward, inputs=(X,), outputs=(Y,)))
         # declares 3 outputs per row, computes 2
         register(
             Architecture(

@@ -364,6 +364,21 @@ def test_broken_architecture_fails_export_cleanly(run, tmp_path, fake_zoo, name,
     fails_cleanly(run, tmp_path, 1, ["export", name, "-o", OUT], *needles, zoo=fake_zoo)
 
 
+def test_a_backward_that_raises_is_a_failed_check_in_one_line(run, fake_zoo):
+    result = run("check", "backward-plugin", "-p", "mode=raises", zoo=fake_zoo)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "backward-plugin: backward pass raised RuntimeError: no gradient formula for this layer" in result.output
+
+
+def test_a_backward_that_prints_and_warns_keeps_stdout_clean(run, fake_zoo):
+    import json
+
+    result = run("check", "backward-plugin", "-p", "mode=talks", "--json", zoo=fake_zoo)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["gradients"]["checked"] is True  # stdout is the JSON alone
+    assert "backward says hello" in result.stderr and "backward is approximate" not in result.stderr  # the warning goes to zoo's log (-v)
+
+
 @pytest.mark.parametrize("name", ["forward-nan", "wrong-shape"])
 def test_broken_architecture_fails_check(run, fake_zoo, name):
     result = run("check", name, zoo=fake_zoo)
