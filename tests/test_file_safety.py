@@ -357,3 +357,14 @@ def test_staging_folder_killed_before_its_lock_is_removed_only_when_its_process_
         (folder / "m.onnx").write_text("half written")
     assert sweep_staging(tmp_path) == [dead]
     assert alive.is_dir() and not dead.exists()
+
+
+def test_a_report_temp_file_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = [tmp_path / f".r.json.zoo-{dead_pid}-0a1b2c3d.tmp.json", tmp_path / f".report.zoo-{dead_pid}-0a1b2c3d.tmp"]
+    alive = tmp_path / f".r.json.zoo-{os.getpid()}-0a1b2c3d.tmp.json"  # this process, writing right now
+    for path in (*dead, alive):
+        path.write_text('{"half": ')
+    write_atomically(tmp_path / "r.json", lambda handle: handle.write(b"{}"), "--report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "r.json"])
+

@@ -34,8 +34,10 @@ from zoo.spec import Exporter
 
 # Side files zoo itself writes are named after their main file: NAME.onnx -> NAME.onnx.data.
 SIDE_SUFFIX = ".data"
-# Staging folders: .NAME.zoo-PID-RANDOM.tmp, holding a lock file while their export lives.
-STAGING_GLOB = ".*.zoo-*.tmp"
+# Staging folders: .NAME.zoo-PID-RANDOM.tmp, holding a lock file while their export lives;
+# temporary files of reports and plots: .NAME.zoo-PID-RANDOM.tmp.SUFFIX (or no suffix).
+LEFTOVER_GLOB = ".*.zoo-*.tmp*"
+_OWNED_NAME = re.compile(r"\.zoo-(\d+)-[0-9a-f]+\.tmp(\.[^.]+)?$")
 LOCK_NAME = ".lock"
 
 _KINDS = (
@@ -184,8 +186,10 @@ def write_atomically(
     if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):  # a folder: the rename fails
         _write_through(path, target, info, write, option, what, outcome)
         return
-    # A name of our own, created with O_EXCL: an interrupt at any point leaves no temporary file behind.
-    temp: Path | None = target.parent / f".{target.name}.{secrets.token_hex(4)}{target.suffix}"
+    sweep_staging(target.parent)
+    # A name of our own, created with O_EXCL: an interrupt at any point leaves no temporary file behind,
+    # and SIGKILL one that the next write here removes (its PID is in the name).
+    temp: Path | None = target.parent / f".{target.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}"
     try:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
@@ -277,23 +281,33 @@ def _hold_lock(folder: Path) -> int | None:
 
 
 def sweep_staging(folder: Path) -> list[Path]:
-    """Remove the staging folders in ``folder`` whose export died (SIGKILL, a
-    segfault, the OOM killer): the kernel released their lock. A live export
-    holds its lock. A folder without a lock file (its export died between making
-    the folder and locking it, or the file system has no locks) is removed only
-    when no process has the PID in its name."""
+    """Remove what dead zoo processes left in ``folder`` (SIGKILL, a segfault, the
+    OOM killer). A staging folder goes once the kernel has released its lock (a
+    live export holds it); one without a lock file (its export died between
+    making the folder and locking it, or the file system has no locks), and a
+    report's or plot's temporary file, only when no process has the PID in its name."""
     removed = []
     try:
-        candidates = [p for p in folder.glob(STAGING_GLOB) if p.is_dir() and not p.is_symlink()]
+        found = [p for p in folder.glob(LEFTOVER_GLOB) if _OWNED_NAME.search(p.name) and not p.is_symlink()]
     except OSError:
         return removed
-    for candidate in candidates:
+    for path in found:
+        if path.is_file():
+            if _owner_gone(path):
+                try:
+                    path.unlink()
+                except OSError:  # gone meanwhile, or not ours to remove (permissions): left
+                    continue
+                removed.append(path)
+            continue
+        if not (path.is_dir() and path.name.endswith(".tmp")):
+            continue
         try:
-            fd = os.open(candidate / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
-            if _owner_gone(candidate):
-                shutil.rmtree(candidate, ignore_errors=True)
-                removed.append(candidate)
+            if _owner_gone(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -301,16 +315,17 @@ def sweep_staging(folder: Path) -> list[Path]:
             os.close(fd)
             continue
         try:
-            shutil.rmtree(candidate, ignore_errors=True)
-            removed.append(candidate)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
         finally:
             os.close(fd)
     return removed
 
 
-def _owner_gone(folder: Path) -> bool:
-    """Whether the process named in a staging folder's name (``.NAME.zoo-PID-RANDOM.tmp``) no longer exists."""
-    match = re.search(r"\.zoo-(\d+)-[0-9a-f]+\.tmp$", folder.name)
+def _owner_gone(path: Path) -> bool:
+    """Whether the process named in a staging folder's or temporary file's name
+    (``.NAME.zoo-PID-RANDOM.tmp``, ``….tmp.SUFFIX``) no longer exists."""
+    match = _OWNED_NAME.search(path.name)
     if match is None:
         return False
     try:
