@@ -16,12 +16,10 @@ from zoo.bench import (
     BenchRow,
     Timing,
     bench_model,
-    check_plot_path,
-    latency_figure,
     parse_batch_sizes,
-    plot_latency,
     time_calls,
 )
+from zoo.bench_plot import check_plot_path, latency_figure, plot_latency
 from zoo.errors import OutputPathError, UsageError
 from zoo.manager import load_zoo
 from zoo.model import build_model

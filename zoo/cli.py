@@ -257,7 +257,8 @@ def bench_command(
       zoo bench binary --plot latency.png
       zoo bench stack --param width=1024 --quantize int8
     """
-    from zoo.bench import bench_model, plan_bench, plot_latency
+    from zoo.bench import bench_model, plan_bench
+    from zoo.bench_plot import plot_latency
     from zoo.model import build_model, check_batch_sizes
 
     plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
