@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from reliability_fakes import assert_clean_failure, leftovers
 
 from zoo import Exporter
-from zoo.artifacts import check_output_path, old_side_files, place, staging, sweep_staging, write_atomically
+from zoo.artifacts import check_output_path, old_side_files, place, staging, sweep_leftovers, write_atomically
 from zoo.errors import OutputPathError
 from zoo.manager import load_zoo
 
@@ -263,7 +263,7 @@ def test_staging_folder_of_a_killed_export_is_removed_by_the_next(run, tmp_path)
 def test_staging_folder_of_a_live_export_is_never_removed(tmp_path):
     with staging(tmp_path / "m.onnx") as live:
         (live / "m.onnx").write_text("half written")
-        assert sweep_staging(tmp_path) == []
+        assert sweep_leftovers(tmp_path) == []
         assert (live / "m.onnx").exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -355,7 +355,7 @@ def test_staging_folder_killed_before_its_lock_is_removed_only_when_its_process_
     for folder in (dead, alive):
         folder.mkdir()
         (folder / "m.onnx").write_text("half written")
-    assert sweep_staging(tmp_path) == [dead]
+    assert sweep_leftovers(tmp_path) == [dead]
     assert alive.is_dir() and not dead.exists()
 
 

@@ -186,7 +186,7 @@ def write_atomically(
     if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):  # a folder: the rename fails
         _write_through(path, target, info, write, option, what, outcome)
         return
-    sweep_staging(target.parent)
+    sweep_leftovers(target.parent)
     # A name of our own, created with O_EXCL: an interrupt at any point leaves no temporary file behind,
     # and SIGKILL one that the next write here removes (its PID is in the name).
     temp: Path | None = target.parent / f".{target.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}"
@@ -244,7 +244,7 @@ def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
     renames), locked while it lives and removed with whatever is left in it.
     Folders of dead exports found there first (SIGKILL, a crash) are removed."""
-    sweep_staging(final.parent)
+    sweep_leftovers(final.parent)
     # The name is known before the folder exists, so an interrupt at any point still removes it.
     temp = final.parent / f".{final.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp"
     ours, lock = True, None
@@ -280,7 +280,7 @@ def _hold_lock(folder: Path) -> int | None:
     return fd
 
 
-def sweep_staging(folder: Path) -> list[Path]:
+def sweep_leftovers(folder: Path) -> list[Path]:
     """Remove what dead zoo processes left in ``folder`` (SIGKILL, a segfault, the
     OOM killer). A staging folder goes once the kernel has released its lock (a
     live export holds it); one without a lock file (its export died between
