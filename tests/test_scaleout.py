@@ -82,6 +82,7 @@ def test_jobs_refuse_plugins_that_workers_cannot_load(run) -> None:
 def test_a_workers_record_reaches_the_parent_as_plain_data(tmp_path: Path) -> None:
     """Unpickling a record imports nothing: a torch version string or a numpy float in
     it would make the parent, which never needs torch, import it (seconds, on a busy machine)."""
+    import enum
     import pickle
     import pickletools
 
@@ -94,10 +95,18 @@ def test_a_workers_record_reaches_the_parent_as_plain_data(tmp_path: Path) -> No
 
     zoo = load_zoo(entry_points=False)
     record = export_model(build_model(zoo.architecture("binary")), zoo.exporter("onnx"), tmp_path / "b.onnx").to_dict()
-    record["extra"] = to_json({"version": torch.__version__, "error": np.float64(0.5), "count": np.int64(3)})
+    class Mode(str, enum.Enum):  # a plugin's parameter default, say
+        FAST = "fast"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    extra = {"version": torch.__version__, "error": np.float64(0.5), "count": np.int64(3), "mode": Mode.FAST, "level": Level.HIGH}
+    record["extra"] = to_json(extra)
     imports = [arg for op, arg, _ in pickletools.genops(pickle.dumps(record)) if "GLOBAL" in op.name]
     assert imports == []
-    assert type(record["extra"]["version"]) is str and record["extra"] == {"version": str(torch.__version__), "error": 0.5, "count": 3}
+    assert record["extra"] == {"version": str(torch.__version__), "error": 0.5, "count": 3, "mode": "fast", "level": 3}
+    assert [type(v) for v in record["extra"].values()] == [str, float, int, str, int]
 
 
 def test_the_zoo_program_freezes_its_objects_before_the_interpreter_shuts_down(tmp_path: Path) -> None:

@@ -58,9 +58,9 @@ def to_json(value: Any) -> Any:
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if value is None or isinstance(value, bool):
         return value
-    for plain in (str, int, float):  # exact types: a subclass (torch's version string, numpy's float64) pickles with its module
-        if isinstance(value, plain):
-            return plain(value)
+    for plain, convert in ((str, str.__str__), (int, int.__int__), (float, float.__float__)):
+        if isinstance(value, plain):  # the exact type, from the stored value (a str Enum gives its value, not its name):
+            return convert(value)  # a subclass (torch's version string, numpy's float64) would pickle with its module
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # a numpy or torch scalar
         return to_json(value.item())
     return str(value)
