@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,9 +117,6 @@ def test_a_workers_record_reaches_the_parent_as_plain_data(tmp_path: Path) -> No
 
 def test_the_zoo_program_freezes_its_objects_before_the_interpreter_shuts_down(tmp_path: Path) -> None:
     """The collection at shutdown would walk torch's objects for about a second after every export."""
-    import subprocess
-    import sys
-
     script = (
         "import atexit, gc, sys\n"
         "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"  # runs after zoo's own handlers
@@ -124,3 +127,84 @@ def test_the_zoo_program_freezes_its_objects_before_the_interpreter_shuts_down(t
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "frozen at exit: True"
+
+
+# -- signals and dead workers --------------------------------------------------------------
+
+
+def start_jobs(tmp_path: Path) -> subprocess.Popen[str]:
+    """``zoo export --all --jobs 2`` as the leader of its own process group (the workers join it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo", "export", "--all", "-o", "out", "--jobs", "2"], cwd=tmp_path,
+        env={**os.environ, "ZOO_LOAD_PLUGINS": ""}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def wait_for_exports(proc: subprocess.Popen[str], out: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and list(out.glob(".*.zoo-*.tmp"))):  # a worker's staging folder: it is exporting
+        assert proc.poll() is None, f"zoo ended before exporting: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no staging folder appeared"
+        time.sleep(0.02)
+
+
+def group_ends(pgid: int) -> bool:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def workers_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if entry.name.isdigit() and int(fields[1]) == pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize(("how", "code", "line"), [
+    ("SIGTERM to zoo alone", 143, "zoo: interrupted (SIGTERM)"),
+    ("Ctrl-C to the whole group", 130, "zoo: interrupted"),
+])
+def test_an_interrupt_stops_every_worker_and_places_nothing_after(tmp_path: Path, how: str, code: int, line: str) -> None:
+    proc, out = start_jobs(tmp_path), tmp_path / "out"
+    try:
+        wait_for_exports(proc, out)
+        if how.startswith("SIGTERM"):
+            proc.send_signal(signal.SIGTERM)  # a scheduler's kill: the workers get it only from zoo
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert group_ends(proc.pid), "a worker outlived zoo"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == line and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == []  # every export was stopped mid-way: no staging, no file
+
+
+def test_a_worker_that_dies_is_one_line_naming_the_unfinished_exports(tmp_path: Path) -> None:
+    proc, out = start_jobs(tmp_path), tmp_path / "out"
+    try:
+        wait_for_exports(proc, out)
+        os.kill(workers_of(proc.pid)[0], signal.SIGKILL)  # as the OOM killer would
+        _, stderr = proc.communicate(timeout=120)
+        assert group_ends(proc.pid), "a worker outlived zoo"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("zoo: error: a worker process died") and last.endswith("export them with --jobs 1 to find which and why")
+    assert "binary-sigmoid" in last and "Traceback" not in stderr
+    assert len(list(out.glob(".*.zoo-*.tmp"))) <= 1  # only the killed worker's staging, which the next export into out sweeps

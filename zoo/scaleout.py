@@ -6,19 +6,27 @@ the plugins once, then exports one target after another; what comes back to
 the parent is the finished record, the summary row and the exit code, never a
 model. Workers load plugins the way ``zoo`` does (built-ins, installed entry
 points, ``ZOO_LOAD_PLUGINS``), plus plugins given to ``load_zoo`` as modules.
+
+Ctrl-C, SIGTERM or SIGHUP stop every worker, whether it reached the workers
+itself (Ctrl-C in a terminal) or only the parent (a scheduler's kill, passed
+on): a worker removes its export's staging and ends, and no queued target
+starts. A worker that dies (SIGKILL, out of memory, a crash in native code)
+ends the command in one line naming the targets left unfinished.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from zoo.errors import UsageError
+from zoo.errors import ExportFailed, UsageError
 from zoo.plan import ExportPlan, Target
 from zoo.records import Record
 
@@ -63,10 +71,28 @@ def export_in_workers(
                 results[index] = future.result()
                 if on_done is not None:
                     on_done(index, results[index])
-        except BaseException:
+        except BrokenProcessPool:
+            unfinished = ", ".join(plan.targets[i].arch.name for i in sorted(set(pending.values()) - set(results)))
+            raise ExportFailed(
+                f"a worker process died (killed, out of memory, or a crash in native code) while exporting one of: "
+                f"{unfinished}; export them with --jobs 1 to find which and why"
+            ) from None
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):  # SIGTERM or SIGHUP reached this process alone: pass it on
+                _stop_workers(getattr(exc, "signum", signal.SIGINT))
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[i] for i in range(len(plan.targets))]
+
+
+def _stop_workers(signum: int) -> None:
+    """Interrupt every worker as this process was: each removes its staging and exits
+    (a queued target never starts); a worker already stopped by the same Ctrl-C is gone."""
+    for worker in multiprocessing.active_children():
+        try:
+            os.kill(worker.pid, signum)
+        except (ProcessLookupError, TypeError):
+            pass
 
 
 def _as_completed(pending: dict[Future[Finished], int]) -> Iterator[tuple[Future[Finished], int]]:
@@ -104,22 +130,53 @@ def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
 _worker_zoo: Any = None
 
 
+_exporting = False  # whether a worker is inside an export (with staging to remove) or waiting for one
+
+
 def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
+    from zoo.interrupts import HANDLED, quick_shutdown
+
+    for signum in HANDLED:  # first: a signal while torch imports ends the worker without a traceback
+        signal.signal(signum, _worker_signal)
+    quick_shutdown()
+
     import importlib
 
     import torch
 
-    from zoo.interrupts import quick_shutdown
     from zoo.manager import load_zoo
 
     global _worker_zoo
-    quick_shutdown()
     torch.set_num_threads(threads)
     extra: list[tuple[str, ModuleType]] = [(name, importlib.import_module(module)) for name, module in plugin_modules]
     _worker_zoo = load_zoo(extra=extra)
 
 
+def _worker_signal(signum: int, frame: object) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP in a worker: an export in progress is interrupted
+    (its staging removed on the way out, see ``_export_one``); a waiting worker just ends."""
+    from zoo.interrupts import HANDLED, Interrupted
+
+    for handled in HANDLED:  # once: a second signal (the parent passing on the same Ctrl-C) must not cut the cleanup short
+        signal.signal(handled, signal.SIG_IGN)
+    if _exporting:
+        raise Interrupted(signum)
+    os._exit(128 + signum)
+
+
 def _export_one(portable: _PortableTarget) -> Finished:
+    """``_export``, ending the worker once an interrupt has cleaned up: it takes no further target."""
+    global _exporting
+    _exporting = True
+    try:
+        return _export(portable)
+    except KeyboardInterrupt as exc:
+        os._exit(getattr(exc, "exit_code", 130))
+    finally:
+        _exporting = False
+
+
+def _export(portable: _PortableTarget) -> Finished:
     from pathlib import Path
 
     from zoo.errors import ZooError
