@@ -22,6 +22,7 @@ import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -63,9 +64,10 @@ def export_in_workers(
     threads = max(1, (os.cpu_count() or 1) // jobs)  # workers side by side must not oversubscribe the cores
     results: dict[int, Finished] = {}
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads)) as pool:
-        pending: dict[Future[Finished], int] = {
-            pool.submit(_export_one, _portable(plan, target)): index for index, target in enumerate(plan.targets)
-        }
+        with _signals_held():  # workers start (here, on submit) with them held, until their own handlers are set
+            pending: dict[Future[Finished], int] = {
+                pool.submit(_export_one, _portable(plan, target)): index for index, target in enumerate(plan.targets)
+            }
         try:
             for future, index in _as_completed(pending):
                 results[index] = future.result()
@@ -83,6 +85,19 @@ def export_in_workers(
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[i] for i in range(len(plan.targets))]
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP in this thread (and in the processes it starts,
+    which inherit the mask): one arriving meanwhile is delivered when this ends."""
+    from zoo.interrupts import HANDLED
+
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _stop_workers(signum: int) -> None:
@@ -138,6 +153,7 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
 
     for signum in HANDLED:  # first: a signal while torch imports ends the worker without a traceback
         signal.signal(signum, _worker_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
     quick_shutdown()
 
     import importlib
