@@ -63,12 +63,13 @@ def export_in_workers(
     context = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's threads
     threads = max(1, (os.cpu_count() or 1) // jobs)  # workers side by side must not oversubscribe the cores
     results: dict[int, Finished] = {}
+    others = set(multiprocessing.active_children())  # a host program's own children: never ours to stop
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads)) as pool:
-        with _signals_held():  # workers start (here, on submit) with them held, until their own handlers are set
-            pending: dict[Future[Finished], int] = {
-                pool.submit(_export_one, _portable(plan, target)): index for index, target in enumerate(plan.targets)
-            }
+        pending: dict[Future[Finished], int] = {}
         try:
+            with _signals_held():  # workers start (here, on submit) with them held, until their own handlers are set
+                for index, target in enumerate(plan.targets):
+                    pending[pool.submit(_export_one, _portable(plan, target))] = index
             for future, index in _as_completed(pending):
                 results[index] = future.result()
                 if on_done is not None:
@@ -81,7 +82,7 @@ def export_in_workers(
             ) from None
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):  # SIGTERM or SIGHUP reached this process alone: pass it on
-                _stop_workers(getattr(exc, "signum", signal.SIGINT))
+                _stop_workers(set(multiprocessing.active_children()) - others, getattr(exc, "signum", signal.SIGINT))
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[i] for i in range(len(plan.targets))]
@@ -100,10 +101,10 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def _stop_workers(signum: int) -> None:
+def _stop_workers(workers: set[Any], signum: int) -> None:
     """Interrupt every worker as this process was: each removes its staging and exits
     (a queued target never starts); a worker already stopped by the same Ctrl-C is gone."""
-    for worker in multiprocessing.active_children():
+    for worker in workers:
         try:
             os.kill(worker.pid, signum)
         except (ProcessLookupError, TypeError):
