@@ -174,6 +174,7 @@ def workers_of(pid: int) -> list[int]:
 @pytest.mark.parametrize(("how", "code", "line"), [
     ("SIGTERM to zoo alone", 143, "zoo: interrupted (SIGTERM)"),
     ("Ctrl-C to the whole group", 130, "zoo: interrupted"),
+    ("SIGHUP to the whole group", 129, "zoo: interrupted (SIGHUP)"),  # a closed terminal: multiprocessing's helper survives it
     ("Ctrl-C while the workers start", 130, "zoo: interrupted"),
 ])
 def test_an_interrupt_stops_every_worker_and_places_nothing_after(tmp_path: Path, how: str, code: int, line: str) -> None:
@@ -188,7 +189,7 @@ def test_an_interrupt_stops_every_worker_and_places_nothing_after(tmp_path: Path
         if how.startswith("SIGTERM"):
             proc.send_signal(signal.SIGTERM)  # a scheduler's kill: the workers get it only from zoo
         else:
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGHUP if "SIGHUP" in how else signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
         assert group_ends(proc.pid), "a worker outlived zoo"
     finally:

@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from types import ModuleType
 from typing import Any
 
@@ -64,6 +65,8 @@ def export_in_workers(
     threads = max(1, (os.cpu_count() or 1) // jobs)  # workers side by side must not oversubscribe the cores
     results: dict[int, Finished] = {}
     others = set(multiprocessing.active_children())  # a host program's own children: never ours to stop
+    with _signals_held():  # multiprocessing's helper ignores SIGINT and SIGTERM; started now, SIGHUP stays held in it too
+        resource_tracker.ensure_running()
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads)) as pool:
         pending: dict[Future[Finished], int] = {}
         try:
