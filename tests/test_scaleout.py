@@ -215,3 +215,61 @@ def test_a_worker_that_dies_is_one_line_naming_the_unfinished_exports(tmp_path: 
     assert last.startswith("zoo: error: a worker process died") and last.endswith("export them with --jobs 1 to find which and why")
     assert "binary-sigmoid" in last and "Traceback" not in stderr
     assert len(list(out.glob(".*.zoo-*.tmp"))) <= 1  # only the killed worker's staging, which the next export into out sweeps
+
+
+SWALLOWING_PLUGIN = '''
+import time
+
+import zoo
+from zoo import Architecture, Input, Output
+
+
+def build(in_features: int = 8):
+    from torch import nn
+
+    try:
+        time.sleep(60)  # a slow library call...
+    except BaseException as exc:  # ...in a library that turns every error, Ctrl-C too, into its own
+        raise RuntimeError(f"library call failed: {exc!r}") from exc
+    return nn.Linear(in_features, 1)
+
+
+@zoo.hookimpl
+def register_architectures(register):
+    register(Architecture("aaa-slow", build, (Input("x", ("batch", "in_features")),), (Output("y"),)))
+'''
+
+RUN_WITH_PLUGIN = '''
+import sys
+
+if __name__ == "__main__":
+    import swallowing
+    from zoo.cli import cli
+    from zoo.interrupts import as_program
+    from zoo.manager import load_zoo
+
+    as_program()
+    cli(sys.argv[1:], obj=load_zoo(entry_points=False, extra=[("swallowing", swallowing)]), prog_name="zoo")
+'''
+
+
+def test_a_worker_that_swallows_the_interrupt_is_killed_after_the_grace_and_zoo_ends(tmp_path: Path) -> None:
+    from zoo.scaleout import STOP_GRACE_S
+
+    (tmp_path / "swallowing.py").write_text(SWALLOWING_PLUGIN)
+    (tmp_path / "run.py").write_text(RUN_WITH_PLUGIN)
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "export", "--all", "-o", "out", "--jobs", "2"], cwd=tmp_path,
+        env={**os.environ, "ZOO_LOAD_PLUGINS": "", "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        wait_for_exports(proc, tmp_path / "out")  # the other worker exports; aaa-slow's worker sleeps in its build
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=STOP_GRACE_S + 50)  # before: it waited forever on that worker
+        assert group_ends(proc.pid), "a worker outlived zoo"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "zoo: interrupted" and "Traceback" not in stderr

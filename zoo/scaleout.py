@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -31,6 +32,8 @@ from typing import Any
 from zoo.errors import ExportFailed, UsageError
 from zoo.plan import ExportPlan, Target
 from zoo.records import Record
+
+STOP_GRACE_S = 10.0  # how long a stopped worker may take to remove its staging before it is killed
 
 
 @dataclass
@@ -84,8 +87,10 @@ def export_in_workers(
                 f"{unfinished}; export them with --jobs 1 to find which and why"
             ) from None
         except BaseException as exc:
+            workers = set(multiprocessing.active_children()) - others
             if isinstance(exc, KeyboardInterrupt):  # SIGTERM or SIGHUP reached this process alone: pass it on
-                _stop_workers(set(multiprocessing.active_children()) - others, getattr(exc, "signum", signal.SIGINT))
+                _stop_workers(workers, getattr(exc, "signum", signal.SIGINT))
+            _end_workers(workers)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[i] for i in range(len(plan.targets))]
@@ -112,6 +117,23 @@ def _stop_workers(workers: set[Any], signum: int) -> None:
             os.kill(worker.pid, signum)
         except (ProcessLookupError, TypeError):
             pass
+
+
+def _end_workers(workers: set[Any], grace_s: float = STOP_GRACE_S) -> None:
+    """Give the stopped workers ``grace_s`` to clean up and exit, then kill those
+    left (one that swallowed the interrupt, or waits on a lock a dead sibling
+    held): the pool's shutdown must never wait on them. A further Ctrl-C kills at once."""
+    deadline = time.monotonic() + grace_s
+    try:
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+                worker.join(5)
 
 
 def _as_completed(pending: dict[Future[Finished], int]) -> Iterator[tuple[Future[Finished], int]]:
