@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.errors import CheckFailed
-from zoo.manager import plugin_code
+from zoo.manager import plugin_code, plugin_fault
 from zoo.model import BuiltModel
 from zoo.records import Record, json_field
 from zoo.shapes import concrete, sample_sizes
@@ -123,7 +123,9 @@ def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None
     with plugin_code():  # a custom autograd Function's backward is the plugin's code too
         try:
             total.backward()
-        except Exception as exc:  # noqa: BLE001 - the model's own bug, reported as a failed check
+        except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
+            if not plugin_fault(exc):
+                raise
             raise CheckFailed(f"{built.arch.name}: backward pass raised {type(exc).__name__}: {exc}") from exc
     missing = [name for name, p in params if p.grad is None]
     squares = {name: _squared_sum(p.grad) for name, p in params if p.grad is not None}

@@ -51,7 +51,9 @@ class BuiltModel:
         with torch.set_grad_enabled(grad), ieee_float32(self.device), plugin_code():
             try:
                 result = self.module(*inputs.values())  # positional, in declared order
-            except Exception as exc:  # noqa: BLE001 - the model's own bug, reported as a failed check
+            except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
+                if not plugin_fault(exc):
+                    raise
                 raise CheckFailed(f"{self.arch.name}: forward pass raised {type(exc).__name__}: {exc}") from exc
         return name_outputs(self.arch, result)
 
