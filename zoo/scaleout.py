@@ -88,8 +88,9 @@ def export_in_workers(
             ) from None
         except BaseException as exc:
             workers = set(multiprocessing.active_children()) - others
-            if isinstance(exc, KeyboardInterrupt):  # SIGTERM or SIGHUP reached this process alone: pass it on
-                _stop_workers(workers, getattr(exc, "signum", signal.SIGINT))
+            # an interrupt that reached this process alone is passed on; any other failure here stops them as SIGTERM would
+            interrupt = isinstance(exc, KeyboardInterrupt)
+            _stop_workers(workers, getattr(exc, "signum", signal.SIGINT) if interrupt else signal.SIGTERM)
             _end_workers(workers)
             pool.shutdown(wait=True, cancel_futures=True)
             raise
