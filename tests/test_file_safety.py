@@ -293,6 +293,33 @@ def test_an_interrupt_a_library_swallowed_still_exits_130(run, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def quietly_swallowing_exporter(real: Exporter) -> Exporter:
+    """An exporter whose library swallows Ctrl-C and succeeds anyway, as an
+    interrupt that lands in a ``__del__`` or a weakref callback is lost."""
+
+    def export(job):
+        class Finalizer:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the signal arrives here: Python reports the exception raised in __del__ and goes on
+
+        Finalizer()
+        return real.export(job)
+
+    return Exporter(name="onnx-swallows-quietly", suffix=".onnx", export=export, load=real.load,
+                    read_metadata=real.read_metadata, default_opset=real.default_opset, opsets=real.opsets)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, as designed
+def test_an_interrupt_a_library_swallowed_stops_an_export_that_went_on(run, tmp_path):
+    zoo_ = load_zoo(entry_points=False)
+    zoo_.exporters.add(quietly_swallowing_exporter(zoo_.exporters.get("onnx")).with_plugin("test"))
+    result = run("export", "binary", "--format", "onnx-swallows-quietly", "-o", "out.onnx", zoo=zoo_)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip().endswith("zoo: interrupted")
+    assert leftovers(tmp_path) == []  # the verified file was not placed
+
+
 def test_ctrl_c_after_the_work_is_done_keeps_its_exit_status(tmp_path):
     # Ctrl-C right after the summary, or in a slow interpreter shutdown (Python code at exit, as torch's)
     busy = "lambda: [time.sleep(0.01) for _ in range(6000)]"

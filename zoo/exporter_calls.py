@@ -48,12 +48,12 @@ def call_exporter(
     I/O error inside the call is reported as a failed write to that path instead:
     it is not the exporter's fault. With ``user_code`` (a folder or file), the
     reason names the first frame of that code in the traceback: the user's line."""
-    from zoo.interrupts import interrupt_since, received
+    from zoo.interrupts import interrupt_since, received, stop_if_interrupted
 
     before = received()
     try:
         with quiet_exporter():
-            return function(*args, **kwargs)
+            value = function(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a plugin's failure becomes one line
         interrupt = interrupt_since(before)
         if interrupt is not None:  # torch swallowed the Ctrl-C (an import cut in half) and failed later
@@ -68,6 +68,8 @@ def call_exporter(
         log.debug("exporter traceback", exc_info=True)
         where = user_frame(exc, user_code) if user_code is not None else ""
         raise error(f"{what}: {reason(exc, limit)}{where}{hint}") from exc
+    stop_if_interrupted(before)  # swallowed on the way (a __del__, a callback), yet the user asked to stop
+    return value
 
 
 def code_location(function: Any) -> Path | None:

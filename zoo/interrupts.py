@@ -4,7 +4,8 @@ While a command works, each of these signals raises ``Interrupted`` (a
 ``KeyboardInterrupt``), so every ``finally`` and context manager on the way out
 runs, as for Ctrl-C. Libraries sometimes swallow the interrupt (an import of
 torch cut in half later fails as an ``AttributeError``): ``received`` counts the
-signals, so the failure they cause is reported as the interrupt it was. Once
+signals, so the failure they cause is reported as the interrupt it was, and an
+export that ran on regardless stops before it places a file. Once
 the command's work is done (files placed, report written: ``work_done``), a
 late signal changes nothing: the summary is printed whole, and the ``zoo``
 program then ends at once with the work's status, even in a slow shutdown.
@@ -58,6 +59,27 @@ def interrupt_since(count: int) -> Interrupted | None:
     return Interrupted(_State.received[-1]) if len(_State.received) > count else None
 
 
+def stop_if_interrupted(count: int = 0) -> None:
+    """Raise the interrupt that arrived after ``received()`` was ``count``: a library
+    that swallowed it (in a ``__del__``, a callback, a broad ``except``) went on as
+    if nothing had happened, but the user asked zoo to stop."""
+    interrupt = interrupt_since(count)
+    if interrupt is not None:
+        raise interrupt
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP in this thread (and in the processes it starts,
+    which inherit the mask): one arriving meanwhile is delivered when this ends, so
+    the steps within are never cut in half."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def behind(exc: BaseException) -> Interrupted | None:
     """The interrupt that ended a command with ``exc``: ``exc`` itself, or the failure
     an interrupt received meanwhile caused (a library caught it and failed later)."""
@@ -68,8 +90,13 @@ def behind(exc: BaseException) -> Interrupted | None:
     return interrupt_since(0)
 
 
-def _raise(signum: int, frame: object) -> None:
+def arrived(signum: int) -> None:
+    """Count a handled signal (``received``), for a handler of another module's."""
     _State.received.append(signum)
+
+
+def _raise(signum: int, frame: object) -> None:
+    arrived(signum)
     if _State.done is None:
         raise Interrupted(signum)
     if _State.program and _State.printed:
@@ -93,6 +120,7 @@ def raising() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _State.received = []  # a library call after the command must not see its signals
 
 
 def work_done(status: int) -> None:

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from types import ModuleType
 from typing import Any
 
 from zoo.errors import ExportFailed, UsageError
+from zoo.interrupts import held
 from zoo.plan import ExportPlan, Target
 from zoo.records import Record
 
@@ -68,12 +68,12 @@ def export_in_workers(
     threads = max(1, (os.cpu_count() or 1) // jobs)  # workers side by side must not oversubscribe the cores
     results: dict[int, Finished] = {}
     others = set(multiprocessing.active_children())  # a host program's own children: never ours to stop
-    with _signals_held():  # multiprocessing's helper ignores SIGINT and SIGTERM; started now, SIGHUP stays held in it too
+    with held():  # multiprocessing's helper ignores SIGINT and SIGTERM; started now, SIGHUP stays held in it too
         resource_tracker.ensure_running()
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads)) as pool:
         pending: dict[Future[Finished], int] = {}
         try:
-            with _signals_held():  # workers start (here, on submit) with them held, until their own handlers are set
+            with held():  # workers start (here, on submit) with them held, until their own handlers are set
                 for index, target in enumerate(plan.targets):
                     pending[pool.submit(_export_one, _portable(plan, target))] = index
             for future, index in _as_completed(pending):
@@ -95,19 +95,6 @@ def export_in_workers(
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [results[i] for i in range(len(plan.targets))]
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP in this thread (and in the processes it starts,
-    which inherit the mask): one arriving meanwhile is delivered when this ends."""
-    from zoo.interrupts import HANDLED
-
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _stop_workers(workers: set[Any], signum: int) -> None:
@@ -198,8 +185,9 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
 def _worker_signal(signum: int, frame: object) -> None:
     """Ctrl-C, SIGTERM or SIGHUP in a worker: an export in progress is interrupted
     (its staging removed on the way out, see ``_export_one``); a waiting worker just ends."""
-    from zoo.interrupts import HANDLED, Interrupted
+    from zoo.interrupts import HANDLED, Interrupted, arrived
 
+    arrived(signum)  # if a library swallows the Interrupted, the export still stops before placing its files
     for handled in HANDLED:  # once: a second signal (the parent passing on the same Ctrl-C) must not cut the cleanup short
         signal.signal(handled, signal.SIG_IGN)
     if _exporting:
