@@ -24,7 +24,7 @@ def pip_install(source: Path, target: Path) -> None:
 def zoo_command() -> list[str]:
     """The installed ``zoo`` script of this environment (or the same entry point through python)."""
     script = Path(sys.executable).parent / "zoo"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from zoo.cli import main; main()"]
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from zoo.entry import main; main()"]
 
 
 class Installed:

@@ -59,7 +59,7 @@ def test_the_minimal_plugin_installs_exports_and_passes_its_tests(tmp_path: Path
     pip_install(source / "my-models", site)
     installed = Installed(site)
     env = installed.env(ZOO_LOAD_PLUGINS="my-models")
-    plugins = json.loads(subprocess.run([sys.executable, "-c", "from zoo.cli import main; main()", "plugins", "--json"],
+    plugins = json.loads(subprocess.run([sys.executable, "-c", "from zoo.entry import main; main()", "plugins", "--json"],
                                         env=env, capture_output=True, text=True, check=True).stdout)
     mine = {p["name"]: p for p in plugins}["my_models"]
     assert (mine["distribution"], mine["version"], mine["architectures"]) == ("my-models", "0.1.0", ["tiny-regressor"])

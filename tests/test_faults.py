@@ -267,7 +267,7 @@ def test_import_error_through_the_cli(run, site, monkeypatch):
 def test_import_error_in_a_real_process(site, tmp_path):
     # the console script with a broken plugin installed: a warning, never a traceback
     script = Path(sys.executable).with_name("zoo")
-    command = [str(script)] if script.exists() else [sys.executable, "-c", "from zoo.cli import main; main()"]
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from zoo.entry import main; main()"]
     env = {**os.environ, "ZOO_LOAD_PLUGINS": DISTS, "PYTHONPATH": str(site)}
     proc = subprocess.run(command + ["check", "third-party-net"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -323,7 +323,7 @@ def test_an_interrupt_a_library_swallowed_stops_an_export_that_went_on(run, tmp_
 def test_ctrl_c_after_the_work_is_done_keeps_its_exit_status(tmp_path):
     # Ctrl-C right after the summary, or in a slow interpreter shutdown (Python code at exit, as torch's)
     busy = "lambda: [time.sleep(0.01) for _ in range(6000)]"
-    slow_exit = [sys.executable, "-u", "-c", f"import atexit, time; atexit.register({busy}); from zoo.cli import main; main()"]
+    slow_exit = [sys.executable, "-u", "-c", f"import atexit, time; atexit.register({busy}); from zoo.entry import main; main()"]
     proc = subprocess.Popen(slow_exit + ["export", "binary", "-o", "out.onnx"], cwd=tmp_path, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

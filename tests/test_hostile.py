@@ -402,7 +402,7 @@ def test_15_a_memory_limit_is_one_line(tmp_path):
     script = (
         "import resource, sys, torch\n"
         "resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))\n"
-        "from zoo.cli import main\n"
+        "from zoo.entry import main\n"
         "sys.argv = ['zoo', 'show', 'stack', '-p', 'width=40000']\n"
         "main()\n"
     )

@@ -44,6 +44,27 @@ def test_sigint_during_export_leaves_nothing_and_exits_130(tmp_path):
     assert leftovers(tmp_path) == []  # no out.onnx, no .out.onnx.*.tmp
 
 
+CTRL_C_WHILE_CLICK_IMPORTS = """
+import builtins, os, signal, sys
+real_import = builtins.__import__
+
+def importing(name, *args, **kwargs):
+    if name == "click":
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+
+from zoo.entry import main
+builtins.__import__ = importing
+sys.argv = ["zoo", "list"]
+main()
+"""
+
+
+def test_ctrl_c_while_the_program_starts_is_one_line_and_exit_130(tmp_path):
+    done = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_CLICK_IMPORTS], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip(), done.stdout) == (130, "zoo: interrupted", "")
+
+
 def test_injected_disk_full_leaves_nothing(run, tmp_path):
     # Works everywhere (no mount needed): the exporter writes half a file, then ENOSPC.
     zoo_ = load_zoo(entry_points=False)

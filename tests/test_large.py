@@ -58,7 +58,7 @@ def test_external_data_is_placed_beside_the_model_and_named(run, tmp_path: Path,
 def test_a_2gb_stack_exports_with_external_data_and_verifies(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     command = [
-        sys.executable, "-c", "from zoo.cli import main; main()",
+        sys.executable, "-c", "from zoo.entry import main; main()",
         "export", "stack", "--param", f"width={WIDTH_PAST_2GB}", "-o", str(tmp_path / "big.onnx"), "--report", str(report),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

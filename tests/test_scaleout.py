@@ -121,7 +121,7 @@ def test_the_zoo_program_freezes_its_objects_before_the_interpreter_shuts_down(t
         "import atexit, gc, sys\n"
         "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"  # runs after zoo's own handlers
         "sys.argv = ['zoo', 'list']\n"
-        "from zoo.cli import main\n"
+        "from zoo.entry import main\n"
         "main()\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)

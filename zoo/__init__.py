@@ -5,19 +5,41 @@ The public API for plugin authors is re-exported here; see docs/plugins.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from zoo.errors import ParameterError, UsageError, ZooError
-from zoo.hookspecs import hookimpl
-from zoo.job import ExportJob
-from zoo.manager import Zoo, load_zoo
-from zoo.spec import Architecture, Dim, Exporter, Input, Output, Tolerance
-from zoo.task_spec import Task
+import importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import click
 
+    from zoo.errors import ParameterError, UsageError, ZooError
+    from zoo.hookspecs import hookimpl
+    from zoo.job import ExportJob
+    from zoo.manager import Zoo, load_zoo
+    from zoo.spec import Architecture, Dim, Exporter, Input, Output, Tolerance
+    from zoo.task_spec import Task
+
 __version__ = "0.1.0"
+
+# Imported on first use, so that the zoo program's entry point (zoo.entry) sets its
+# signal handlers before click, pluggy and importlib.metadata load.
+_PUBLIC = {
+    "ParameterError": "zoo.errors", "UsageError": "zoo.errors", "ZooError": "zoo.errors",
+    "hookimpl": "zoo.hookspecs", "ExportJob": "zoo.job", "Zoo": "zoo.manager", "load_zoo": "zoo.manager",
+    "Architecture": "zoo.spec", "Dim": "zoo.spec", "Exporter": "zoo.spec", "Input": "zoo.spec",
+    "Output": "zoo.spec", "Tolerance": "zoo.spec", "Task": "zoo.task_spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # once: the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
 
 
 def get_zoo(ctx: click.Context | None = None) -> Zoo:

@@ -1,6 +1,6 @@
 """``python -m zoo``: the same as the ``zoo`` command."""
 
-from zoo.cli import main
+from zoo.entry import main
 
 if __name__ == "__main__":
     main()

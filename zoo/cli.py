@@ -357,8 +357,3 @@ def _finite(value: float, flag: str) -> float:  # click's FloatRange lets NaN th
     if value != value:
         raise click.BadParameter(f"{flag} nan is not a number of seconds")
     return value
-
-
-def main() -> None:
-    interrupts.as_program()
-    cli(prog_name="zoo")

@@ -1,0 +1,16 @@
+"""The ``zoo`` program's entry point: the signal handlers first, then the command line.
+
+Apart from ``zoo.cli`` so that a Ctrl-C while click, pluggy and the plugins
+import ends with ``zoo: interrupted`` and exit 130, not a Python traceback.
+"""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    from zoo import interrupts
+
+    interrupts.as_program()
+    from zoo.cli import cli
+
+    cli(prog_name="zoo")
