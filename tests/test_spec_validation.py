@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from zoo.plugins.tasks import BUILTIN_TASKS
 
-from zoo import Architecture, Exporter, Input, Output, hookimpl
+from zoo import Architecture, Dim, Exporter, Input, Output, hookimpl
 from zoo.cli import cli
 from zoo.manager import load_zoo
 
@@ -133,3 +133,34 @@ def test_a_path_name_is_a_plugin_problem_and_export_all_stays_in_its_folder(tmp_
     out.mkdir()
     assert invoke("export", "--all", "-o", out, zoo=zoo).exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# -- a dimension is declared once (a Dim), and referred to by its plain name ------------
+
+
+def _embed(vocab: int = 10):
+    from torch import nn
+
+    return nn.EmbeddingBag(vocab, 3)
+
+
+def test_a_plain_name_refers_to_the_dim_declared_later_whatever_the_order():
+    from zoo.shapes import dynamic_dims, verification_cases
+
+    arch = Architecture(
+        name="masked", build=_embed, outputs=(Output("y"),),
+        inputs=(Input("mask", ("batch", "seq"), dtype="bool"), Input("ids", ("batch", Dim("seq", sample=4, max=16)), dtype="int64", range=(0, 10))),
+    )
+    assert dynamic_dims(arch, arch.defaults)["seq"] == Dim("seq", sample=4, max=16)  # was Dim("seq"): the mask came first
+    sizes = [case["seq"] for case in verification_cases(arch, arch.defaults)]
+    assert max(sizes) <= 16 and 4 in sizes
+
+
+def test_two_different_declarations_of_one_dim_are_refused_at_registration():
+    with pytest.raises(ValueError, match=r"dimension 'seq' is declared twice, differently: .*max=64.* in input 'ids' and .*max=32.* in input 'mask'; declare it once"):
+        Architecture(
+            name="clash", build=_embed, outputs=(Output("y"),),
+            inputs=(Input("ids", ("batch", Dim("seq", max=64)), dtype="int64", range=(0, 10)), Input("mask", ("batch", Dim("seq", max=32)), dtype="bool")),
+        )
+    same = Dim("seq", max=64)  # the same declaration twice is no conflict
+    Architecture(name="fine", build=_embed, outputs=(Output("y"),), inputs=(Input("ids", ("batch", same)), Input("mask", ("batch", Dim("seq", max=64)))))

@@ -54,7 +54,7 @@ def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any], s
         problems = [f"unknown key(s) {', '.join(unknown)}" for _ in unknown[:1]] + [f"missing {', '.join(missing)}" for _ in missing[:1]]
         raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be exactly {arch.name}'s inputs: {', '.join(declared)}")
     sizes: dict[str, int] = {}
-    dynamic = dynamic_dims(arch, params)  # each dimension's declaration (first one wins), with its range
+    dynamic = dynamic_dims(arch, params)  # each dimension's declaration, with its range
     for inp in arch.inputs:
         array = arrays[inp.name]
         wanted = "float32" if inp.dtype == "bfloat16" else inp.dtype  # numpy has no bfloat16

@@ -12,13 +12,8 @@ LARGE_BATCH = 64
 
 
 def dynamic_dims(arch: Architecture, params: Mapping[str, Any]) -> dict[str, Dim]:
-    """Symbolic input dims that are not build parameters, by name (first definition wins)."""
-    dims: dict[str, Dim] = {}
-    for inp in arch.inputs:
-        for dim in inp.dims:
-            if isinstance(dim, Dim) and dim.name not in params:
-                dims.setdefault(dim.name, dim)
-    return dims
+    """Symbolic input dims that are not build parameters, by name, as declared."""
+    return {name: dim for name, dim in arch.symbolic_dims.items() if name not in params}
 
 
 def sample_sizes(arch: Architecture, params: Mapping[str, Any]) -> dict[str, int]:

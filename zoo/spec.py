@@ -181,6 +181,9 @@ class Architecture:
     sample_inputs: Callable[..., Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
     # read from ``build``'s signature once, when the architecture is made
     parameters: dict[str, Parameter] = field(init=False, repr=False, compare=False)
+    # each symbolic input dimension, in order of first use: its ``Dim`` object wherever it is
+    # written (a plain name refers to it), else ``Dim(name)``
+    symbolic_dims: dict[str, Dim] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -202,6 +205,7 @@ class Architecture:
         # at registration: a bad signature fails there, not at first use
         object.__setattr__(self, "parameters", build_parameters(self.build, self.name))
         self._refuse_dims_named_like_parameters()
+        object.__setattr__(self, "symbolic_dims", self._declared_dims())
 
     def _refuse_dims_named_like_parameters(self) -> None:
         """A ``Dim`` object asks for a dynamic dimension; if its name is a build
@@ -215,6 +219,29 @@ class Architecture:
                         f"{dim.name!r}, whose value would replace the dynamic dimension; rename the Dim, "
                         f"or write the plain string {dim.name!r} to size it by the parameter"
                     )
+
+    def _declared_dims(self) -> dict[str, Dim]:
+        """A ``Dim`` object declares a dimension (its sizes); the same name written
+        plainly elsewhere refers to it. Two declarations that differ are refused:
+        which one would hold is not for the order of the inputs to decide."""
+        dims: dict[str, Dim] = {}
+        where: dict[str, str] = {}
+        for inp in self.inputs:
+            for dim in inp.shape:
+                if isinstance(dim, int):
+                    continue
+                name = dim.name if isinstance(dim, Dim) else dim
+                dims.setdefault(name, Dim(name))
+                if not isinstance(dim, Dim):
+                    continue
+                if name in where and dims[name] != dim:
+                    raise ValueError(
+                        f"architecture {self.name!r}: dimension {name!r} is declared twice, differently: {dims[name]!r} "
+                        f"in input {where[name]!r} and {dim!r} in input {inp.name!r}; declare it once as a Dim and write "
+                        f"the plain name {name!r} elsewhere"
+                    )
+                dims[name], where[name] = dim, inp.name
+        return dims
 
     @property
     def defaults(self) -> dict[str, Any]:
