@@ -179,6 +179,22 @@ def test_npz_sizes_must_lie_in_the_dims_range(tmp_path):
     assert result.stderr == "zoo: error: --inputs long.npz: 'x' has seq=9 on axis 1, capped takes seq from 1 to 8 (batch×seq×4)\n"
 
 
+def test_npz_integers_must_lie_in_the_inputs_range(tmp_path):
+    # a token id past the vocabulary was the model's IndexError, after building and checking it
+    the_zoo = load_zoo(entry_points=False, extra=[("encoder", EncoderPlugin())])
+    np.savez(tmp_path / "ids.npz", tokens=np.array([[1, 2, 77, 3]], "int64"), padding=np.zeros((1, 4), bool))
+    result = invoke("export", "padded-encoder", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "ids.npz", zoo=the_zoo)
+    assert result.exit_code == 2 and not (tmp_path / "e.onnx").exists()
+    assert result.stderr == (
+        "zoo: error: --inputs ids.npz: 'tokens' holds 77 at [0, 2], outside [0, 50) that padded-encoder takes "
+        "(range=(0, 'vocab_size'), vocab_size=50); give values in that range, or build with --param vocab_size=78 or more\n"
+    )
+    np.savez(tmp_path / "negative.npz", tokens=np.array([[1, -1]], "int64"), padding=np.zeros((1, 2), bool))
+    result = invoke("export", "padded-encoder", "-p", "vocab_size=100", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "negative.npz", zoo=the_zoo)
+    assert result.exit_code == 2 and "'tokens' holds -1 at [0, 1], outside [0, 100)" in result.stderr
+    assert "--param" not in result.stderr  # a larger vocabulary would not help
+
+
 def test_static_shapes_take_npz_inputs_of_the_sample_sizes_only(tmp_path):
     np.savez(tmp_path / "five.npz", x=np.zeros((5, 8), "float32"))
     np.savez(tmp_path / "two.npz", x=np.ones((2, 8), "float32"))

@@ -3,9 +3,9 @@
 An ``.npz`` is untrusted: it is read with ``allow_pickle=False`` (no code runs)
 and refused when it would unpack to more than ``MAX_INPUT_BYTES``. Its keys are
 the architecture's input names, each array batch dimension first, of the
-declared dtype, rank and fixed sizes; the dynamic sizes are read from it, and
-must lie in each ``Dim``'s range (a file exported with ``--static`` takes its
-sample sizes only).
+declared dtype, rank and fixed sizes; integers lie in the input's ``range``;
+the dynamic sizes are read from it, and must lie in each ``Dim``'s range (a
+file exported with ``--static`` takes its sample sizes only).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import UsageError
-from zoo.shapes import dynamic_dims
-from zoo.spec import Architecture, Dim
+from zoo.shapes import dynamic_dims, value_range
+from zoo.spec import INT_DTYPES, Architecture, Dim, Input
 from zoo.verification import InputCase
 
 MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
@@ -60,6 +60,7 @@ def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any], s
         wanted = "float32" if inp.dtype == "bfloat16" else inp.dtype  # numpy has no bfloat16
         if array.dtype != np.dtype(wanted):
             raise UsageError(f"{where}: {inp.name!r} is {array.dtype}, {arch.name} takes {wanted}; convert it with .astype('{wanted}')")
+        check_values(where, inp, array, params, arch.name)
         if array.ndim != len(inp.shape):
             raise UsageError(f"{where}: {inp.name!r} has {array.ndim} dimensions {list(array.shape)}, {arch.name} takes {len(inp.shape)} ({symbolic(inp.dims)})")
         for axis, (dim, size) in enumerate(zip(inp.dims, array.shape)):
@@ -84,6 +85,28 @@ def check_size(where: str, name: str, axis: int, size: int, dim: Dim, static: bo
     if size < dim.min or (dim.max is not None and size > dim.max):
         allowed = f"from {dim.min} to {dim.max}" if dim.max is not None else f"of at least {dim.min}"
         raise UsageError(f"{said}, {arch} takes {dim.name} {allowed} ({symbolic(dims)})")
+
+
+def check_values(where: str, inp: Input, array: Any, params: Mapping[str, Any], arch: str) -> None:
+    """Integers outside the input's declared ``range`` (a token id past the vocabulary)
+    would fail deep inside the model, or read past a table in the exported graph."""
+    import numpy as np
+
+    if inp.dtype not in INT_DTYPES or inp.range is None or array.size == 0:
+        return
+    low, high = value_range(inp, params)
+    outside = (array < low) | (array >= high)
+    if not outside.any():
+        return
+    index = tuple(int(i) for i in np.argwhere(outside)[0])
+    value = array[index].item()
+    named = [b for b in inp.range if isinstance(b, str)]
+    declared = f" (range={inp.range!r}, {', '.join(f'{n}={params[n]}' for n in named)})" if named else ""
+    larger = f", or build with --param {inp.range[1]}={value + 1} or more" if isinstance(inp.range[1], str) and value >= high else ""
+    raise UsageError(
+        f"{where}: {inp.name!r} holds {value} at {list(index)}, outside [{low}, {high}) that {arch} takes{declared}; "
+        f"give values in that range{larger}"
+    )
 
 
 def symbolic(dims: Sequence[Any]) -> str:
