@@ -22,7 +22,7 @@ from installing import zoo_command
 from onnx import TensorProto, helper
 from reliability_fakes import assert_clean_failure, leftovers
 
-from zoo import Exporter
+from zoo import Architecture, Exporter, Input, Output, hookimpl
 from zoo.artifacts import check_output_path, old_side_files, place, staging, sweep_leftovers, write_atomically
 from zoo.errors import OutputPathError
 from zoo.manager import load_zoo
@@ -293,17 +293,23 @@ def test_an_interrupt_a_library_swallowed_still_exits_130(run, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def swallow_a_ctrl_c() -> None:
+    """Ctrl-C, lost as one that lands in a ``__del__`` or a weakref callback is:
+    Python reports the exception raised there (to stderr, which zoo captures) and goes on."""
+
+    class Finalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the signal arrives by here
+
+    Finalizer()
+
+
 def quietly_swallowing_exporter(real: Exporter) -> Exporter:
-    """An exporter whose library swallows Ctrl-C and succeeds anyway, as an
-    interrupt that lands in a ``__del__`` or a weakref callback is lost."""
+    """An exporter whose library swallows Ctrl-C and succeeds anyway."""
 
     def export(job):
-        class Finalizer:
-            def __del__(self):
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(5)  # the signal arrives here: Python reports the exception raised in __del__ and goes on
-
-        Finalizer()
+        swallow_a_ctrl_c()
         return real.export(job)
 
     return Exporter(name="onnx-swallows-quietly", suffix=".onnx", export=export, load=real.load,
@@ -318,6 +324,41 @@ def test_an_interrupt_a_library_swallowed_stops_an_export_that_went_on(run, tmp_
     assert result.exit_code == 130, result.output
     assert result.stderr.strip().endswith("zoo: interrupted")
     assert leftovers(tmp_path) == []  # the verified file was not placed
+
+
+class SwallowsWhenAsked:
+    """A plugin whose model's forward swallows a Ctrl-C once ``swallow`` is set."""
+
+    swallow = False
+
+    @hookimpl
+    def register_architectures(self, register):
+        def build(features: int = 4):
+            import torch
+
+            class Net(torch.nn.Linear):
+                def forward(self, x):
+                    if SwallowsWhenAsked.swallow:
+                        swallow_a_ctrl_c()
+                    return super().forward(x)
+
+            return Net(features, 1)
+
+        register(Architecture("swallower", build, (Input("x", ("batch", "features")),), (Output("y"),)))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_a_library_swallowed_stops_a_verify_before_its_verdict(run, tmp_path):
+    zoo_ = load_zoo(entry_points=False, extra=[("swallows", SwallowsWhenAsked())])
+    assert run("export", "swallower", "-o", "out.onnx", zoo=zoo_).exit_code == 0
+    SwallowsWhenAsked.swallow = True
+    try:
+        result = run("verify", "out.onnx", "--report", "verdict.json", zoo=zoo_)
+    finally:
+        SwallowsWhenAsked.swallow = False
+    assert result.exit_code == 130, result.output
+    assert result.stdout == "" and result.stderr.strip().endswith("zoo: interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx"]  # no report
 
 
 def test_ctrl_c_after_the_work_is_done_keeps_its_exit_status(tmp_path):

@@ -125,7 +125,9 @@ def raising() -> Iterator[None]:
 
 def work_done(status: int) -> None:
     """The command's work is done (files placed, report written) with exit
-    ``status``: from here a signal does not change it, nor cut its summary short."""
+    ``status``: from here a signal does not change it, nor cut its summary short.
+    One that arrived before, and that a library swallowed, ends the command now."""
+    stop_if_interrupted()
     _State.done = status
 
 

@@ -334,6 +334,7 @@ def verify_artifact(
             built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
             timeout=timeout,
         )
+    interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance}
     if not result.verification.ok:
