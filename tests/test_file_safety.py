@@ -7,6 +7,7 @@ and leaves no staging folder behind, whatever signal ends it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import stat
@@ -326,6 +327,32 @@ def test_an_interrupt_a_library_swallowed_stops_an_export_that_went_on(run, tmp_
     assert leftovers(tmp_path) == []  # the verified file was not placed
 
 
+def test_a_signal_while_files_are_placed_waits_until_all_are_in_place(run, tmp_path, monkeypatch):
+    # The export writes out.onnx.data, then out.onnx. A SIGTERM sent (by another thread,
+    # so the kernel may deliver it to any) between the two moves used to leave the
+    # side file alone: placing is now uncut, and the signal ends zoo once both are there.
+    from zoo.exporters import onnx as onnx_exporter
+
+    from zoo import artifacts
+
+    monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)  # every model counts as large
+    real_move = artifacts._move
+
+    def move(source, target, force):
+        real_move(source, target, force)
+        if target.name.endswith(".data"):
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+            sender.start()
+            sender.join()
+            time.sleep(0.2)  # the handler has run by now
+
+    monkeypatch.setattr(artifacts, "_move", move)
+    result = run("export", "stack", "-o", "out.onnx")
+    assert result.exit_code == 143, result.output
+    assert result.stderr.strip() == "zoo: interrupted (SIGTERM)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.onnx", "out.onnx.data"]  # all placed, none orphaned
+
+
 class SwallowsWhenAsked:
     """A plugin whose model's forward swallows a Ctrl-C once ``swallow`` is set."""
 
@@ -345,6 +372,21 @@ class SwallowsWhenAsked:
             return Net(features, 1)
 
         register(Architecture("swallower", build, (Input("x", ("batch", "features")),), (Output("y"),)))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_a_models_forward_swallowed_stops_the_export_before_the_exporter_runs(run, tmp_path):
+    exported = []
+    zoo_ = load_zoo(entry_points=False, extra=[("swallows", SwallowsWhenAsked())])
+    real = zoo_.exporters.get("onnx")
+    zoo_.exporters.add(dataclasses.replace(real, name="onnx-counted", export=lambda job: exported.append(job) or real.export(job)).with_plugin("test"))
+    SwallowsWhenAsked.swallow = True
+    try:
+        result = run("export", "swallower", "--format", "onnx-counted", "-o", "out.onnx", zoo=zoo_)
+    finally:
+        SwallowsWhenAsked.swallow = False
+    assert result.exit_code == 130, result.output
+    assert exported == [] and leftovers(tmp_path) == []  # stopped after the check's forward pass, not at the end
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

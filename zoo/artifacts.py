@@ -378,12 +378,12 @@ def place(
         for source, target in moves:
             _move(source, target, force)
             placed.append(target)
-    except (OSError, ZooError) as exc:
+    except BaseException as exc:
         for target in placed:  # a side file already moved would be an orphan
             target.unlink(missing_ok=True)
-        if isinstance(exc, ZooError):
-            raise
-        raise write_error(exc, final, "move the export into") from exc
+        if isinstance(exc, OSError):
+            raise write_error(exc, final, "move the export into") from exc
+        raise
     kept = {p.resolve() for p in [*placed, *keep]}
     for path in (old.own if old else []):  # the replaced file's NAME.onnx.data, which nothing refers to now
         if path.resolve() not in kept:

@@ -46,6 +46,7 @@ class _State:
     received: list[int] = []  # noqa: RUF012 - one process, one list
     done: int | None = None  # the work's exit status, once it is known
     printed = False  # the command has returned: its result is printed
+    deferring = False  # within ``uncut``: a signal is raised when it ends
     program = False  # this process is the zoo program (main), not a library caller
 
 
@@ -70,14 +71,33 @@ def stop_if_interrupted(count: int = 0) -> None:
 
 @contextmanager
 def held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP in this thread (and in the processes it starts,
-    which inherit the mask): one arriving meanwhile is delivered when this ends, so
-    the steps within are never cut in half."""
+    """Hold Ctrl-C, SIGTERM and SIGHUP in this thread and in the processes it starts,
+    which inherit the mask until they set their own handlers. (The kernel may still
+    hand a signal to another thread of this process: ``uncut`` is for steps here.)"""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def deferring() -> bool:
+    """Whether a handled signal is to be acted on later (``uncut``), not raised now."""
+    return _State.deferring
+
+
+@contextmanager
+def uncut() -> Iterator[None]:
+    """The steps within are never cut in half (files being placed): a signal that
+    arrives meanwhile is counted, and raised once they are done."""
+    count, previous = received(), _State.deferring
+    _State.deferring = True
+    try:
+        yield
+    finally:
+        _State.deferring = previous
+    if not previous:
+        stop_if_interrupted(count)
 
 
 def behind(exc: BaseException) -> Interrupted | None:
@@ -97,6 +117,8 @@ def arrived(signum: int) -> None:
 
 def _raise(signum: int, frame: object) -> None:
     arrived(signum)
+    if _State.deferring:
+        return
     if _State.done is None:
         raise Interrupted(signum)
     if _State.program and _State.printed:

@@ -32,6 +32,7 @@ import pluggy
 
 from zoo import hookspecs
 from zoo.errors import one_line
+from zoo.interrupts import received, stop_if_interrupted
 from zoo.records import Record, json_field
 from zoo.registry import Registry
 from zoo.spec import Architecture, Exporter
@@ -50,6 +51,7 @@ def plugin_code() -> Iterator[None]:
     """Around every call into a plugin (import, hooks, ``build``, ``forward``): what it
     prints goes to stderr, so it can never break the JSON a command prints on
     stdout, and its warnings (torch's ``UserWarning``s) go to zoo's log, shown with -v."""
+    before = received()
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught, redirect_stdout(sys.stderr):
@@ -57,6 +59,7 @@ def plugin_code() -> Iterator[None]:
     finally:
         for warning in caught:
             log.info("plugin warning: %s: %s", warning.category.__name__, warning.message)
+    stop_if_interrupted(before)  # one the plugin's code (or torch under it) swallowed: stop now, not at the end
 
 
 def plugin_fault(exc: BaseException) -> bool:

@@ -185,11 +185,13 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
 def _worker_signal(signum: int, frame: object) -> None:
     """Ctrl-C, SIGTERM or SIGHUP in a worker: an export in progress is interrupted
     (its staging removed on the way out, see ``_export_one``); a waiting worker just ends."""
-    from zoo.interrupts import HANDLED, Interrupted, arrived
+    from zoo.interrupts import HANDLED, Interrupted, arrived, deferring
 
     arrived(signum)  # if a library swallows the Interrupted, the export still stops before placing its files
     for handled in HANDLED:  # once: a second signal (the parent passing on the same Ctrl-C) must not cut the cleanup short
         signal.signal(handled, signal.SIG_IGN)
+    if _exporting and deferring():
+        return  # placing files: raised once they are all in place
     if _exporting:
         raise Interrupted(signum)
     os._exit(128 + signum)
