@@ -193,6 +193,21 @@ def test_npz_integers_must_lie_in_the_inputs_range(tmp_path):
     result = invoke("export", "padded-encoder", "-p", "vocab_size=100", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "negative.npz", zoo=the_zoo)
     assert result.exit_code == 2 and "'tokens' holds -1 at [0, 1], outside [0, 100)" in result.stderr
     assert "--param" not in result.stderr  # a larger vocabulary would not help
+    np.savez(tmp_path / "two.npz", tokens=np.array([[60, 2, 90]], "int64"), padding=np.zeros((1, 3), bool))
+    result = invoke("export", "padded-encoder", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "two.npz", zoo=the_zoo)
+    assert "'tokens' holds 60 at [0, 0]" in result.stderr and "--param vocab_size=91 or more" in result.stderr  # one try takes them all
+    np.savez(tmp_path / "scalar.npz", tokens=np.array(99), padding=np.zeros((1, 3), bool))
+    result = invoke("export", "padded-encoder", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "scalar.npz", zoo=the_zoo)
+    assert "'tokens' has 0 dimensions" in result.stderr  # its shape is what is wrong first
+
+
+def test_verifying_a_file_on_out_of_range_integers_suggests_no_param_it_cannot_take(tmp_path):
+    the_zoo = load_zoo(entry_points=False, extra=[("encoder", EncoderPlugin(sample_inputs=prefix_padding))])
+    assert invoke("export", "padded-encoder", "-o", tmp_path / "e.onnx", zoo=the_zoo).exit_code == 0
+    np.savez(tmp_path / "ids.npz", tokens=np.array([[1, 2, 77, 3]], "int64"), padding=np.zeros((1, 4), bool))
+    result = invoke("verify", tmp_path / "e.onnx", "--inputs", tmp_path / "ids.npz", zoo=the_zoo)
+    assert result.exit_code == 2
+    assert result.stderr.endswith("outside [0, 50) that padded-encoder takes (range=(0, 'vocab_size'), vocab_size=50); give values in that range\n")
 
 
 def test_static_shapes_take_npz_inputs_of_the_sample_sizes_only(tmp_path):

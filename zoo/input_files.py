@@ -23,13 +23,18 @@ from zoo.verification import InputCase
 MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
 
 
-def load_input_files(paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any], static: bool = False) -> list[InputCase]:
-    return [load_input_file(Path(p), arch, params, static) for p in paths]
+def load_input_files(
+    paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True
+) -> list[InputCase]:
+    return [load_input_file(Path(p), arch, params, static, param_hint) for p in paths]
 
 
-def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any], static: bool = False) -> InputCase:
+def load_input_file(
+    path: Path, arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True
+) -> InputCase:
     """One ``--inputs`` file as a verification case, or a usage error saying what is wrong with it.
-    ``static``: the model's dynamic dimensions are fixed at their sample sizes."""
+    ``static``: the model's dynamic dimensions are fixed at their sample sizes. ``param_hint``:
+    the command takes ``--param`` (a message may suggest one)."""
     import numpy as np
 
     where = f"--inputs {path.name}"
@@ -60,7 +65,6 @@ def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any], s
         wanted = "float32" if inp.dtype == "bfloat16" else inp.dtype  # numpy has no bfloat16
         if array.dtype != np.dtype(wanted):
             raise UsageError(f"{where}: {inp.name!r} is {array.dtype}, {arch.name} takes {wanted}; convert it with .astype('{wanted}')")
-        check_values(where, inp, array, params, arch.name)
         if array.ndim != len(inp.shape):
             raise UsageError(f"{where}: {inp.name!r} has {array.ndim} dimensions {list(array.shape)}, {arch.name} takes {len(inp.shape)} ({symbolic(inp.dims)})")
         for axis, (dim, size) in enumerate(zip(inp.dims, array.shape)):
@@ -71,6 +75,7 @@ def load_input_file(path: Path, arch: Architecture, params: Mapping[str, Any], s
             if isinstance(dim, Dim) and dim.name not in params and dim.name not in sizes:
                 check_size(where, inp.name, axis, int(size), dynamic[dim.name], static, arch.name, inp.dims)
                 sizes[dim.name] = int(size)
+        check_values(where, inp, array, params, arch.name, param_hint)
     return InputCase(sizes, {inp.name: np.ascontiguousarray(arrays[inp.name]) for inp in arch.inputs}, path.name)
 
 
@@ -87,24 +92,37 @@ def check_size(where: str, name: str, axis: int, size: int, dim: Dim, static: bo
         raise UsageError(f"{said}, {arch} takes {dim.name} {allowed} ({symbolic(dims)})")
 
 
-def check_values(where: str, inp: Input, array: Any, params: Mapping[str, Any], arch: str) -> None:
+def check_values(where: str, inp: Input, array: Any, params: Mapping[str, Any], arch: str, param_hint: bool) -> None:
     """Integers outside the input's declared ``range`` (a token id past the vocabulary)
-    would fail deep inside the model, or read past a table in the exported graph."""
+    would fail deep inside the model, or read past a table in the exported graph.
+    ``param_hint``: the command builds the model, so a larger ``--param`` may take them."""
     import numpy as np
 
     if inp.dtype not in INT_DTYPES or inp.range is None or array.size == 0:
         return
     low, high = value_range(inp, params)
-    outside = (array < low) | (array >= high)
-    if not outside.any():
+    smallest, largest = array.min().item(), array.max().item()  # no temporary the size of the array
+    if low <= smallest and largest < high:
         return
-    index = tuple(int(i) for i in np.argwhere(outside)[0])
-    value = array[index].item()
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, 1 << 20):  # the first value outside, found a chunk at a time
+        chunk = flat[start : start + (1 << 20)]
+        outside = np.flatnonzero((chunk < low) | (chunk >= high))
+        if outside.size:
+            position = [int(i) for i in np.unravel_index(start + int(outside[0]), array.shape)]
+            value = flat[start + int(outside[0])].item()
+            break
     named = [b for b in inp.range if isinstance(b, str)]
     declared = f" (range={inp.range!r}, {', '.join(f'{n}={params[n]}' for n in named)})" if named else ""
-    larger = f", or build with --param {inp.range[1]}={value + 1} or more" if isinstance(inp.range[1], str) and value >= high else ""
+    if low >= high:
+        raise UsageError(f"{where}: {arch} takes no value in {inp.name!r}: its range [{low}, {high}) is empty{declared}")
+    bound = inp.range[1]
+    larger = (
+        f", or build with --param {bound}={largest + 1} or more"
+        if param_hint and isinstance(bound, str) and largest >= high and largest < 2**31 else ""
+    )
     raise UsageError(
-        f"{where}: {inp.name!r} holds {value} at {list(index)}, outside [{low}, {high}) that {arch} takes{declared}; "
+        f"{where}: {inp.name!r} holds {value} at {position}, outside [{low}, {high}) that {arch} takes{declared}; "
         f"give values in that range{larger}"
     )
 

@@ -323,7 +323,7 @@ def verify_artifact(
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
     static = meta.get("static") == "true"
-    cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static)
+    cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
     result = ExportResult(built, exporter, opset, static, files=[path])
