@@ -147,3 +147,16 @@ def test_python_dash_m_zoo_works_like_zoo() -> None:
     assert done.stdout.strip() == f"zoo, version {zoo_package.__version__}"
     listed = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and "binary-sigmoid" in listed.stdout
+
+
+def test_import_zoo_is_light_and_its_names_and_modules_load_on_use():
+    # light: the zoo program sets its signal handlers before click and pluggy load (zoo.entry)
+    code = (
+        "import sys, zoo\n"
+        "assert not {'click', 'pluggy', 'torch'} & set(sys.modules), sorted({'click', 'pluggy', 'torch'} & set(sys.modules))\n"
+        "assert zoo.Architecture is zoo.spec.Architecture and zoo.load_zoo is zoo.manager.load_zoo\n"
+        "from zoo import *\n"
+        "assert sorted(zoo.__all__) == sorted(n for n in zoo.__all__ if n in dir(zoo))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -164,3 +165,32 @@ def test_two_different_declarations_of_one_dim_are_refused_at_registration():
         )
     same = Dim("seq", max=64)  # the same declaration twice is no conflict
     Architecture(name="fine", build=_embed, outputs=(Output("y"),), inputs=(Input("ids", ("batch", same)), Input("mask", ("batch", Dim("seq", max=64)))))
+
+
+def test_an_outputs_dim_declares_the_dimension_too_and_equal_meanings_are_no_conflict():
+    from zoo.shapes import dynamic_dims
+
+    arch = Architecture(name="out-dim", build=_linear, inputs=(X,), outputs=(Output("y", shape=(Dim("batch", max=5), 1)),))
+    assert dynamic_dims(arch, arch.defaults)["batch"].max == 5
+    with pytest.raises(ValueError, match=r"dimension 'batch' is declared twice, differently: .* in input 'x' and .* in output 'y'"):
+        Architecture(name="clash", build=_linear, inputs=(Input("x", (Dim("batch", max=3), "features")),), outputs=(Output("y", shape=(Dim("batch", max=99), 1)),))
+    same = Architecture(name="same", build=_linear, inputs=(Input("x", (Dim("batch"), "features")),), outputs=(Output("y", shape=(Dim("batch", sample=2), 1)),))
+    assert dynamic_dims(same, same.defaults)["batch"].sample_size == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Dim("seq", min=5, max=3), "Dim('seq'): max 3 is below min 5"),
+        (lambda: Dim("seq", sample=10, max=3), "Dim('seq'): sample 10 must lie in [1, 3]"),
+        (lambda: Dim("seq", min=0), "Dim('seq'): min must be a positive integer, got 0"),
+        (lambda: Dim("seq", sample=2.5), "Dim('seq'): sample must be a positive integer, got 2.5"),
+    ],
+)
+def test_a_dim_whose_sizes_contradict_each_other_is_refused_where_it_is_written(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
+
+
+def test_a_dims_default_sample_lies_in_its_range():
+    assert (Dim("seq", max=4).sample_size, Dim("batch", min=16).sample_size, Dim("seq").sample_size) == (4, 16, 8)

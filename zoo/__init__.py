@@ -6,6 +6,7 @@ The public API for plugin authors is re-exported here; see docs/plugins.md.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ _PUBLIC = {
 
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
+        if not name.startswith("_") and importlib.util.find_spec(f"zoo.{name}") is not None:
+            return importlib.import_module(f"zoo.{name}")  # zoo.spec, as when this file imported it
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value  # once: the next access is a plain attribute

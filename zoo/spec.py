@@ -45,11 +45,27 @@ class Dim:
     min: int = 1
     max: int | None = None
 
+    def __post_init__(self) -> None:
+        for field_name in ("sample", "min", "max"):
+            value = getattr(self, field_name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"Dim({self.name!r}): {field_name} must be a positive integer, got {value!r}")
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"Dim({self.name!r}): max {self.max} is below min {self.min}")
+        if self.sample is not None and not self.min <= self.sample <= (self.max or self.sample):
+            raise ValueError(f"Dim({self.name!r}): sample {self.sample} must lie in [{self.min}, {self.max or 'no limit'}]")
+
+    @property
+    def sizes(self) -> tuple[int, int, int | None]:
+        """What the dimension means: its sample size and range (``Dim("batch")`` is ``Dim("batch", sample=2)``)."""
+        return self.sample_size, self.min, self.max
+
     @property
     def sample_size(self) -> int:
         if self.sample is not None:
             return self.sample
-        return DEFAULT_SAMPLE.get(self.name, DEFAULT_DIM_SAMPLE)
+        default = max(DEFAULT_SAMPLE.get(self.name, DEFAULT_DIM_SAMPLE), self.min)  # within the range it declares
+        return default if self.max is None else min(default, self.max)
 
     def __str__(self) -> str:
         return self.name
@@ -221,27 +237,25 @@ class Architecture:
                     )
 
     def _declared_dims(self) -> dict[str, Dim]:
-        """A ``Dim`` object declares a dimension (its sizes); the same name written
-        plainly elsewhere refers to it. Two declarations that differ are refused:
-        which one would hold is not for the order of the inputs to decide."""
-        dims: dict[str, Dim] = {}
-        where: dict[str, str] = {}
-        for inp in self.inputs:
-            for dim in inp.shape:
-                if isinstance(dim, int):
-                    continue
-                name = dim.name if isinstance(dim, Dim) else dim
-                dims.setdefault(name, Dim(name))
+        """A ``Dim`` object declares a dimension (its sizes), in an input or an output;
+        the same name written plainly elsewhere refers to it. Two declarations that
+        differ are refused: which one would hold is not for their order to decide.
+        Only the inputs' dimensions are sized by zoo: the outputs' follow from them."""
+        declared: dict[str, tuple[Dim, str]] = {}
+        shaped = [(f"input {i.name!r}", i.shape) for i in self.inputs] + [(f"output {o.name!r}", o.shape or ()) for o in self.outputs]
+        for owner, shape in shaped:
+            for dim in shape:
                 if not isinstance(dim, Dim):
                     continue
-                if name in where and dims[name] != dim:
+                first = declared.setdefault(dim.name, (dim, owner))
+                if first[0].sizes != dim.sizes:
                     raise ValueError(
-                        f"architecture {self.name!r}: dimension {name!r} is declared twice, differently: {dims[name]!r} "
-                        f"in input {where[name]!r} and {dim!r} in input {inp.name!r}; declare it once as a Dim and write "
-                        f"the plain name {name!r} elsewhere"
+                        f"architecture {self.name!r}: dimension {dim.name!r} is declared twice, differently: {first[0]!r} "
+                        f"in {first[1]} and {dim!r} in {owner}; declare it once as a Dim and write the plain name "
+                        f"{dim.name!r} elsewhere"
                     )
-                dims[name], where[name] = dim, inp.name
-        return dims
+        names = [d.name if isinstance(d, Dim) else d for i in self.inputs for d in i.shape if not isinstance(d, int)]
+        return {name: declared[name][0] if name in declared else Dim(name) for name in dict.fromkeys(names)}
 
     @property
     def defaults(self) -> dict[str, Any]:
