@@ -196,6 +196,9 @@ def test_npz_integers_must_lie_in_the_inputs_range(tmp_path):
     np.savez(tmp_path / "two.npz", tokens=np.array([[60, 2, 90]], "int64"), padding=np.zeros((1, 3), bool))
     result = invoke("export", "padded-encoder", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "two.npz", zoo=the_zoo)
     assert "'tokens' holds 60 at [0, 0]" in result.stderr and "--param vocab_size=91 or more" in result.stderr  # one try takes them all
+    np.savez(tmp_path / "both.npz", tokens=np.array([[60, -1]], "int64"), padding=np.zeros((1, 2), bool))
+    result = invoke("export", "padded-encoder", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "both.npz", zoo=the_zoo)
+    assert "'tokens' holds 60 at [0, 0]" in result.stderr and "--param" not in result.stderr  # -1 stays outside any vocabulary
     np.savez(tmp_path / "scalar.npz", tokens=np.array(99), padding=np.zeros((1, 3), bool))
     result = invoke("export", "padded-encoder", "-o", tmp_path / "e.onnx", "--inputs", tmp_path / "scalar.npz", zoo=the_zoo)
     assert "'tokens' has 0 dimensions" in result.stderr  # its shape is what is wrong first

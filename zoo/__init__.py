@@ -33,7 +33,7 @@ _PUBLIC = {
 
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
-        if not name.startswith("_") and importlib.util.find_spec(f"zoo.{name}") is not None:
+        if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"zoo.{name}") is not None:
             return importlib.import_module(f"zoo.{name}")  # zoo.spec, as when this file imported it
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
     value = getattr(importlib.import_module(_PUBLIC[name]), name)

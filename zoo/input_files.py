@@ -112,14 +112,14 @@ def check_values(where: str, inp: Input, array: Any, params: Mapping[str, Any], 
             position = [int(i) for i in np.unravel_index(start + int(outside[0]), array.shape)]
             value = flat[start + int(outside[0])].item()
             break
-    named = [b for b in inp.range if isinstance(b, str)]
+    named = list(dict.fromkeys(b for b in inp.range if isinstance(b, str)))
     declared = f" (range={inp.range!r}, {', '.join(f'{n}={params[n]}' for n in named)})" if named else ""
     if low >= high:
         raise UsageError(f"{where}: {arch} takes no value in {inp.name!r}: its range [{low}, {high}) is empty{declared}")
     bound = inp.range[1]
     larger = (
         f", or build with --param {bound}={largest + 1} or more"
-        if param_hint and isinstance(bound, str) and largest >= high and largest < 2**31 else ""
+        if param_hint and isinstance(bound, str) and smallest >= low and high <= largest < 2**31 else ""
     )
     raise UsageError(
         f"{where}: {inp.name!r} holds {value} at {position}, outside [{low}, {high}) that {arch} takes{declared}; "

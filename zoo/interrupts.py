@@ -65,7 +65,7 @@ def stop_if_interrupted(count: int = 0) -> None:
     that swallowed it (in a ``__del__``, a callback, a broad ``except``) went on as
     if nothing had happened, but the user asked zoo to stop."""
     interrupt = interrupt_since(count)
-    if interrupt is not None:
+    if interrupt is not None and not _State.deferring:  # within ``uncut``: raised when it ends
         raise interrupt
 
 

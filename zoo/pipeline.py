@@ -131,8 +131,8 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
                 return result
         old = old_side_files(exporter, output) if plan.force else OldSideFiles()
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
+        interrupts.stop_if_interrupted()  # one a library swallowed stops the export before anything is placed
         with interrupts.uncut():  # all the files or none: a signal now is raised once they are placed
-            interrupts.stop_if_interrupted()  # one a library swallowed stops the export before anything is placed
             result.files = place(written, main, output, plan.force, old=old, keep=weights)
     return result
 

@@ -7,6 +7,7 @@ Everything here is plain data and can be listed without importing torch: a
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,8 +49,11 @@ class Dim:
     def __post_init__(self) -> None:
         for field_name in ("sample", "min", "max"):
             value = getattr(self, field_name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            if value is None:
+                continue
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Dim({self.name!r}): {field_name} must be a positive integer, got {value!r}")
+            object.__setattr__(self, field_name, int(value))  # numpy's integers too, as plain ints
         if self.max is not None and self.max < self.min:
             raise ValueError(f"Dim({self.name!r}): max {self.max} is below min {self.min}")
         if self.sample is not None and not self.min <= self.sample <= (self.max or self.sample):
