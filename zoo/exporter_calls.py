@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from zoo.errors import ZooError, one_line, write_error
+from zoo.interrupts import interrupt_since, received, stop_if_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def call_exporter(
     I/O error inside the call is reported as a failed write to that path instead:
     it is not the exporter's fault. With ``user_code`` (a folder or file), the
     reason names the first frame of that code in the traceback: the user's line."""
-    from zoo.interrupts import interrupt_since, received, stop_if_interrupted
-
     before = received()
     try:
         with quiet_exporter():

@@ -96,8 +96,7 @@ def uncut() -> Iterator[None]:
         yield
     finally:
         _State.deferring = previous
-    if not previous:
-        stop_if_interrupted(count)
+    stop_if_interrupted(count)  # waits on, within an outer uncut
 
 
 def behind(exc: BaseException) -> Interrupted | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -230,15 +230,19 @@ class Architecture:
     def _refuse_dims_named_like_parameters(self) -> None:
         """A ``Dim`` object asks for a dynamic dimension; if its name is a build
         parameter, the parameter's value would silently replace it (and fix it)."""
-        shaped = [("input", i.name, i.shape) for i in self.inputs] + [("output", o.name, o.shape or ()) for o in self.outputs]
-        for kind, owner, shape in shaped:
-            for dim in shape:
-                if isinstance(dim, Dim) and dim.name in self.parameters:
-                    raise ValueError(
-                        f"architecture {self.name!r}: {kind} {owner!r}: Dim({dim.name!r}) has the name of build parameter "
-                        f"{dim.name!r}, whose value would replace the dynamic dimension; rename the Dim, "
-                        f"or write the plain string {dim.name!r} to size it by the parameter"
-                    )
+        for owner, dim in self._dim_objects():
+            if dim.name in self.parameters:
+                raise ValueError(
+                    f"architecture {self.name!r}: {owner}: Dim({dim.name!r}) has the name of build parameter "
+                    f"{dim.name!r}, whose value would replace the dynamic dimension; rename the Dim, "
+                    f"or write the plain string {dim.name!r} to size it by the parameter"
+                )
+
+    def _dim_objects(self) -> Iterator[tuple[str, Dim]]:
+        """Each ``Dim`` object written in an input's or output's shape, with where (``input 'x'``)."""
+        shaped = [(f"input {i.name!r}", i.shape) for i in self.inputs] + [(f"output {o.name!r}", o.shape or ()) for o in self.outputs]
+        for owner, shape in shaped:
+            yield from ((owner, dim) for dim in shape if isinstance(dim, Dim))
 
     def _declared_dims(self) -> dict[str, Dim]:
         """A ``Dim`` object declares a dimension (its sizes), in an input or an output;
@@ -246,18 +250,14 @@ class Architecture:
         differ are refused: which one would hold is not for their order to decide.
         Only the inputs' dimensions are sized by zoo: the outputs' follow from them."""
         declared: dict[str, tuple[Dim, str]] = {}
-        shaped = [(f"input {i.name!r}", i.shape) for i in self.inputs] + [(f"output {o.name!r}", o.shape or ()) for o in self.outputs]
-        for owner, shape in shaped:
-            for dim in shape:
-                if not isinstance(dim, Dim):
-                    continue
-                first = declared.setdefault(dim.name, (dim, owner))
-                if first[0].sizes != dim.sizes:
-                    raise ValueError(
-                        f"architecture {self.name!r}: dimension {dim.name!r} is declared twice, differently: {first[0]!r} "
-                        f"in {first[1]} and {dim!r} in {owner}; declare it once as a Dim and write the plain name "
-                        f"{dim.name!r} elsewhere"
-                    )
+        for owner, dim in self._dim_objects():
+            first = declared.setdefault(dim.name, (dim, owner))
+            if first[0].sizes != dim.sizes:
+                raise ValueError(
+                    f"architecture {self.name!r}: dimension {dim.name!r} is declared twice, differently: {first[0]!r} "
+                    f"in {first[1]} and {dim!r} in {owner}; declare it once as a Dim and write the plain name "
+                    f"{dim.name!r} elsewhere"
+                )
         names = [d.name if isinstance(d, Dim) else d for i in self.inputs for d in i.shape if not isinstance(d, int)]
         return {name: declared[name][0] if name in declared else Dim(name) for name in dict.fromkeys(names)}
 
