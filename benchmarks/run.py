@@ -6,7 +6,7 @@
 
 Whole-process timings alternate the two commands being compared and take
 medians, so a burst of load on the machine hits both sides. Latencies come from
-``zoo.bench`` (warm-up, then time-budgeted single calls, median per call).
+``zoo.bench.timing`` (warm-up, then time-budgeted single calls, median per call).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from zoo.render import human_seconds, table
+from zoo.cli.render import table
+from zoo.text import human_seconds
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -88,9 +89,9 @@ def cli_ratios(report: Report, folder: Path, repeats: int) -> None:
 
 
 def latency_ratios(report: Report, budget: float, threads: int) -> None:
-    from zoo.bench import bench_model
-    from zoo.manager import load_zoo
-    from zoo.model import build_model
+    from zoo.bench.timing import bench_model
+    from zoo.build.model import build_model
+    from zoo.host.manager import load_zoo
 
     zoo = load_zoo()
     for name in ("binary-sigmoid", "multiclass-softmax", "three-layer-stack"):
@@ -104,10 +105,10 @@ def latency_ratios(report: Report, budget: float, threads: int) -> None:
 
 
 def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> None:
-    from zoo.bench import onnx_call, time_calls
-    from zoo.manager import load_zoo
-    from zoo.model import build_model
-    from zoo.pipeline import export_model
+    from zoo.bench.timing import onnx_call, time_calls
+    from zoo.build.model import build_model
+    from zoo.export.pipeline import export_model
+    from zoo.host.manager import load_zoo
 
     zoo = load_zoo()
     for params in ({}, {"width": WIDE_WIDTH}):
@@ -136,11 +137,12 @@ def variant_ratios(report: Report, folder: Path, budget: float, threads: int) ->
     weights (4 MB at width 1024) stay in the processor's cache, int8 gains less
     than where they do not. The row at width 4096 (64 MB) shows that side; it
     has no target."""
-    from zoo.bench import onnx_call, time_calls
-    from zoo.manager import load_zoo
-    from zoo.model import build_model
-    from zoo.pipeline import export_model, exported_metadata, variant_of
-    from zoo.variants import Acceptance
+    from zoo.bench.timing import onnx_call, time_calls
+    from zoo.build.model import build_model
+    from zoo.export.pipeline import export_model, variant_of
+    from zoo.host.manager import load_zoo
+    from zoo.verify.acceptance import Acceptance
+    from zoo.verify.artifact import exported_metadata
 
     zoo = load_zoo()
     exporter = zoo.exporter("onnx")

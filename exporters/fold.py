@@ -17,9 +17,7 @@ Products are computed in float64 and cast back to the weights' dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-from zoo.records import Record, json_field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,24 +53,25 @@ class Affine:
 
 
 @dataclass
-class FoldStats(Record):
-    """What folding did: for the export summary and report (``job.stats`` holds its record)."""
-
-    JSON_EXTRA = (("chains_folded", "chains_folded"), ("flops_per_sample_removed", "flops_removed"))
+class FoldStats:
+    """What folding did: for the export summary and report (``job.stats`` holds ``to_dict()``)."""
 
     chains: list[str] = field(default_factory=list)  # "Gemm(8→4) → Gemm(4→3) ⇒ Gemm(8→3)"
     nodes_removed: int = 0
-    flops_before: int = json_field(name="flops_per_sample_before", default=0)  # per sample, in the folded chains only
-    flops_after: int = json_field(name="flops_per_sample_after", default=0)
-    weights_removed: int = json_field(name="weight_elements_removed", default=0)  # weight and bias elements
+    flops_before: int = 0  # per sample, in the folded chains only
+    flops_after: int = 0
+    weights_removed: int = 0  # weight and bias elements
 
-    @property
-    def chains_folded(self) -> int:
-        return len(self.chains)
-
-    @property
-    def flops_removed(self) -> int:
-        return self.flops_before - self.flops_after
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chains": list(self.chains),
+            "nodes_removed": self.nodes_removed,
+            "flops_per_sample_before": self.flops_before,
+            "flops_per_sample_after": self.flops_after,
+            "weight_elements_removed": self.weights_removed,
+            "chains_folded": len(self.chains),
+            "flops_per_sample_removed": self.flops_before - self.flops_after,
+        }
 
 
 def fold_linear(model: ir.Model) -> FoldStats:

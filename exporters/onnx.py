@@ -31,7 +31,7 @@ def export(job: ExportJob) -> list[Path]:
     from zoo.exporters.torchlib import reuse_torchlib_registry
 
     reuse_torchlib_registry()  # the exporter's op table, built once per process (0.7 s an export otherwise)
-    # zoo quiets the exporter's prints, warnings and log records around this call (zoo.exporter_calls.quiet_exporter)
+    # zoo quiets the exporter's prints, warnings and log records around this call (zoo.host.plugin_calls.quiet_exporter)
     program = torch.onnx.export(
         job.module,
         tuple(job.sample.values()),

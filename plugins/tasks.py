@@ -2,7 +2,7 @@
 
 Each loss is written twice: in PyTorch (``torch_loss``) and independently in
 numpy float64 (``closed_form``), clipping logarithms as PyTorch does (see
-``zoo.tasks``). The closed forms take float64 arrays; errors such as log(0)
+``zoo.check.task_calls``). The closed forms take float64 arrays; errors such as log(0)
 are silenced by the caller.
 """
 
@@ -13,14 +13,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.task_spec import Task
+from zoo import LOG_FLOOR, Task, log_floor
 
 if TYPE_CHECKING:
     import numpy as np
 
 # numpy and torch are imported inside the functions: loading this plugin (every
 # command, 'zoo list' too) imports neither.
-LOG_FLOOR = -100.0  # PyTorch's binary_cross_entropy clamps log terms here (zoo.tasks.LOG_FLOOR)
 
 # -- losses as a sum of per-element terms ------------------------------------------------------
 
@@ -72,7 +71,6 @@ Terms = Callable[..., Any]  # (output, y, t, floor) -> per-element terms
 
 def closed_form(terms: Terms, reduce: Callable[[np.ndarray], float]) -> Callable[..., float]:
     def loss(output: Any, y: np.ndarray, t: np.ndarray, dtype: str) -> float:
-        from zoo.tasks import log_floor
 
         return reduce(terms(output, y, t, log_floor(dtype)))
 
@@ -86,7 +84,6 @@ def band_slack(terms: Terms, reduce: Callable[[np.ndarray], float], at_target: b
     def slack(output: Any, y: np.ndarray, t: np.ndarray, rtol: float, atol: float, dtype: str) -> float:
         import numpy as np
 
-        from zoo.tasks import log_floor
 
         floor = log_floor(dtype)
         band = atol + rtol * np.abs(y)
@@ -207,7 +204,6 @@ def cross_entropy_closed_form(output: Any, y: np.ndarray, t: np.ndarray, dtype: 
         m = y.max(axis=-1, keepdims=True)
         log_p = y - m - np.log(np.exp(y - m).sum(axis=-1, keepdims=True))
         return row_mean(picked(t, -log_p))
-    from zoo.tasks import log_floor
 
     return row_mean(nll_terms(output, y, t, log_floor(dtype)))
 

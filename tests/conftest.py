@@ -8,8 +8,8 @@ from types import ModuleType
 import pytest
 from click.testing import CliRunner, Result
 
-from zoo.cli import cli
-from zoo.manager import Zoo, load_zoo
+from zoo.cli.commands import cli
+from zoo.host.manager import Zoo, load_zoo
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_PLUGIN = REPO / "examples" / "zoo-example-plugin"

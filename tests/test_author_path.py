@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from zoo import Architecture, Dim, Exporter, Input, Output, ParameterError, hookimpl
-from zoo.cli import cli
-from zoo.manager import load_zoo
+from zoo.cli.commands import cli
+from zoo.host.manager import load_zoo
 
 
 def invoke(*args, zoo=None):

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from installing import zoo_command
 from reliability_fakes import FakeArchitectures, assert_clean_failure, leftovers
 
-from zoo.cli import cli
-from zoo.manager import load_zoo
+from zoo.cli.commands import cli
+from zoo.host.manager import load_zoo
 
 OUT = "out.onnx"
 
@@ -237,7 +237,7 @@ def weight_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_good_weights_load(weight_files):
     # the positive control: the failures below are about the files, not the loader
-    from zoo.model import build_model
+    from zoo.build.model import build_model
 
     zoo = load_zoo(entry_points=False)
     built = build_model(zoo.architecture("binary"), weights=weight_files["binary.pt"])

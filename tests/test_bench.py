@@ -10,20 +10,13 @@ from pathlib import Path
 import pytest
 
 import zoo as zoo_api
-from zoo.bench import (
-    MIN_CALLS,
-    BenchResult,
-    BenchRow,
-    Timing,
-    bench_model,
-    parse_batch_sizes,
-    time_calls,
-)
-from zoo.bench_plot import check_plot_path, latency_figure, plot_latency
+from zoo.bench.plot import check_plot_path, latency_figure, plot_latency
+from zoo.bench.results import BenchResult, BenchRow, Timing
+from zoo.bench.timing import MIN_CALLS, bench_model, parse_batch_sizes, time_calls
+from zoo.build.model import build_model
+from zoo.cli.render import bench_lines
 from zoo.errors import OutputPathError, UsageError
-from zoo.manager import load_zoo
-from zoo.model import build_model
-from zoo.render import bench_lines
+from zoo.host.manager import load_zoo
 
 
 def test_time_calls_warms_up_then_times_at_least_min_calls() -> None:
@@ -129,7 +122,7 @@ def test_bench_needs_a_batch_dimension() -> None:
 
 
 def test_onnx_load_threads_reach_the_session_bench_times(zoo, tmp_path: Path) -> None:
-    from zoo.pipeline import export_model
+    from zoo.export.pipeline import export_model
 
     path = tmp_path / "m.onnx"
     assert export_model(build_model(zoo.architecture("binary")), zoo.exporter("onnx"), path).ok

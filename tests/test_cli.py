@@ -7,7 +7,7 @@ import json
 import pytest
 
 from zoo import __version__
-from zoo.cli import cli
+from zoo.cli.commands import cli
 
 
 def test_list_table(run):
@@ -54,7 +54,7 @@ def test_show_warns_about_a_constant_softmax(run, zoo):
         def register_architectures(self, register):
             register(zoo_api.Architecture("softmax-one", softmax_over_one, (zoo_api.Input("x", ("batch", 5)),), (zoo_api.Output("p"),)))
 
-    from zoo.manager import load_zoo
+    from zoo.host.manager import load_zoo
 
     custom = load_zoo(entry_points=False, extra=[("nb", Plugin())])
     out = run("show", "softmax-one", zoo=custom).stdout
@@ -72,7 +72,7 @@ def test_check_prints_loss_numbers(run):
 
 def test_check_failure_exits_1(run):
     import zoo as zoo_api
-    from zoo.manager import load_zoo
+    from zoo.host.manager import load_zoo
 
     def nan_model():
         import torch
@@ -166,7 +166,7 @@ def option_help(command: str, name: str) -> str:
 
 
 def test_tolerance_help_shows_every_default():
-    from zoo.spec import DEFAULT_TOLERANCES
+    from zoo.spec.architecture import DEFAULT_TOLERANCES
 
     text = option_help("export", "atol")
     for (device, dtype), tol in DEFAULT_TOLERANCES.items():
@@ -177,7 +177,7 @@ def test_tolerance_help_shows_every_default():
 
 
 def test_weights_help_lists_what_the_loader_accepts():
-    from zoo.weights import SUFFIXES
+    from zoo.build.weights import SUFFIXES
 
     assert ".bin" in SUFFIXES  # the loader takes it, so the help must say so
     assert f"({', '.join(SUFFIXES)})" in option_help("export", "weights")

@@ -15,42 +15,79 @@ from zoo.exporters import onnx as onnx_exporter
 
 import zoo as zoo_package
 from zoo import Architecture, Exporter, Input, Output, hookimpl
+from zoo.build.model import build_model
 from zoo.errors import VerificationFailed
-from zoo.manager import load_zoo
-from zoo.model import build_model
-from zoo.pipeline import export_model, verify_artifact
+from zoo.export.pipeline import export_model
+from zoo.host.manager import load_zoo
+from zoo.verify.artifact import verify_artifact
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"zoo": REPO / "zoo", "zoo.exporters": REPO / "exporters", "zoo.plugins": REPO / "plugins"}
 
 
-def module_level_imports() -> dict[str, set[str]]:
-    """zoo module -> zoo modules it imports when it is imported (not inside functions
-    or ``if TYPE_CHECKING``)."""
+LAYERS = (  # each layer may import its own and the layers below it, never one above
+    ("zoo", "zoo.__main__", "zoo.entry", "zoo.testing"),
+    ("zoo.cli",),
+    ("zoo.export", "zoo.bench"),
+    ("zoo.verify",),
+    ("zoo.check",),
+    ("zoo.build",),
+    ("zoo.files",),
+    ("zoo.host",),
+    ("zoo.spec",),
+    ("zoo.errors", "zoo.interrupts", "zoo.progress", "zoo.records", "zoo.text"),
+)
+BUILTIN_PLUGINS = ("zoo.plugins", "zoo.exporters")
+
+
+def module_name(package: str, folder: Path, path: Path) -> str:
+    parts = [*path.relative_to(folder).with_suffix("").parts]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([package, *parts])
+
+
+def every_import() -> dict[str, set[str]]:
+    """zoo module -> the zoo modules it imports anywhere: at the top, in functions,
+    under ``if TYPE_CHECKING``."""
+    sources = {module_name(package, folder, path): path for package, folder in PACKAGES.items() for path in folder.rglob("*.py")}
     graph: dict[str, set[str]] = {}
-    known = {
-        package if path.stem == "__init__" else f"{package}.{path.stem}"
-        for package, folder in PACKAGES.items()
-        for path in folder.glob("*.py")
-    }
-    for package, folder in PACKAGES.items():
-        for path in folder.glob("*.py"):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            found: set[str] = set()
-            for node in ast.parse(path.read_text()).body:
-                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("zoo"):
-                    submodules = {f"{node.module}.{a.name}" for a in node.names} & known
-                    # 'from zoo import hookspecs' needs the submodule; 'from zoo import Architecture', the package
-                    found.update(submodules if len(submodules) == len(node.names) else {node.module, *submodules})
-                elif isinstance(node, ast.Import):
-                    found.update(a.name for a in node.names if a.name.startswith("zoo"))
-            graph[name] = found
-    return {name: {m for m in deps if m in graph and m != name} for name, deps in graph.items()}
+    for name, path in sources.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "zoo":
+                submodules = {f"{node.module}.{a.name}" for a in node.names} & set(sources)
+                # 'from zoo.host import hookspecs' needs the submodule; 'from zoo import Architecture', the package
+                found.update(submodules if len(submodules) == len(node.names) else {node.module, *submodules})
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.split(".")[0] == "zoo")
+        graph[name] = {m for m in found if m in sources and m != name and not name.startswith(m + ".")}
+    return graph
 
 
-def test_no_import_circle_among_the_projects_modules() -> None:
-    graph = module_level_imports()
-    assert {"zoo", "zoo.spec", "zoo.params", "zoo.pipeline", "zoo.cli"} <= set(graph)
+def layer_of(module: str) -> int | None:
+    for index, layer in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in layer if prefix != "zoo") or module in layer:
+            return index
+    return None
+
+
+def test_every_import_follows_the_layer_order_with_no_circle() -> None:
+    graph = every_import()
+    assert {"zoo", "zoo.spec.architecture", "zoo.spec.params", "zoo.export.pipeline", "zoo.cli.commands"} <= set(graph)
+    against = []
+    for name, deps in sorted(graph.items()):
+        if name.startswith(BUILTIN_PLUGINS):
+            # built-in plugins are third parties: the public API and their own modules only
+            against += [f"{name} -> {dep}" for dep in sorted(deps) if dep != "zoo" and not dep.startswith(BUILTIN_PLUGINS)]
+            continue
+        assert layer_of(name) is not None, f"{name} is in no layer of LAYERS"
+        for dep in sorted(deps):
+            if dep.startswith(BUILTIN_PLUGINS):
+                against.append(f"{name} -> {dep} (the core loads built-in plugins by name, never by import)")
+            elif dep != "zoo" and layer_of(dep) < layer_of(name):
+                against.append(f"{name} -> {dep}")
+    assert not against, "imports against the layer order:\n" + "\n".join(against)
     state: dict[str, str] = {}
 
     def visit(name: str, path: list[str]) -> None:
@@ -129,7 +166,7 @@ def test_every_formats_check_runs_on_export_and_a_failure_places_nothing(tmp_pat
 
 
 def test_hook_calls_are_traced_through_pluggy_at_debug(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="zoo.manager"):
+    with caplog.at_level(logging.DEBUG, logger="zoo.host.manager"):
         zoo = load_zoo(entry_points=False)
     traced = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pluggy:")]
     assert any("register_architectures" in line for line in traced)
@@ -137,7 +174,7 @@ def test_hook_calls_are_traced_through_pluggy_at_debug(caplog: pytest.LogCapture
 
 
 def test_export_job_is_public() -> None:
-    assert zoo_package.ExportJob.__module__ == "zoo.job"
+    assert zoo_package.ExportJob.__module__ == "zoo.spec.job"
     assert "ExportJob" in zoo_package.__all__
 
 
@@ -154,7 +191,7 @@ def test_import_zoo_is_light_and_its_names_and_modules_load_on_use():
     code = (
         "import sys, zoo\n"
         "assert not {'click', 'pluggy', 'torch'} & set(sys.modules), sorted({'click', 'pluggy', 'torch'} & set(sys.modules))\n"
-        "assert zoo.Architecture is zoo.spec.Architecture and zoo.load_zoo is zoo.manager.load_zoo\n"
+        "assert zoo.Architecture is zoo.spec.architecture.Architecture and zoo.load_zoo is zoo.host.manager.load_zoo\n"
         "from zoo import *\n"
         "assert sorted(zoo.__all__) == sorted(n for n in zoo.__all__ if n in dir(zoo))\n"
     )

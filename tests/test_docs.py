@@ -19,12 +19,13 @@ import pytest
 from click.testing import CliRunner
 from installing import Installed, pip_install
 
-from zoo.check import check_model
-from zoo.cli import cli
-from zoo.manager import load_zoo
-from zoo.model import build_model
-from zoo.pipeline import export_model, verify_artifact
-from zoo.spec import Architecture
+from zoo.build.model import build_model
+from zoo.check.checks import check_model
+from zoo.cli.commands import cli
+from zoo.export.pipeline import export_model
+from zoo.host.manager import load_zoo
+from zoo.spec.architecture import Architecture
+from zoo.verify.artifact import verify_artifact
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 PACKAGE_FILE = re.compile(r"^# (my-models/\S+)\n")

@@ -50,7 +50,7 @@ def test_installed_plugin_shows_in_zoo_list_without_importing_torch(installed: I
     assert rows["token-classifier"].split()[-1] == "example"
     assert "tokens: batch×seq int64" in rows["token-classifier"]
     assert "image: batch×3×32×32" in rows["small-cnn"]
-    probe = "import sys; from zoo.cli import cli; cli(['list'], standalone_mode=False); print('torch' in sys.modules)"
+    probe = "import sys; from zoo.cli.commands import cli; cli(['list'], standalone_mode=False); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], env=installed.env(), capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "False", "zoo list imported torch"
 

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from zoo import hookimpl
-from zoo.cli import cli
-from zoo.manager import load_zoo
-from zoo.model import build_model
+from zoo.build.model import build_model
+from zoo.cli.commands import cli
+from zoo.host.manager import load_zoo
 
 SEED_ARCHS = ["binary-sigmoid", "multiclass-softmax", "three-layer-stack"]
 
@@ -249,7 +249,7 @@ def test_export_all_refuses_per_architecture_options(tmp_path):
 
 def test_cuda_reference_runs_in_full_float32():
     """cuDNN defaults to TF32; the PyTorch reference must not be the inexact side."""
-    from zoo.model import ieee_float32
+    from zoo.build.model import ieee_float32
 
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     with ieee_float32("cuda"):

@@ -10,7 +10,7 @@ import pytest
 from torch import nn
 
 from zoo import Architecture, Input, Output, hookimpl
-from zoo.manager import Zoo, load_zoo
+from zoo.host.manager import Zoo, load_zoo
 
 
 class Counted:
@@ -209,7 +209,7 @@ def test_force_never_removes_the_weights_it_exports_with(run, tmp_path, external
     import onnx
     import torch
 
-    from zoo.model import build_model
+    from zoo.build.model import build_model
 
     torch.save(build_model(zoo.architecture("stack"), seed=3).module.state_dict(), tmp_path / "w.pt")
     assert run("export", "stack", "-o", "m.onnx").exit_code == 0

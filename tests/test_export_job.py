@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from zoo.build.model import build_model
 from zoo.errors import ParameterError
-from zoo.job import ExportJob
-from zoo.model import build_model
-from zoo.pipeline import export_model
-from zoo.plan import resolve_format
-from zoo.spec import Architecture, Dim, Input, Output
+from zoo.export.pipeline import export_model
+from zoo.export.plan import resolve_format
+from zoo.spec.architecture import Architecture, Dim, Input, Output
+from zoo.spec.job import ExportJob
 
 
 def job(dynamic: dict[str, dict[int, Dim]]) -> ExportJob:

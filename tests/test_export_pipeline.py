@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import zoo
+from zoo.build.model import build_model
 from zoo.errors import UsageError
-from zoo.manager import load_zoo
-from zoo.model import build_model
-from zoo.pipeline import export_model
+from zoo.export.pipeline import export_model
+from zoo.host.manager import load_zoo
 
 
 def two_heads(in_features: int = 4):

@@ -15,7 +15,7 @@ HEAVY = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_ir", "numpy", "matp
 
 PROBE = """
 import json, sys
-from zoo.cli import cli
+from zoo.cli.commands import cli
 try:
     cli(sys.argv[1:], prog_name="zoo")
 except SystemExit as exit:

@@ -14,7 +14,7 @@ from reliability_fakes import build_not_module
 
 import zoo
 from zoo import Architecture, Input, Output
-from zoo.manager import load_zoo
+from zoo.host.manager import load_zoo
 
 X = Input("x", ("batch", 4))
 Y = Output("y", task="regression", shape=("batch", 2))

@@ -24,9 +24,11 @@ from onnx import TensorProto, helper
 from reliability_fakes import assert_clean_failure, leftovers
 
 from zoo import Architecture, Exporter, Input, Output, hookimpl
-from zoo.artifacts import check_output_path, old_side_files, place, staging, sweep_leftovers, write_atomically
 from zoo.errors import OutputPathError
-from zoo.manager import load_zoo
+from zoo.files.paths import check_output_path
+from zoo.files.staging import old_side_files, place, staging, sweep_leftovers
+from zoo.files.writing import write_atomically
+from zoo.host.manager import load_zoo
 
 ENV = {**os.environ, "ZOO_LOAD_PLUGINS": ""}
 ROOT = os.geteuid() == 0
@@ -333,7 +335,7 @@ def test_a_signal_while_files_are_placed_waits_until_all_are_in_place(run, tmp_p
     # side file alone: placing is now uncut, and the signal ends zoo once both are there.
     from zoo.exporters import onnx as onnx_exporter
 
-    from zoo import artifacts
+    from zoo.files import staging as artifacts
 
     monkeypatch.setattr(onnx_exporter, "EXTERNAL_DATA_BYTES", 0)  # every model counts as large
     real_move = artifacts._move

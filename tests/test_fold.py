@@ -22,11 +22,11 @@ from zoo.exporters.fold import fold_linear
 
 from zoo import Architecture, Input, Output
 from zoo import hookimpl as zoo_hookimpl
-from zoo.exporter_calls import quiet_exporter
-from zoo.manager import load_zoo
-from zoo.model import build_model
-from zoo.pipeline import export_model
-from zoo.spec import Exporter
+from zoo.build.model import build_model
+from zoo.export.pipeline import export_model
+from zoo.host.manager import load_zoo
+from zoo.host.plugin_calls import quiet_exporter
+from zoo.spec.exporter import Exporter
 
 
 def export_ir(module: nn.Module, *sample: torch.Tensor, dynamic_batch: bool = True) -> ir.Model:

@@ -25,8 +25,8 @@ from reliability_fakes import assert_clean_failure
 
 import zoo
 from zoo import Architecture, Input, Output
-from zoo.manager import DEFAULT_PLUGINS, load_zoo
-from zoo.spec import DEFAULT_TOLERANCES, Tolerance
+from zoo.host.manager import DEFAULT_PLUGINS, load_zoo
+from zoo.spec.architecture import DEFAULT_TOLERANCES, Tolerance
 
 X = Input("x", ("batch", 4))
 Y = Output("y", task="regression", shape=("batch", 2))
@@ -37,7 +37,7 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     """Real exports, made once: binary and three-layer-stack."""
     from click.testing import CliRunner
 
-    from zoo.cli import cli
+    from zoo.cli.commands import cli
 
     folder = tmp_path_factory.mktemp("exports")
     files = {}
@@ -143,7 +143,7 @@ def test_9_the_running_session_itself_is_stopped(exported, tmp_path):
     from zoo.exporters.onnx import load
 
     from zoo.errors import VerificationFailed
-    from zoo.verification import run_stoppable
+    from zoo.verify.run import run_stoppable
 
     runner = load(endless_loop(exported["binary"], tmp_path / "loop.onnx"), "cpu")
     feed = {"x": np.zeros((2, 8), np.float32)}
@@ -161,7 +161,7 @@ def test_9_ctrl_c_interrupts_a_running_session(exported, tmp_path):
     session.run and never saw it."""
     from zoo.exporters.onnx import load
 
-    from zoo.verification import run_stoppable
+    from zoo.verify.run import run_stoppable
 
     runner = load(endless_loop(exported["binary"], tmp_path / "loop.onnx"), "cpu")
     before = {t.ident for t in threading.enumerate()}
@@ -319,7 +319,7 @@ def test_12_a_base_exception_at_import_names_the_plugin(tmp_path, monkeypatch):
 
 def test_13_a_plugin_cannot_loosen_the_default_tolerances(tmp_path, monkeypatch):
     source = (
-        "from zoo.spec import DEFAULT_TOLERANCES, Tolerance\n"
+        "from zoo.spec.architecture import DEFAULT_TOLERANCES, Tolerance\n"
         "DEFAULT_TOLERANCES[('cpu', 'float32')] = Tolerance(1.0, 1.0)\n"
     )
     module = plugin_module(tmp_path, monkeypatch, "loosening_plugin", source)
@@ -328,8 +328,8 @@ def test_13_a_plugin_cannot_loosen_the_default_tolerances(tmp_path, monkeypatch)
     assert DEFAULT_TOLERANCES[("cpu", "float32")] == Tolerance(1e-4, 1e-5)
     from zoo.plugins.tasks import BUILTIN_TASKS
 
-    from zoo.spec import DEFAULT_SAMPLE
-    from zoo.tasks import LOSS_TOLERANCES, SUM_TOLERANCES, TINY
+    from zoo.check.task_calls import LOSS_TOLERANCES, SUM_TOLERANCES, TINY
+    from zoo.spec.architecture import DEFAULT_SAMPLE
 
     for table in (DEFAULT_SAMPLE, BUILTIN_TASKS, LOSS_TOLERANCES, SUM_TOLERANCES, TINY):
         with pytest.raises(TypeError):
@@ -340,7 +340,7 @@ def test_13_a_plugin_cannot_loosen_the_default_tolerances(tmp_path, monkeypatch)
 
 
 def test_14_a_slow_plugin_import_is_named(tmp_path, monkeypatch, capsys):
-    from zoo import manager
+    from zoo.host import manager
 
     monkeypatch.setattr(manager, "SLOW_IMPORT_S", 0.2)
     module = plugin_module(tmp_path, monkeypatch, "sleepy_plugin", "import time\ntime.sleep(1.0)\n")
@@ -430,7 +430,7 @@ def test_17_a_repeated_parameter_is_an_error(run):
 
 
 def test_19_nan_is_reported_as_nan_not_inf():
-    from zoo.verification import compare
+    from zoo.verify.compare import compare
 
     ref = np.array([1.0, 2.0], np.float32)
     stats = compare(ref, np.array([1.0, np.nan], np.float32), Tolerance(1e-4, 1e-5))
@@ -492,10 +492,10 @@ def test_20_plugin_warnings_go_to_zoos_log(run, caplog):
             register(Architecture(name="warns", build=warning_build, inputs=(X,), outputs=(Y,)))
 
     z = load_zoo(entry_points=False, extra=[("warnplug", Plugin())])
-    with caplog.at_level(logging.INFO, logger="zoo.manager"):
+    with caplog.at_level(logging.INFO, logger="zoo.host.manager"):
         quiet = run("check", "warns", zoo=z)
     assert quiet.exit_code == 0 and "nested" not in quiet.output + quiet.stderr
-    logged = [r.getMessage() for r in caplog.records if r.name == "zoo.manager" and r.levelname == "INFO"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "zoo.host.manager" and r.levelname == "INFO"]
     assert any("UserWarning: enable_nested_tensor is True" in m for m in logged)  # shown with -v
 
 

@@ -16,7 +16,7 @@ import pytest
 from installing import zoo_command
 from reliability_fakes import assert_clean_failure, disk_full_exporter, leftovers
 
-from zoo.manager import load_zoo
+from zoo.host.manager import load_zoo
 
 
 def test_sigint_during_export_leaves_nothing_and_exits_130(tmp_path):

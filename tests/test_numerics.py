@@ -11,12 +11,12 @@ import torch
 from click.testing import CliRunner
 
 from zoo import Architecture, Input, hookimpl
-from zoo.check import check_model
-from zoo.cli import cli
-from zoo.manager import load_zoo
-from zoo.model import build_model
-from zoo.spec import Output
-from zoo.tasks import agreement, closed_form_loss, head_checks, loss_slack, losses_agree, torch_loss
+from zoo.build.model import build_model
+from zoo.check.checks import check_model
+from zoo.check.task_calls import agreement, closed_form_loss, head_checks, loss_slack, losses_agree, torch_loss
+from zoo.cli.commands import cli
+from zoo.host.manager import load_zoo
+from zoo.spec.architecture import Output
 
 
 def invoke(*args, zoo=None):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.manager import load_zoo
+from zoo.host.manager import load_zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 

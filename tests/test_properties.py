@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from zoo.errors import ParameterError, UnknownArchitectureError, UsageError
-from zoo.params import format_value, parse_params
-from zoo.registry import DuplicateName, Registry
-from zoo.spec import FLOAT_DTYPES, INT_DTYPES, Architecture, Dim, Input, Output, Parameter
+from zoo.spec.architecture import FLOAT_DTYPES, INT_DTYPES, Architecture, Dim, Input, Output, Parameter
+from zoo.spec.params import format_value, parse_params
+from zoo.spec.registry import DuplicateName, Registry
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -84,7 +84,7 @@ def test_an_empty_item_anywhere_is_refused(values, data):
 
 
 def test_an_empty_tuple_from_python_reads_back_from_json():
-    from zoo.params import coerce_params
+    from zoo.spec.params import coerce_params
 
     params = {"hidden": Parameter("hidden", tuple[int, ...], (4, 3))}
     assert coerce_params({"hidden": []}, params, "arch") == {"hidden": ()}
@@ -196,7 +196,7 @@ def input_specs(draw):
 def test_generated_inputs_have_declared_shape_dtype_and_range(specs, width, vocab, batch, seq, seed):
     import torch
 
-    from zoo.model import make_inputs
+    from zoo.build.model import make_inputs
 
     inputs = []
     for index, (dtype, dims, bounds) in enumerate(specs):
@@ -236,7 +236,7 @@ def test_generated_inputs_have_declared_shape_dtype_and_range(specs, width, voca
 @FAST
 @given(st.integers(-5, 0), st.sampled_from(["width", "batch"]))
 def test_non_positive_sizes_are_parameter_errors(size, dim):
-    from zoo.model import make_inputs
+    from zoo.build.model import make_inputs
 
     arch = Architecture(name="gen", build=_build, inputs=(Input("x", ("batch", "width")),), outputs=(Output("y"),))
     params, sizes = {"width": 3, "vocab": 10}, {"batch": 2}
@@ -248,7 +248,7 @@ def test_non_positive_sizes_are_parameter_errors(size, dim):
 @FAST
 @given(st.integers(-3, 0))
 def test_empty_token_range_is_a_parameter_error(vocab):
-    from zoo.model import make_inputs
+    from zoo.build.model import make_inputs
 
     arch = Architecture(name="gen", build=_build, inputs=(Input("ids", ("batch", 4), dtype="int64", range=(0, "vocab")),), outputs=(Output("y"),))
     with pytest.raises(ParameterError, match="vocab"):

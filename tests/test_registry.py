@@ -33,7 +33,7 @@ def test_unknown_name_without_close_match_points_to_list(zoo):
 
 def test_ambiguous_prefix_lists_candidates(zoo):
     # every seed name and alias contains an "i"; "b" alone is unique, so build a real ambiguity
-    from zoo.spec import Architecture, Input, Output
+    from zoo.spec.architecture import Architecture, Input, Output
 
     zoo.architectures.add(
         Architecture(name="binary-tanh", build=lambda: None, inputs=(Input("x", ("batch", 2)),), outputs=(Output("y"),), plugin="t")

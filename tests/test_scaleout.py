@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zoo.errors import UsageError
-from zoo.manager import load_zoo
-from zoo.plan import Target, parse_shard, shard_of
+from zoo.export.plan import Target, parse_shard, shard_of
+from zoo.host.manager import load_zoo
 
 TEMPLATE = load_zoo(entry_points=False).architecture("binary")
 
@@ -95,8 +95,8 @@ def test_a_workers_record_reaches_the_parent_as_plain_data(tmp_path: Path) -> No
     import numpy as np
     import torch
 
-    from zoo.model import build_model
-    from zoo.pipeline import export_model
+    from zoo.build.model import build_model
+    from zoo.export.pipeline import export_model
     from zoo.records import to_json
 
     zoo = load_zoo(entry_points=False)
@@ -244,9 +244,9 @@ import sys
 
 if __name__ == "__main__":
     import swallowing
-    from zoo.cli import cli
+    from zoo.cli.commands import cli
     from zoo.interrupts import as_program
-    from zoo.manager import load_zoo
+    from zoo.host.manager import load_zoo
 
     as_program()
     cli(sys.argv[1:], obj=load_zoo(entry_points=False, extra=[("swallowing", swallowing)]), prog_name="zoo")
@@ -254,7 +254,7 @@ if __name__ == "__main__":
 
 
 def test_a_worker_that_swallows_the_interrupt_is_killed_after_the_grace_and_zoo_ends(tmp_path: Path) -> None:
-    from zoo.scaleout import STOP_GRACE_S
+    from zoo.export.workers import STOP_GRACE_S
 
     (tmp_path / "swallowing.py").write_text(SWALLOWING_PLUGIN)
     (tmp_path / "run.py").write_text(RUN_WITH_PLUGIN)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.check import check_model
+from zoo.build.model import build_model
+from zoo.check.checks import check_model
+from zoo.check.task_calls import closed_form_loss, torch_loss
 from zoo.errors import ParameterError
-from zoo.model import build_model
-from zoo.spec import Output
-from zoo.tasks import closed_form_loss, torch_loss
+from zoo.spec.architecture import Output
 
 
 def layers(module):

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from zoo.plugins.tasks import BUILTIN_TASKS
 
 from zoo import Architecture, Dim, Exporter, Input, Output, hookimpl
-from zoo.cli import cli
-from zoo.manager import load_zoo
+from zoo.cli.commands import cli
+from zoo.host.manager import load_zoo
 
 
 def invoke(*args, zoo=None):
@@ -44,7 +44,7 @@ def test_task_head_pairs_without_a_loss_are_refused_at_registration(task, head):
 
 
 def test_every_pair_in_the_table_builds_and_has_a_loss():
-    from zoo.tasks import loss_name
+    from zoo.check.task_calls import loss_name
 
     for task in BUILTIN_TASKS.values():
         for head in task.heads:
@@ -146,7 +146,7 @@ def _embed(vocab: int = 10):
 
 
 def test_a_plain_name_refers_to_the_dim_declared_later_whatever_the_order():
-    from zoo.shapes import dynamic_dims, verification_cases
+    from zoo.build.shapes import dynamic_dims, verification_cases
 
     arch = Architecture(
         name="masked", build=_embed, outputs=(Output("y"),),
@@ -168,7 +168,7 @@ def test_two_different_declarations_of_one_dim_are_refused_at_registration():
 
 
 def test_an_outputs_dim_declares_the_dimension_too_and_equal_meanings_are_no_conflict():
-    from zoo.shapes import dynamic_dims
+    from zoo.build.shapes import dynamic_dims
 
     arch = Architecture(name="out-dim", build=_linear, inputs=(X,), outputs=(Output("y", shape=(Dim("batch", max=5), 1)),))
     assert dynamic_dims(arch, arch.defaults)["batch"].max == 5

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
-from zoo.cli import cli
+from zoo.cli.commands import cli
 
 
 def test_each_export_gets_a_copy_of_one_table_and_custom_ops_stay_in_theirs(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from zoo.cli import cli
-from zoo.manager import load_zoo
-from zoo.model import build_model
+from zoo.build.model import build_model
+from zoo.cli.commands import cli
+from zoo.host.manager import load_zoo
 
 
 def invoke(*args, zoo=None):
@@ -102,8 +102,8 @@ def test_existing_side_file_is_refused_without_force(tmp_path, monkeypatch):
 
 
 def test_place_checks_side_files_before_moving_anything(tmp_path):
-    from zoo.artifacts import place
     from zoo.errors import OutputPathError
+    from zoo.files.staging import place
 
     staged = tmp_path / "staged"
     staged.mkdir()

@@ -11,10 +11,11 @@ import pytest
 from zoo.exporters import onnx as onnx_format
 
 import zoo
+from zoo.build.model import build_model
 from zoo.errors import UsageError
-from zoo.manager import Zoo, load_zoo
-from zoo.model import build_model
-from zoo.pipeline import export_model, verify_artifact
+from zoo.export.pipeline import export_model
+from zoo.host.manager import Zoo, load_zoo
+from zoo.verify.artifact import verify_artifact
 
 
 def described(description: str):

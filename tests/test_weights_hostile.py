@@ -15,9 +15,9 @@ import pytest
 import torch
 from reliability_fakes import assert_clean_failure, leftovers
 
+from zoo.build.model import build_model
+from zoo.build.weights import load_weights, read_state_dict, sha256
 from zoo.errors import UsageError, WeightsError
-from zoo.model import build_model
-from zoo.weights import load_weights, read_state_dict, sha256
 
 OUT = "out.onnx"
 OWNER = "binary-sigmoid"

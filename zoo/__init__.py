@@ -13,11 +13,12 @@ if TYPE_CHECKING:
     import click
 
     from zoo.errors import ParameterError, UsageError, ZooError
-    from zoo.hookspecs import hookimpl
-    from zoo.job import ExportJob
-    from zoo.manager import Zoo, load_zoo
-    from zoo.spec import Architecture, Dim, Exporter, Input, Output, Tolerance
-    from zoo.task_spec import Task
+    from zoo.host.hookspecs import hookimpl
+    from zoo.host.manager import Zoo, load_zoo
+    from zoo.spec.architecture import Architecture, Dim, Input, Output, Tolerance
+    from zoo.spec.exporter import Exporter
+    from zoo.spec.job import ExportJob
+    from zoo.spec.task import LOG_FLOOR, HeadCheck, Task, log_floor
 
 __version__ = "0.1.0"
 
@@ -25,16 +26,16 @@ __version__ = "0.1.0"
 # signal handlers before click, pluggy and importlib.metadata load.
 _PUBLIC = {
     "ParameterError": "zoo.errors", "UsageError": "zoo.errors", "ZooError": "zoo.errors",
-    "hookimpl": "zoo.hookspecs", "ExportJob": "zoo.job", "Zoo": "zoo.manager", "load_zoo": "zoo.manager",
-    "Architecture": "zoo.spec", "Dim": "zoo.spec", "Exporter": "zoo.spec", "Input": "zoo.spec",
-    "Output": "zoo.spec", "Tolerance": "zoo.spec", "Task": "zoo.task_spec",
+    "hookimpl": "zoo.host.hookspecs", "ExportJob": "zoo.spec.job", "Zoo": "zoo.host.manager", "load_zoo": "zoo.host.manager",
+    "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
+    "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
         if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"zoo.{name}") is not None:
-            return importlib.import_module(f"zoo.{name}")  # zoo.spec, as when this file imported it
+            return importlib.import_module(f"zoo.{name}")
         raise AttributeError(f"module 'zoo' has no attribute {name!r}")
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
     globals()[name] = value  # once: the next access is a plain attribute
@@ -54,7 +55,7 @@ def get_zoo(ctx: click.Context | None = None) -> Zoo:
     """
     import click  # here, not at the top: plain 'import zoo' stays light
 
-    from zoo.cli_group import get_zoo as cli_get_zoo
+    from zoo.cli.group import get_zoo as cli_get_zoo
 
     ctx = ctx if ctx is not None else click.get_current_context(silent=True)
     if ctx is None:
@@ -67,6 +68,8 @@ __all__ = [
     "Dim",
     "ExportJob",
     "Exporter",
+    "HeadCheck",
+    "LOG_FLOOR",
     "Input",
     "Output",
     "ParameterError",
@@ -79,4 +82,5 @@ __all__ = [
     "get_zoo",
     "hookimpl",
     "load_zoo",
+    "log_floor",
 ]

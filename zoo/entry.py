@@ -1,6 +1,6 @@
 """The ``zoo`` program's entry point: the signal handlers first, then the command line.
 
-Apart from ``zoo.cli`` so that a Ctrl-C while click, pluggy and the plugins
+Apart from ``zoo.cli.commands`` so that a Ctrl-C while click, pluggy and the plugins
 import ends with ``zoo: interrupted`` and exit 130, not a Python traceback.
 """
 
@@ -11,6 +11,6 @@ def main() -> None:
     from zoo import interrupts
 
     interrupts.as_program()
-    from zoo.cli import cli
+    from zoo.cli.commands import cli
 
     cli(prog_name="zoo")

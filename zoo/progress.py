@@ -8,6 +8,7 @@ rewritten line of stderr when stderr is a terminal, and not at all otherwise.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -51,3 +52,14 @@ def terminal_progress(name: str | None, as_json: bool = False) -> Iterator[None]
         finally:
             stream.write("\r\x1b[K")  # the summary that follows starts on a clean line
             stream.flush()
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Time a stage (summed into ``timings``), announcing it to a terminal."""
+    stage(name)
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from zoo.manager import Zoo, load_zoo
+from zoo.host.manager import Zoo, load_zoo
 
 __all__ = ["Checked", "architecture_params", "check_export_verify", "plugin_zoo"]
 
@@ -70,8 +70,8 @@ class Checked:
     re-verification of the written file."""
 
     path: Path
-    export: Any  # zoo.records.ExportResult
-    verify: Any  # zoo.records.ExportResult from verify_artifact
+    export: Any  # zoo.verify.results.ExportResult
+    verify: Any  # zoo.verify.results.ExportResult from verify_artifact
 
     @property
     def check(self) -> Any:
@@ -104,10 +104,11 @@ def check_export_verify(
     """
     import pytest
 
+    from zoo.build.model import build_model
+    from zoo.build.shapes import dynamic_dims
     from zoo.errors import ZooError
-    from zoo.model import build_model
-    from zoo.pipeline import export_model, verify_artifact
-    from zoo.shapes import dynamic_dims
+    from zoo.export.pipeline import export_model
+    from zoo.verify.artifact import verify_artifact
 
     zoo = plugin_zoo(plugin)
     try:
@@ -140,7 +141,7 @@ def explained(exc: BaseException) -> str:
     replaced by what ``-v`` shows: the exporter's own exception, in full."""
     import re
 
-    from zoo.exporter_calls import root_cause
+    from zoo.host.plugin_calls import root_cause
 
     text = re.sub(r" \(run with -v+ [^)]*\)", "", str(exc))
     cause = exc.__cause__

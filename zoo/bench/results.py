@@ -1,0 +1,85 @@
+"""What ``zoo bench`` measures: each timing, one row per batch size, the whole result."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo.records import Record, json_field
+
+
+@dataclass
+class Timing(Record):
+    """Per-call latencies of one runtime at one batch size."""
+
+    JSON_EXTRA = (("calls", "calls"), ("median_s", "median"), ("p90_s", "p90"), ("min_s", "min"), ("samples_per_s", "throughput"))
+
+    runtime: str = json_field(skip=True)
+    batch: int = json_field(skip=True)
+    seconds: list[float] = json_field(skip=True)
+
+    @property
+    def calls(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def min(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def p90(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second at the median latency."""
+        return self.batch / self.median
+
+
+@dataclass
+class BenchRow(Record):
+    """One batch size. ``onnx`` is the exported model's timing, whatever its
+    format (named ``onnxruntime`` in JSON, the default format's runtime)."""
+
+    JSON_EXTRA = (("speedup", "speedup"), ("variant_speedup", "variant_speedup"))
+
+    batch: int
+    torch: Timing
+    onnx: Timing = json_field(name="onnxruntime")
+    sizes: dict[str, int] = field(default_factory=dict)  # every dynamic dimension: batch=64, seq=128
+    variant: Timing | None = json_field(omit_none=True, default=None)  # the int8/fp16 file in onnxruntime
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster onnxruntime is than PyTorch (median latency)."""
+        return self.torch.median / self.onnx.median
+
+    @property
+    def variant_speedup(self) -> float | None:
+        """How many times faster the variant is than the float32 file, both in onnxruntime."""
+        return None if self.variant is None else self.onnx.median / self.variant.median
+
+
+@dataclass
+class BenchResult(Record):
+    architecture: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    torch_runtime: str = json_field(name="torch")  # "torch 2.13.0 eager (inference_mode, threads 2)"
+    onnx_runtime: str = json_field(name="onnxruntime")
+    providers: list[str] = json_field(name="execution_providers")
+    budget_s: float
+    rows: list[BenchRow] = field(default_factory=list)
+    export_stats: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    format: str = "onnx"
+    sizes: dict[str, int] = field(default_factory=dict)  # the other dynamic dimensions, the same in every row
+    label: str = json_field(skip=True, default="ORT")  # the exported runtime's column heading
+    variant: dict[str, Any] | None = None  # name, method, criteria, sizes, accepted, and why not

@@ -1,0 +1,161 @@
+"""``zoo check``: forward pass, head checks, loss check and backward, with numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo.build.model import BuiltModel
+from zoo.build.shapes import concrete, sample_sizes
+from zoo.check.task_calls import (
+    LOSS_TOLERANCES,
+    HeadCheck,
+    closed_form_loss,
+    head_checks,
+    loss_name,
+    losses_agree,
+    make_target,
+    torch_loss,
+)
+from zoo.errors import CheckFailed
+from zoo.host.manager import plugin_code, plugin_fault
+from zoo.records import Record, json_field
+
+
+@dataclass
+class LossCheck(Record):
+    JSON_EXTRA = (("abs_diff", "difference"),)
+
+    output: str
+    loss: str
+    torch: float
+    closed_form: float
+    ok: bool
+
+    @property
+    def difference(self) -> float:
+        return abs(self.torch - self.closed_form)
+
+
+@dataclass
+class CheckResult(Record):
+    """What ``zoo check`` found. ``inputs`` and ``output_order`` are the sample the
+    checks ran on, kept for the export so it runs no second forward pass."""
+
+    JSON_EXTRA = (("ok", "ok"),)
+
+    architecture: str
+    plugin: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> shape, dtype, finite
+    heads: list[HeadCheck] = field(default_factory=list)
+    losses: list[LossCheck] = field(default_factory=list)
+    gradients: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    inputs: dict[str, Any] = json_field(skip=True, default_factory=dict)  # name -> tensor, as generated
+    output_order: list[str] = json_field(skip=True, default_factory=list)  # as forward returned them
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
+    """Run every check on ``built``; failures are collected, not raised."""
+    import torch
+
+    from zoo.check.describe import watch_forward
+
+    arch = built.arch
+    result = CheckResult(arch.name, arch.plugin, built.params, built.seed, built.device)
+    inputs = built.sample_inputs()
+    # copies: a model may change its inputs in place, and the export traces on these
+    result.inputs = {name: tensor.clone() for name, tensor in inputs.items()}
+    sizes = sample_sizes(arch, built.params)
+    result.warnings, outputs = watch_forward(built, inputs, grad=backward)
+    result.output_order = list(outputs)
+
+    generator = torch.Generator().manual_seed(built.seed + 1)
+    total = None
+    for spec in arch.outputs:
+        value = outputs[spec.name]
+        finite = bool(torch.isfinite(value).all()) if value.is_floating_point() else True
+        result.outputs[spec.name] = {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "finite": finite}
+        if not finite:
+            result.failures.append(f"output {spec.name!r} has NaN or infinite values")
+            continue
+        if spec.shape is not None:
+            want = concrete(spec.shape, built.params, sizes, f"output {spec.name!r}")
+            if tuple(value.shape) != want:
+                result.failures.append(f"output {spec.name!r} has shape {tuple(value.shape)}, expected {want}")
+                continue
+        dtype = str(value.dtype).removeprefix("torch.")
+        numpy_value = value.detach().cpu().double().numpy()  # numpy has no bfloat16
+        for head in head_checks(spec, numpy_value, dtype):
+            result.heads.append(head)
+            if not head.ok:
+                result.failures.append(f"head check failed on {spec.name!r}: {head.check} ({head.detail})")
+        if spec.task is None:
+            continue
+        target = make_target(spec, value.detach().cpu(), generator).to(value.device)
+        loss = torch_loss(spec, value, target)
+        closed = closed_form_loss(spec, numpy_value, target.detach().cpu().double().numpy(), dtype)
+        # The framework loss computes in the output's dtype, the closed form in float64.
+        tol = LOSS_TOLERANCES.get(dtype, LOSS_TOLERANCES["float32"])
+        ok = math.isfinite(loss.item()) and losses_agree(loss.item(), closed, tol.rtol, tol.atol)
+        result.losses.append(LossCheck(spec.name, loss_name(spec), loss.item(), closed, ok))
+        if not ok:
+            result.failures.append(
+                f"loss check failed on {spec.name!r}: torch {loss.item():.6g} vs closed form {closed:.6g}"
+            )
+        total = loss if total is None else total + loss
+
+    if backward and result.ok:
+        if total is None:  # no task: still prove gradients flow
+            floats = [v for v in outputs.values() if v.is_floating_point()]
+            total = sum(v.float().mean() for v in floats) if floats else None
+        _check_gradients(built, total, result)
+    return result
+
+
+def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None:
+    params = [(name, p) for name, p in built.module.named_parameters() if p.requires_grad]
+    for _, p in params:
+        p.grad = None
+    if total is None or not params:
+        result.gradients = {"parameters": len(params), "checked": False}
+        return
+    with plugin_code():  # a custom autograd Function's backward is the plugin's code too
+        try:
+            total.backward()
+        except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
+            if not plugin_fault(exc):
+                raise
+            raise CheckFailed(f"{built.arch.name}: backward pass raised {type(exc).__name__}: {exc}") from exc
+    missing = [name for name, p in params if p.grad is None]
+    squares = {name: _squared_sum(p.grad) for name, p in params if p.grad is not None}
+    bad = [name for name, value in squares.items() if not math.isfinite(value)]
+    norm = math.sqrt(sum(squares.values()))
+    result.gradients = {"parameters": len(params), "checked": True, "no_grad": missing, "non_finite": bad, "norm": norm}
+    if missing:
+        result.failures.append(f"backward reached no gradient for {', '.join(missing)}")
+    if bad:
+        result.failures.append(f"non-finite gradients for {', '.join(bad)}")
+    for _, p in params:
+        p.grad = None
+
+
+# Small float64 slices: a float64 copy of a 2 GB gradient would triple the
+# check's peak memory on large models, and slices this size reuse freed memory
+# instead of faulting in fresh pages.
+_SLICE = 1 << 16
+
+
+def _squared_sum(tensor: Any) -> float:
+    """Sum of squares in float64: not finite when an element is not (or, for a
+    float64 gradient, past 1e154, which is broken anyway)."""
+    return sum(float(part.double().square().sum()) for part in tensor.detach().reshape(-1).split(_SLICE))

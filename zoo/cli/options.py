@@ -1,0 +1,61 @@
+"""Options several ``zoo`` commands share (a ``click.option`` decorator makes a new Option on each use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.cli.group import get_zoo
+from zoo.cli.output import remember_json
+from zoo.host.manager import load_zoo
+from zoo.spec.architecture import TOLERANCE_HELP
+
+param_option = click.option(
+    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Build parameter, repeatable (see 'zoo show NAME' for the list)."
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, callback=remember_json, help="Print JSON for scripts instead of text (errors too)."
+)
+device_option = click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where the model and its PyTorch reference run."
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for initial weights and generated inputs.")
+atol_option = click.option(
+    "--atol", multiple=True, metavar="[OUTPUT=]NUMBER",
+    help=f"Absolute tolerance, for every output or one (repeatable: --atol logits=1e-4) ({TOLERANCE_HELP}).",
+)
+rtol_option = click.option("--rtol", multiple=True, metavar="[OUTPUT=]NUMBER", help="Relative tolerance, like --atol (see it for defaults).")
+inputs_option = click.option(
+    "--inputs", "inputs", multiple=True, type=click.Path(path_type=Path), metavar="FILE.npz",
+    help="Also verify on these inputs (repeatable): an .npz whose keys are the input names, batch dimension first.",
+)
+fold_linear_option = click.option(
+    "--fold-linear", is_flag=True,
+    help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
+)
+def timeout_option(default: float | None) -> Any:
+    help = "Stop the verification after this many seconds (exit 1)."
+    return click.option("--timeout", type=float, default=default, show_default=default is not None, metavar="SECONDS", help=help)
+
+
+report_option = click.option(
+    "--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON record(s) to this file."
+)
+
+
+class OpsetOption(click.Option):
+    """``--opset``, whose help names each installed format's default and range: formats
+    come from plugins, which load after the options are declared."""
+
+    @property
+    def help(self) -> str:
+        ctx = click.get_current_context(silent=True)
+        zoo = get_zoo(ctx) if ctx is not None else load_zoo()
+        ranges = "; ".join(f"{e.name}: default {e.default_opset}, {e.opsets[0]}-{e.opsets[1]}" for e in zoo.exporters if e.opsets)
+        return "Operator set, for formats that have them" + (f" ({ranges})." if ranges else ".")
+
+    @help.setter
+    def help(self, _text: str | None) -> None:  # click.Option.__init__ assigns it
+        pass

@@ -1,0 +1,72 @@
+"""What the CLI prints on stdout: a command's text or JSON, and, with ``--json``,
+a failed command's record too (``{"status": "failed", "error": ..., "exit_code": N}``)
+next to the one line on stderr every failure gets. A full or closed stdout is one
+line and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+from typing import Any
+
+import click
+
+from zoo.errors import OutputWriteError
+from zoo.records import json_text
+
+
+def json_failure(ctx: click.Context, error: str, exit_code: int) -> None:
+    """With ``--json``, print the failed record, unless the command already printed one."""
+    from zoo.verify.results import FailedExport
+
+    root = ctx.find_root()
+    if root.meta.get("zoo.json_shown") or not wants_json(root):
+        return
+    echo_json(FailedExport(None, error, exit_code=exit_code))
+
+
+def wants_json(root: click.Context) -> bool:
+    """The sub-command's ``--json``: its parsed value, or, when parsing failed
+    before it was read, whether it is on that command's command line."""
+    if "zoo.as_json" in root.meta:
+        return bool(root.meta["zoo.as_json"])
+    args = root.meta.get("zoo.args", [])
+    name = next((arg for arg in args if not arg.startswith("-")), None)  # the root's own options take no values
+    command = root.command.get_command(root, name) if name else None  # type: ignore[attr-defined]
+    takes_json = command is not None and any(param.name == "as_json" for param in command.params)
+    return takes_json and "--json" in args[args.index(name) + 1 :]
+
+
+def remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """``--json``'s callback: the value, kept where the group's error handling finds it."""
+    ctx.find_root().meta["zoo.as_json"] = value
+    return value
+
+
+def echo(data: Any, lines: list[str], as_json: bool) -> None:
+    """Print a command's result: ``data`` as JSON, or the text ``lines``."""
+    if as_json:
+        echo_json(data)
+    else:
+        write_stdout("\n".join(lines) + "\n")
+
+
+def echo_json(data: Any) -> None:
+    write_stdout(json_text(data))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.find_root().meta["zoo.json_shown"] = True  # a failure after this prints no second record
+
+
+def write_stdout(text: str) -> None:
+    """Stdout closed or full (``zoo list > /dev/full``): one line, exit 1; files written stay."""
+    try:
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+    except OSError as exc:
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # so the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
+        raise OutputWriteError(f"cannot write to standard output: {why}; the result was not printed (files written stay)") from None

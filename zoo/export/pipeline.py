@@ -1,0 +1,231 @@
+"""The export pipeline, top to bottom: build → check → export → verify → place.
+
+``export_targets`` carries out an ``ExportPlan`` (one target or ``--all``);
+``export_model`` exports one already-built model; ``verify_artifact`` rebuilds
+the model a file names in its metadata and verifies the file again. The
+modules it calls each own one step: ``zoo.check.checks``, ``zoo.spec.job``,
+``zoo.host.plugin_calls``, ``zoo.verify.run``, ``zoo.files.staging``, ``zoo.records``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from zoo import interrupts
+from zoo.build.model import BuiltModel
+from zoo.build.shapes import dynamic_dims
+from zoo.errors import CheckFailed, ExportFailed, PluginError, ZooError
+from zoo.export.plan import ExportPlan, Target, resolve_format
+from zoo.files.paths import check_output_path
+from zoo.files.staging import OldSideFiles, check_side_files, old_side_files, place, staging
+from zoo.host.plugin_calls import call_exporter, code_location, reason
+from zoo.progress import timed
+from zoo.spec.architecture import Dim
+from zoo.spec.exporter import Exporter
+from zoo.spec.job import META_PREFIX, ExportJob, provenance
+from zoo.verify.acceptance import Acceptance
+from zoo.verify.artifact import check_artifact
+from zoo.verify.divergence import failure_text
+from zoo.verify.results import ExportResult, FailedExport, Verification
+from zoo.verify.run import verify_files
+
+log = logging.getLogger(__name__)
+CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
+CALIBRATION_BATCHES = 8
+
+
+def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
+    """Export every target of ``plan``; a failure is recorded (with its exit code)
+    and the rest still run."""
+    from zoo.build.model import build_model
+
+    results: list[ExportResult | FailedExport] = []
+    for index, target in enumerate(plan.targets):
+        if on_start is not None:
+            on_start(index, target)
+        arch = target.arch
+        try:
+            if target.refused is not None:  # found when the plan was made (an existing file without --force)
+                raise target.refused
+            built = build_model(arch, plan.overrides, seed=plan.seed, device=plan.device, weights=plan.weights)
+            results.append(export_built(plan, built, target.path))
+        except ZooError as exc:
+            results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))
+        except BaseException as exc:  # noqa: BLE001 - a plugin's bug (even sys.exit()) must not stop the other architectures
+            if isinstance(exc, KeyboardInterrupt):  # the user's Ctrl-C stops everything
+                raise
+            log.debug("exporting %s raised", arch.name, exc_info=True)
+            results.append(
+                FailedExport(arch.name, f"{arch.name} (plugin {arch.plugin!r}) raised {reason(exc)} (run with -vv for the traceback)")
+            )
+    return results
+
+
+def export_model(
+    built: BuiltModel,
+    exporter: Exporter,
+    output: Path,
+    *,
+    opset: int | None = None,
+    static: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
+    force: bool = False,
+    options: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export an already-built model to ``output`` (the library's entry point; the
+    CLI goes through ``plan_export`` and ``export_targets``)."""
+    options = dict(options or {})
+    opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
+    plan = ExportPlan(exporter, [Target(built.arch, output)], opset, static, rtol, atol, options, force, built.seed, built.device)
+    check_output_path(output, force)
+    return export_built(plan, built, output)
+
+
+def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportResult:
+    """Check, export into a staging folder, check the file, verify it there, then
+    move the files into place. Raises on a failed check or export; a failed
+    verification places nothing and returns a result whose ``ok`` is False."""
+    from zoo.check.checks import check_model
+
+    exporter = plan.exporter
+    result = ExportResult(built, exporter, plan.opset, plan.static)
+    with timed(result.timings, "check"):
+        result.check = check_model(built)
+    if not result.check.ok:
+        raise CheckFailed(f"{built.arch.name}: " + "; ".join(result.check.failures))
+    with staging(output) as temp:
+        job = make_job(plan, built, result.check, temp / output.name)
+        with timed(result.timings, "export"):
+            written = run_exporter(exporter, job, output)
+        result.export_stats = job.stats
+        check_side_files(written, job.path, output, plan.force)  # fail before verifying; place() checks again
+        with timed(result.timings, "verify"):
+            check_artifact(exporter, job.path)
+            result.verification = verify_files(
+                built, exporter, job.path, plan.static, plan.rtol, plan.atol, extra=plan.inputs, timeout=plan.timeout
+            )
+        if not result.verification.ok:  # nothing is placed: a file that computes the wrong thing must not look good
+            result.files = [output.parent / p.name for p in written]
+            result.placed = False
+            result.error = failure_text(result.verification)
+            return result
+        main = job.path
+        if plan.variant is not None:  # built on the verified float32 file, placed instead of it once accepted
+            written = make_variant(plan, built, job, temp / "variant", output, result)
+            main = written[0]
+            if not result.variant_verification.ok:
+                result.files = [output.parent / p.name for p in written]
+                result.placed = False
+                result.error = f"the {plan.variant} variant is not accepted: " + result.variant_verification.failures[0]
+                return result
+        old = old_side_files(exporter, output) if plan.force else OldSideFiles()
+        weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
+        interrupts.stop_if_interrupted()  # one a library swallowed stops the export before anything is placed
+        with interrupts.uncut():  # all the files or none: a signal now is raised once they are placed
+            result.files = place(written, main, output, plan.force, old=old, keep=weights)
+    return result
+
+
+def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Path, output: Path, result: ExportResult) -> list[Path]:
+    """The variant of the verified file ``job.path``, checked and verified by the plan's
+    acceptance criteria (in ``result``); the files it wrote, the main file first."""
+    with timed(result.timings, plan.variant):
+        target, result.variant, result.variant_verification = variant_of(
+            plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static
+        )
+    return [target]
+
+
+def variant_of(
+    exporter: Exporter, built: BuiltModel, source: Path, metadata: dict[str, str], variant: str, acceptance: Acceptance,
+    folder: Path, disk_path: Path, static: bool = False,
+) -> tuple[Path, dict[str, Any], Verification]:
+    """Make ``variant`` of the verified file ``source`` in ``folder`` (same file name),
+    check it, and verify it against ``built`` by ``acceptance``: the file, what was
+    made (name, method, criteria, sizes) and the verification."""
+    import numpy as np
+
+    folder.mkdir()
+    target = folder / source.name
+    metadata = {
+        **metadata,
+        META_PREFIX + "variant": variant,
+        META_PREFIX + "acceptance": json.dumps(acceptance.to_dict(), sort_keys=True),
+    }
+    calibration = [  # for static quantization: zoo's own inputs, unlike any verification case
+        {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in built.sample_inputs(seed=built.seed + CALIBRATION_SEED + i).items()}
+        for i in range(CALIBRATION_BATCHES)
+    ]
+    how = call_exporter(
+        exporter.make_variant, source, target, variant, metadata, calibration, error=ExportFailed,
+        what=f"{exporter.name} could not make the {variant} variant of {built.arch.name}", disk_path=disk_path,
+    )
+    check_artifact(exporter, target)
+    verification = verify_files(built, exporter, target, static, acceptance=acceptance)
+    made = {"name": variant, **(how or {}), "criteria": acceptance, "float32_bytes": source.stat().st_size, "bytes": target.stat().st_size}
+    return target, made, verification
+
+
+
+
+def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> ExportJob:
+    """The job for ``built``, traced on the sample inputs its check ran (``CheckResult``)."""
+    dims = {} if plan.static else dynamic_dims(built.arch, built.params)
+    dynamic = {
+        inp.name: {axis: dims[d.name] for axis, d in enumerate(inp.dims) if isinstance(d, Dim) and d.name in dims}
+        for inp in built.arch.inputs
+    }
+    return ExportJob(
+        arch=built.arch,
+        module=built.module,
+        sample=check.inputs,
+        dynamic=dynamic,
+        output_names=check.output_order,
+        path=path,
+        opset=plan.opset,
+        metadata=provenance(built, plan.exporter.name, plan.opset, plan.static, plan.options),
+        device=built.device,
+        options=dict(plan.options),
+    )
+
+
+def run_exporter(exporter: Exporter, job: ExportJob, output: Path) -> list[Path]:
+    """The exporter's ``export``; the paths it wrote (the main file first)."""
+    written = call_exporter(
+        exporter.export,
+        job,
+        error=ExportFailed,
+        what=f"{exporter.name} could not export {job.arch.name}",
+        disk_path=output,
+        limit=200,
+        hint=" (run with -v for the exporter's own reason)",
+        user_code=code_location(job.arch.build),
+    )
+    # A format that declares an option but records nothing did not apply it:
+    # the file would claim (in zoo.options) what was not done.
+    unapplied = [name for name, value in job.options.items() if value and name not in job.stats]
+    if unapplied:
+        raise PluginError(
+            f"the {exporter.name} exporter (plugin {exporter.plugin!r}) declares {', '.join(unapplied)} "
+            "but did not apply it (nothing recorded in job.stats)"
+        )
+    return [Path(p) for p in (written or [job.path])]
+
+
+
+
+
+
+
+
+
+
+
+
+
+

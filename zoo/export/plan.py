@@ -1,0 +1,227 @@
+"""An export plan: the command's options resolved and validated once, before any model is built.
+
+``--shard I/N`` narrows the targets to every N-th architecture of the sorted
+list, starting at the I-th (1-based), so N machines that each run one shard
+export every architecture exactly once, with nothing shared but the plugin list.
+
+``zoo export NAME`` and ``zoo export --all`` make the same plan; one has a
+single target. Everything a user can get wrong on the command line (format,
+opset, tolerances, options, device, parameters, paths) is refused here, so a
+plan that exists can be carried out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import OutputPathError, UsageError, ZooError
+from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
+from zoo.spec.architecture import Architecture
+from zoo.spec.exporter import Exporter
+from zoo.verify.acceptance import Acceptance, variant_name
+from zoo.verify.tolerances import check_tolerances, parse_tolerance
+
+
+@dataclass(frozen=True)
+class Target:
+    """One architecture and the file it is exported to."""
+
+    arch: Architecture
+    path: Path
+    refused: ZooError | None = None  # why it cannot be written (with --all, that target's failure)
+
+
+@dataclass
+class ExportPlan:
+    exporter: Exporter
+    targets: list[Target]
+    opset: int | None = None
+    static: bool = False
+    rtol: float | None = None
+    atol: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    force: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
+    weights: Path | None = None  # (one target only)
+    report: Path | None = None
+    inputs: list[Any] = field(default_factory=list)  # the user's verification cases (InputCase, one target only)
+    input_files: list[Path] = field(default_factory=list)  # the --inputs files they came from
+    variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
+    acceptance: Acceptance | None = None  # what the variant must meet
+    timeout: float | None = None  # seconds each verification may take (--timeout)
+
+    @property
+    def protected(self) -> list[Path]:
+        """Files the command reads or writes: no report may replace them."""
+        return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files)
+
+
+def resolve_format(
+    exporter: Exporter,
+    *,
+    opset: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> int | None:
+    """Refuse what ``exporter`` cannot do (a usage error), before a model is built
+    or checked; returns the opset to export with."""
+    check_tolerances(rtol, atol)
+    unsupported = [name for name, value in (options or {}).items() if value and name not in exporter.options]
+    if unsupported:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unsupported)
+        raise UsageError(f"the {exporter.name} exporter (plugin {exporter.plugin!r}) does not support {flags}")
+    return exporter.resolve_opset(opset)
+
+
+def plan_export(
+    zoo: Any,
+    name: str | None,
+    *,
+    export_all: bool = False,
+    params: Sequence[str] = (),
+    format_name: str = "onnx",
+    output: str | Path | None = None,
+    opset: int | None = None,
+    static: bool = False,
+    fold_linear: bool = False,
+    rtol: float | None = None,
+    atol: float | None = None,
+    force: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    weights: Path | None = None,
+    report: Path | None = None,
+    inputs: Sequence[Path] = (),
+    quantize: str | None = None,
+    precision: str | None = None,
+    min_agreement: float | None = None,
+    max_loss_change: float | None = None,
+    max_error: float | None = None,
+    timeout: float | None = None,
+    jobs: int = 1,
+    shard: str | None = None,
+) -> ExportPlan:
+    """The plan for ``zoo export``'s options, or the usage error that says what to change."""
+    from zoo.build.model import check_device, check_seed
+    from zoo.spec.params import parse_params
+    from zoo.verify.run import check_timeout
+
+    if not export_all and (jobs > 1 or shard):
+        raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
+    if shard is not None:
+        parse_shard(shard)  # a typo is refused before any work
+    rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
+    exporter = zoo.exporter(format_name)
+    options = {"fold_linear": True} if fold_linear else {}
+    opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
+    variant = variant_name(quantize, precision)
+    criteria = {"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error}
+    acceptance = resolve_acceptance(exporter, variant, criteria)
+    suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
+    check_seed(seed)
+    check_timeout(timeout)
+    if export_all:
+        if params or weights or inputs:
+            raise UsageError("--param, --weights and --inputs describe one architecture; export it by NAME instead of --all")
+        archs = zoo.architectures.filter(name)
+        if not archs:
+            raise UsageError(f"no architecture matches {name!r}")
+        folder = Path(output or ".")
+        check_export_folder(folder)
+        targets = [Target(a, folder / f"{a.name}{suffix}") for a in archs]
+        overrides: dict[str, Any] = {}
+    elif name is None:
+        raise UsageError("give an architecture NAME (see 'zoo list') or --all")
+    else:
+        arch = zoo.architecture(name)
+        if output is not None:
+            refuse_folder_name(output, f"{arch.name}{suffix}")
+        targets = [Target(arch, Path(output or f"{arch.name}{suffix}"))]
+        overrides = parse_params(params, arch.parameters, arch.name)
+    for target in targets:  # --atol NAME=...: an output of the model
+        check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
+    cases = []
+    if inputs:
+        from zoo.verify.input_files import load_input_files
+
+        cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, static)
+    check_device(device)  # fail before any work when the device is missing
+    plan = ExportPlan(
+        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
+        variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
+    )
+    if report is not None:  # the JSON must never replace the model or its weights
+        check_file_path(report, "--report", plan.protected)
+    if export_all:  # every option is valid: only now make the folder, then see which files can be written
+        make_export_folder(targets[0].path.parent)
+        mine = shard_of(targets, *parse_shard(shard)) if shard is not None else targets
+        plan.targets = [refusing(t, force) for t in mine]
+    else:  # before the build: a big model costs seconds and GBs
+        check_output_path(targets[0].path, force)
+    return plan
+
+
+def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[str, float | None]) -> Acceptance | None:
+    """The variant's acceptance criteria: the defaults, with what the command line gives."""
+    given = {k: v for k, v in criteria.items() if v is not None}
+    if variant is None:
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags} judge a variant: add --quantize int8 or --precision fp16")
+        return None
+    if variant not in exporter.variants:
+        makes = ", ".join(exporter.variants) or "no variants"
+        raise UsageError(f"the {exporter.name} format cannot make the {variant} variant (it makes {makes})")
+    return Acceptance(**given)
+
+
+def check_export_folder(folder: Path) -> None:
+    """``--all -o FOLDER``: an existing folder, or a new one whose parent exists."""
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise OutputPathError(f"with --all, -o names a folder; {str(folder)!r} is a file")
+    if not folder.parent.is_dir():
+        raise OutputPathError(
+            f"with --all, -o {str(folder)!r}: its parent folder {str(folder.parent)!r} does not exist; create it first"
+        )
+
+
+def make_export_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"with --all, -o {str(folder)!r}: cannot create the folder ({exc.strerror or exc})") from exc
+
+
+SHARD_PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: the 2nd of 4 shards (1-based)."""
+    match = SHARD_PATTERN.fullmatch(text)
+    index, count = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard {text!r}: write I/N with 1 <= I <= N, such as 1/4 (the first of four shards)")
+    return index, count
+
+
+def shard_of(targets: list[Target], index: int, count: int) -> list[Target]:
+    """The ``index``-th (1-based) of ``count`` disjoint shards of ``targets`` (sorted by name)."""
+    return sorted(targets, key=lambda t: t.arch.name)[index - 1 :: count]
+
+
+def refusing(target: Target, force: bool) -> Target:
+    """``target``, with the reason its path cannot be written, if any."""
+    try:
+        check_output_path(target.path, force)
+    except ZooError as exc:
+        return Target(target.arch, target.path, exc)
+    return target

@@ -1,0 +1,76 @@
+"""``ExportJob``: what an exporter's ``export`` receives (public; see docs/plugins.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.spec.architecture import Architecture, Dim
+
+if TYPE_CHECKING:
+    import torch
+
+META_PREFIX = "zoo."
+
+
+@dataclass
+class ExportJob:
+    """One export, as handed to ``Exporter.export(job)``.
+
+    The exporter writes ``path`` (and may write side files beside it, returning
+    every path it wrote); zoo then checks, loads and verifies them, and places them.
+    """
+
+    arch: Architecture
+    module: torch.nn.Module  # in eval mode, on ``device``
+    sample: dict[str, torch.Tensor]  # input name -> tensor, in the architecture's input order; trace with these
+    dynamic: dict[str, dict[int, Dim]]  # input name -> {axis: Dim} that must stay dynamic
+    output_names: list[str]  # in the order forward returns them (a dict's own key order), not declared order
+    path: Path  # the main file to write: a file in a staging folder beside the final path, with its name
+    opset: int | None  # resolved and range-checked against ``Exporter.opsets``; ``None`` for formats without
+    metadata: dict[str, str]  # ``zoo.*`` provenance to store in the file; ``read_metadata`` must return it
+    device: str  # "cpu" or "cuda"
+    options: dict[str, Any] = field(default_factory=dict)  # options the user asked for (``fold_linear``)
+    # What the exporter did, for the summary and report. An exporter records each
+    # option it applied under the option's name; one left unrecorded was not applied.
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def torch_dynamic_shapes(self) -> tuple[dict[int, Any], ...] | None:
+        """``dynamic_shapes`` for ``torch.export.export``/``torch.onnx.export``, one
+        dict per input in ``sample`` order; ``None`` when every shape is static.
+        One ``torch.export.Dim`` per name, so inputs that share ``batch`` share it."""
+        if not any(self.dynamic.values()):
+            return None
+        import torch
+
+        dims: dict[str, Any] = {}
+        return tuple(
+            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in self.dynamic[name].items()}
+            for name in self.sample
+        )
+
+
+def provenance(built: Any, exporter_name: str, opset: int | None, static: bool, options: dict[str, Any]) -> dict[str, str]:
+    """What goes inside the file, so ``zoo verify`` can rebuild the model from it alone."""
+    import torch
+
+    from zoo import __version__
+
+    meta = {
+        "version": __version__,
+        "architecture": built.arch.name,
+        "plugin": built.arch.plugin,
+        "params": json.dumps(built.params, sort_keys=True),
+        "seed": str(built.seed),
+        "exporter": exporter_name,
+        "opset": str(opset),
+        "static": "true" if static else "false",
+        "torch_version": torch.__version__,
+    }
+    if built.weights:
+        meta["weights_sha256"] = built.weights["sha256"]
+    if options:  # a folded graph says so
+        meta["options"] = json.dumps(options, sort_keys=True)
+    return {META_PREFIX + k: v for k, v in meta.items()}

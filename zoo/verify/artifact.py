@@ -1,0 +1,223 @@
+"""Re-verifying a file: which exporter wrote it, what its metadata asks to build, and the verification."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zoo import interrupts
+from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
+from zoo.files.paths import check_input_file
+from zoo.files.staging import side_files
+from zoo.host.plugin_calls import call_exporter
+from zoo.progress import timed
+from zoo.spec.exporter import Exporter
+from zoo.spec.job import META_PREFIX
+from zoo.verify.acceptance import Acceptance
+from zoo.verify.divergence import failure_text
+from zoo.verify.results import ExportResult
+from zoo.verify.run import check_timeout, verify_files
+from zoo.verify.tolerances import ToleranceOption, check_tolerances, parse_tolerance
+
+
+def exported_metadata(exporter: Exporter, path: Path) -> dict[str, str]:
+    """The ``zoo.*`` metadata of a file zoo just wrote, as its exporter reads it back."""
+    raw = call_exporter(exporter.read_metadata, path, error=VerificationFailed, what=f"{exporter.name} could not read {path.name}")
+    return {k: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
+
+
+def check_artifact(exporter: Exporter, path: Path) -> None:
+    """The format's own structural check of a file (``onnx.checker``), if it has one."""
+    if exporter.check is not None:
+        call_exporter(exporter.check, path, error=VerificationFailed, what=f"{path.name} fails the {exporter.name} check")
+
+
+def read_artifact(exporters: Any, path: Path, arch_given: bool = False) -> tuple[Exporter, dict[str, str]]:
+    """The exporter that wrote ``path`` and the zoo metadata in it.
+
+    The suffix only says which readers to ask first: two formats may share a
+    suffix, and ``-o`` may give any name (docs/plugins.md). The first reader that
+    parses the file decides; the exporter named in its metadata verifies it.
+    """
+    matching = [e for e in exporters if path.name.endswith(e.suffix)]
+    failures: list[tuple[Exporter, ZooError]] = []
+    for exporter in [*matching, *(e for e in exporters if e not in matching)]:
+        try:
+            raw = call_exporter(exporter.read_metadata, path, error=UsageError, what=f"not a readable {exporter.name} file", limit=150)
+        except UsageError as exc:  # not this format: try the next reader
+            failures.append((exporter, exc))
+            continue
+        meta = {k[len(META_PREFIX) :]: v for k, v in dict(raw or {}).items() if k.startswith(META_PREFIX)}
+        if "architecture" not in meta:  # a real file of this format, not one zoo wrote: another reader will not change that
+            if arch_given:
+                return exporter, {}
+            raise UsageError(
+                f"{str(path)!r} has no zoo metadata ('zoo export' did not write it); "
+                "pass --arch NAME (see 'zoo list') and its --param values to verify it against that architecture"
+            )
+        name = meta.get("exporter", exporter.name)
+        writer = exporters.get(name)
+        if writer is None:
+            raise UsageError(
+                f"{path.name} was written by the {name!r} exporter, which is not installed; "
+                "install the plugin that provides it (see 'zoo plugins')"
+            )
+        return writer, meta
+    if matching:  # the suffix says what it should be: that reader's complaint is the useful one
+        exporter, exc = failures[0]
+        raise UsageError(f"{str(path)!r} is {exc}") from exc
+    tried = ", ".join(f"{e.name} ({e.suffix})" for e in exporters)
+    raise UsageError(f"{str(path)!r} is not a file any installed exporter reads (tried {tried}); give a file 'zoo export' wrote")
+
+
+def verify_artifact(
+    zoo: Any,
+    path: Path,
+    *,
+    weights: Path | None = None,
+    device: str = "cpu",
+    rtol: ToleranceOption = None,
+    atol: ToleranceOption = None,
+    inputs: Sequence[Path] = (),
+    arch_name: str | None = None,
+    params: Sequence[str] = (),
+    seed: int | None = None,
+    timeout: float | None = None,
+) -> ExportResult:
+    """Rebuild the model named in ``path``'s own metadata and verify the file against it;
+    with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
+    any file of a known format, zoo's metadata or not. The file is untrusted: what
+    its metadata asks to build is checked against the weights it holds before
+    anything is allocated."""
+    from zoo.build.model import build_model, check_seed
+    from zoo.build.weights import check_regular_file
+    from zoo.spec.params import coerce_params, parse_params
+    from zoo.verify.input_files import load_input_files
+
+    check_input_file(path, "give the file 'zoo export' wrote")
+    rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
+    check_tolerances(rtol, atol)
+    if arch_name is None and (params or seed is not None):
+        raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
+    check_timeout(timeout)
+    if weights is not None:
+        check_regular_file(weights)
+    exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
+    if arch_name is not None:
+        arch = zoo.architecture(arch_name)
+        overrides: dict[str, Any] = parse_params(params, arch.parameters, arch.name)
+        seed = 0 if seed is None else seed
+        check_seed(seed)
+    else:
+        arch = zoo.architectures.get(meta["architecture"])
+        if arch is None:
+            plugin = meta.get("plugin", "?")
+            raise UsageError(
+                f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
+                "install that plugin (see 'zoo plugins')"
+            )
+        overrides, seed = recorded_build(path, meta, weights)
+        overrides = coerce_params(overrides, arch.parameters, arch.name)
+    check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
+    check_tolerances(rtol, atol, [o.name for o in arch.outputs])
+    acceptance = recorded_acceptance(path, meta, rtol, atol)
+    static = meta.get("static") == "true"
+    cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
+    built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
+    opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
+    result = ExportResult(built, exporter, opset, static, files=[path])
+    with timed(result.timings, "verify"):
+        check_artifact(exporter, path)
+        result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
+        result.verification = verify_files(
+            built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
+            timeout=timeout,
+        )
+    interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
+    if acceptance is not None:
+        result.variant = {"name": meta["variant"], "criteria": acceptance}
+    if not result.verification.ok:
+        result.error = failure_text(result.verification)
+        if arch_name is not None and weights is None:
+            result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
+    return result
+
+
+def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:
+    """A variant's acceptance criteria, as its file records them; ``None`` for a float file."""
+    if "variant" not in meta:
+        return None
+    if rtol is not None or atol is not None:
+        raise UsageError(f"{path.name} is a {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
+    try:
+        return Acceptance.from_metadata(meta.get("acceptance", "{}"))
+    except (ValueError, TypeError, ZooError) as exc:
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.acceptance: {exc}") from exc
+
+
+def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
+    """The files ``zoo verify`` reads: ``path``, its side files as its exporter
+    lists them, and the weights. No report may replace them; known before any work
+    (the parse is cached for the verification). A file that does not parse has
+    no side files to protect: verifying it fails on its own."""
+    paths = [p for p in (path, weights) if p is not None]
+    try:
+        check_input_file(path, "")
+        exporter, _ = read_artifact(zoo.exporters, path)
+        return [*paths, *side_files(exporter, path, error=UsageError)]
+    except ZooError:
+        return paths
+
+
+def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:
+    """The parameters and seed ``path`` was exported with; ``weights`` must be the
+    file it was exported with (by sha256), or absent when it had none."""
+    from zoo.build.model import MAX_SEED
+    from zoo.build.weights import sha256
+
+    expected = meta.get("weights_sha256")
+    if expected and weights is None:
+        raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
+    if weights is not None and not expected:  # else W would be verified, and a mismatch blamed on the export
+        raise UsageError(
+            f"{path.name} was exported without weights (seeded initial weights, seed {meta.get('seed', '?')}); leave --weights out"
+        )
+    if weights is not None and expected and sha256(weights) != expected:
+        raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
+    try:
+        params = json.loads(meta.get("params", "{}"))
+        seed = int(meta.get("seed", "0"))
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested 100,000 deep
+        raise UsageError(f"{path.name} has damaged zoo metadata: {one_line(exc, 120)}") from None
+    # What build_model would blame on --param or --seed is the file's fault here.
+    if not isinstance(params, dict):
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.params is {meta['params'][:60]!r}, not a JSON object")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
+    return params, seed
+
+
+def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[str, str], params: dict[str, Any]) -> None:
+    """Refuse metadata that would build far more weights than the file holds (a 6 kB
+    file saying ``width: 20000``), from a build on torch's ``meta`` device stopped
+    at twice what the file holds. A ``--fold-linear`` file legitimately holds fewer
+    weights than its module: there only ``build_model``'s memory bound applies."""
+    from zoo.build.model import dry_build
+
+    if exporter.count_weights is None:
+        return
+    elements, nbytes = call_exporter(exporter.count_weights, path, error=UsageError, what=f"{path.name} is not a readable {exporter.name} file")
+    try:
+        folded = bool(json.loads(meta.get("options", "{}")).get("fold_linear"))
+    except (ValueError, RecursionError, AttributeError):
+        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.options is not a JSON object") from None
+    if folded:
+        return
+    size = dry_build(arch, params, limit_bytes=2 * nbytes + 2**16)
+    if size is not None and size.over:
+        raise UsageError(
+            f"zoo.params would build at least {size.elements:.3g} parameters but {path.name} holds {elements:,}; "
+            "the metadata does not describe this file"
+        )

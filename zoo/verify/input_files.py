@@ -1,0 +1,131 @@
+"""The user's own inputs to verify on (``--inputs FILE.npz``), checked before any model is built.
+
+An ``.npz`` is untrusted: it is read with ``allow_pickle=False`` (no code runs)
+and refused when it would unpack to more than ``MAX_INPUT_BYTES``. Its keys are
+the architecture's input names, each array batch dimension first, of the
+declared dtype, rank and fixed sizes; integers lie in the input's ``range``;
+the dynamic sizes are read from it, and must lie in each ``Dim``'s range (a
+file exported with ``--static`` takes its sample sizes only).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from zoo.build.shapes import dynamic_dims, value_range
+from zoo.errors import UsageError
+from zoo.spec.architecture import INT_DTYPES, Architecture, Dim, Input
+from zoo.verify.run import InputCase
+
+MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
+
+
+def load_input_files(
+    paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True
+) -> list[InputCase]:
+    return [load_input_file(Path(p), arch, params, static, param_hint) for p in paths]
+
+
+def load_input_file(
+    path: Path, arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True
+) -> InputCase:
+    """One ``--inputs`` file as a verification case, or a usage error saying what is wrong with it.
+    ``static``: the model's dynamic dimensions are fixed at their sample sizes. ``param_hint``:
+    the command takes ``--param`` (a message may suggest one)."""
+    import numpy as np
+
+    where = f"--inputs {path.name}"
+    if not path.is_file():
+        raise UsageError(f"{where}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; give an .npz of {arch.name}'s inputs")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UsageError(f"{where} is not an .npz file ({exc}); write one with numpy.savez(FILE, {arch.inputs[0].name}=array, ...)") from exc
+    if unpacked > MAX_INPUT_BYTES:
+        raise UsageError(f"{where} unpacks to {unpacked:,} bytes, over the {MAX_INPUT_BYTES:,} zoo verifies on; give fewer rows")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:  # object arrays need pickle: refused
+        raise UsageError(f"{where} could not be read without running code: {exc}") from exc
+    declared = [inp.name for inp in arch.inputs]
+    unknown = sorted(set(arrays) - set(declared))
+    missing = [name for name in declared if name not in arrays]
+    if unknown or missing:
+        problems = [f"unknown key(s) {', '.join(unknown)}" for _ in unknown[:1]] + [f"missing {', '.join(missing)}" for _ in missing[:1]]
+        raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be exactly {arch.name}'s inputs: {', '.join(declared)}")
+    sizes: dict[str, int] = {}
+    dynamic = dynamic_dims(arch, params)  # each dimension's declaration, with its range
+    for inp in arch.inputs:
+        array = arrays[inp.name]
+        wanted = "float32" if inp.dtype == "bfloat16" else inp.dtype  # numpy has no bfloat16
+        if array.dtype != np.dtype(wanted):
+            raise UsageError(f"{where}: {inp.name!r} is {array.dtype}, {arch.name} takes {wanted}; convert it with .astype('{wanted}')")
+        if array.ndim != len(inp.shape):
+            raise UsageError(f"{where}: {inp.name!r} has {array.ndim} dimensions {list(array.shape)}, {arch.name} takes {len(inp.shape)} ({symbolic(inp.dims)})")
+        for axis, (dim, size) in enumerate(zip(inp.dims, array.shape)):
+            expected = dim if isinstance(dim, int) else params.get(dim.name, sizes.get(dim.name))
+            if expected is not None and expected != size:
+                what = str(expected) if isinstance(dim, int) else f"{dim.name}={expected}"
+                raise UsageError(f"{where}: {inp.name!r} has size {size} on axis {axis}, {arch.name} takes {what} there ({symbolic(inp.dims)})")
+            if isinstance(dim, Dim) and dim.name not in params and dim.name not in sizes:
+                check_size(where, inp.name, axis, int(size), dynamic[dim.name], static, arch.name, inp.dims)
+                sizes[dim.name] = int(size)
+        check_values(where, inp, array, params, arch.name, param_hint)
+    return InputCase(sizes, {inp.name: np.ascontiguousarray(arrays[inp.name]) for inp in arch.inputs}, path.name)
+
+
+def check_size(where: str, name: str, axis: int, size: int, dim: Dim, static: bool, arch: str, dims: Sequence[Any]) -> None:
+    """A dynamic size the model takes: the export's sample size when static, else within ``dim``'s range."""
+    said = f"{where}: {name!r} has {dim.name}={size} on axis {axis}"
+    if static and size != dim.sample_size:
+        raise UsageError(
+            f"{said}, but with static shapes {arch} takes {dim.name}={dim.sample_size} only ({symbolic(dims)}); "
+            f"give inputs of that size, or export without --static"
+        )
+    if size < dim.min or (dim.max is not None and size > dim.max):
+        allowed = f"from {dim.min} to {dim.max}" if dim.max is not None else f"of at least {dim.min}"
+        raise UsageError(f"{said}, {arch} takes {dim.name} {allowed} ({symbolic(dims)})")
+
+
+def check_values(where: str, inp: Input, array: Any, params: Mapping[str, Any], arch: str, param_hint: bool) -> None:
+    """Integers outside the input's declared ``range`` (a token id past the vocabulary)
+    would fail deep inside the model, or read past a table in the exported graph.
+    ``param_hint``: the command builds the model, so a larger ``--param`` may take them."""
+    import numpy as np
+
+    if inp.dtype not in INT_DTYPES or inp.range is None or array.size == 0:
+        return
+    low, high = value_range(inp, params)
+    smallest, largest = array.min().item(), array.max().item()  # no temporary the size of the array
+    if low <= smallest and largest < high:
+        return
+    flat = array.reshape(-1)
+    for start in range(0, flat.size, 1 << 20):  # the first value outside, found a chunk at a time
+        chunk = flat[start : start + (1 << 20)]
+        outside = np.flatnonzero((chunk < low) | (chunk >= high))
+        if outside.size:
+            position = [int(i) for i in np.unravel_index(start + int(outside[0]), array.shape)]
+            value = flat[start + int(outside[0])].item()
+            break
+    named = list(dict.fromkeys(b for b in inp.range if isinstance(b, str)))
+    declared = f" (range={inp.range!r}, {', '.join(f'{n}={params[n]}' for n in named)})" if named else ""
+    if low >= high:
+        raise UsageError(f"{where}: {arch} takes no value in {inp.name!r}: its range [{low}, {high}) is empty{declared}")
+    bound = inp.range[1]
+    larger = (
+        f", or build with --param {bound}={largest + 1} or more"
+        if param_hint and isinstance(bound, str) and smallest >= low and high <= largest < 2**31 else ""
+    )
+    raise UsageError(
+        f"{where}: {inp.name!r} holds {value} at {position}, outside [{low}, {high}) that {arch} takes{declared}; "
+        f"give values in that range{larger}"
+    )
+
+
+def symbolic(dims: Sequence[Any]) -> str:
+    return "×".join(str(d) for d in dims)

@@ -1,0 +1,145 @@
+"""What a verification and an export produce: per-case results, the verification, the export's result or failure."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+from zoo.files.staging import file_record
+from zoo.records import Record, json_field, to_json, versions
+
+
+@dataclasses.dataclass
+class CaseResult(Record):
+    """One verification case: the sizes of the dynamic dimensions, and per output
+    its numbers (``max_abs``, ``max_rel``, ``ok``, agreement, loss)."""
+
+    JSON_EXTRA = (("ok", "ok"),)
+
+    sizes: dict[str, int]
+    outputs: dict[str, dict[str, Any]]
+    failures: list[str]
+    source: str | None = json_field(omit_none=True, default=None)  # the user's file (--inputs), else generated
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def max_abs(self) -> float:
+        return max((o["max_abs"] for o in self.outputs.values()), default=0.0)
+
+
+@dataclasses.dataclass
+class Verification(Record):
+    """An exported file run against PyTorch on every case."""
+
+    JSON_EXTRA = (("ok", "ok"), ("max_abs_error", "max_abs"))
+
+    runtime: str
+    providers: list[str] = json_field(name="execution_providers")
+    tolerances: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # output name -> rtol/atol
+    cases: list[CaseResult] = dataclasses.field(default_factory=list)
+    note: str = ""
+    seconds: float = json_field(skip=True, default=0.0)
+    # on failure: the first node whose output differs from its module's (zoo.verify.divergence)
+    first_divergence: dict[str, Any] | None = json_field(omit_none=True, default=None)
+
+    @property
+    def ok(self) -> bool:
+        return all(case.ok for case in self.cases)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f for case in self.cases for f in case.failures]
+
+    @property
+    def max_abs(self) -> float:
+        return max((c.max_abs for c in self.cases), default=0.0)
+
+
+@dataclasses.dataclass
+class ExportResult(Record):
+    """One record of ``--report``: everything needed to trust or redo an export."""
+
+    built: Any  # zoo.build.model.BuiltModel
+    exporter: Any  # zoo.spec.exporter.Exporter
+    opset: int | None
+    static: bool
+    files: list[Path] = dataclasses.field(default_factory=list)
+    placed: bool = True  # False: ``files`` are where the export would have gone; nothing was written there
+    check: Any = None  # zoo.check.checks.CheckResult
+    verification: Verification | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    export_stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # ExportJob.stats
+    variant: dict[str, Any] | None = None  # name, how it was made, criteria, sizes (``zoo.verify.acceptance``)
+    variant_verification: Verification | None = None  # the variant against PyTorch, by its criteria
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verification is not None and self.verification.ok
+
+    @property
+    def name(self) -> str:
+        return self.built.arch.name
+
+    @functools.cached_property
+    def file_records(self) -> list[dict[str, Any]]:
+        """Path, size and sha256 of each file, hashed once for the summary and the report.
+        An unplaced file has no size or hash: whatever is on disk there is not this export."""
+        return [file_record(p) if self.placed else {"path": str(p), "written": False} for p in self.files]
+
+    def to_dict(self) -> dict[str, Any]:
+        built = self.built
+        return to_json(
+            {
+                "status": "ok" if self.ok else "failed",
+                "error": self.error,
+                "architecture": built.arch.name,
+                "plugin": built.arch.plugin,
+                "params": built.params,
+                "seed": built.seed,
+                "device": built.device,
+                "weights": built.weights,
+                "exporter": {"name": self.exporter.name, "plugin": self.exporter.plugin, "opset": self.opset, "static": self.static},
+                "files": self.file_records,
+                "export_stats": self.export_stats,
+                "check": self.check,
+                "verification": self.verification,
+                "variant": None if self.variant is None else {**self.variant, "verification": self.variant_verification},
+                "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+                "versions": versions(),
+            }
+        )
+
+
+@dataclasses.dataclass
+class FailedExport(Record):
+    """The record of an export that failed before verification (check, build or
+    export error), or of a ``zoo verify`` whose file fails its check or does not
+    load (``file``; its architecture may be unknown)."""
+
+    JSON_EXTRA = (("status", "status"),)
+
+    name: str | None = json_field(name="architecture")
+    error: str = ""
+    file: Path | None = json_field(omit_none=True, default=None)
+    exit_code: int = 1
+    exception: Exception | None = json_field(skip=True, default=None)
+    status = "failed"
+    ok = False
+
+
+def summary_row(result: Any) -> tuple[str, ...]:
+    if getattr(result, "row", None) is not None:  # made in a worker process (zoo.export.workers.Finished)
+        return result.row
+    if getattr(result, "verification", None) is None:  # failed before verifying (FailedExport)
+        return (result.name, "FAILED", "-", "-", result.error)
+    verification = result.verification
+    seconds = sum(result.timings.values())
+    status = "ok" if result.ok else "FAILED"
+    shown = str(result.files[0]) if result.ok else (result.error or "")
+    return (result.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
