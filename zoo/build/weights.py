@@ -16,6 +16,8 @@ allowed and cast by torch on load, as ``load_state_dict`` does.
 
 from __future__ import annotations
 
+from zoo.text import dtype_text
+
 import hashlib
 import os
 import pickle
@@ -182,7 +184,7 @@ def _tensor_kind(tensor: Any) -> str | None:
     if tensor.is_nested:  # before the layout: a jagged nested tensor has its own layout
         return "nested"
     if tensor.layout != torch.strided:
-        layout = str(tensor.layout).removeprefix("torch.")
+        layout = dtype_text(tensor.layout)
         return f"sparse ({layout})" if layout.startswith("sparse") else f"non-strided ({layout})"
     if tensor.is_quantized:
         return f"quantized ({str(tensor.dtype).removeprefix('torch.')})"
@@ -269,7 +271,7 @@ def _a(noun: str) -> str:
 
 
 def _short(dtype: Any) -> str:
-    return str(dtype).removeprefix("torch.")
+    return dtype_text(dtype)
 
 
 def _clip(items: list[str], limit: int = 5) -> str:

@@ -17,13 +17,14 @@ import click
 
 from zoo import __version__, interrupts
 from zoo.build.weights import SUFFIXES as WEIGHT_SUFFIXES
-from zoo.cli.completion import complete_architecture, complete_format
+from zoo.cli.completion import complete_architecture
 from zoo.cli.group import ZooGroup, get_zoo, plugin_commands
 from zoo.cli.options import (
     OpsetOption,
     atol_option,
     device_option,
     fold_linear_option,
+    format_option,
     inputs_option,
     json_option,
     param_option,
@@ -31,8 +32,9 @@ from zoo.cli.options import (
     rtol_option,
     seed_option,
     timeout_option,
+    variant_options,
 )
-from zoo.cli.output import echo, echo_json, write_stdout
+from zoo.cli.output import echo, echo_json, error_line, write_stdout
 from zoo.cli.render import (
     bench_lines,
     check_lines,
@@ -142,10 +144,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @device_option
 @seed_option
 @click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
-@click.option(
-    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
-    help="Export format ('zoo plugins' lists them).",
-)
+@format_option("Export format ('zoo plugins' lists them).")
 @click.option(
     "-o", "--output", type=click.Path(),  # a str: plan_export needs to see a trailing slash
     help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder, created if missing (its parent must exist).",
@@ -157,8 +156,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @atol_option
 @inputs_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--quantize", type=click.Choice(["int8"]), help="Place an int8 variant instead, once it meets the acceptance criteria.")
-@click.option("--precision", type=click.Choice(["fp16"]), help="Place a float16 variant instead, once it meets the acceptance criteria.")
+@variant_options("Place", "instead, once it meets the acceptance criteria")
 @click.option("--min-agreement", type=float, help="Variant: least fraction of rows whose argmax/threshold agrees with PyTorch (0.99).")
 @click.option("--max-loss-change", type=float, help="Variant: largest relative change of the loss (0.05).")
 @click.option("--max-error", type=float, help="Variant, regression: largest p99 absolute error, as a fraction of the output's RMS (0.05).")
@@ -211,7 +209,7 @@ def export_command(
         write_stdout("\n".join(export_summary(results, single=not export_all)) + "\n")
     if failed is not None:
         if not export_all:
-            click.echo(f"zoo: error: {failed.error}", err=True)
+            error_line(failed.error)
         ctx.exit(1)
 
 
@@ -223,10 +221,7 @@ def export_command(
     "--size", "dim_sizes", multiple=True, metavar="DIM=SIZE",
     help="Size of another dynamic dimension, repeatable (--size seq=128; default: its export sample size).",
 )
-@click.option(
-    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
-    help="Export format to time ('zoo plugins' lists them).",
-)
+@format_option("Export format to time ('zoo plugins' lists them).")
 @device_option
 @seed_option
 @click.option(
@@ -235,8 +230,7 @@ def export_command(
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
 @fold_linear_option
-@click.option("--quantize", type=click.Choice(["int8"]), help="Also time an int8 variant (judged by the default acceptance criteria).")
-@click.option("--precision", type=click.Choice(["fp16"]), help="Also time a float16 variant (judged by the default acceptance criteria).")
+@variant_options("Also time", "(judged by the default acceptance criteria)")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
 @json_option
 @click.pass_context
@@ -332,7 +326,7 @@ def verify_command(
     echo(result, export_lines(result, verb="verify"), as_json)
     if not result.ok:
         if not as_json:
-            click.echo(f"zoo: error: {result.error}", err=True)
+            error_line(result.error)
         ctx.exit(1)
 
 

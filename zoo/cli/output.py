@@ -70,3 +70,8 @@ def write_stdout(text: str) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
         raise OutputWriteError(f"cannot write to standard output: {why}; the result was not printed (files written stay)") from None
+
+
+def error_line(text: str) -> None:
+    """The one line on stderr every failed command ends with."""
+    click.echo(f"zoo: error: {text}", err=True)

@@ -154,7 +154,7 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
     try:
         return Acceptance.from_metadata(meta.get("acceptance", "{}"))
     except (ValueError, TypeError, ZooError) as exc:
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.acceptance: {exc}") from exc
+        raise damaged_metadata(path, f"zoo.acceptance: {exc}") from exc
 
 
 def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
@@ -190,12 +190,12 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
         params = json.loads(meta.get("params", "{}"))
         seed = int(meta.get("seed", "0"))
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested 100,000 deep
-        raise UsageError(f"{path.name} has damaged zoo metadata: {one_line(exc, 120)}") from None
+        raise damaged_metadata(path, one_line(exc, 120)) from None
     # What build_model would blame on --param or --seed is the file's fault here.
     if not isinstance(params, dict):
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.params is {meta['params'][:60]!r}, not a JSON object")
+        raise damaged_metadata(path, f"zoo.params is {meta['params'][:60]!r}, not a JSON object")
     if not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
+        raise damaged_metadata(path, f"zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
     return params, seed
 
 
@@ -212,7 +212,7 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
     try:
         folded = bool(json.loads(meta.get("options", "{}")).get("fold_linear"))
     except (ValueError, RecursionError, AttributeError):
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.options is not a JSON object") from None
+        raise damaged_metadata(path, "zoo.options is not a JSON object") from None
     if folded:
         return
     size = dry_build(arch, params, limit_bytes=2 * nbytes + 2**16)
@@ -221,3 +221,8 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
             f"zoo.params would build at least {size.elements:.3g} parameters but {path.name} holds {elements:,}; "
             "the metadata does not describe this file"
         )
+
+
+def damaged_metadata(path: Path, detail: str) -> UsageError:
+    """The error for a file whose zoo metadata zoo could not have written."""
+    return UsageError(f"{path.name} has damaged zoo metadata: {detail}")

@@ -16,6 +16,7 @@ from zoo.build.model import BuiltModel, ieee_float32
 from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
 from zoo.spec.exporter import Exporter
+from zoo.text import dtype_text
 from zoo.verify.results import Verification
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def first_divergence(
         ref = reference.get(item["module"])
         if ref is None or tuple(ref.shape) != tuple(item["value"].shape):
             continue
-        dtype = str(ref.dtype).removeprefix("torch.")
+        dtype = dtype_text(ref.dtype)
         tol = tolerance_for(built.arch, built.device, dtype, rtol, atol)
         stats = error_stats(as_numpy(ref), item["value"], tol.rtol if tol else 0.0, tol.atol if tol else 0.0)
         if not stats["ok"]:

@@ -22,6 +22,7 @@ from zoo.errors import ParameterError, UsageError, VerificationFailed
 from zoo.host.plugin_calls import call_exporter, quiet_exporter
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
+from zoo.text import dtype_text
 from zoo.verify.acceptance import Acceptance, accept_output
 from zoo.verify.compare import as_numpy, case_label, compare_output
 from zoo.verify.results import CaseResult, Verification
@@ -142,7 +143,7 @@ def run_case(
     failures: list[str] = []
     for spec in arch.outputs:
         ref = reference[spec.name].detach().cpu()
-        dtype = str(ref.dtype).removeprefix("torch.")
+        dtype = dtype_text(ref.dtype)
         tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
         tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
         if spec.name not in got:
