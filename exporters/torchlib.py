@@ -8,7 +8,7 @@ build is kept and every export gets its own copy of it: a custom op registered
 in one export (``custom_translation_table``) never reaches another.
 
 This wraps a private torch API. Where torch no longer has it in this form,
-nothing is changed and each export builds its own table, as before.
+nothing is changed and each export builds its own table.
 """
 
 from __future__ import annotations

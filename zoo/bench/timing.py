@@ -51,30 +51,47 @@ class BenchPlan:
     acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
 
 
-def plan_bench(
-    zoo: Any, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
-    fold_linear: bool, plot: Path | None, quantize: str | None = None, precision: str | None = None,
-) -> BenchPlan:
+@dataclass(frozen=True)
+class BenchRequest:
+    """``zoo bench``'s options as given, before anything is resolved (``plan_bench``)."""
+
+    name: str
+    params: Sequence[str] = ()
+    batch_sizes: str = ",".join(map(str, DEFAULT_BATCH_SIZES))
+    dim_sizes: Sequence[str] = ()
+    format_name: str = "onnx"
+    device: str = "cpu"
+    seed: int = 0
+    budget: float = DEFAULT_BUDGET_S
+    threads: int | None = None
+    fold_linear: bool = False
+    quantize: str | None = None
+    precision: str | None = None
+    plot: Path | None = None
+
+
+def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
     """Everything a user can get wrong, refused before minutes of timing."""
     from zoo.build.shapes import dynamic_dims
     from zoo.export.plan import resolve_acceptance, resolve_format
     from zoo.spec.params import parse_params
     from zoo.verify.acceptance import variant_name
 
-    batches = parse_batch_sizes(batch_sizes)
-    exporter = zoo.exporter(format_name)
-    options = {"fold_linear": True} if fold_linear else {}
+    r = request
+    batches = parse_batch_sizes(r.batch_sizes)
+    exporter = zoo.exporter(r.format_name)
+    options = {"fold_linear": True} if r.fold_linear else {}
     resolve_format(exporter, options=options)
-    variant = variant_name(quantize, precision)
+    variant = variant_name(r.quantize, r.precision)
     acceptance = resolve_acceptance(exporter, variant, {})
-    if plot is not None:
+    if r.plot is not None:
         from zoo.bench.plot import check_plot_path, require_matplotlib
 
         require_matplotlib()
-        check_plot_path(plot)
-    arch = zoo.architecture(name)
-    overrides = parse_params(params, arch.parameters, arch.name)
-    sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
+        check_plot_path(r.plot)
+    arch = zoo.architecture(r.name)
+    overrides = parse_params(r.params, arch.parameters, arch.name)
+    sizes = parse_sizes(r.dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
     return BenchPlan(arch, overrides, exporter, batches, sizes, options, variant, acceptance)
 
 

@@ -183,13 +183,13 @@ def export_command(
       zoo export --all -o exported/
       zoo export --all -o exported/ --jobs 2 --shard 1/4
     """
-    from zoo.export.plan import plan_export
+    from zoo.export.plan import ExportRequest, plan_export
     from zoo.export.workers import run_plan
     from zoo.files.writing import write_json
-    from zoo.verify.results import FailedExport
+    from zoo.verify.results import ExportResult, FailedExport
 
     zoo = get_zoo(ctx)
-    plan = plan_export(zoo, name, export_all=export_all, report=report, jobs=jobs, shard=shard, **options)
+    plan = plan_export(zoo, ExportRequest(name, export_all, report=report, jobs=jobs, shard=shard, **options))
     with terminal_progress(plan.targets[0].arch.name if not export_all else None, as_json):
         results = run_plan(plan, jobs, zoo, None if as_json or not export_all else lambda line: click.echo(line, err=True))
     failed = next((r for r in results if not r.ok), None)
@@ -198,14 +198,14 @@ def export_command(
     records = [r.to_dict() for r in results]
     record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
-        placed = [p.name for r in results if r.ok and getattr(r, "placed", False) for p in r.files]
+        placed = [p.name for r in results if isinstance(r, ExportResult) and r.ok and r.placed for p in r.files]
         outcome = f"the report was not written; {', '.join(placed)} placed and verified" if placed else "nothing was written"
-        protected = [*plan.protected, *(p for r in results for p in getattr(r, "files", []))]
+        protected = [*plan.protected, *(p for r in results if isinstance(r, ExportResult) for p in r.files)]
         write_json(report, record, "--report", protected, outcome=outcome)
     interrupts.work_done(0 if failed is None else 1)  # files placed, report written: a late Ctrl-C changes nothing
     if as_json:
         echo_json(record)
-    elif export_all or getattr(results[0], "verification", None) is not None:
+    elif export_all or isinstance(results[0], ExportResult) and results[0].verification is not None:
         write_stdout("\n".join(export_summary(results, single=not export_all)) + "\n")
     if failed is not None:
         if not export_all:
@@ -234,11 +234,7 @@ def export_command(
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
 @json_option
 @click.pass_context
-def bench_command(
-    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
-    device: str, seed: int, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
-    plot: Path | None, as_json: bool,
-) -> None:
+def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
     """Time PyTorch eager against the exported model (onnxruntime for onnx):
     median and p90 latency per call, throughput, and the speed-up, per batch
     size. The model is exported and verified first, in a temporary folder.
@@ -254,16 +250,19 @@ def bench_command(
       zoo bench stack --param width=1024 --quantize int8
     """
     from zoo.bench.plot import plot_latency
-    from zoo.bench.timing import bench_model, plan_bench
+    from zoo.bench.timing import BenchRequest, bench_model, plan_bench
     from zoo.build.model import build_model, check_batch_sizes
 
-    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
-    built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
+    request = BenchRequest(**options)
+    plan = plan_bench(get_zoo(ctx), request)
+    built = build_model(plan.arch, plan.overrides, seed=request.seed, device=request.device)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
-            built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance
+            built, plan.exporter, plan.batch_sizes, request.budget, plan.options, request.threads, plan.sizes, plan.variant,
+            plan.acceptance,
         )
+    plot = request.plot
     if plot is not None:
         plot_latency(result, plot)
     echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)
@@ -302,7 +301,7 @@ def verify_command(
     from zoo.files.paths import check_file_path
     from zoo.files.writing import write_json
     from zoo.verify.artifact import read_paths, verify_artifact
-    from zoo.verify.results import FailedExport
+    from zoo.verify.results import FailedVerify
 
     read = [*read_paths(get_zoo(ctx), file, weights), *map(Path, inputs)] if report is not None else []
     if report is not None:
@@ -314,7 +313,7 @@ def verify_command(
         )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
-            failure = FailedExport(None, str(exc), file=file)
+            failure = FailedVerify(None, str(exc), file=file)
             if report is not None:
                 write_json(report, failure, "--report", read)
             if as_json:

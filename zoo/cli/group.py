@@ -29,7 +29,7 @@ class ZooGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         status = 1
-        with interrupts.raising():  # SIGTERM and SIGHUP clean up as Ctrl-C does
+        with interrupts.signals_raise():  # SIGTERM and SIGHUP clean up as Ctrl-C does
             try:
                 result = super().invoke(ctx)
                 status = 0
@@ -54,7 +54,7 @@ class ZooGroup(click.Group):
 
 def _one_line(ctx: click.Context, exc: BaseException) -> int:
     """Print the line for what ended a command; its exit status. A bug keeps its traceback."""
-    interrupt = interrupts.behind(exc)  # Ctrl-C, or the failure a swallowed one became
+    interrupt = interrupts.interrupt_behind(exc)  # Ctrl-C, or the failure a swallowed one became
     if interrupt is not None:
         try:
             click.echo(interrupt.line, err=True)

@@ -17,7 +17,7 @@ from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX
 from zoo.verify.acceptance import Acceptance
 from zoo.verify.divergence import failure_text
-from zoo.verify.results import ExportResult
+from zoo.verify.results import VerifyResult
 from zoo.verify.run import check_timeout, verify_files
 from zoo.verify.tolerances import ToleranceOption, check_tolerances, parse_tolerance
 
@@ -85,7 +85,7 @@ def verify_artifact(
     params: Sequence[str] = (),
     seed: int | None = None,
     timeout: float | None = None,
-) -> ExportResult:
+) -> VerifyResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it;
     with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
     any file of a known format, zoo's metadata or not. The file is untrusted: what
@@ -93,7 +93,7 @@ def verify_artifact(
     anything is allocated."""
     from zoo.build.model import build_model, check_seed
     from zoo.build.weights import check_regular_file
-    from zoo.spec.params import coerce_params, parse_params
+    from zoo.spec.params import parse_params
     from zoo.verify.input_files import load_input_files
 
     check_input_file(path, "give the file 'zoo export' wrote")
@@ -111,15 +111,7 @@ def verify_artifact(
         seed = 0 if seed is None else seed
         check_seed(seed)
     else:
-        arch = zoo.architectures.get(meta["architecture"])
-        if arch is None:
-            plugin = meta.get("plugin", "?")
-            raise UsageError(
-                f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
-                "install that plugin (see 'zoo plugins')"
-            )
-        overrides, seed = recorded_build(path, meta, weights)
-        overrides = coerce_params(overrides, arch.parameters, arch.name)
+        arch, overrides, seed = recorded_architecture(zoo, path, meta, weights)
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
@@ -127,7 +119,7 @@ def verify_artifact(
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
-    result = ExportResult(built, exporter, opset, static, files=[path])
+    result = VerifyResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
@@ -143,6 +135,21 @@ def verify_artifact(
         if arch_name is not None and weights is None:
             result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
     return result
+
+
+def recorded_architecture(zoo: Any, path: Path, meta: dict[str, str], weights: Path | None) -> tuple[Any, dict[str, Any], int]:
+    """The architecture, typed parameters and seed ``path``'s metadata names."""
+    from zoo.spec.params import coerce_params
+
+    arch = zoo.architectures.get(meta["architecture"])
+    if arch is None:
+        plugin = meta.get("plugin", "?")
+        raise UsageError(
+            f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
+            "install that plugin (see 'zoo plugins')"
+        )
+    overrides, seed = recorded_build(path, meta, weights)
+    return arch, coerce_params(overrides, arch.parameters, arch.name), seed
 
 
 def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:
