@@ -18,6 +18,7 @@ from zoo.host.manager import plugin_code, plugin_fault
 from zoo.spec.params import coerce_params
 from zoo.build.shapes import input_shape, sample_sizes, value_range
 from zoo.spec.architecture import FLOAT_DTYPES, Architecture
+from zoo.build.weights import load_weights
 
 if TYPE_CHECKING:
     import torch
@@ -127,8 +128,6 @@ def build_model(
         )
     record = None
     if weights is not None:
-        from zoo.build.weights import load_weights
-
         record = load_weights(module, Path(weights), arch.name)
     module.eval()
     module.to(dev)

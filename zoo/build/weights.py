@@ -28,6 +28,8 @@ from typing import IO, Any
 
 from zoo.files.hashing import sha256_of
 from zoo.errors import WeightsError, one_line
+from zoo.files.paths import check_input_file
+from zoo.files.paths import refuse_irregular_input
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -45,8 +47,6 @@ _KIND_HINTS = {
 def check_regular_file(path: Path) -> os.stat_result:
     """``os.stat`` of ``path`` if it is a regular file (links followed); else a
     ``WeightsError`` that says what it is. Opens nothing: a FIFO open would block."""
-    from zoo.files.paths import check_input_file
-
     return check_input_file(path, _REGULAR_HINT, WeightsError, "weights file ")
 
 
@@ -67,8 +67,6 @@ def _open_regular(path: Path) -> IO[bytes]:
     except OSError as exc:
         raise WeightsError(f"cannot open weights file {str(path)!r}: {exc.strerror or exc}; give a file you can read") from None
     try:
-        from zoo.files.paths import refuse_irregular_input
-
         refuse_irregular_input(path, os.fstat(fd), _REGULAR_HINT, WeightsError, "weights file ")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)

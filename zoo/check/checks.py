@@ -8,6 +8,7 @@ from typing import Any
 
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import concrete, sample_sizes
+from zoo.check.describe import watch_forward
 from zoo.check.task_calls import (
     LOSS_TOLERANCES,
     HeadCheck,
@@ -69,7 +70,6 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
     """Run every check on ``built``; failures are collected, not raised."""
     import torch
 
-    from zoo.check.describe import watch_forward
 
     arch = built.arch
     result = CheckResult(arch.name, arch.plugin, built.params, built.seed, built.device)

@@ -3,6 +3,9 @@
 Errors a user can fix are ``ZooError``s: one line on stderr, exit 1 (a check or
 verification failed) or 2 (usage). Ctrl-C exits 130, SIGTERM 143, SIGHUP 129
 (``zoo.interrupts``).
+
+Each command imports the library it calls inside its own body: ``zoo list``
+loads only what listing needs (``tests/test_fast_cli.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import click
 
-from zoo import __version__, interrupts
+from zoo import interrupts
 from zoo.build.weights import SUFFIXES as WEIGHT_SUFFIXES
 from zoo.cli.completion import complete_architecture
 from zoo.cli.group import ZooGroup, get_zoo, plugin_commands
@@ -47,6 +50,7 @@ from zoo.cli.render import (
 from zoo.errors import ZooError
 from zoo.progress import terminal_progress
 from zoo.spec.params import parse_params
+from zoo.version import __version__
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -15,12 +15,11 @@ import click
 
 from zoo.errors import OutputWriteError
 from zoo.records import json_text
+from zoo.verify.results import FailedExport
 
 
 def json_failure(ctx: click.Context, error: str, exit_code: int) -> None:
     """With ``--json``, print the failed record, unless the command already printed one."""
-    from zoo.verify.results import FailedExport
-
     root = ctx.find_root()
     if root.meta.get("zoo.json_shown") or not wants_json(root):
         return

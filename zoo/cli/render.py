@@ -9,6 +9,7 @@ from typing import Any
 from zoo.spec.architecture import Architecture
 from zoo.spec.params import format_value
 from zoo.text import human_bytes, human_rate, human_seconds, sizes_text
+from zoo.verify.divergence import divergence_text
 from zoo.verify.results import summary_row
 
 
@@ -157,8 +158,6 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
                 lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%")))
         lines.extend(f"    FAILED {failure}" for failure in case.failures)
     if verification.first_divergence:
-        from zoo.verify.divergence import divergence_text
-
         lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
     return lines
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
-from zoo.build.model import BuiltModel
+from zoo.build.model import BuiltModel, build_model
 from zoo.build.shapes import dynamic_dims
 from zoo.errors import CheckFailed, ExportFailed, PluginError, ZooError
 from zoo.export.plan import ExportPlan, Target, resolve_format
@@ -41,8 +41,6 @@ CALIBRATION_BATCHES = 8
 def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
     """Export every target of ``plan``; a failure is recorded (with its exit code)
     and the rest still run."""
-    from zoo.build.model import build_model
-
     results: list[ExportResult | FailedExport] = []
     for index, target in enumerate(plan.targets):
         if on_start is not None:

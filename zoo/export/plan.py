@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.build.model import check_device, check_seed
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
+from zoo.spec.params import parse_params
 from zoo.verify.acceptance import Acceptance, variant_name
+from zoo.verify.input_files import load_input_files
+from zoo.verify.run import check_timeout
 from zoo.verify.tolerances import check_tolerances, parse_tolerance
 
 
@@ -112,10 +116,6 @@ class ExportRequest:
 
 def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
-    from zoo.build.model import check_device, check_seed
-    from zoo.spec.params import parse_params
-    from zoo.verify.run import check_timeout
-
     r = request
     if not r.export_all and (r.jobs > 1 or r.shard):
         raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
@@ -153,8 +153,6 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
     cases = []
     if r.inputs:
-        from zoo.verify.input_files import load_input_files
-
         cases = load_input_files(r.inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, r.static)
     check_device(r.device)  # fail before any work when the device is missing
     plan = ExportPlan(

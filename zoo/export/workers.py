@@ -16,6 +16,7 @@ ends the command in one line naming the targets left unfinished.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -25,13 +26,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from zoo.errors import ExportFailed, UsageError
+from zoo.errors import ExportFailed, UsageError, ZooError
+from zoo.export.pipeline import export_targets
 from zoo.export.plan import ExportPlan, Target
-from zoo.interrupts import signals_blocked
-from zoo.verify.results import Outcome
+from zoo.host.manager import load_zoo
+from zoo.interrupts import HANDLED, Interrupted, count_signal, deferring, quick_shutdown, signals_blocked
+from zoo.verify.results import FailedExport, Outcome
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to remove its staging before it is killed
 
@@ -162,18 +166,14 @@ _exporting = False  # whether a worker is inside an export (with staging to remo
 
 
 def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
-    from zoo.interrupts import HANDLED, quick_shutdown
-
     for signum in HANDLED:  # first: a signal while torch imports ends the worker without a traceback
         signal.signal(signum, _worker_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
     quick_shutdown()
 
-    import importlib
 
     import torch
 
-    from zoo.host.manager import load_zoo
 
     global _worker_zoo
     torch.set_num_threads(threads)
@@ -184,8 +184,6 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
 def _worker_signal(signum: int, frame: object) -> None:
     """Ctrl-C, SIGTERM or SIGHUP in a worker: an export in progress is interrupted
     (its staging removed on the way out, see ``_export_one``); a waiting worker just ends."""
-    from zoo.interrupts import HANDLED, Interrupted, count_signal, deferring
-
     count_signal(signum)  # if a library swallows the Interrupted, the export still stops before placing its files
     for handled in HANDLED:  # once: a second signal (the parent passing on the same Ctrl-C) must not cut the cleanup short
         signal.signal(handled, signal.SIG_IGN)
@@ -209,12 +207,6 @@ def _export_one(portable: _PortableTarget) -> Finished:
 
 
 def _export(portable: _PortableTarget) -> Finished:
-    from pathlib import Path
-
-    from zoo.errors import ZooError
-    from zoo.export.pipeline import export_targets
-    from zoo.verify.results import FailedExport
-
     zoo = _worker_zoo
     arch = zoo.architectures.get(portable.architecture)
     refused = None if portable.refused is None else ZooError(portable.refused)
@@ -230,8 +222,6 @@ def run_plan(plan: ExportPlan, jobs: int, zoo: Any, progress: Callable[[str], No
     """Carry out ``plan``: in ``jobs`` worker processes when there is more than one
     target, else here. ``progress`` gets a line as each target starts (here) or
     finishes (in workers, which finish in any order: counted, then named)."""
-    from zoo.export.pipeline import export_targets
-
     count = len(plan.targets)
     say = progress or (lambda line: None)
     if jobs > 1 and count > 1:

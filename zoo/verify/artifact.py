@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
+from zoo.build.model import MAX_SEED, build_model, check_seed, dry_build
+from zoo.build.weights import check_regular_file, sha256
 from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
 from zoo.files.paths import check_input_file
 from zoo.files.staging import side_files
@@ -15,8 +17,10 @@ from zoo.host.plugin_calls import call_exporter
 from zoo.progress import timed
 from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX
+from zoo.spec.params import coerce_params, parse_params
 from zoo.verify.acceptance import Acceptance
 from zoo.verify.divergence import failure_text
+from zoo.verify.input_files import load_input_files
 from zoo.verify.results import VerifyResult
 from zoo.verify.run import check_timeout, verify_files
 from zoo.verify.tolerances import ToleranceOption, check_tolerances, parse_tolerance
@@ -91,11 +95,6 @@ def verify_artifact(
     any file of a known format, zoo's metadata or not. The file is untrusted: what
     its metadata asks to build is checked against the weights it holds before
     anything is allocated."""
-    from zoo.build.model import build_model, check_seed
-    from zoo.build.weights import check_regular_file
-    from zoo.spec.params import parse_params
-    from zoo.verify.input_files import load_input_files
-
     check_input_file(path, "give the file 'zoo export' wrote")
     rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
     check_tolerances(rtol, atol)
@@ -139,8 +138,6 @@ def verify_artifact(
 
 def recorded_architecture(zoo: Any, path: Path, meta: dict[str, str], weights: Path | None) -> tuple[Any, dict[str, Any], int]:
     """The architecture, typed parameters and seed ``path``'s metadata names."""
-    from zoo.spec.params import coerce_params
-
     arch = zoo.architectures.get(meta["architecture"])
     if arch is None:
         plugin = meta.get("plugin", "?")
@@ -181,9 +178,6 @@ def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:
     """The parameters and seed ``path`` was exported with; ``weights`` must be the
     file it was exported with (by sha256), or absent when it had none."""
-    from zoo.build.model import MAX_SEED
-    from zoo.build.weights import sha256
-
     expected = meta.get("weights_sha256")
     if expected and weights is None:
         raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
@@ -211,8 +205,6 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
     file saying ``width: 20000``), from a build on torch's ``meta`` device stopped
     at twice what the file holds. A ``--fold-linear`` file legitimately holds fewer
     weights than its module: there only ``build_model``'s memory bound applies."""
-    from zoo.build.model import dry_build
-
     if exporter.count_weights is None:
         return
     elements, nbytes = call_exporter(exporter.count_weights, path, error=UsageError, what=f"{path.name} is not a readable {exporter.name} file")

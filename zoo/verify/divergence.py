@@ -17,7 +17,9 @@ from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
 from zoo.spec.exporter import Exporter
 from zoo.text import dtype_text
+from zoo.verify.compare import as_numpy, error_stats
 from zoo.verify.results import Verification
+from zoo.verify.tolerances import tolerance_for
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,6 @@ def first_divergence(
     """The first module scope, in graph order, whose last node's output is beyond
     tolerance from that module's output in PyTorch; ``None`` when none is (or the
     exporter cannot tell)."""
-    from zoo.verify.compare import as_numpy, error_stats
-    from zoo.verify.tolerances import tolerance_for
-
     feed_names = feed_names or {}
     feed = {feed_names.get(name, name): as_numpy(t) for name, t in inputs.items()}
     try:
