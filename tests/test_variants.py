@@ -148,3 +148,33 @@ def test_a_convolutional_model_is_quantized_statically_on_its_own_inputs(example
     assert (result.variant["method"], result.variant["calibration_batches"]) == ("static", 8)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ around the convolutions
+
+
+def test_variants_of_a_million_parameter_model_re_verify(run, tmp_path: Path) -> None:
+    """The metadata guard compares the weights' elements, not their bytes: an int8
+    file holds its ~1.07M weights in a quarter of float32's bytes, fp16 in half."""
+    # Random weights at this width lose regression precision in int8: what is
+    # tested is that the accepted file re-verifies, so accept a wide error.
+    for flag, variant in (("--quantize", "int8"), ("--precision", "fp16")):
+        exported = run("export", "stack", "-p", "width=1024", flag, variant, "--max-error", "1", "--max-loss-change", "1")
+        assert exported.exit_code == 0, exported.stderr
+        path = f"three-layer-stack.{variant}.onnx"
+        from zoo.exporters.onnx import count_weights
+
+        elements, nbytes = count_weights(tmp_path / path)
+        assert elements > 1_000_000 and nbytes < (0.3 if variant == "int8" else 0.55) * 4 * elements
+        verified = run("verify", path)
+        assert verified.exit_code == 0, verified.stderr
+        assert f"variant   {variant}" in verified.stdout
+
+
+def test_a_variant_whose_metadata_asks_for_more_weights_is_still_refused(run, tmp_path: Path) -> None:
+    assert run("export", "stack", "--quantize", "int8", "--max-error", "1", "--max-loss-change", "1").exit_code == 0
+    model = onnx.load("three-layer-stack.int8.onnx")
+    props = {p.key: p.value for p in model.metadata_props}
+    props["zoo.params"] = json.dumps({"width": 20000})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, "wide.int8.onnx")
+    refused = run("verify", "wide.int8.onnx")
+    assert refused.exit_code == 2 and "the metadata does not describe this file" in refused.stderr
