@@ -26,11 +26,10 @@ def check_lines(result: Any) -> list[str]:
         )
     grads = result.gradients
     if grads.get("checked"):
-        healthy = not grads["no_grad"] and not grads["non_finite"]
-        lines.append(
-            f"  backward  {grads['parameters']} parameter tensors, "
-            f"{'all gradients finite' if healthy else 'BROKEN gradients'} (norm {grads['norm']:.4g})"
-        )
+        unused = len(grads["no_grad"])
+        state = "BROKEN gradients" if grads["non_finite"] else "all gradients finite"
+        reached = f"{grads['parameters'] - unused} of {grads['parameters']}" if unused else str(grads["parameters"])
+        lines.append(f"  backward  {reached} parameter tensors, {state} (norm {grads['norm']:.4g})")
     for warning in result.warnings:
         lines.append(f"  warning   {warning}")
     lines.extend(f"  FAILED    {failure}" for failure in result.failures)
