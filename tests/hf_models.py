@@ -33,6 +33,17 @@ def wav2vec2(hidden: int = 32) -> object:
     return Wav2Vec2ForCTC(config)
 
 
+def padded_mask(sizes, generator, params):
+    """Token ids and a right-padded attention mask, at least one real token a row."""
+    import torch
+
+    batch, seq = sizes["batch"], sizes["seq"]
+    ids = torch.randint(0, VOCAB, (batch, seq), generator=generator)
+    lengths = torch.randint(1, seq + 1, (batch,), generator=generator)
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 class HFModels:
     @hookimpl
     def register_architectures(self, register):
@@ -41,6 +52,15 @@ class HFModels:
             (Input("input_ids", ("batch", Dim("seq", min=2, max=64, sample=8)), dtype="int64", range=(0, VOCAB)),),
             (Output("logits", task="multiclass"),),
             summary="Hugging Face GPT-2 (tied lm_head), small config",
+        ))
+        seq = Dim("seq", min=2, max=64, sample=8)
+        register(Architecture(
+            "hf-gpt2-mask", gpt2,
+            (Input("input_ids", ("batch", seq), dtype="int64", range=(0, VOCAB)),
+             Input("attention_mask", ("batch", seq), dtype="int64", range=(0, 2))),
+            (Output("logits", task="multiclass"),),
+            summary="GPT-2 with an attention mask, passed by keyword (its second parameter is past_key_values)",
+            sample_inputs=padded_mask, keyword_inputs=True,
         ))
         register(Architecture(
             "hf-wav2vec2", wav2vec2,

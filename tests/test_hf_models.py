@@ -60,3 +60,21 @@ def test_wav2vec2_with_its_defaults_passes_check_with_a_warning(run, hf_zoo) -> 
     assert result.exit_code == 0, result.output
     assert "1 parameter unused in eval mode: wav2vec2.masked_spec_embed" in result.stdout
     assert "all gradients finite" in result.stdout
+
+
+def test_gpt2_takes_its_attention_mask_by_keyword_in_pytorch_and_the_export(run, hf_zoo, tmp_path: Path) -> None:
+    import onnx
+
+    result = run("export", "hf-gpt2-mask", zoo=hf_zoo)
+    assert result.exit_code == 0, result.output
+    graph = onnx.load(str(tmp_path / "hf-gpt2-mask.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    # the mask reached attention_mask=: padding changes the logits of real tokens' neighbours' rows
+    from zoo.build.model import build_model
+
+    built = build_model(hf_zoo.architecture("hf-gpt2-mask"))
+    inputs = built.sample_inputs({"batch": 4, "seq": 8})
+    assert (inputs["attention_mask"] == 0).any()
+    masked = built.forward(inputs)["logits"]
+    unmasked = built.forward({**inputs, "attention_mask": torch.ones_like(inputs["attention_mask"])})["logits"]
+    assert not torch.allclose(masked, unmasked)

@@ -256,11 +256,13 @@ def runner_call(runner: Callable[[dict[str, Any]], Any], inputs: Mapping[str, An
 def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any]:
     import torch
 
-    module, args = built.module, tuple(inputs.values())
+    from zoo.build.model import call_module
+
+    arch, module, feed = built.arch, built.module, dict(inputs)
 
     def call() -> Any:
         with torch.inference_mode():
-            return module(*args)
+            return call_module(arch, module, feed)
 
     return call
 

@@ -50,12 +50,18 @@ class BuiltModel:
 
         with torch.set_grad_enabled(grad), ieee_float32(self.device), plugin_code():
             try:
-                result = self.module(*inputs.values())  # positional, in declared order
+                result = call_module(self.arch, self.module, inputs)
             except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
                 if not plugin_fault(exc):
                     raise
                 raise CheckFailed(f"{self.arch.name}: forward pass raised {type(exc).__name__}: {exc}") from exc
         return name_outputs(self.arch, result)
+
+
+def call_module(arch: Architecture, module: Any, inputs: Mapping[str, Any]) -> Any:
+    """``module``'s forward on ``inputs``: by keyword where the architecture says
+    so, else by position in declared order."""
+    return module(**inputs) if arch.keyword_inputs else module(*inputs.values())
 
 
 @contextmanager
