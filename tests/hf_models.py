@@ -20,6 +20,16 @@ def gpt2(n_layer: int = 2, n_embd: int = 64) -> object:
     return GPT2LMHeadModel(config)
 
 
+def distilbert(n_layers: int = 2, dim: int = 64, n_labels: int = 3) -> object:
+    """DistilBERT sequence classifier."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    config = DistilBertConfig(
+        vocab_size=VOCAB, max_position_embeddings=64, n_layers=n_layers, n_heads=4, dim=dim, hidden_dim=4 * dim, num_labels=n_labels,
+    )
+    return DistilBertForSequenceClassification(config)
+
+
 def wav2vec2(hidden: int = 32) -> object:
     """Wav2Vec2 for CTC with Hugging Face's defaults but small: its
     ``masked_spec_embed`` is used only in training."""
@@ -60,6 +70,14 @@ class HFModels:
              Input("attention_mask", ("batch", seq), dtype="int64", range=(0, 2))),
             (Output("logits", task="multiclass"),),
             summary="GPT-2 with an attention mask, passed by keyword (its second parameter is past_key_values)",
+            sample_inputs=padded_mask, keyword_inputs=True,
+        ))
+        register(Architecture(
+            "hf-distilbert-cls", distilbert,
+            (Input("input_ids", ("batch", seq), dtype="int64", range=(0, VOCAB)),
+             Input("attention_mask", ("batch", seq), dtype="int64", range=(0, 2))),
+            (Output("logits", task="multiclass"),),
+            summary="Hugging Face DistilBERT sequence classifier, small config",
             sample_inputs=padded_mask, keyword_inputs=True,
         ))
         register(Architecture(

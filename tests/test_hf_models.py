@@ -78,3 +78,12 @@ def test_gpt2_takes_its_attention_mask_by_keyword_in_pytorch_and_the_export(run,
     masked = built.forward(inputs)["logits"]
     unmasked = built.forward({**inputs, "attention_mask": torch.ones_like(inputs["attention_mask"])})["logits"]
     assert not torch.allclose(masked, unmasked)
+
+
+@pytest.mark.parametrize(("flag", "variant"), [("--quantize", "int8"), ("--precision", "fp16")])
+def test_a_transformer_variant_re_verifies(run, hf_zoo, tmp_path: Path, flag: str, variant: str) -> None:
+    exported = run("export", "hf-distilbert-cls", flag, variant, zoo=hf_zoo)
+    assert exported.exit_code == 0, exported.output
+    verified = run("verify", f"hf-distilbert-cls.{variant}.onnx", zoo=hf_zoo)
+    assert verified.exit_code == 0, verified.output
+    assert f"variant   {variant}" in verified.stdout
