@@ -3,6 +3,7 @@
     python benchmarks/run.py             # ratios 1-4, 6, 7: about four minutes
     python benchmarks/run.py --large     # also 5: a 2.15 GB export (about a minute, 5 GB of memory)
     python benchmarks/run.py --only 6,7  # just these ratios
+    python benchmarks/run.py --only 8 --optimum-cli VENV/bin/optimum-cli  # against Optimum (the bench extra)
 
 Whole-process timings alternate the two commands being compared and take
 medians, so a burst of load on the machine hits both sides. Latencies come from
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,6 +88,40 @@ def cli_ratios(report: Report, folder: Path, repeats: int) -> None:
     baseline = [sys.executable, str(HERE / "baseline_export.py")]
     ours, theirs = alternate(export, baseline, repeats, folder)
     report.add("2. zoo export binary / hand-written export", human_seconds(ours), human_seconds(theirs), ours / theirs, "≤ 1.05", ours / theirs <= 1.05)
+
+
+HF_MODELS = {  # zoo architecture (tests/hf_models.py) -> optimum-cli's task for the same saved model
+    "hf-distilbert-cls": "text-classification",
+    "hf-gpt2": "text-generation",
+}
+
+
+def hf_ratios(report: Report, folder: Path, repeats: int, optimum_cli: str | None) -> None:
+    """``zoo export`` of a small Hugging Face model saved with ``save_pretrained``
+    (loaded with --weights) against ``optimum-cli export onnx`` of the same folder;
+    both whole processes, alternating."""
+    if optimum_cli is None:
+        print("  8. skipped: no optimum-cli (pip install -c constraints.txt 'zoo-onnx[bench]' in a venv of its own; --optimum-cli PATH)")
+        return
+    tests = HERE.parent / "tests"
+    sys.path.insert(0, str(tests))
+    import torch
+    from hf_models import distilbert, gpt2
+
+    for name, build in (("hf-distilbert-cls", distilbert), ("hf-gpt2", gpt2)):
+        torch.manual_seed(0)
+        build().save_pretrained(folder / name)
+        zoo_main = (
+            f"import sys; sys.path.insert(0, {str(tests)!r}); from hf_models import HFModels; "
+            "from zoo.host.manager import load_zoo; from zoo.cli.commands import cli; "
+            "cli.main(sys.argv[1:], obj=load_zoo(extra=[('hf', HFModels())]), prog_name='zoo')"
+        )
+        ours = [sys.executable, "-c", zoo_main, "export", name, "-f", "--weights", str(folder / name / "model.safetensors"),
+                "-o", str(folder / f"{name}.onnx")]
+        theirs = [optimum_cli, "export", "onnx", "--model", str(folder / name), "--task", HF_MODELS[name], str(folder / f"{name}-optimum")]
+        zoo_s, optimum_s = alternate(ours, theirs, repeats, folder)
+        ratio = zoo_s / optimum_s
+        report.add(f"8. zoo export {name} / optimum-cli export onnx", human_seconds(zoo_s), human_seconds(optimum_s), ratio, "≤ 1.0", ratio <= 1.0)
 
 
 def latency_ratios(report: Report, budget: float, threads: int) -> None:
@@ -221,6 +257,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timed calls per runtime and batch size")
     parser.add_argument("--only", type=lambda text: {int(n) for n in text.split(",")}, default=None, help="ratio numbers to measure, e.g. 6,7 (5 needs no --large here)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and onnxruntime (ratios 3, 4)")
+    parser.add_argument("--optimum-cli", default=shutil.which("optimum-cli"), help="optimum-cli to compare with (ratio 8; default: on PATH)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"latencies: median per call, {args.budget:g} s budget after warm-up, {args.threads} intra-op thread(s) in both runtimes")
@@ -234,8 +271,9 @@ def main() -> None:
             (6,): lambda: variant_ratios(report, folder, args.budget, args.threads),
             (7,): lambda: jobs_ratio(report, folder, max(1, args.repeats // 2)),
             (5,): lambda: large_ratio(report, folder),
+            (8,): lambda: hf_ratios(report, folder, max(1, args.repeats // 2) + 1, args.optimum_cli),
         }
-        wanted = args.only if args.only is not None else {1, 2, 3, 4, 6, 7} | ({5} if args.large else set())
+        wanted = args.only if args.only is not None else {1, 2, 3, 4, 6, 7, 8} | ({5} if args.large else set())
         for numbers, step in steps.items():
             if wanted & set(numbers):
                 step()

@@ -38,7 +38,8 @@ def export(job: ExportJob) -> list[Path]:
     # zoo quiets the exporter's prints, warnings and log records around this call (zoo.host.plugin_calls.quiet_exporter)
     program = torch.onnx.export(
         job.module,
-        tuple(job.sample.values()),
+        job.torch_args(),
+        kwargs=job.torch_kwargs() or None,
         input_names=list(job.sample),
         output_names=job.output_names,
         dynamic_shapes=job.torch_dynamic_shapes(),

@@ -114,13 +114,13 @@ def threshold_decisions(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: fl
         return decisive, ((ref > threshold) == (cand > threshold)) & ~one_nan
 
 
-def threshold_agreement(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float) -> tuple[str, float]:
+def threshold_agreement(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float) -> tuple[str, float, int, int]:
 
     decisive, same = threshold_decisions(output, ref, cand, rtol, atol)
-    return "threshold", float(same[decisive].mean()) if decisive.any() else 1.0
+    return "threshold", float(same[decisive].mean()) if decisive.any() else 1.0, int(decisive.sum()), int(decisive.size)
 
 
-def argmax_agreement(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float) -> tuple[str, float] | None:
+def argmax_agreement(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float) -> tuple[str, float, int, int] | None:
     """The margin is per row: with logits of 1e4, float32 rounding alone moves
     values by 1e-3, far past an absolute margin."""
     import numpy as np
@@ -132,7 +132,7 @@ def argmax_agreement(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float
     with np.errstate(invalid="ignore"):
         decisive = ((top2[..., 1] - top2[..., 0]) > 2 * (atol + rtol * np.abs(top2).max(axis=-1))) | one_nan
     same = (ref.argmax(-1) == cand.argmax(-1)) & ~one_nan
-    return "argmax", float(same[decisive].mean()) if decisive.any() else 1.0
+    return "argmax", float(same[decisive].mean()) if decisive.any() else 1.0, int(decisive.sum()), int(decisive.size)
 
 
 def exact_match(output: Any, ref: np.ndarray, cand: np.ndarray, rtol: float, atol: float) -> dict[str, float]:

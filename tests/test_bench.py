@@ -268,7 +268,35 @@ def test_plot_reads_in_time_units_with_speedups_and_parameters() -> None:
         (axes,) = figure.axes
         ticks = [t.get_text() for t in axes.get_yticklabels() if t.get_text()]
         assert ticks and all(t.endswith("µs") for t in ticks), ticks  # not 10⁻⁵
-        assert [a.get_text() for a in axes.texts] == ["1.7×", "1.7×"]
+        assert [a.get_text() for a in axes.texts] == ["1.7×?", "1.7×?"]  # 2 calls each: not a measurement
         assert "hidden=4,3" in axes.get_title() and "seq=128" in axes.get_xlabel()
     finally:
         plt.close(figure)
+
+
+def test_a_timing_of_few_calls_or_wide_spread_is_flagged_and_its_speedup_not_stated() -> None:
+    steady = [1e-3 + 1e-6 * i for i in range(20)]
+    assert Timing("torch", 1, steady).unreliable is None
+    assert Timing("torch", 1, steady[:5]).unreliable == "5 calls (fewer than 10)"
+    # the Wav2Vec2: a few calls of 1 ms among calls of 844 ms
+    noisy = [1e-3] * 6 + [0.844] * 6
+    assert "wider than the median" in Timing("torch", 1, noisy).unreliable
+    result = tiny_result()
+    result.rows = [BenchRow(1, Timing("torch", 1, [0.844] * 3 + [1e-3, 1e-3]), Timing("onnxruntime", 1, [1e-4] * 50))]
+    from zoo.records import to_json
+
+    record = json.loads(json.dumps(to_json(result)))
+    row = record["rows"][0]
+    assert row["speedup_reliable"] is False and row["torch"]["unreliable"] == "5 calls (fewer than 10)"
+    assert row["onnxruntime"]["unreliable"] is None
+    text = "\n".join(bench_lines(result))
+    assert f"({result.rows[0].speedup:.2f}×?)" in text and f" {result.rows[0].speedup:.2f}× " not in text
+    assert "warning: batch=1 torch: 5 calls (fewer than 10); its speed-up (in brackets) is no measurement" in text
+
+
+def test_a_real_bench_reports_whether_each_timing_is_a_measurement(run) -> None:
+    result = run("bench", "binary", "--batch-sizes", "1", "--budget", "0.2", "--json")
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(result.stdout)["rows"][0]
+    assert isinstance(row["speedup_reliable"], bool)
+    assert row["speedup_reliable"] == (row["torch"]["unreliable"] is None and row["onnxruntime"]["unreliable"] is None)

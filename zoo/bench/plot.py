@@ -53,7 +53,7 @@ def latency_figure(result: BenchResult) -> Any:
         axes.fill_between(batches, medians, [t.p90 for t in timings], alpha=0.2)
     for row in result.rows:  # the speed-up above the slower runtime's point
         axes.annotate(
-            f"{row.speedup:.2g}×" if row.speedup < 10 else f"{row.speedup:.0f}×",
+            (f"{row.speedup:.2g}×" if row.speedup < 10 else f"{row.speedup:.0f}×") + ("" if row.reliable else "?"),  # ?: too few calls or too noisy
             (row.batch, max(row.torch.median, row.onnx.median)),
             textcoords="offset points", xytext=(0, 9), ha="center", fontsize="small", fontweight="bold",
         )

@@ -8,12 +8,17 @@ from typing import Any
 
 from zoo.records import Record, json_field
 
+RELIABLE_CALLS = 10  # fewer timed calls than this, and a median says little
+
 
 @dataclass
 class Timing(Record):
     """Per-call latencies of one runtime at one batch size."""
 
-    JSON_EXTRA = (("calls", "calls"), ("median_s", "median"), ("p90_s", "p90"), ("min_s", "min"), ("samples_per_s", "throughput"))
+    JSON_EXTRA = (
+        ("calls", "calls"), ("median_s", "median"), ("p90_s", "p90"), ("min_s", "min"), ("samples_per_s", "throughput"),
+        ("unreliable", "unreliable"),
+    )
 
     runtime: str = json_field(skip=True)
     batch: int = json_field(skip=True)
@@ -41,13 +46,29 @@ class Timing(Record):
         """Samples per second at the median latency."""
         return self.batch / self.median
 
+    @property
+    def p10(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[int(0.1 * (len(ordered) - 1))]
+
+    @property
+    def unreliable(self) -> str | None:
+        """Why this median is no measurement to compare (too few calls, or a spread
+        wider than the median itself: other work on the machine); ``None`` if it is one."""
+        if self.calls < RELIABLE_CALLS:
+            return f"{self.calls} calls (fewer than {RELIABLE_CALLS})"
+        spread = self.p90 - self.p10
+        if spread > self.median:
+            return f"p10-p90 spread {spread:.3g} s is wider than the median {self.median:.3g} s"
+        return None
+
 
 @dataclass
 class BenchRow(Record):
     """One batch size. ``onnx`` is the exported model's timing, whatever its
     format (named ``onnxruntime`` in JSON, the default format's runtime)."""
 
-    JSON_EXTRA = (("speedup", "speedup"), ("variant_speedup", "variant_speedup"))
+    JSON_EXTRA = (("speedup", "speedup"), ("variant_speedup", "variant_speedup"), ("speedup_reliable", "reliable"))
 
     batch: int
     torch: Timing
@@ -59,6 +80,11 @@ class BenchRow(Record):
     def speedup(self) -> float:
         """How many times faster onnxruntime is than PyTorch (median latency)."""
         return self.torch.median / self.onnx.median
+
+    @property
+    def reliable(self) -> bool:
+        """Whether every timing of the row is a measurement (see ``Timing.unreliable``)."""
+        return all(t.unreliable is None for t in (self.torch, self.onnx, self.variant) if t is not None)
 
     @property
     def variant_speedup(self) -> float | None:

@@ -21,7 +21,7 @@ from typing import Any
 from zoo import progress
 from zoo.bench.plot import check_plot_path, require_matplotlib
 from zoo.bench.results import BenchResult, BenchRow, Timing
-from zoo.build.model import BuiltModel
+from zoo.build.model import BuiltModel, call_module
 from zoo.build.shapes import dynamic_dims, sample_sizes
 from zoo.errors import UsageError, VerificationFailed
 from zoo.export.pipeline import export_model, variant_of
@@ -260,11 +260,11 @@ def runner_call(runner: Callable[[dict[str, Any]], Any], inputs: Mapping[str, An
 def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any]:
     import torch
 
-    module, args = built.module, tuple(inputs.values())
+    arch, module, feed = built.arch, built.module, dict(inputs)
 
     def call() -> Any:
         with torch.inference_mode():
-            return module(*args)
+            return call_module(arch, module, feed)
 
     return call
 

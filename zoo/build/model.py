@@ -53,12 +53,18 @@ class BuiltModel:
 
         with torch.set_grad_enabled(grad), ieee_float32(self.device), plugin_code():
             try:
-                result = self.module(*inputs.values())  # positional, in declared order
+                result = call_module(self.arch, self.module, inputs)
             except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
                 if not plugin_fault(exc):
                     raise
                 raise CheckFailed(f"{self.arch.name}: forward pass raised {type(exc).__name__}: {exc}") from exc
         return name_outputs(self.arch, result)
+
+
+def call_module(arch: Architecture, module: Any, inputs: Mapping[str, Any]) -> Any:
+    """``module``'s forward on ``inputs``: by keyword where the architecture says
+    so, else by position in declared order."""
+    return module(**inputs) if arch.keyword_inputs else module(*inputs.values())
 
 
 @contextmanager
@@ -152,18 +158,21 @@ def build_error(arch: Architecture, overrides: Mapping[str, Any], exc: BaseExcep
 class DrySize(NamedTuple):
     elements: int
     bytes: int
-    over: bool  # the build was stopped past ``limit_bytes``: at least this much
+    over: bool  # the build was stopped past its limit: at least this much
 
 
 class _OverLimit(BaseException):  # not an Exception: a plugin's ``except Exception`` cannot swallow it
     pass
 
 
-def dry_build(arch: Architecture, overrides: Mapping[str, Any], limit_bytes: int | None = None) -> DrySize | None:
+def dry_build(
+    arch: Architecture, overrides: Mapping[str, Any], limit_bytes: int | None = None, limit_elements: int | None = None
+) -> DrySize | None:
     """The parameter elements and bytes ``arch`` would hold with ``overrides``, from a
     build on the ``meta`` device (no memory allocated), stopped as soon as it passes
-    ``limit_bytes`` (a million layers take minutes even there). ``None`` where the
-    plugin's ``build`` cannot run on ``meta`` (it reads tensor values, say)."""
+    ``limit_bytes`` or ``limit_elements`` (a million layers take minutes even there).
+    ``None`` where the plugin's ``build`` cannot run on ``meta`` (it reads tensor
+    values, say)."""
     import torch
     from torch.nn.modules import module as torch_module
 
@@ -173,7 +182,7 @@ def dry_build(arch: Architecture, overrides: Mapping[str, Any], limit_bytes: int
         if tensor is not None:
             total[0] += tensor.numel()
             total[1] += tensor.numel() * tensor.element_size()
-            if limit_bytes is not None and total[1] > limit_bytes:
+            if (limit_bytes is not None and total[1] > limit_bytes) or (limit_elements is not None and total[0] > limit_elements):
                 raise _OverLimit
 
     hooks = [torch_module.register_module_parameter_registration_hook(count),

@@ -16,20 +16,18 @@ allowed and cast by torch on load, as ``load_state_dict`` does.
 
 from __future__ import annotations
 
-from zoo.text import dtype_text
-
-import hashlib
 import os
 import pickle
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from zoo.files.hashing import sha256_of
 from zoo.errors import WeightsError, one_line
-from zoo.files.paths import check_input_file
-from zoo.files.paths import refuse_irregular_input
+from zoo.files.hashing import sha256_of
+from zoo.files.paths import check_input_file, refuse_irregular_input, warn
+from zoo.text import dtype_text
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -216,10 +214,18 @@ def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
     Each tensor must have the shape and dtype kind of the module's tensor of the same
     name (so an int64 ``num_batches_tracked`` stays int64, and a complex or bool file
     never lands in a float parameter); float widths may differ: torch casts them.
+    Libraries save tied parameters once (GPT-2's ``lm_head.weight`` is its token
+    embedding): a key missing for that reason is filled from the tensor it is tied
+    to, and said in one line; a key missing for any other reason is refused. A
+    prefix on every key (``model.``) that the module lacks is removed, also said.
     """
     state = read_state_dict(path)
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
+    state, prefix = _without_prefix(state, expected)
+    if prefix:
+        warn(f"{path.name}: every key starts with {prefix!r}, which {owner} does not have; loaded them without it")
+    tied = _tied_to(module, set(state))
+    missing = sorted(set(expected) - set(state) - set(tied))
     unexpected = sorted(_show(key) for key in set(state) - set(expected))
     mismatched = []
     dtypes = []
@@ -247,8 +253,41 @@ def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
             else f"give weights saved from {owner} built with the same --param values"
         )
         raise WeightsError(f"{path.name!r} does not fit {owner}: {'; '.join(problems)}; {hint}")
-    module.load_state_dict(state, strict=True)
+    result = module.load_state_dict(state, strict=False)  # every key checked above; tied ones fill themselves
+    if set(result.missing_keys) - set(tied) or result.unexpected_keys:  # cannot happen after the checks: never load half
+        raise WeightsError(f"{path.name!r} does not fit {owner}: missing keys {_clip(sorted(result.missing_keys))}")
+    if tied:
+        filled = [f"{key} from {source}" for key, source in sorted(tied.items())]
+        warn(f"{path.name}: {len(tied)} tied parameter{'s' if len(tied) != 1 else ''} stored once: filled {_clip(filled)}")
     return {"path": str(path), "sha256": sha256(path)}
+
+
+def _tied_to(module: Any, present: set[str]) -> dict[str, str]:
+    """For each name of ``module`` missing from ``present`` whose tensor is shared
+    with a name in ``present`` (tied weights), that name."""
+    names: dict[int, list[str]] = {}
+    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), []).append(name)
+    tied = {}
+    for group in names.values():
+        sources = [n for n in group if n in present]
+        if sources:
+            tied.update({n: sources[0] for n in group if n not in present})
+    return tied
+
+
+def _without_prefix(state: dict[str, Any], expected: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """``state`` with a dotted prefix shared by every key removed (``model.``, as a
+    training wrapper saves it), where the module has no key with that prefix and the
+    stripped keys are then the module's; else ``state`` as it is."""
+    first = next(iter(state), "")
+    prefix = first.split(".", 1)[0] + "." if "." in first else ""
+    if not prefix or set(state) <= set(expected) or any(k.startswith(prefix) for k in expected):
+        return state, ""
+    if not all(k.startswith(prefix) for k in state):
+        return state, ""
+    stripped = {k[len(prefix) :]: v for k, v in state.items()}
+    return (stripped, prefix) if set(stripped) <= set(expected) else (state, "")
 
 
 def _show(key: Any, limit: int = 60) -> str:

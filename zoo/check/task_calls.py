@@ -168,11 +168,23 @@ def agreement(output: Output, reference: np.ndarray, candidate: np.ndarray, rtol
     Decisions within ``2*(atol + rtol*|ref|)`` of flipping are left out: a
     difference inside the tolerance may legitimately flip them.
     """
+    counted = decision_counts(output, reference, candidate, rtol, atol)
+    return None if counted is None else (counted[0], counted[1])
+
+
+def decision_counts(
+    output: Output, reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float
+) -> tuple[str, float, int | None, int | None] | None:
+    """``agreement``, with how many decisions it counted of all where the task says
+    (``None, None`` where it does not): the rest were within the margin, ties."""
     measure = task_of(output).agreement if output.task is not None else None
     if measure is None:
         return None
     with np.errstate(invalid="ignore", over="ignore"):
-        return measure(output, np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64), rtol, atol)
+        got = measure(output, np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64), rtol, atol)
+    if got is None:
+        return None
+    return (got[0], got[1], *(tuple(got[2:4]) if len(got) >= 4 else (None, None)))
 
 
 def task_stats(output: Output, reference: np.ndarray, candidate: np.ndarray, rtol: float, atol: float) -> dict[str, float]:

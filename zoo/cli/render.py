@@ -27,11 +27,10 @@ def check_lines(result: Any) -> list[str]:
         )
     grads = result.gradients
     if grads.get("checked"):
-        healthy = not grads["no_grad"] and not grads["non_finite"]
-        lines.append(
-            f"  backward  {grads['parameters']} parameter tensors, "
-            f"{'all gradients finite' if healthy else 'BROKEN gradients'} (norm {grads['norm']:.4g})"
-        )
+        unused = len(grads["no_grad"])
+        state = "BROKEN gradients" if grads["non_finite"] else "all gradients finite"
+        reached = f"{grads['parameters'] - unused} of {grads['parameters']}" if unused else str(grads["parameters"])
+        lines.append(f"  backward  {reached} parameter tensors, {state} (norm {grads['norm']:.4g})")
     for warning in result.warnings:
         lines.append(f"  warning   {warning}")
     lines.extend(f"  FAILED    {failure}" for failure in result.failures)
@@ -70,7 +69,7 @@ def bench_lines(result: Any) -> list[str]:
             human_seconds(row.onnx.p90),
             human_rate(row.torch.throughput),
             human_rate(row.onnx.throughput),
-            f"{row.speedup:.2f}×",
+            f"{row.speedup:.2f}×" if row.reliable else f"({row.speedup:.2f}×?)",
         ]
         for row in result.rows
     ]
@@ -84,6 +83,11 @@ def bench_lines(result: Any) -> list[str]:
     lines.append(f"SPEED-UP is torch median / {runtime} median: above 1, the exported model is faster.")
     if variant is not None:
         lines.append(f"{variant['name'].upper()} VS ORT is the float32 file's median / the {variant['name']} file's, both in onnxruntime.")
+    for row in result.rows:
+        for timing in (row.torch, row.onnx, row.variant):
+            if timing is not None and timing.unreliable:
+                where = ", ".join(f"{k}={v}" for k, v in (row.sizes or {"batch": row.batch}).items())
+                lines.append(f"warning: {where} {timing.runtime}: {timing.unreliable}; its speed-up (in brackets) is no measurement: raise --budget or quiet the machine")
     return lines
 
 
@@ -128,6 +132,13 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     return lines
 
 
+def ties_text(stats: dict[str, Any], key: str) -> str:
+    """`` (1 of 16 rows a tie)`` beside a variant's agreement, when it had ties."""
+    kind = key.removesuffix("_agreement")
+    ties = stats.get(f"{kind}_ties")
+    return f" ({ties} of {stats[f'{kind}_rows']} rows a tie)" if ties else ""
+
+
 def verification_lines(verification: Any, variant: bool = False) -> list[str]:
     """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers."""
     providers = f" [{', '.join(verification.providers)}]" if verification.providers else ""  # optional for a runner
@@ -140,7 +151,8 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
             sizes = f"{case.source} ({sizes})"
         for out_name, stats in case.outputs.items():
             agreements = "".join(
-                f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k.endswith(DECISIONS)
+                f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}{ties_text(stats, k)}"
+                for k, v in stats.items() if k.endswith(DECISIONS)
             )
             if variant:
                 loss = stats.get("loss")

@@ -188,6 +188,11 @@ class Architecture:
     symbolic dimension, a seeded ``torch.Generator`` and the build parameters,
     it returns ``{input name: tensor}`` of the declared shapes and dtypes. zoo
     uses it for every input it generates (check, export sample, verification, bench).
+
+    ``keyword_inputs=True`` passes the inputs to ``forward`` by name
+    (``forward(input_ids=..., attention_mask=...)``), in PyTorch, the export and
+    the benchmark alike: Hugging Face models take ``past_key_values`` second, so a
+    mask passed by position lands there.
     """
 
     name: str
@@ -199,6 +204,7 @@ class Architecture:
     tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     plugin: str = ""
     sample_inputs: Callable[..., Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
+    keyword_inputs: bool = False
     # read from ``build``'s signature once, when the architecture is made
     parameters: dict[str, Parameter] = field(init=False, repr=False, compare=False)
     # each symbolic input dimension, in order of first use: its ``Dim`` object wherever it is

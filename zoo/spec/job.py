@@ -38,19 +38,29 @@ class ExportJob:
     # option it applied under the option's name; one left unrecorded was not applied.
     stats: dict[str, Any] = field(default_factory=dict)
 
-    def torch_dynamic_shapes(self) -> tuple[dict[int, Any], ...] | None:
+    def torch_args(self) -> tuple[Any, ...]:
+        """The positional arguments to trace with: the sample in input order, or
+        none where the architecture takes its inputs by keyword (``torch_kwargs``)."""
+        return () if self.arch.keyword_inputs else tuple(self.sample.values())
+
+    def torch_kwargs(self) -> dict[str, Any]:
+        return dict(self.sample) if self.arch.keyword_inputs else {}
+
+    def torch_dynamic_shapes(self) -> tuple[dict[int, Any], ...] | dict[str, dict[int, Any]] | None:
         """``dynamic_shapes`` for ``torch.export.export``/``torch.onnx.export``, one
-        dict per input in ``sample`` order; ``None`` when every shape is static.
-        One ``torch.export.Dim`` per name, so inputs that share ``batch`` share it."""
+        dict per input in ``sample`` order (by name for keyword inputs); ``None``
+        when every shape is static. One ``torch.export.Dim`` per name, so inputs
+        that share ``batch`` share it."""
         if not any(self.dynamic.values()):
             return None
         import torch
 
         dims: dict[str, Any] = {}
-        return tuple(
-            {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in self.dynamic[name].items()}
+        shapes = {
+            name: {axis: dims.setdefault(d.name, torch.export.Dim(d.name, min=d.min, max=d.max)) for axis, d in self.dynamic[name].items()}
             for name in self.sample
-        )
+        }
+        return shapes if self.arch.keyword_inputs else tuple(shapes.values())
 
 
 def provenance(built: Any, exporter_name: str, opset: int | None, static: bool, options: dict[str, Any]) -> dict[str, str]:

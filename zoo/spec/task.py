@@ -41,6 +41,8 @@ class Task:
       the fraction of decisions (argmax, threshold) the exported model makes as
       PyTorch does, leaving out decisions within tolerance of flipping; below 1,
       verification fails. ``kind`` names it in reports (``kind_agreement``).
+      It may return ``(kind, fraction, decided, total)``: how many decisions
+      were counted of all, so a variant's near-ties are reported apart.
     - ``stats(output, reference, candidate, rtol, atol) -> dict[str, float]``:
       more fractions for the report (``exact_match``); shown, never failing.
     - ``loss_slack(output, reference, target, rtol, atol, dtype) -> float``: how

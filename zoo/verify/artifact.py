@@ -203,18 +203,20 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
 def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[str, str], params: dict[str, Any]) -> None:
     """Refuse metadata that would build far more weights than the file holds (a 6 kB
     file saying ``width: 20000``), from a build on torch's ``meta`` device stopped
-    at twice what the file holds. A ``--fold-linear`` file legitimately holds fewer
-    weights than its module: there only ``build_model``'s memory bound applies."""
+    at twice what the file holds. Elements are compared, not bytes: a variant keeps
+    every weight but stores it in fewer bytes (int8 with its scales, float16). A
+    ``--fold-linear`` file legitimately holds fewer weights than its module: there
+    only ``build_model``'s memory bound applies."""
     if exporter.count_weights is None:
         return
-    elements, nbytes = call_exporter(exporter.count_weights, path, error=UsageError, what=f"{path.name} is not a readable {exporter.name} file")
+    elements, _bytes = call_exporter(exporter.count_weights, path, error=UsageError, what=f"{path.name} is not a readable {exporter.name} file")
     try:
         folded = bool(json.loads(meta.get("options", "{}")).get("fold_linear"))
     except (ValueError, RecursionError, AttributeError):
         raise damaged_metadata(path, "zoo.options is not a JSON object") from None
     if folded:
         return
-    size = dry_build(arch, params, limit_bytes=2 * nbytes + 2**16)
+    size = dry_build(arch, params, limit_elements=2 * elements + 2**14)
     if size is not None and size.over:
         raise UsageError(
             f"zoo.params would build at least {size.elements:.3g} parameters but {path.name} holds {elements:,}; "

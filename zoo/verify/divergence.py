@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from zoo.build.model import BuiltModel, ieee_float32
+from zoo.build.model import BuiltModel, call_module, ieee_float32
 from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
 from zoo.spec.exporter import Exporter
@@ -42,7 +42,7 @@ def module_outputs(built: BuiltModel, inputs: dict[str, Any]) -> dict[str, Any]:
     handles = [module.register_forward_hook(hook(name)) for name, module in built.module.named_modules()]
     try:
         with torch.no_grad(), ieee_float32(built.device):
-            built.module(*inputs.values())
+            call_module(built.arch, built.module, inputs)
     finally:
         for handle in handles:
             handle.remove()

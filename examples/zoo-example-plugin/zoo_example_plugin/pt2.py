@@ -23,7 +23,9 @@ MANIFEST = "zoo_manifest.json"  # extra file inside the archive: metadata + inpu
 def export(job: ExportJob) -> list[Path]:
     import torch
 
-    program = torch.export.export(job.module, tuple(job.sample.values()), dynamic_shapes=job.torch_dynamic_shapes())
+    program = torch.export.export(
+        job.module, job.torch_args(), kwargs=job.torch_kwargs() or None, dynamic_shapes=job.torch_dynamic_shapes()
+    )
     manifest = {"metadata": job.metadata, "inputs": list(job.sample), "outputs": job.output_names}
     torch.export.save(program, str(job.path), extra_files={MANIFEST: json.dumps(manifest)})
     return [job.path]
