@@ -212,8 +212,24 @@ def dtype_kind(dtype: Any) -> str:
     return "integer"
 
 
+def tensors_sha256(state: dict[str, Any]) -> str:
+    """A checksum of the tensors themselves (names, dtypes, shapes, bytes, in name order), so
+    the same weights in another container (``.pt``, ``.safetensors``) have the same one."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{_short(tensor.dtype)}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # bfloat16 too: numpy sees bytes
+    return digest.hexdigest()
+
+
 def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
-    """Load ``path`` into ``module`` strictly; returns ``{"path", "sha256"}`` for reports.
+    """Load ``path`` into ``module`` strictly; returns ``{"path", "sha256", "tensors_sha256"}``
+    for reports (the file's bytes, and its tensors whatever the container).
 
     Each tensor must have the shape and dtype kind of the module's tensor of the same
     name (so an int64 ``num_batches_tracked`` stays int64, and a complex or bool file
@@ -250,7 +266,7 @@ def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
         )
         raise WeightsError(f"{path.name!r} does not fit {owner}: {'; '.join(problems)}; {hint}")
     module.load_state_dict(state, strict=True)
-    return {"path": str(path), "sha256": sha256(path)}
+    return {"path": str(path), "sha256": sha256(path), "tensors_sha256": tensors_sha256(state)}
 
 
 def _show(key: Any, limit: int = 60) -> str:

@@ -50,7 +50,9 @@ from zoo.spec.params import parse_params
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="zoo")
 @click.option("-v", "--verbose", count=True, help="Show log messages (-vv: debug), including the exporter's own.")
-def cli(verbose: int) -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="PATH|MODULE",
+              help="Also load this plugin module for this run: a .py file or a module name (repeatable); no package or pip install needed.")
+def cli(verbose: int, plugins: tuple[str, ...]) -> None:
     """A plugin-based model zoo: build PyTorch architectures, check them, export
     them to ONNX, and prove with onnxruntime that the export computes the same.
 
@@ -59,6 +61,7 @@ def cli(verbose: int) -> None:
       zoo list
       zoo check binary
       zoo export binary --device cuda
+      zoo --plugin ./my_models.py export tiny
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

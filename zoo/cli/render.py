@@ -189,7 +189,7 @@ def output_lines(sizes: str, name: str, stats: dict[str, Any], extra: str = "") 
         lines.append(
             f"      {stats['out_of_tolerance']:.1%} of {stats['elements']} values out of tolerance; abs {spread('abs_error')}; "
             f"rel {spread('rel_error')}; NaN {stats['nan']['reference']} torch / {stats['nan']['candidate']} exported; "
-            f"inf {stats['inf']['reference']} / {stats['inf']['candidate']}; needed atol {stats['needed_atol']:.3g}"
+            f"inf {stats['inf']['reference']} / {stats['inf']['candidate']}; needed atol {needed_atol_text(stats)}"
         )
     return lines
 
@@ -286,3 +286,7 @@ def export_summary(results: Sequence[Any], single: bool) -> list[str]:
     if single:
         return export_lines(results[0])
     return [table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results])]
+
+
+def needed_atol_text(stats: dict[str, Any]) -> str:
+    return "none (NaN or inf on one side)" if stats.get("needed_atol") is None else f"{stats['needed_atol']:.3g}"

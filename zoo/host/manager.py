@@ -32,6 +32,7 @@ import pluggy
 
 from zoo.errors import one_line
 from zoo.host import hookspecs
+from zoo.host.sources import absolute, plugin_loader
 from zoo.interrupts import received, stop_if_interrupted
 from zoo.records import Record, json_field
 from zoo.spec.architecture import Architecture
@@ -82,6 +83,7 @@ class PluginInfo(Record):
     version: str | None = None
     builtin: bool = False
     loaded: bool = json_field(skip=True, default=False)
+    source: str | None = json_field(skip=True, default=None)  # given with --plugin: how a worker loads it again
     tasks: list[str] = field(default_factory=list)
     architectures: list[str] = field(default_factory=list)
     exporters: list[str] = field(default_factory=list)
@@ -220,10 +222,13 @@ def load_zoo(
     entry_points: bool = True,
     env: Mapping[str, str] | None = None,
     extra: Iterable[tuple[str, object]] = (),
+    plugins: Iterable[str] = (),
 ) -> Zoo:
-    """Build a Zoo: built-in plugins, then third-party entry points, then ``extra``.
+    """Build a Zoo: built-in plugins, then third-party entry points, then ``extra``, then ``plugins``.
 
     ``extra`` is ``(name, plugin_object)`` pairs, for tests and embedding.
+    ``plugins`` are ``zoo --plugin`` values: ``.py`` paths or module names,
+    imported with the same fault isolation as installed plugins.
     """
     env = os.environ if env is None else env
     zoo = Zoo()
@@ -248,8 +253,21 @@ def load_zoo(
                 zoo.add_plugin(module, info)
     for name, plugin in extra:
         zoo.add_plugin(plugin, PluginInfo(name=name, module=getattr(plugin, "__name__", None)))
+    for source in plugins:
+        _load_source(zoo, source)
     zoo.collect()
     return zoo
+
+
+def _load_source(zoo: Zoo, source: str) -> None:
+    name, load = plugin_loader(source)
+    info = PluginInfo(name=name, module=source, source=absolute(source))
+    if name in zoo.plugins:
+        zoo._problem(info, f"plugin name {name!r} is already taken; rename the module")
+        return
+    module = _import(zoo, info, load)
+    if module is not None:
+        zoo.add_plugin(module, info)
 
 
 def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> ModuleType | None:

@@ -173,9 +173,11 @@ def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
 
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:
     """The parameters and seed ``path`` was exported with; ``weights`` must be the
-    file it was exported with (by sha256), or absent when it had none."""
+    file it was exported with, or the same tensors in any container (by the checksum of
+    its tensors; by the file's sha256 for files zoo wrote before it recorded that), or
+    absent when it had none."""
     from zoo.build.model import MAX_SEED
-    from zoo.build.weights import sha256
+    from zoo.build.weights import read_state_dict, sha256, tensors_sha256
 
     expected = meta.get("weights_sha256")
     if expected and weights is None:
@@ -184,8 +186,15 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
         raise UsageError(
             f"{path.name} was exported without weights (seeded initial weights, seed {meta.get('seed', '?')}); leave --weights out"
         )
+    tensors = meta.get("weights_tensors_sha256")
     if weights is not None and expected and sha256(weights) != expected:
-        raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
+        if not tensors:
+            raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
+        if tensors_sha256(read_state_dict(weights)) != tensors:
+            raise UsageError(
+                f"--weights {weights.name} does not hold the tensors {path.name} was exported with "
+                f"(tensors sha256 {tensors[:12]}…); pass the weights it was exported with"
+            )
     try:
         params = json.loads(meta.get("params", "{}"))
         seed = int(meta.get("seed", "0"))

@@ -27,7 +27,7 @@ def compare_output(
         failures.append(
             f"output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
             f"max rel error {stats['max_rel']:.3g} (rtol {rtol:g}, atol {atol:g}) in {stats['out_of_tolerance']:.1%} "
-            f"of {stats['elements']} values; atol {stats['needed_atol']:.3g} would pass"
+            f"of {stats['elements']} values; {atol_hint(stats)}"
         )
     agreed = agreement(spec, ref_np, cand, rtol, atol)
     if agreed is not None:
@@ -68,11 +68,13 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
     """How far ``candidate`` is from ``reference``, elementwise, against ``|a-b| <= atol + rtol*|ref|``.
 
     NaN matches NaN and an infinity the same infinity; any other element where a
-    side is not finite is an infinite error. Returns ``ok``, ``elements``,
-    ``out_of_tolerance`` (the fraction failing), ``abs_error`` and ``rel_error``
-    (``p50``, ``p90``, ``p99``, ``max``), ``nan`` and ``inf`` counts per side, and
-    ``needed_atol``: the smallest atol that passes at this rtol (inf when a side
-    is not finite where the other is).
+    side is not finite fails whatever the tolerance: its error is NaN when a side
+    is NaN (so a maximum over it is NaN too), else infinite. Returns ``ok``,
+    ``elements``, ``out_of_tolerance`` (the fraction failing), ``abs_error`` and
+    ``rel_error`` (``p50``, ``p90``, ``p99``, ``max``), ``nan`` and ``inf`` counts
+    per side, ``one_sided`` (how many elements are NaN or infinite on one side
+    only), and ``needed_atol``: the smallest atol that passes at this rtol
+    (``None`` when ``one_sided``: no atol does).
     """
     import numpy as np
 
@@ -90,7 +92,7 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
         rel = np.where(diff == 0, 0.0, diff / np.maximum(scale, np.finfo(np.float64).tiny))
     bad = mismatch | (diff > atol + rtol * scale)
     slack = np.where(finite, diff - rtol * scale, 0.0)
-    needed = math.inf if mismatch.any() else max(0.0, float(slack.max(initial=0.0)))
+    needed = None if mismatch.any() else max(0.0, float(slack.max(initial=0.0)))
     return {
         "ok": not bool(bad.any()),
         "elements": int(ref.size),
@@ -99,8 +101,24 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
         "rel_error": percentiles(rel),
         "nan": {"reference": int(np.isnan(ref).sum()), "candidate": int(np.isnan(cand).sum())},
         "inf": {"reference": int(np.isinf(ref).sum()), "candidate": int(np.isinf(cand).sum())},
+        "one_sided": int(mismatch.sum()),
         "needed_atol": needed,
     }
+
+
+def atol_hint(stats: Mapping[str, Any]) -> str:
+    """What tolerance would pass, or why none does."""
+    if stats["needed_atol"] is None:
+        return f"no atol would pass: {stats['one_sided']} value(s) NaN or infinite on one side only"
+    return f"atol {stats['needed_atol']:.3g} would pass"
+
+
+def worst(values: Any) -> float:
+    """The largest error, NaN if any is NaN: a NaN is never hidden by a finite maximum."""
+    values = list(values)
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return max(values, default=0.0)
 
 
 def percentiles(values: Any) -> dict[str, float]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.files.staging import file_record
+from zoo.verify.compare import worst
 from zoo.records import Record, json_field, to_json, versions
 
 
@@ -29,7 +30,7 @@ class CaseResult(Record):
 
     @property
     def max_abs(self) -> float:
-        return max((o["max_abs"] for o in self.outputs.values()), default=0.0)
+        return worst(o["max_abs"] for o in self.outputs.values())
 
 
 @dataclasses.dataclass
@@ -57,7 +58,7 @@ class Verification(Record):
 
     @property
     def max_abs(self) -> float:
-        return max((c.max_abs for c in self.cases), default=0.0)
+        return worst(c.max_abs for c in self.cases)
 
 
 @dataclasses.dataclass
