@@ -20,7 +20,7 @@ from typing import Any
 from zoo import progress
 from zoo.bench.results import BenchResult, BenchRow, Timing
 from zoo.build.model import BuiltModel
-from zoo.build.shapes import sample_sizes
+from zoo.build.shapes import parse_dim_sizes, sample_sizes
 from zoo.errors import UsageError, VerificationFailed
 from zoo.spec.exporter import Exporter
 
@@ -81,26 +81,11 @@ def plan_bench(
 def parse_sizes(texts: Sequence[str], dims: Mapping[str, Any]) -> dict[str, int]:
     """``--size seq=128``: sizes of dynamic dimensions other than batch (swept by
     --batch-sizes), within each ``Dim``'s ``min``/``max``."""
-    sizes: dict[str, int] = {}
     others = ", ".join(name for name in dims if name != "batch") or "none"
     for text in texts:
-        name, _, value = text.partition("=")
-        name = name.strip()
-        if name == "batch":
+        if text.partition("=")[0].strip() == "batch":
             raise UsageError(f"--size {text!r}: batch sizes are --batch-sizes; --size sets the other dynamic dimensions ({others})")
-        if name not in dims:
-            raise UsageError(f"--size {text!r}: {name!r} is not a dynamic dimension of this architecture; it has: {others}")
-        dim = dims[name]
-        try:
-            size = int(value)
-        except ValueError:
-            size = 0
-        high = dim.max if dim.max is not None else None
-        if size < max(dim.min, 1) or (high is not None and size > high):
-            bounds = f"{max(dim.min, 1)} to {high}" if high is not None else f"at least {max(dim.min, 1)}"
-            raise UsageError(f"--size {text!r}: give NAME=SIZE with a size {bounds}")
-        sizes[name] = size
-    return sizes
+    return parse_dim_sizes(texts, {name: dim for name, dim in dims.items() if name != "batch"})
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:

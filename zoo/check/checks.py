@@ -75,7 +75,7 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
     inputs = built.sample_inputs()
     # copies: a model may change its inputs in place, and the export traces on these
     result.inputs = {name: tensor.clone() for name, tensor in inputs.items()}
-    sizes = sample_sizes(arch, built.params)
+    sizes = built.export_sizes
     result.warnings, outputs = watch_forward(built, inputs, grad=backward)
     result.output_order = list(outputs)
 

@@ -155,6 +155,10 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 )
 @click.option("--opset", type=int, cls=OpsetOption)
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
+@click.option(
+    "--size", "sizes", multiple=True, metavar="DIM=N",
+    help="Size of a dynamic dimension in the export sample, repeatable (--size batch=8); with --static, the fixed size.",
+)
 @fold_linear_option
 @rtol_option
 @atol_option
@@ -185,6 +189,7 @@ def export_command(
       zoo export multiclass --param n_classes=10 -o models/mc10.onnx
       zoo export binary --device cuda --report binary.json
       zoo export stack --fold-linear
+      zoo export binary --size batch=8 --static
       zoo export --all -o exported/
       zoo export --all -o exported/ --jobs 2 --shard 1/4
     """

@@ -100,12 +100,16 @@ DECISIONS = ("_agreement", "exact_match")  # per-case stats that are fractions o
 def export_lines(result: Any, verb: str = "export") -> list[str]:
     built, verification = result.built, result.verification
     arch = built.arch
-    dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes})) if not result.static else ""
+    fixed = verification.fixed
+    dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes} - set(fixed))) if not result.static else ""
+    shapes = ("dynamic: " + dynamic if dynamic else "static shapes") + (
+        f"; the file fixes {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed and not result.static else ""
+    )
     opset = f", opset {result.opset}" if result.opset is not None else ""  # formats without opsets show none
     lines = [
         f"{verb} {arch.name} (plugin {arch.plugin}, seed {built.seed}, device {built.device}) "
         f"→ {result.files[0]}  [{result.exporter.name}{opset}, "
-        f"{'dynamic: ' + dynamic if dynamic else 'static shapes'}]"
+        f"{shapes}]"
     ]
     if result.check is not None:
         for loss in result.check.losses:
@@ -136,7 +140,7 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
 def verification_lines(verification: Any, variant: bool = False) -> list[str]:
     """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers."""
     providers = f" [{', '.join(verification.providers)}]" if verification.providers else ""  # optional for a runner
-    lines = [f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input sizes"]
+    lines = [f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input size{'s' if len(verification.cases) != 1 else ''}"]
     if verification.note:
         lines.append(f"  note      {verification.note}")
     for case in verification.cases:

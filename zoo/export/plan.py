@@ -55,11 +55,25 @@ class ExportPlan:
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
     timeout: float | None = None  # seconds each verification may take (--timeout)
+    sizes: dict[str, int] = field(default_factory=dict)  # --size: the export sample's sizes (fixed ones with --static)
 
     @property
     def protected(self) -> list[Path]:
         """Files the command reads or writes: no report may replace them."""
         return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files)
+
+
+def chosen_sizes(texts: Sequence[str], targets: list[Target], overrides: dict[str, Any]) -> dict[str, int]:
+    """``--size DIM=N``: checked against the one architecture's dynamic dimensions;
+    with ``--all``, against those of any target (each uses the sizes it has)."""
+    from zoo.build.shapes import dynamic_dims, parse_dim_sizes
+
+    if not texts:
+        return {}
+    dims: dict[str, Any] = {}
+    for target in reversed(targets):
+        dims.update(dynamic_dims(target.arch, {**target.arch.defaults, **overrides}))
+    return parse_dim_sizes(texts, dims)
 
 
 def resolve_format(
@@ -107,6 +121,7 @@ def plan_export(
     timeout: float | None = None,
     jobs: int = 1,
     shard: str | None = None,
+    sizes: Sequence[str] = (),
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
     from zoo.build.model import check_device, check_seed
@@ -147,6 +162,7 @@ def plan_export(
         overrides = parse_params(params, arch.parameters, arch.name)
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
+    chosen = chosen_sizes(sizes, targets, overrides)
     cases = []
     if inputs:
         from zoo.verify.input_files import load_input_files
@@ -156,6 +172,7 @@ def plan_export(
     plan = ExportPlan(
         exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
         variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
+        sizes=chosen,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)

@@ -47,6 +47,7 @@ class Verification(Record):
     seconds: float = json_field(skip=True, default=0.0)
     # on failure: the first node whose output differs from its module's (zoo.verify.divergence)
     first_divergence: dict[str, Any] | None = json_field(omit_none=True, default=None)
+    fixed: dict[str, int] = dataclasses.field(default_factory=dict)  # dimensions the file takes at one size only
 
     @property
     def ok(self) -> bool:

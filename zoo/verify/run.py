@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from zoo.build.model import BuiltModel
-from zoo.build.shapes import verification_cases
+from zoo.build.shapes import dynamic_dims, verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed
 from zoo.host.plugin_calls import call_exporter, quiet_exporter
-from zoo.spec.architecture import Architecture
+from zoo.spec.architecture import Architecture, Dim
 from zoo.spec.exporter import Exporter
 from zoo.verify.acceptance import Acceptance, accept_output
 from zoo.verify.compare import as_numpy, case_label, compare_output
@@ -86,7 +86,8 @@ def verify_files(
     if match_io:
         runner = renamed_io(runner, arch, path.name)
     cases: list[tuple[dict[str, int], dict[str, Any], str | None, int]] = []
-    for index, sizes in enumerate(verification_cases(arch, built.params)[: 1 if static else None]):
+    fixed = fixed_sizes(runner, arch, built.params)  # a static file (zoo's or foreign) takes only its own sizes
+    for index, sizes in enumerate(file_cases(verification_cases(arch, built.params, built.sizes)[: 1 if static else None], fixed)):
         seed = built.seed + VERIFY_SEED_OFFSET + index
         cases.append((dict(sizes), built.sample_inputs(sizes, seed=seed), None, seed))
     for index, case in enumerate(extra):
@@ -95,6 +96,7 @@ def verify_files(
         cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index))
     verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
     verification.note = getattr(runner, "note", "")
+    verification.fixed = fixed
     first_failed = None
     for sizes, inputs, source, seed in cases:
         result = run_case(
@@ -189,6 +191,34 @@ def match_names(declared: list[str], found: list[str], kind: str, arch: str, fil
         f"{file_name} has {len(found)} {kind} ({', '.join(found) or '-'}) but {arch} declares {len(declared)} "
         f"({', '.join(declared)}); they match neither by name nor by position: pick the architecture the file was exported from"
     )
+
+
+def fixed_sizes(runner: Any, arch: Architecture, params: dict[str, Any]) -> dict[str, int]:
+    """Dynamic dimensions of ``arch`` that the file fixes to one size (its inputs matched
+    by name, else by position): only that size can be verified."""
+    session = getattr(runner, "session", None)
+    if session is None:
+        return {}
+    found = list(session.get_inputs())
+    by_name = {inp.name: inp for inp in found}
+    dims = dynamic_dims(arch, params)
+    fixed: dict[str, int] = {}
+    for position, inp in enumerate(arch.inputs):
+        match = by_name.get(inp.name) or (found[position] if position < len(found) else None)
+        for axis, dim in enumerate(inp.shape if match is not None else ()):
+            name = dim.name if isinstance(dim, Dim) else dim
+            if isinstance(name, str) and name in dims and axis < len(match.shape) and isinstance(match.shape[axis], int):
+                fixed[name] = int(match.shape[axis])
+    return fixed
+
+
+def file_cases(cases: list[dict[str, int]], fixed: dict[str, int]) -> list[dict[str, int]]:
+    unique: list[dict[str, int]] = []
+    for case in cases:
+        case = {**case, **{k: v for k, v in fixed.items() if k in case}}
+        if case not in unique:
+            unique.append(case)
+    return unique
 
 
 def check_static(runner: Any, path: Any) -> None:
