@@ -9,6 +9,7 @@ from zoo.errors import ParameterError, UsageError
 from zoo.spec.architecture import Architecture, Dim, DimLike, Input
 
 LARGE_BATCH = 64
+VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample (case i: seed + offset + i)
 
 
 def dynamic_dims(arch: Architecture, params: Mapping[str, Any]) -> dict[str, Dim]:

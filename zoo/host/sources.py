@@ -1,7 +1,8 @@
 """``zoo --plugin PATH_OR_MODULE``: a plugin module loaded for one run, without packaging it.
 
 A ``.py`` path (or anything with a ``/``) is imported from that file under its
-stem; anything else is an importable module name. The import itself runs
+stem, with its folder on ``sys.path`` so that it can import the files beside it;
+anything else is an importable module name. The import itself runs
 inside the manager's fault isolation, like an installed plugin's.
 """
 
@@ -47,6 +48,8 @@ def _import_file(name: str, path: Path) -> ModuleType:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look their module up there
+    if str(path.parent) not in sys.path:  # its own folder, as pytest does: a plugin file may import the files beside it
+        sys.path.append(str(path.parent))
     try:
         spec.loader.exec_module(module)
     except BaseException:

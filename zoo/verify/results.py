@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.files.staging import file_record
-from zoo.verify.compare import worst
 from zoo.records import Record, json_field, to_json, versions
+from zoo.verify.compare import worst
 
 
 @dataclasses.dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zoo.build.model import BuiltModel
-from zoo.build.shapes import dynamic_dims, verification_cases
+from zoo.build.shapes import VERIFY_SEED_OFFSET, dynamic_dims, verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed
 from zoo.host.plugin_calls import call_exporter, quiet_exporter
 from zoo.spec.architecture import Architecture, Dim
@@ -29,7 +29,6 @@ from zoo.verify.tolerances import ToleranceOption, tolerance_for
 
 log = logging.getLogger(__name__)
 
-VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
 
@@ -100,11 +99,11 @@ def verify_files(
     first_failed = None
     for sizes, inputs, source, seed in cases:
         result = run_case(
-            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout
+            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout, source
         )
         result.source = source
         verification.cases.append(result)
-        if not result.ok and result.outputs and first_failed is None:
+        if not result.ok and result.outputs and first_failed is None and not torch_nan_only(result):
             first_failed = inputs
     if acceptance is not None:
         verification.tolerances = {}
@@ -120,13 +119,15 @@ def verify_files(
 def run_case(
     built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
     rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
-    deadline: float | None = None, timeout: float | None = None,
+    deadline: float | None = None, timeout: float | None = None, source: str | None = None,
 ) -> CaseResult:
-    """One case: the exported model and PyTorch on the same inputs, every output compared."""
+    """One case: the exported model and PyTorch on the same inputs, every output compared.
+    ``source``: the user's file the inputs came from (named in every failure), else generated."""
     import numpy as np
     import torch
 
     arch = built.arch
+    label = f"{source} ({case_label(sizes)})" if source else case_label(sizes)
     feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
     reference = built.forward(inputs)
     log.debug("running %s on %s", exporter.name, case_label(sizes))
@@ -138,7 +139,7 @@ def run_case(
     except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
         from zoo.errors import one_line
 
-        return CaseResult(dict(sizes), {}, [f"{case_label(sizes)}: {exporter.name} runtime raised {one_line(exc)}"])
+        return CaseResult(dict(sizes), {}, [f"{label}: {exporter.name} runtime raised {one_line(exc)}"])
     generator = torch.Generator().manual_seed(seed)
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
@@ -148,16 +149,51 @@ def run_case(
         tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
         tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
         if spec.name not in got:
-            failures.append(f"{case_label(sizes)}: output {spec.name!r} is missing from the exported model")
+            failures.append(f"{label}: output {spec.name!r} is missing from the exported model")
             continue
+        nan_rows = torch_nan_rows(ref)
         if acceptance is not None and tol is not None:
             stats, problems = accept_output(spec, ref, np.asarray(got[spec.name]), acceptance, generator)
         else:
-            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator)
-        failures.extend(f"{case_label(sizes)}: {problem}" for problem in problems)
+            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator, loss=not nan_rows)
+        if nan_rows:  # the model's own NaN: no loss or divergence can blame the export for it
+            problems.insert(0, torch_nan_failure(spec.name, nan_rows, len(ref) if ref.dim() else 1, source))
+            if stats is not None:
+                stats["torch_nan_rows"] = nan_rows[:100]
+        failures.extend(f"{label}: {problem}" for problem in problems)
         if stats is not None:
             outputs[spec.name] = stats
     return CaseResult(dict(sizes), outputs, failures)
+
+
+SAMPLE_INPUTS_GUIDE = "docs/plugins.md#realistic-inputs-sample_inputs"
+
+
+def torch_nan_rows(reference: Any) -> list[int]:
+    """Rows (first axis) where PyTorch's own output has a NaN."""
+    import torch
+
+    if not reference.is_floating_point() or not bool(torch.isnan(reference).any()):
+        return []
+    if reference.dim() == 0:
+        return [0]
+    return [int(i) for i in torch.isnan(reference).reshape(len(reference), -1).any(dim=1).nonzero().flatten()]
+
+
+def torch_nan_failure(output: str, rows: list[int], total: int, source: str | None) -> str:
+    shown = ", ".join(map(str, rows[:8])) + (f" (+{len(rows) - 8} more)" if len(rows) > 8 else "")
+    remedy = (
+        "check the file's values (a padding mask with no real token, say)" if source else
+        f"the generated inputs are not realistic there: give the architecture sample_inputs that make realistic ones ({SAMPLE_INPUTS_GUIDE})"
+    )
+    return (f"PyTorch itself returns NaN in {output!r} on row(s) {shown} of {total}: the model, not the export, "
+            f"gives NaN on these inputs; {remedy}")
+
+
+def torch_nan_only(case: CaseResult) -> bool:
+    """Every failing output is NaN in PyTorch itself: nothing for a divergence search to find."""
+    failing = [stats for stats in case.outputs.values() if not stats.get("ok", True) or stats.get("torch_nan_rows")]
+    return bool(failing) and all(stats.get("torch_nan_rows") for stats in failing)
 
 
 def renamed_io(runner: Any, arch: Architecture, file_name: str) -> Any:

@@ -1,0 +1,123 @@
+"""The Python API (zoo.check/export/verify), ``zoo --plugin``, ``--size``, weights by their tensors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from installing import zoo_command
+
+import zoo
+from zoo.verify.results import CaseResult, Verification
+
+MY_MODELS = textwrap.dedent('''
+    import zoo
+    from zoo import Architecture, Input, Output
+
+
+    def tiny(in_features: int = 4, hidden: int = 16, n_classes: int = 3):
+        from torch import nn
+
+        return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+
+    @zoo.hookimpl
+    def register_architectures(register):
+        register(Architecture(name="tiny", summary="Linear → ReLU → Linear", build=tiny,
+                              inputs=[Input("x", ("batch", "in_features"))],
+                              outputs=[Output("logits", task="multiclass", shape=("batch", "n_classes"))]))
+''')
+
+
+def test_zoo_plugin_exports_a_module_from_an_empty_folder_with_workers_too(tmp_path: Path) -> None:
+    (tmp_path / "my_models.py").write_text(MY_MODELS)
+    done = subprocess.run([*zoo_command(), "--plugin", "./my_models.py", "export", "tiny"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "export tiny (plugin my_models" in done.stdout and (tmp_path / "tiny.onnx").exists()
+    # the file names its plugin; zoo verify finds it again with the same --plugin
+    again = subprocess.run([*zoo_command(), "--plugin", "my_models.py", "verify", "tiny.onnx", "--json"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "ok"
+
+
+def test_a_plugin_path_that_is_not_there_is_one_usage_line(tmp_path: Path) -> None:
+    done = subprocess.run([*zoo_command(), "--plugin", "missing.py", "list"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "--plugin missing.py: no such .py file" in done.stderr
+
+
+def test_a_broken_plugin_file_is_isolated_like_an_installed_one(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half-written')\n")
+    the_zoo = zoo.api.loaded_zoo([tmp_path / "broken.py"], entry_points=False)
+    assert any("plugin 'broken': failed to import: RuntimeError: half-written" in p for p in the_zoo.problems)
+    assert the_zoo.architecture("binary").name == "binary-sigmoid"
+
+
+def test_the_python_api_returns_the_json_records(tmp_path: Path) -> None:
+    plugin = tmp_path / "my_models.py"
+    plugin.write_text(MY_MODELS)
+    checked = zoo.check("tiny", params={"hidden": 8}, plugins=[plugin])
+    assert checked["ok"] is True and checked["params"]["hidden"] == 8
+    exported = zoo.export("tiny", tmp_path / "tiny.onnx", params={"hidden": 8}, plugins=[plugin])
+    assert exported["status"] == "ok" and exported["params"]["hidden"] == 8
+    assert [case["sizes"] for case in exported["verification"]["cases"]] == [{"batch": 2}, {"batch": 1}, {"batch": 64}]
+    verified = zoo.verify(tmp_path / "tiny.onnx", plugins=[plugin])
+    assert verified["status"] == "ok" and verified["verification"]["max_abs_error"] < 1e-5
+    with pytest.raises(zoo.UsageError, match="already exists"):
+        zoo.export("tiny", tmp_path / "tiny.onnx", plugins=[plugin])
+    # the same record as --json, key for key
+    assert set(exported) == set(json.loads(json.dumps(exported)))
+
+
+def test_size_batch_8_with_static_exports_and_verifies_at_batch_8(tmp_path: Path) -> None:
+    exported = zoo.export("binary", tmp_path / "b8.onnx", static=True, sizes={"batch": 8})
+    assert exported["status"] == "ok"
+    assert [case["sizes"] for case in exported["verification"]["cases"]] == [{"batch": 8}]
+    verified = zoo.verify(tmp_path / "b8.onnx")
+    assert verified["status"] == "ok" and [case["sizes"] for case in verified["verification"]["cases"]] == [{"batch": 8}]
+    dynamic = zoo.export("binary", tmp_path / "b8-dynamic.onnx", sizes={"batch": 8})
+    assert [case["sizes"]["batch"] for case in dynamic["verification"]["cases"]] == [8, 1, 64]
+    with pytest.raises(zoo.UsageError, match="'seq' is not a dynamic dimension"):
+        zoo.export("binary", tmp_path / "x.onnx", sizes={"seq": 8})
+
+
+def test_weights_are_matched_by_their_tensors_whatever_the_container(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo.build.model import build_model
+    from zoo.host.manager import load_zoo
+
+    module = build_model(load_zoo().architecture("binary"), seed=7).module
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    save_file(state, tmp_path / "trained.safetensors")
+    torch.save(state, tmp_path / "trained.pt")
+    other = {k: v + 1 for k, v in state.items()}
+    torch.save(other, tmp_path / "other.pt")
+    exported = zoo.export("binary", tmp_path / "b.onnx", weights=tmp_path / "trained.safetensors")
+    assert exported["status"] == "ok" and len(exported["weights"]["tensors_sha256"]) == 64
+    assert exported["weights"]["sha256"] != exported["weights"]["tensors_sha256"]  # the file's checksum stays too
+    assert zoo.verify(tmp_path / "b.onnx", weights=tmp_path / "trained.pt")["status"] == "ok"
+    with pytest.raises(zoo.UsageError, match="does not hold the tensors b.onnx was exported with"):
+        zoo.verify(tmp_path / "b.onnx", weights=tmp_path / "other.pt")
+
+
+def test_a_nan_on_one_side_is_never_hidden_by_a_finite_maximum() -> None:
+    from zoo.verify.results import summary_row
+
+    cases = [CaseResult({"batch": 2}, {"y": {"max_abs": 2.38e-07}}, []), CaseResult({"batch": 1}, {"y": {"max_abs": math.nan}}, ["x"])]
+    for order in (cases, cases[::-1]):
+        verification = Verification("ort", [], cases=list(order))
+        assert math.isnan(verification.max_abs) and verification.to_dict()["max_abs_error"] == "NaN"
+
+    class Result:
+        name, ok, error, timings, files = "m", False, "failed", {"verify": 1.0}, [Path("m.onnx")]
+
+    Result.verification = Verification("ort", [], cases=cases)
+    assert summary_row(Result())[2] == "nan"
