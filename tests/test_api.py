@@ -65,7 +65,7 @@ def test_the_python_api_returns_the_json_records(tmp_path: Path) -> None:
     checked = zoo.check("tiny", params={"hidden": 8}, plugins=[plugin])
     assert checked["ok"] is True and checked["params"]["hidden"] == 8
     exported = zoo.export("tiny", tmp_path / "tiny.onnx", params={"hidden": 8}, plugins=[plugin])
-    assert exported["status"] == "ok" and exported["params"]["hidden"] == 8
+    assert exported["status"] == "ok" and exported["params"]["hidden"] == 8, exported["error"]
     assert [case["sizes"] for case in exported["verification"]["cases"]] == [{"batch": 2}, {"batch": 1}, {"batch": 64}]
     verified = zoo.verify(tmp_path / "tiny.onnx", plugins=[plugin])
     assert verified["status"] == "ok" and verified["verification"]["max_abs_error"] < 1e-5
@@ -121,3 +121,72 @@ def test_a_nan_on_one_side_is_never_hidden_by_a_finite_maximum() -> None:
 
     Result.verification = Verification("ort", [], cases=cases)
     assert summary_row(Result())[2] == "nan"
+
+
+def masked_model(vocab_size: int = 20, d_model: int = 8):
+    import torch
+    from torch import nn
+
+    class MaskedAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.query, self.head = nn.Embedding(vocab_size, d_model), nn.Linear(d_model, d_model), nn.Linear(d_model, 3)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.embed(input_ids)
+            scores = (self.query(hidden) @ hidden.transpose(1, 2)).masked_fill(attention_mask[:, None, :] == 0, float("-inf"))
+            return self.head((scores.softmax(-1) @ hidden)[:, 0])  # a row with no real token: NaN, in PyTorch itself
+
+    return MaskedAttention()
+
+
+def real_tokens(sizes, generator, params):
+    import torch
+
+    ids = torch.randint(0, params["vocab_size"], (sizes["batch"], sizes["seq"]), generator=generator)
+    mask = torch.ones(sizes["batch"], sizes["seq"], dtype=torch.int64)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class MaskedPlugin:
+    def __init__(self, **extra) -> None:
+        from zoo import Architecture, Dim, Input, Output
+
+        inputs = (Input("input_ids", ("batch", Dim("seq", sample=6)), dtype="int64", range=(0, "vocab_size")),
+                  Input("attention_mask", ("batch", "seq"), dtype="int64", range=(0, 2)))
+        self.arch = Architecture("masked", masked_model, inputs, (Output("logits", task="multiclass"),), **extra)
+
+    @zoo.hookimpl
+    def register_architectures(self, register):
+        register(self.arch)
+
+
+def test_pytorchs_own_nan_on_random_masks_is_named_with_the_remedy_before_any_export(tmp_path: Path) -> None:
+    from zoo.host.manager import load_zoo
+
+    random_masks = load_zoo(entry_points=False, extra=[("masked", MaskedPlugin())])
+    checked = zoo.check("masked", zoo=random_masks)
+    assert checked["ok"] is False
+    [failure] = checked["failures"]
+    assert "NaN or infinite in PyTorch itself at batch=2, seq=1, row(s)" in failure and "sample_inputs" in failure
+    assert "docs/plugins.md#realistic-inputs-sample_inputs" in failure
+    exported = zoo.export("masked", tmp_path / "m.onnx", zoo=random_masks)
+    assert exported["status"] == "failed" and "PyTorch itself" in exported["error"] and not (tmp_path / "m.onnx").exists()
+
+
+def test_an_inputs_file_whose_mask_row_is_empty_fails_naming_the_file_and_pytorchs_rows(tmp_path: Path) -> None:
+    import numpy as np
+
+    from zoo.host.manager import load_zoo
+
+    realistic = load_zoo(entry_points=False, extra=[("masked", MaskedPlugin(sample_inputs=real_tokens))])
+    mask = np.ones((3, 5), dtype=np.int64)
+    mask[1] = 0  # row 1 has no real token
+    np.savez(tmp_path / "empty-row.npz", input_ids=np.zeros((3, 5), dtype=np.int64), attention_mask=mask)
+    exported = zoo.export("masked", tmp_path / "m.onnx", zoo=realistic, inputs=[tmp_path / "empty-row.npz"])
+    assert exported["status"] == "failed"
+    failed = [case for case in exported["verification"]["cases"] if not case["ok"]]
+    assert [case["source"] for case in failed] == ["empty-row.npz"]
+    assert failed[0]["outputs"]["logits"]["torch_nan_rows"] == [1]
+    assert exported["error"].startswith("verification failed: empty-row.npz (batch=3, seq=5): PyTorch itself returns NaN in 'logits' on row(s) 1 of 3")
+    assert "first_divergence" not in exported["verification"]  # both sides NaN: no node to blame
