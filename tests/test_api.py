@@ -190,3 +190,44 @@ def test_an_inputs_file_whose_mask_row_is_empty_fails_naming_the_file_and_pytorc
     assert failed[0]["outputs"]["logits"]["torch_nan_rows"] == [1]
     assert exported["error"].startswith("verification failed: empty-row.npz (batch=3, seq=5): PyTorch itself returns NaN in 'logits' on row(s) 1 of 3")
     assert "first_divergence" not in exported["verification"]  # both sides NaN: no node to blame
+
+
+def test_a_misspelled_hook_and_prefixed_state_dict_keys_get_a_did_you_mean(tmp_path: Path) -> None:
+    import torch
+
+    from zoo.build.model import build_model
+    from zoo.errors import ZooError
+    from zoo.host.manager import load_zoo
+
+    class Typo:
+        @zoo.hookimpl
+        def register_architecture(self, register):  # noqa: D102 - misspelled on purpose
+            pass
+
+    problems = load_zoo(entry_points=False, extra=[("typo", Typo())]).problems
+    assert any("unknown hook 'register_architecture'" in p and p.endswith("did you mean register_architectures?") for p in problems)
+    arch = load_zoo(entry_points=False).architecture("binary")
+    wrapped = {f"model.{k}": v for k, v in build_model(arch).module.state_dict().items()}  # saved from a wrapper
+    torch.save(wrapped, tmp_path / "wrapped.pt")
+    with pytest.raises(ZooError, match=r"every key of the file starts with 'model\.'.*k\.removeprefix\('model\.'\)"):
+        build_model(arch, weights=tmp_path / "wrapped.pt")
+
+
+def test_completion_offers_the_architectures_parameters_and_check_takes_weights(tmp_path: Path) -> None:
+    import torch
+    from click.shell_completion import BashComplete
+    from click.testing import CliRunner
+
+    from zoo.build.model import build_model
+    from zoo.cli.commands import cli
+    from zoo.host.manager import load_zoo
+
+    complete = BashComplete(cli, {}, "zoo", "_ZOO_COMPLETE")
+    assert [c.value for c in complete.get_completions(["export", "multiclass", "-p"], "n_")] == ["n_classes="]
+    assert [c.value for c in complete.get_completions(["check", "stack", "-p"], "activation=re")] == ["activation=relu"]
+    the_zoo = load_zoo(entry_points=False)
+    state = {k: torch.zeros_like(v) for k, v in build_model(the_zoo.architecture("binary")).module.state_dict().items()}
+    torch.save(state, tmp_path / "zeros.pt")
+    ran = CliRunner().invoke(cli, ["check", "binary", "--weights", str(tmp_path / "zeros.pt"), "--json"], obj=the_zoo)
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout)["losses"][0]["torch"] == pytest.approx(math.log(2))  # all-zero weights: p = 0.5 everywhere

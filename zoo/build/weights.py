@@ -258,6 +258,10 @@ def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
         problems.append(f"shape mismatches {_clip(mismatched)}")
     if dtypes:
         problems.append(f"dtype mismatches {_clip(dtypes)}")
+    prefix = _common_prefix(set(state) - set(expected), set(expected) - set(state))
+    if problems and prefix:
+        problems.append(f"every key of the file starts with {prefix!r}, which the model's keys lack; re-save it without: "
+                        f"{{k.removeprefix({prefix!r}): v for k, v in state.items()}}")
     if problems:
         hint = (
             "save the weights with the model's own dtypes (float, complex, bool or integer)"
@@ -267,6 +271,16 @@ def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
         raise WeightsError(f"{path.name!r} does not fit {owner}: {'; '.join(problems)}; {hint}")
     module.load_state_dict(state, strict=True)
     return {"path": str(path), "sha256": sha256(path), "tensors_sha256": tensors_sha256(state)}
+
+
+def _common_prefix(unexpected: set[Any], missing: set[str]) -> str:
+    """'model.' when the file's extra keys are exactly the model's missing ones under a prefix
+    (a checkpoint saved from a wrapper: Lightning, DataParallel's 'module.')."""
+    if not unexpected or not missing or not all(isinstance(k, str) and "." in k for k in unexpected):
+        return ""
+    prefix = next(iter(unexpected)).split(".", 1)[0] + "."
+    return prefix if {k.removeprefix(prefix) for k in unexpected if k.startswith(prefix)} == missing and all(
+        k.startswith(prefix) for k in unexpected) else ""
 
 
 def _show(key: Any, limit: int = 60) -> str:

@@ -31,6 +31,7 @@ from zoo.cli.options import (
     rtol_option,
     seed_option,
     timeout_option,
+    weights_option,
 )
 from zoo.cli.output import echo, echo_json, write_stdout
 from zoo.cli.render import (
@@ -115,9 +116,12 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
 @param_option
 @device_option
 @seed_option
+@weights_option
 @json_option
 @click.pass_context
-def check_command(ctx: click.Context, name: str, params: Sequence[str], device: str, seed: int, as_json: bool) -> None:
+def check_command(
+    ctx: click.Context, name: str, params: Sequence[str], device: str, seed: int, weights: Path | None, as_json: bool
+) -> None:
     """Forward pass, head checks, loss check and backward pass; no export.
 
     Exits 1 if any check fails.
@@ -132,7 +136,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 
     arch = get_zoo(ctx).architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
-    result = check_model(build_model(arch, overrides, seed=seed, device=device))
+    result = check_model(build_model(arch, overrides, seed=seed, device=device, weights=weights))
     echo(result, check_lines(result), as_json)
     if not result.ok:
         ctx.exit(1)
@@ -237,6 +241,7 @@ def export_command(
 )
 @device_option
 @seed_option
+@weights_option
 @click.option(
     "--budget", type=click.FloatRange(min=0.01, max=3600), default=0.5, show_default=True, callback=lambda _c, _p, v: _finite(v, "--budget"),
     help="Seconds of timed calls per runtime and batch size (after warm-up).",
@@ -250,7 +255,7 @@ def export_command(
 @click.pass_context
 def bench_command(
     ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
-    device: str, seed: int, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
+    device: str, seed: int, weights: Path | None, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
     plot: Path | None, as_json: bool,
 ) -> None:
     """Time PyTorch eager against the exported model (onnxruntime for onnx):
@@ -272,7 +277,7 @@ def bench_command(
     from zoo.build.model import build_model, check_batch_sizes
 
     plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
-    built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
+    built = build_model(plan.arch, plan.overrides, seed=seed, device=device, weights=weights)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(

@@ -14,6 +14,7 @@ pluggy's tracing applies: ``zoo -vv`` logs every hook call and its result
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import logging
@@ -126,7 +127,7 @@ class Zoo:
         except Exception as exc:  # noqa: BLE001 - any plugin fault is isolated
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self._problem(info, one_line(exc))
+            self._problem(info, one_line(exc) + _hook_hint(str(exc)))
             return False
         info.loaded = True
         return True
@@ -309,9 +310,23 @@ def _entry_points(zoo: Zoo, env: Mapping[str, str]) -> list[tuple[importlib.meta
             found.setdefault((_normalize(dist_name), ep.name), (ep, dist_name, dist.version))
     if allowed:
         missing = allowed - {key[0] for key in found} - {_normalize(DISTRIBUTION)}  # zoo's own plugins always load
+        installed = sorted({_normalize(dist.metadata["Name"] or "") for dist in importlib.metadata.distributions()
+                            if any(ep.group == hookspecs.PROJECT for ep in dist.entry_points)} - {_normalize(DISTRIBUTION)})
         for name in sorted(missing):
-            zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name")
+            close = difflib.get_close_matches(name, installed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; installed: {', '.join(installed)}" if installed else "")
+            zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name{hint}")
     return sorted(found.values(), key=lambda item: (item[1].lower(), item[0].name))
+
+
+def _hook_hint(message: str) -> str:
+    """'; did you mean register_architectures?' for pluggy's unknown-hook error."""
+    found = re.search(r"unknown hook '(\w+)'", message)
+    if not found:
+        return ""
+    hooks = [name for name in dir(hookspecs) if name.startswith("register_")]
+    close = difflib.get_close_matches(found.group(1), hooks, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; zoo's hooks are {', '.join(hooks)}"
 
 
 def _normalize(name: str) -> str:

@@ -150,7 +150,7 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
     if "variant" not in meta:
         return None
     if rtol is not None or atol is not None:
-        raise UsageError(f"{path.name} is a {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
+        raise UsageError(f"{path.name} is {'an' if str(meta['variant'])[:1].lower() in 'aeiou' else 'a'} {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
     try:
         return Acceptance.from_metadata(meta.get("acceptance", "{}"))
     except (ValueError, TypeError, ZooError) as exc:
