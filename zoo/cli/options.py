@@ -20,7 +20,9 @@ def complete_param(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
     from zoo.cli.completion import quiet_zoo
 
-    zoo, name = quiet_zoo(ctx), ctx.params.get("name") or ctx.params.get("arch_name")
+    # while an option waits for its value, click leaves the command's arguments unparsed in ctx.args
+    name = ctx.params.get("name") or ctx.params.get("arch_name") or next((a for a in ctx.args if not a.startswith("-")), None)
+    zoo = quiet_zoo(ctx)
     try:
         arch = zoo.architecture(name) if zoo is not None and name else None
     except Exception:  # noqa: BLE001 - an unknown name completes nothing

@@ -140,7 +140,10 @@ def verify_artifact(
         result.variant = {"name": meta["variant"], "criteria": acceptance}
     if not result.verification.ok:
         result.error = failure_text(result.verification)
-        if arch_name is not None and weights is None:
+        shapes = any(" has shape " in f or " runtime raised " in f for f in result.verification.failures)
+        if arch_name is not None and shapes:  # no weights make shapes fit: the parameters differ
+            result.error += f" (the file's shapes are not those of {arch.name} with these --param values: give the ones it was made with)"
+        elif arch_name is not None and weights is None:
             result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
     return result
 

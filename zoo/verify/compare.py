@@ -103,6 +103,7 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
         "nan": {"reference": int(np.isnan(ref).sum()), "candidate": int(np.isnan(cand).sum())},
         "inf": {"reference": int(np.isinf(ref).sum()), "candidate": int(np.isinf(cand).sum())},
         "one_sided": int(mismatch.sum()),
+        "scale": float(np.abs(ref[np.isfinite(ref)]).max(initial=0.0)),  # PyTorch's largest finite value
         "needed_atol": needed,
     }
 
@@ -111,7 +112,14 @@ def atol_hint(stats: Mapping[str, Any]) -> str:
     """What tolerance would pass, or why none does."""
     if stats["needed_atol"] is None:
         return f"no atol would pass: {stats['one_sided']} value(s) NaN or infinite on one side only"
+    scale = stats.get("scale", 0.0)
+    if scale > 0 and stats["needed_atol"] > GROSS_ERROR * scale:  # not rounding: a tolerance must not hide it
+        return (f"the error is {stats['needed_atol'] / scale:.0%} of the output's largest value: the file computes "
+                f"something else (other weights, a wrong op), not a rounding a tolerance should allow")
     return f"atol {stats['needed_atol']:.3g} would pass"
+
+
+GROSS_ERROR = 0.01  # an error past this fraction of the output's scale is no rounding
 
 
 def worst(values: Any) -> float:
