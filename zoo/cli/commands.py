@@ -70,6 +70,11 @@ def cli(verbose: int, plugins: tuple[str, ...]) -> None:
     logging.getLogger().setLevel(logging.ERROR if verbose == 0 else level)
 
 
+def verbose(ctx: click.Context) -> bool:
+    """``zoo -v``: every failing case in full."""
+    return bool(ctx.find_root().params.get("verbose"))
+
+
 @cli.command("list")
 @click.argument("pattern", required=False)
 @json_option
@@ -220,7 +225,7 @@ def export_command(
     if as_json:
         echo_json(record)
     elif export_all or getattr(results[0], "verification", None) is not None:
-        write_stdout("\n".join(export_summary(results, single=not export_all)) + "\n")
+        write_stdout("\n".join(export_summary(results, single=not export_all, detail=verbose(ctx))) + "\n")
     if failed is not None:
         if not export_all:
             click.echo(f"zoo: error: {failed.error}", err=True)
@@ -342,7 +347,7 @@ def verify_command(
     if report is not None:
         write_json(report, result, "--report", [*read, *result.files])
     interrupts.work_done(0 if result.ok else 1)
-    echo(result, export_lines(result, verb="verify"), as_json)
+    echo(result, export_lines(result, verb="verify", detail=verbose(ctx)), as_json)
     if not result.ok:
         if not as_json:
             click.echo(f"zoo: error: {result.error}", err=True)

@@ -97,7 +97,7 @@ VARIANT_FLAGS = {"int8": "--quantize int8", "fp16": "--precision fp16"}  # how a
 DECISIONS = ("_agreement", "exact_match")  # per-case stats that are fractions of decisions, shown as percentages
 
 
-def export_lines(result: Any, verb: str = "export") -> list[str]:
+def export_lines(result: Any, verb: str = "export", detail: bool = False) -> list[str]:
     built, verification = result.built, result.verification
     arch = built.arch
     fixed = verification.fixed
@@ -120,14 +120,14 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     if fold is not None:
         lines.extend(fold_lines(fold))
     variant_file = result.variant is not None and result.variant_verification is None  # zoo verify of a variant
-    lines.extend(verification_lines(verification, variant=variant_file))
+    lines.extend(verification_lines(verification, variant=variant_file, detail=detail))
     if not variant_file:
         tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
         lines.append(f"  tolerance {tolerances}")
     if result.variant is not None:
         lines.extend(variant_lines(result.variant))
         if result.variant_verification is not None:
-            lines.extend(verification_lines(result.variant_verification, variant=True)[1:])
+            lines.extend(verification_lines(result.variant_verification, variant=True, detail=detail)[1:])
     if result.ok:
         for record in result.file_records:
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
@@ -137,13 +137,17 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     return lines
 
 
-def verification_lines(verification: Any, variant: bool = False) -> list[str]:
-    """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers."""
+def verification_lines(verification: Any, variant: bool = False, detail: bool = False) -> list[str]:
+    """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers.
+    The first failing case gets its statistics and FAILED lines; the others (unless ``detail``, ``-v``)
+    only their output lines, and one line counts them."""
     providers = f" [{', '.join(verification.providers)}]" if verification.providers else ""  # optional for a runner
     lines = [f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input size{'s' if len(verification.cases) != 1 else ''}"]
     if verification.note:
         lines.append(f"  note      {verification.note}")
+    failing = [case for case in verification.cases if not case.ok]
     for case in verification.cases:
+        full = detail or not failing or case is failing[0]
         sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
         if case.source:
             sizes = f"{case.source} ({sizes})"
@@ -158,8 +162,12 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
                 verdict = "ok" if not any(out_name in f for f in case.failures) else "NOT ACCEPTED"
                 lines.append(f"    {sizes:<18} {out_name}: p99 abs {stats['p99_abs']:.2e}{relative}{agreements}{change}  {verdict}")
             else:
-                lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%")))
-        lines.extend(f"    FAILED {failure}" for failure in case.failures)
+                lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%"))[: None if full else 1])
+        if full:
+            lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    if len(failing) > 1 and not detail:
+        lines.append(f"    FAILED in {len(failing)} of {len(verification.cases)} cases; each one's statistics with -v, "
+                     "and in --json/--report")
     if verification.first_divergence:
         from zoo.verify.divergence import divergence_text
 
@@ -285,10 +293,10 @@ def plugins_lines(zoo: Any) -> list[str]:
     return lines
 
 
-def export_summary(results: Sequence[Any], single: bool) -> list[str]:
+def export_summary(results: Sequence[Any], single: bool, detail: bool = False) -> list[str]:
     """``zoo export``: one export in full, or a table of several."""
     if single:
-        return export_lines(results[0])
+        return export_lines(results[0], detail=detail)
     return [table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results])]
 
 
