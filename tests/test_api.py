@@ -231,3 +231,18 @@ def test_completion_offers_the_architectures_parameters_and_check_takes_weights(
     ran = CliRunner().invoke(cli, ["check", "binary", "--weights", str(tmp_path / "zeros.pt"), "--json"], obj=the_zoo)
     assert ran.exit_code == 0, ran.output
     assert json.loads(ran.stdout)["losses"][0]["torch"] == pytest.approx(math.log(2))  # all-zero weights: p = 0.5 everywhere
+
+
+def test_zoo_bench_times_an_exported_file_found_by_its_metadata(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from zoo.cli.commands import cli
+    from zoo.host.manager import load_zoo
+
+    assert zoo.export("binary", tmp_path / "b.onnx", params={"hidden": [6]})["status"] == "ok"
+    the_zoo = load_zoo(entry_points=False)
+    ran = CliRunner().invoke(cli, ["bench", str(tmp_path / "b.onnx"), "--budget", "0.01", "--batch-sizes", "1,4", "--json"], obj=the_zoo)
+    assert ran.exit_code == 0, ran.output
+    record = json.loads(ran.stdout)
+    assert record["architecture"] == "binary-sigmoid" and record["params"]["hidden"] == [6]
+    assert [row["batch"] for row in record["rows"]] == [1, 4]

@@ -51,6 +51,20 @@ class BenchPlan:
     acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
 
 
+def bench_file(zoo: Any, path: Path, arch_name: str | None, params: Sequence[str], weights: Path | None, seed: int | None,
+               device: str) -> Any:
+    """``zoo bench FILE``: the file verified as ``zoo verify`` does (its architecture from its
+    metadata, or ``arch_name``); the ``ExportResult``, whose ``built`` and ``exporter`` are timed."""
+    from zoo.verify.artifact import verify_artifact
+
+    verified = verify_artifact(zoo, path, weights=weights, device=device, arch_name=arch_name, params=params, seed=seed)
+    if not verified.ok:
+        raise VerificationFailed(f"{path.name}: nothing to benchmark, it does not verify: {verified.error}")
+    if verified.verification.fixed.get("batch") is not None:
+        raise UsageError(f"{path.name} takes batch={verified.verification.fixed['batch']} only; zoo bench varies the batch size")
+    return verified
+
+
 def plan_bench(
     zoo: Any, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
     fold_linear: bool, plot: Path | None, quantize: str | None = None, precision: str | None = None,
@@ -137,6 +151,7 @@ def bench_model(
     sizes: Mapping[str, int] | None = None,
     variant: str | None = None,
     acceptance: Any = None,
+    file: Path | None = None,
 ) -> BenchResult:
     """Export ``built`` (verified), then time PyTorch eager and the exported model at each batch size.
 
@@ -146,7 +161,7 @@ def bench_model(
     runner has one, else by calling the runner itself (numpy in and out).
     ``variant`` ("int8", "fp16") is made from the verified file, judged by
     ``acceptance`` (``zoo.verify.acceptance``) and timed beside it, accepted or not: the
-    result says which.
+    result says which. ``file``: time this exported file (verified by the caller) instead of exporting.
     """
     import torch
 
@@ -156,10 +171,13 @@ def bench_model(
     if "batch" not in fixed:
         raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as folder:
-        path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
-        exported = export_model(built, exporter, path, options=options)
-        if not exported.ok:
-            raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
+        path, export_stats = file, {}
+        if file is None:
+            path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
+            exported = export_model(built, exporter, path, options=options)
+            if not exported.ok:
+                raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
+            export_stats = exported.export_stats
         runner = load_runner(exporter, path, built.device, threads)
         session = getattr(runner, "session", None)
         timed_session = callable(getattr(session, "run", None))
@@ -172,7 +190,7 @@ def bench_model(
             onnx_runtime=getattr(runner, "description", exporter.name),
             providers=list(getattr(runner, "providers", [])),
             budget_s=budget_s,
-            export_stats=exported.export_stats,
+            export_stats=export_stats,
             note=getattr(runner, "note", ""),
             format=exporter.name,
             sizes={name: size for name, size in fixed.items() if name != "batch"},

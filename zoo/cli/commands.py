@@ -43,7 +43,7 @@ from zoo.cli.render import (
     plugins_lines,
     show_lines,
 )
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
 from zoo.progress import terminal_progress
 from zoo.spec.params import parse_params
 
@@ -234,6 +234,7 @@ def export_command(
 
 @cli.command("bench")
 @click.argument("name", shell_complete=complete_architecture)
+@click.option("--arch", "arch_name", metavar="NAME", help="For a FILE zoo did not write: the architecture it computes.")
 @param_option
 @click.option("--batch-sizes", default="1,64,4096", show_default=True, help="Comma-separated batch sizes to time.")
 @click.option(
@@ -259,13 +260,14 @@ def export_command(
 @json_option
 @click.pass_context
 def bench_command(
-    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
-    device: str, seed: int, weights: Path | None, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
+    ctx: click.Context, name: str, arch_name: str | None, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str],
+    format_name: str, device: str, seed: int, weights: Path | None, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
     plot: Path | None, as_json: bool,
 ) -> None:
     """Time PyTorch eager against the exported model (onnxruntime for onnx):
     median and p90 latency per call, throughput, and the speed-up, per batch
-    size. The model is exported and verified first, in a temporary folder.
+    size. The model is exported and verified first, in a temporary folder;
+    NAME may also be an exported FILE, verified as 'zoo verify' does, then timed.
 
     \b
     Examples:
@@ -275,18 +277,29 @@ def bench_command(
       zoo bench text --format pt2
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
+      zoo bench binary-sigmoid.onnx
       zoo bench stack --param width=1024 --quantize int8
     """
     from zoo.bench.plot import plot_latency
-    from zoo.bench.timing import bench_model, plan_bench
+    from zoo.bench.timing import bench_file, bench_model, plan_bench
     from zoo.build.model import build_model, check_batch_sizes
 
-    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
-    built = build_model(plan.arch, plan.overrides, seed=seed, device=device, weights=weights)
+    file = Path(name) if Path(name).suffix and Path(name).is_file() else None
+    if file is not None:  # an exported file: its architecture, parameters and seed from its metadata (or --arch)
+        verified = bench_file(get_zoo(ctx), file, arch_name, params, weights, seed if arch_name else None, device)
+        built = verified.built
+        plan = plan_bench(get_zoo(ctx), built.arch.name, [], batch_sizes, dim_sizes, verified.exporter.name, False, plot,
+                          quantize, precision)
+    else:
+        if arch_name is not None:
+            raise UsageError(f"--arch names the architecture of a FILE; {name!r} is not a file")
+        plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
+        built = build_model(plan.arch, plan.overrides, seed=seed, device=device, weights=weights)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
-            built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance
+            built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance,
+            file=file,
         )
     if plot is not None:
         plot_latency(result, plot)
