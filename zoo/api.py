@@ -23,12 +23,14 @@ __all__ = ["check", "export", "verify"]
 Plugins = Iterable["str | Path | ModuleType"]
 
 
-def loaded_zoo(plugins: Plugins = (), zoo: Zoo | None = None, entry_points: bool = True) -> Zoo:
-    """``zoo`` as given, else the installed plugins plus ``plugins``."""
+def loaded_zoo(plugins: Plugins = (), zoo: Zoo | None = None, entry_points: bool = True,
+               extra: Iterable[tuple[str, object]] = ()) -> Zoo:
+    """``zoo`` as given, else the installed plugins (unless not ``entry_points``), then
+    ``extra`` (named plugin objects), then ``plugins`` (modules, paths, module names)."""
     if zoo is not None:
         return zoo
     sources: list[str] = []
-    modules: list[tuple[str, object]] = []
+    modules: list[tuple[str, object]] = list(extra)
     for plugin in plugins:
         if isinstance(plugin, ModuleType):
             modules.append((plugin.__name__.split(".")[0], plugin))
@@ -64,14 +66,14 @@ def export(name: str, output: str | Path | None = None, *, params: Mapping[str, 
     ``seed``, ``device``, ``weights``, ``inputs``, ``quantize``, ``precision``,
     ``timeout``, ``sizes`` (``{"batch": 8}``, as ``--size batch=8``)."""
     from zoo.errors import ZooError
-    from zoo.export.plan import plan_export
+    from zoo.export.plan import ExportRequest, plan_export
     from zoo.export.workers import run_plan
 
     the_zoo = loaded_zoo(plugins, zoo)
     sizes = options.pop("sizes", None)
     if sizes:
         options["sizes"] = [f"{dim}={size}" for dim, size in sizes.items()]
-    plan = plan_export(the_zoo, name, params=_param_texts(params), output=output, **options)
+    plan = plan_export(the_zoo, ExportRequest(name, params=_param_texts(params), output=output, **options))
     result = run_plan(plan, 1, the_zoo)[0]
     exception = getattr(result, "exception", None)
     if isinstance(exception, ZooError) and exception.exit_code == 2:
