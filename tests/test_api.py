@@ -248,3 +248,19 @@ def test_zoo_bench_times_an_exported_file_found_by_its_metadata(tmp_path: Path) 
     record = json.loads(ran.stdout)
     assert record["architecture"] == "binary-sigmoid" and record["params"]["hidden"] == [6]
     assert [row["batch"] for row in record["rows"]] == [1, 4]
+
+
+def test_case_lines_line_up_under_a_long_file_label_and_failures_are_summarised() -> None:
+    from zoo.cli.render import verification_lines
+
+    ok = {"max_abs": 1e-8, "max_rel": 1e-7, "out_of_tolerance": 0.0, "abs_error": {"p99": 1e-8}, "ok": True}
+    bad = {**ok, "ok": False, "out_of_tolerance": 1.0, "elements": 4, "abs_error": {"p50": 1.0, "p99": 1.0, "max": 1.0},
+           "rel_error": {"max": 1.0}, "nan": {"reference": 0, "candidate": 0}, "inf": {"reference": 0, "candidate": 0}, "needed_atol": 1.0}
+    cases = [CaseResult({"batch": 2}, {"y": ok}, []), CaseResult({"batch": 5}, {"y": ok}, [], source="a-long-file-name.npz"),
+             CaseResult({"batch": 1}, {"y": bad}, ["batch=1: y differs"]), CaseResult({"batch": 64}, {"y": bad}, ["batch=64: y differs"])]
+    lines = verification_lines(Verification("ort", [], cases=cases))
+    starts = {line.index(" y: ") for line in lines if " y: " in line}
+    assert len(starts) == 1  # one column, however long a label
+    assert sum(line.strip().startswith("FAILED batch=") for line in lines) == 1  # the first failing case in full
+    assert lines[-1].strip() == "FAILED in 2 of 4 cases; each one's statistics with -v, and in --json/--report"
+    assert sum("FAILED batch=" in line for line in verification_lines(Verification("ort", [], cases=cases), detail=True)) == 2

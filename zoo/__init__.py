@@ -1,7 +1,9 @@
 """zoo: a plugin-based model zoo that exports PyTorch models to ONNX and proves them right.
 
 The public API for plugin authors is re-exported here (``__all__``); see
-docs/plugins.md. Everything else in the package is internal.
+docs/plugins.md. ``zoo.check(...)``, ``zoo.export(...)`` and ``zoo.verify(...)``
+are the Python API of the commands (``zoo.api``, README "Python API").
+Everything else in the package is internal.
 
 Heavy libraries (torch, numpy, onnx, onnxruntime) are imported inside the
 functions that use them, everywhere in zoo: listing, planning and every refusal
@@ -48,7 +50,7 @@ class _CommandPackage(types.ModuleType):
         return getattr(api, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
 
 
-for _command in ("check", "export", "verify"):  # empty package modules: nothing heavy is imported
+for _command in ("check", "export", "verify"):  # their __init__ modules import nothing
     importlib.import_module(f"zoo.{_command}").__class__ = _CommandPackage
 
 

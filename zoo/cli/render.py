@@ -147,11 +147,11 @@ def verification_lines(verification: Any, variant: bool = False, detail: bool = 
     if verification.note:
         lines.append(f"  note      {verification.note}")
     failing = [case for case in verification.cases if not case.ok]
-    for case in verification.cases:
+    labels = [case_name(case) for case in verification.cases]
+    width = max([18, *map(len, labels)])  # the outputs line up under the longest label (a file's name)
+    for case, label in zip(verification.cases, labels):
         full = detail or not failing or case is failing[0]
-        sizes = sizes_text(case.sizes) or "sample"
-        if case.source:
-            sizes = f"{case.source} ({sizes})"
+        sizes = label.ljust(width)
         for out_name, stats in case.outputs.items():
             agreements = "".join(
                 f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}" for k, v in stats.items() if k.endswith(DECISIONS)
@@ -172,6 +172,11 @@ def verification_lines(verification: Any, variant: bool = False, detail: bool = 
     if verification.first_divergence:
         lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
     return lines
+
+
+def case_name(case: Any) -> str:
+    sizes = sizes_text(case.sizes) or "sample"
+    return f"{case.source} ({sizes})" if case.source else sizes
 
 
 def variant_lines(variant: dict[str, Any]) -> list[str]:
