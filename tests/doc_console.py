@@ -52,15 +52,18 @@ def document_steps(document: Path) -> list[Step]:
             if header := FILE_HEADER.match(body):
                 steps.append(Step(line, file=header.group(1), text=FILE_HEADER.sub("", body)))
             continue
+        current = None  # output shown before a block's first command belongs to no command
         for offset, row in enumerate(body.splitlines()):
             if row.startswith("$ "):
-                steps.append(Step(line + 1 + offset, command=row[2:]))
-            elif steps and steps[-1].command:
-                steps[-1].expected.append(row)
+                current = Step(line + 1 + offset, command=row[2:])
+                steps.append(current)
+            elif current is not None:
+                current.expected.append(row)
     return steps
 
 
 _MASKS = [
+    (re.compile(r" \(\d+:\d\d:\d\d\)"), ""),  # pytest's "in 72.10s (0:01:12)"
     (re.compile(r"\b\d+(?:\.\d+)?\s?(?:s|ms|µs|ns)\b"), "<t>"),
     (re.compile(r"\b[0-9a-f]{16}…"), "<sha>…"),
     (re.compile(r"\b\d(?:\.\d+)?e-(?:0[5-9]|[1-9]\d)\b"), "<tiny>"),
