@@ -78,7 +78,12 @@ _MASKS = [
 ]
 
 
+_BENCH_ROW = re.compile(r"^(batch=\d+(?:, \w+=\d+)*)\s+(.*×)\s*$")  # a zoo bench row: every figure is a timing
+
+
 def mask(line: str) -> str:
+    if row := _BENCH_ROW.match(line):
+        return f"{row.group(1)}  " + re.sub(r"\d+(?:\.\d+)?(?: ?(?:µs|ms|ns|s|k|M)\b)?", "<n>", re.sub(r" {2,}", "  ", row.group(2)))
     for pattern, replacement in _MASKS:
         line = pattern.sub(replacement, line)
     return line.rstrip()
