@@ -117,6 +117,7 @@ class Reader:
         self.site = folder / "site"
         self.folder.mkdir()
         self.site.mkdir()
+        self.installed: set[str] = set()
         (self.folder / "examples").symlink_to(REPO / "examples")
         env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "ZOO_LOAD_PLUGINS", "COLUMNS"}}
         self.env = {**env, "PYTHONPATH": str(self.site), "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
@@ -130,7 +131,9 @@ class Reader:
     def run(self, command: str) -> tuple[int, list[str]]:
         words = shlex.split(command, comments=True)
         if words[:3] == ["pip", "install", "-e"]:
-            pip_install(self.folder / words[3], self.site)
+            if words[3] not in self.installed:  # installed again: nothing changes for the reader
+                pip_install(self.folder / words[3], self.site)
+                self.installed.add(words[3])
             return 0, []
         if "zsh_source" in command or "fish_source" in command:
             return 0, []  # another shell's set-up line
