@@ -169,8 +169,8 @@ def test_bench_size_sets_another_dynamic_dimension_and_every_row_names_it(exampl
 @pytest.mark.parametrize(
     ("size", "message"),
     [
-        ("seq=65", "give NAME=SIZE with a size 2 to 64"),
-        ("seq=x", "give NAME=SIZE with a size 2 to 64"),
+        ("seq=65", "give DIM=SIZE with a size 2 to 64"),
+        ("seq=x", "give DIM=SIZE with a size 2 to 64"),
         ("batch=3", "batch sizes are --batch-sizes"),
         ("width=3", "'width' is not a dynamic dimension of this architecture; it has: seq"),
     ],

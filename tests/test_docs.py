@@ -29,6 +29,7 @@ from zoo.verify.artifact import verify_artifact
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 PACKAGE_FILE = re.compile(r"^# (my-models/\S+)\n")
+NAMED_FILE = re.compile(r"^# [\w./-]+\.\w+\n")  # a file the reader writes; doc_console runs it with the console blocks
 
 
 def code_blocks(language: str) -> list[str]:
@@ -40,7 +41,7 @@ def package_files() -> dict[str, str]:
 
 
 def snippets() -> list[str]:
-    return [block for block in code_blocks("python") if not PACKAGE_FILE.match(block)]
+    return [block for block in code_blocks("python") if not NAMED_FILE.match(block)]
 
 
 def test_the_guide_has_a_minimal_plugin_of_about_15_lines() -> None:
@@ -131,3 +132,10 @@ def test_python_snippet_runs_and_what_it_defines_works(index: int, tmp_path: Pat
         ran = CliRunner().invoke(cli, [name, "binary"], obj=the_zoo, catch_exceptions=False)
         assert ran.exit_code == 0, ran.output
         assert ran.output.strip()
+
+
+def test_every_console_block_of_the_guide_runs_as_printed(tmp_path: Path) -> None:
+    from doc_console import run_document
+
+    problems = run_document(GUIDE, tmp_path)
+    assert not problems, "\n\n".join(problems)

@@ -23,3 +23,10 @@ def test_readme_plugin_checks_exports_and_verifies(tmp_path):
     plugin = readme_plugin()
     assert zoo.testing.plugin_zoo(plugin).architecture("tiny").name == "tiny-classifier"
     zoo.testing.check_export_verify("tiny-classifier", tmp_path, plugin=plugin)
+
+
+def test_every_console_block_of_the_readme_runs_as_printed(tmp_path):
+    from doc_console import run_document
+
+    problems = run_document(README, tmp_path)
+    assert not problems, "\n\n".join(problems)

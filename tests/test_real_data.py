@@ -84,7 +84,9 @@ def test_a_padding_mask_transformer_fails_on_random_masks_and_verifies_with_its_
     assert failed and all(case["sizes"]["seq"] == 1 for case in failed)
     stats = failed[0]["outputs"]["logits"]
     assert stats["nan"]["candidate"] > 0 and stats["nan"]["reference"] == 0
-    assert stats["needed_atol"] == "Infinity" and 0 < stats["out_of_tolerance"] < 1
+    assert stats["needed_atol"] is None and 0 < stats["out_of_tolerance"] < 1  # no atol passes a one-sided NaN
+    assert stats["max_abs"] == "NaN" and record["verification"]["max_abs_error"] == "NaN"  # never hidden by a finite max
+    assert "no atol would pass" in record["error"]
 
     realistic = load_zoo(entry_points=False, extra=[("encoder", EncoderPlugin(sample_inputs=prefix_padding))])
     result = invoke("export", "padded-encoder", "-o", tmp_path / "real.onnx", "--json", zoo=realistic)
@@ -238,7 +240,8 @@ def test_error_stats_counts_nan_as_nan_and_gives_the_atol_that_would_pass():
     assert not error_stats(ref, got, rtol=0.0, atol=0.0999)["ok"]
     assert math.isclose(error_stats(ref, got, rtol=0.05, atol=0.0)["needed_atol"], 0.05)  # |a-b| - rtol*|ref|
     one_sided = error_stats(np.array([1.0, 2.0]), np.array([1.0, np.nan]), rtol=0.0, atol=1.0)
-    assert not one_sided["ok"] and one_sided["needed_atol"] == math.inf and one_sided["nan"] == {"reference": 0, "candidate": 1}
+    assert not one_sided["ok"] and one_sided["needed_atol"] is None and one_sided["nan"] == {"reference": 0, "candidate": 1}
+    assert one_sided["one_sided"] == 1 and math.isnan(one_sided["abs_error"]["max"])
 
 
 def test_tolerances_per_output_and_an_unknown_output_is_a_usage_error(tmp_path):

@@ -1,7 +1,9 @@
 """zoo: a plugin-based model zoo that exports PyTorch models to ONNX and proves them right.
 
 The public API for plugin authors is re-exported here (``__all__``); see
-docs/plugins.md. Everything else in the package is internal.
+docs/plugins.md. ``zoo.check(...)``, ``zoo.export(...)`` and ``zoo.verify(...)``
+are the Python API of the commands (``zoo.api``, README "Python API").
+Everything else in the package is internal.
 
 Heavy libraries (torch, numpy, onnx, onnxruntime) are imported inside the
 functions that use them, everywhere in zoo: listing, planning and every refusal
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,6 +38,20 @@ _PUBLIC = {
     "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
     "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
 }
+
+
+class _CommandPackage(types.ModuleType):
+    """``zoo.check``, ``zoo.export`` and ``zoo.verify`` are subpackages of the library
+    and, called, the Python API of their commands (``zoo.api``): ``zoo.export("binary")``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from zoo import api
+
+        return getattr(api, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
+
+
+for _command in ("check", "export", "verify"):  # their __init__ modules import nothing
+    importlib.import_module(f"zoo.{_command}").__class__ = _CommandPackage
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +86,9 @@ def get_zoo(ctx: click.Context | None = None) -> Zoo:
 
 
 __all__ = [
+    "check",
+    "export",
+    "verify",
     "Architecture",
     "Dim",
     "ExportJob",

@@ -26,7 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from zoo.host.manager import Zoo, load_zoo
+from zoo.api import loaded_zoo
+from zoo.host.manager import Zoo
 
 __all__ = ["Checked", "architecture_params", "check_export_verify", "plugin_zoo"]
 
@@ -45,7 +46,7 @@ def plugin_zoo(plugin: object | str) -> Zoo:
     import pytest
 
     name, obj = _resolve(plugin)
-    zoo = load_zoo(entry_points=False, extra=[(name, obj)])
+    zoo = loaded_zoo(entry_points=False, extra=[(name, obj)])  # the Python API's loader (zoo.api)
     if zoo.problems:
         pytest.fail("plugin problems:\n  " + "\n  ".join(zoo.problems), pytrace=False)
     return zoo

@@ -22,14 +22,14 @@ from zoo import progress
 from zoo.bench.plot import check_plot_path, require_matplotlib
 from zoo.bench.results import BenchResult, BenchRow, Timing
 from zoo.build.model import BuiltModel, call_module
-from zoo.build.shapes import dynamic_dims, sample_sizes
+from zoo.build.shapes import dynamic_dims, parse_dim_sizes, sample_sizes
 from zoo.errors import UsageError, VerificationFailed
 from zoo.export.pipeline import export_model, variant_of
 from zoo.export.plan import resolve_acceptance, resolve_format
 from zoo.spec.exporter import Exporter
 from zoo.spec.params import parse_params
 from zoo.verify.acceptance import variant_name
-from zoo.verify.artifact import exported_metadata
+from zoo.verify.artifact import exported_metadata, verify_artifact
 from zoo.verify.compare import as_numpy
 
 DEFAULT_BATCH_SIZES = (1, 64, 4096)
@@ -53,6 +53,18 @@ class BenchPlan:
     acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
 
 
+def bench_file(zoo: Any, path: Path, arch_name: str | None, params: Sequence[str], weights: Path | None, seed: int | None,
+               device: str) -> Any:
+    """``zoo bench FILE``: the file verified as ``zoo verify`` does (its architecture from its
+    metadata, or ``arch_name``); the ``ExportResult``, whose ``built`` and ``exporter`` are timed."""
+    verified = verify_artifact(zoo, path, weights=weights, device=device, arch_name=arch_name, params=params, seed=seed)
+    if not verified.ok:
+        raise VerificationFailed(f"{path.name}: nothing to benchmark, it does not verify: {verified.error}")
+    if verified.verification.fixed.get("batch") is not None:
+        raise UsageError(f"{path.name} takes batch={verified.verification.fixed['batch']} only; zoo bench varies the batch size")
+    return verified
+
+
 @dataclass(frozen=True)
 class BenchRequest:
     """``zoo bench``'s options as given, before anything is resolved (``plan_bench``)."""
@@ -70,6 +82,8 @@ class BenchRequest:
     quantize: str | None = None
     precision: str | None = None
     plot: Path | None = None
+    weights: Path | None = None
+    arch_name: str | None = None  # zoo bench FILE --arch NAME: a file zoo did not write
 
 
 def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
@@ -93,26 +107,11 @@ def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
 def parse_sizes(texts: Sequence[str], dims: Mapping[str, Any]) -> dict[str, int]:
     """``--size seq=128``: sizes of dynamic dimensions other than batch (swept by
     --batch-sizes), within each ``Dim``'s ``min``/``max``."""
-    sizes: dict[str, int] = {}
     others = ", ".join(name for name in dims if name != "batch") or "none"
     for text in texts:
-        name, _, value = text.partition("=")
-        name = name.strip()
-        if name == "batch":
+        if text.partition("=")[0].strip() == "batch":
             raise UsageError(f"--size {text!r}: batch sizes are --batch-sizes; --size sets the other dynamic dimensions ({others})")
-        if name not in dims:
-            raise UsageError(f"--size {text!r}: {name!r} is not a dynamic dimension of this architecture; it has: {others}")
-        dim = dims[name]
-        try:
-            size = int(value)
-        except ValueError:
-            size = 0
-        high = dim.max if dim.max is not None else None
-        if size < max(dim.min, 1) or (high is not None and size > high):
-            bounds = f"{max(dim.min, 1)} to {high}" if high is not None else f"at least {max(dim.min, 1)}"
-            raise UsageError(f"--size {text!r}: give NAME=SIZE with a size {bounds}")
-        sizes[name] = size
-    return sizes
+    return parse_dim_sizes(texts, {name: dim for name, dim in dims.items() if name != "batch"})
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -164,6 +163,7 @@ def bench_model(
     sizes: Mapping[str, int] | None = None,
     variant: str | None = None,
     acceptance: Any = None,
+    file: Path | None = None,
 ) -> BenchResult:
     """Export ``built`` (verified), then time PyTorch eager and the exported model at each batch size.
 
@@ -173,7 +173,7 @@ def bench_model(
     runner has one, else by calling the runner itself (numpy in and out).
     ``variant`` ("int8", "fp16") is made from the verified file, judged by
     ``acceptance`` (``zoo.verify.acceptance``) and timed beside it, accepted or not: the
-    result says which.
+    result says which. ``file``: time this exported file (verified by the caller) instead of exporting.
     """
     import torch
 
@@ -182,10 +182,13 @@ def bench_model(
     if "batch" not in fixed:
         raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as folder:
-        path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
-        exported = export_model(built, exporter, path, options=options)
-        if not exported.ok:
-            raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
+        path, export_stats = file, {}
+        if file is None:
+            path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
+            exported = export_model(built, exporter, path, options=options)
+            if not exported.ok:
+                raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
+            export_stats = exported.export_stats
         runner = load_runner(exporter, path, built.device, threads)
         session = getattr(runner, "session", None)
         timed_session = callable(getattr(session, "run", None))
@@ -198,7 +201,7 @@ def bench_model(
             onnx_runtime=getattr(runner, "description", exporter.name),
             providers=list(getattr(runner, "providers", [])),
             budget_s=budget_s,
-            export_stats=exported.export_stats,
+            export_stats=export_stats,
             note=getattr(runner, "note", ""),
             format=exporter.name,
             sizes={name: size for name, size in fixed.items() if name != "batch"},

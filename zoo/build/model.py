@@ -36,15 +36,21 @@ class BuiltModel:
     seed: int
     device: str
     module: Any
-    weights: dict[str, str] | None = None  # {"path": ..., "sha256": ...}
+    weights: dict[str, str] | None = None  # {"path": ..., "sha256": ..., "tensors_sha256": ...}
+    sizes: dict[str, int] = field(default_factory=dict)  # --size: chosen sizes of dynamic dims for the export sample
     params: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
         self.params = {**self.arch.defaults, **self.overrides}
 
     def sample_inputs(self, sizes: Mapping[str, int] | None = None, seed: int | None = None) -> dict[str, torch.Tensor]:
-        sizes = sample_sizes(self.arch, self.params) if sizes is None else sizes
+        sizes = self.export_sizes if sizes is None else sizes
         return make_inputs(self.arch, self.params, sizes, self.seed if seed is None else seed, self.device)
+
+    @property
+    def export_sizes(self) -> dict[str, int]:
+        """The sizes of the sample the model is checked and exported with."""
+        return {**sample_sizes(self.arch, self.params), **self.sizes}
 
     def forward(self, inputs: Mapping[str, torch.Tensor], grad: bool = False) -> dict[str, torch.Tensor]:
         """Outputs by name, in the order ``forward`` returned them (a dict may come in

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zoo.errors import ParameterError
+from zoo.errors import ParameterError, UsageError
 from zoo.spec.architecture import Architecture, Dim, DimLike, Input
 
 LARGE_BATCH = 64
+VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample (case i: seed + offset + i)
 
 
 def dynamic_dims(arch: Architecture, params: Mapping[str, Any]) -> dict[str, Dim]:
@@ -47,11 +48,34 @@ def value_range(inp: Input, params: Mapping[str, Any]) -> tuple[float, float] | 
     return low, high
 
 
-def verification_cases(arch: Architecture, params: Mapping[str, Any]) -> list[dict[str, int]]:
-    """Sizes for every dynamic dim: the export sizes, each dim alone at a small and a
-    large size, and all of them off the export sizes at once."""
+def parse_dim_sizes(texts: Sequence[str], dims: Mapping[str, Dim], option: str = "--size") -> dict[str, int]:
+    """``--size DIM=N`` values: sizes of dynamic dimensions, within each ``Dim``'s ``min``/``max``."""
+    sizes: dict[str, int] = {}
+    names = ", ".join(dims) or "none"
+    for text in texts:
+        name, _, value = text.partition("=")
+        name = name.strip()
+        if name not in dims:
+            raise UsageError(f"{option} {text!r}: {name!r} is not a dynamic dimension of this architecture; it has: {names}")
+        dim = dims[name]
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        low, high = max(dim.min, 1), dim.max
+        if size < low or (high is not None and size > high):
+            bounds = f"{low} to {high}" if high is not None else f"at least {low}"
+            raise UsageError(f"{option} {text!r}: give DIM=SIZE with a size {bounds}")
+        sizes[name] = size
+    return sizes
+
+
+def verification_cases(arch: Architecture, params: Mapping[str, Any], chosen: Mapping[str, int] | None = None) -> list[dict[str, int]]:
+    """Sizes for every dynamic dim: the export sizes (``chosen`` with ``--size``, else
+    each ``Dim``'s sample), each dim alone at a small and a large size, and all of
+    them off the export sizes at once."""
     dims = dynamic_dims(arch, params)
-    base = {name: dim.sample_size for name, dim in dims.items()}
+    base = {name: (chosen or {}).get(name, dim.sample_size) for name, dim in dims.items()}
     cases = [base]
 
     def clamp(dim: Dim, size: int) -> int:
@@ -59,11 +83,11 @@ def verification_cases(arch: Architecture, params: Mapping[str, Any]) -> list[di
         return min(size, dim.max) if dim.max is not None else size
 
     for name, dim in dims.items():
-        large = LARGE_BATCH if name == "batch" else 2 * dim.sample_size + 1
+        large = max(LARGE_BATCH, base[name] + 1) if name == "batch" else 2 * base[name] + 1
         for size in (1, large):
             cases.append({**base, name: clamp(dim, size)})
     if len(dims) > 1:
-        cases.append({name: clamp(dim, dim.sample_size + 1) for name, dim in dims.items()})
+        cases.append({name: clamp(dim, base[name] + 1) for name, dim in dims.items()})
     unique: list[dict[str, int]] = []
     for case in cases:
         if case not in unique:

@@ -208,8 +208,24 @@ def dtype_kind(dtype: Any) -> str:
     return "integer"
 
 
+def tensors_sha256(state: dict[str, Any]) -> str:
+    """A checksum of the tensors themselves (names, dtypes, shapes, bytes, in name order), so
+    the same weights in another container (``.pt``, ``.safetensors``) have the same one."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{_short(tensor.dtype)}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # bfloat16 too: numpy sees bytes
+    return digest.hexdigest()
+
+
 def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
-    """Load ``path`` into ``module`` strictly; returns ``{"path", "sha256"}`` for reports.
+    """Load ``path`` into ``module`` strictly; returns ``{"path", "sha256", "tensors_sha256"}``
+    for reports (the file's bytes, and its tensors whatever the container).
 
     Each tensor must have the shape and dtype kind of the module's tensor of the same
     name (so an int64 ``num_batches_tracked`` stays int64, and a complex or bool file
@@ -259,7 +275,7 @@ def load_weights(module: Any, path: Path, owner: str) -> dict[str, str]:
     if tied:
         filled = [f"{key} from {source}" for key, source in sorted(tied.items())]
         warn(f"{path.name}: {len(tied)} tied parameter{'s' if len(tied) != 1 else ''} stored once: filled {_clip(filled)}")
-    return {"path": str(path), "sha256": sha256(path)}
+    return {"path": str(path), "sha256": sha256(path), "tensors_sha256": tensors_sha256(state)}
 
 
 def _tied_to(module: Any, present: set[str]) -> dict[str, str]:

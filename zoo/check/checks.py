@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.build.model import BuiltModel
-from zoo.build.shapes import concrete, sample_sizes
+from zoo.build.shapes import VERIFY_SEED_OFFSET, concrete, verification_cases
 from zoo.check.describe import watch_forward
 from zoo.check.task_calls import (
     LOSS_TOLERANCES,
@@ -76,7 +76,7 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
     inputs = built.sample_inputs()
     # copies: a model may change its inputs in place, and the export traces on these
     result.inputs = {name: tensor.clone() for name, tensor in inputs.items()}
-    sizes = sample_sizes(arch, built.params)
+    sizes = built.export_sizes
     result.warnings, outputs = watch_forward(built, inputs, grad=backward)
     result.output_order = list(outputs)
 
@@ -115,12 +115,44 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
             )
         total = loss if total is None else total + loss
 
+    if result.ok:
+        _check_other_sizes(built, result)
     if backward and result.ok:
         if total is None:  # no task: still prove gradients flow
             floats = [v for v in outputs.values() if v.is_floating_point()]
             total = sum(v.float().mean() for v in floats) if floats else None
         _check_gradients(built, total, result)
     return result
+
+
+SMALL_CASE = 8  # sizes up to this are cheap enough to run in every check
+SAMPLE_INPUTS_GUIDE = "docs/plugins.md#realistic-inputs-sample_inputs"
+
+
+def _check_other_sizes(built: BuiltModel, result: CheckResult) -> None:
+    """PyTorch itself on the small verification sizes, with the inputs verification
+    will generate: a model that gives NaN there (a random mask that pads a whole row)
+    fails here, with the remedy, before any export."""
+    import torch
+
+    cases = verification_cases(built.arch, built.params, built.sizes)[1:]
+    for index, sizes in enumerate(cases, start=1):
+        if any(size > SMALL_CASE for size in sizes.values()):
+            continue
+        inputs = built.sample_inputs(sizes, seed=built.seed + VERIFY_SEED_OFFSET + index)
+        with torch.no_grad():
+            outputs = built.forward(inputs)
+        for name, value in outputs.items():
+            if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+                continue
+            bad = (~torch.isfinite(value)).reshape(len(value), -1).any(dim=1).nonzero().flatten().tolist() if value.dim() else [0]
+            where = ", ".join(f"{k}={v}" for k, v in sizes.items())
+            result.failures.append(
+                f"output {name!r} is NaN or infinite in PyTorch itself at {where}, row(s) {', '.join(map(str, bad[:8]))} "
+                f"of {len(value) if value.dim() else 1}, on generated inputs that verification uses too; if real inputs "
+                f"never look like these, give the architecture sample_inputs that make realistic ones ({SAMPLE_INPUTS_GUIDE})"
+            )
+            return
 
 
 def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None:

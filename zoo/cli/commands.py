@@ -10,6 +10,7 @@ loads only what listing needs (``tests/test_fast_cli.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from zoo.cli.options import (
     seed_option,
     timeout_option,
     variant_options,
+    weights_option,
 )
 from zoo.cli.output import echo, echo_json, error_line, write_stdout
 from zoo.cli.render import (
@@ -47,7 +49,7 @@ from zoo.cli.render import (
     plugins_lines,
     show_lines,
 )
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
 from zoo.progress import terminal_progress
 from zoo.spec.params import parse_params
 from zoo.version import __version__
@@ -56,7 +58,9 @@ from zoo.version import __version__
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="zoo")
 @click.option("-v", "--verbose", count=True, help="Show log messages (-vv: debug), including the exporter's own.")
-def cli(verbose: int) -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="PATH|MODULE",
+              help="Also load this plugin module for this run: a .py file or a module name (repeatable); no package or pip install needed.")
+def cli(verbose: int, plugins: tuple[str, ...]) -> None:
     """A plugin-based model zoo: build PyTorch architectures, check them, export
     them to ONNX, and prove with onnxruntime that the export computes the same.
 
@@ -65,11 +69,17 @@ def cli(verbose: int) -> None:
       zoo list
       zoo check binary
       zoo export binary --device cuda
+      zoo --plugin ./my_models.py export tiny
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # basicConfig leaves the level alone where logging is already set up (an embedding app, pytest)
     logging.getLogger().setLevel(logging.ERROR if verbose == 0 else level)
+
+
+def verbose(ctx: click.Context) -> bool:
+    """``zoo -v``: every failing case in full."""
+    return bool(ctx.find_root().params.get("verbose"))
 
 
 @cli.command("list")
@@ -118,9 +128,12 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
 @param_option
 @device_option
 @seed_option
+@weights_option
 @json_option
 @click.pass_context
-def check_command(ctx: click.Context, name: str, params: Sequence[str], device: str, seed: int, as_json: bool) -> None:
+def check_command(
+    ctx: click.Context, name: str, params: Sequence[str], device: str, seed: int, weights: Path | None, as_json: bool
+) -> None:
     """Forward pass, head checks, loss check and backward pass; no export.
 
     Exits 1 if any check fails.
@@ -135,7 +148,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 
     arch = get_zoo(ctx).architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
-    result = check_model(build_model(arch, overrides, seed=seed, device=device))
+    result = check_model(build_model(arch, overrides, seed=seed, device=device, weights=weights))
     echo(result, check_lines(result), as_json)
     if not result.ok:
         ctx.exit(1)
@@ -155,6 +168,10 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 )
 @click.option("--opset", type=int, cls=OpsetOption)
 @click.option("--static", is_flag=True, help="Fix every dimension to the sample shape instead of keeping batch/sequence dynamic.")
+@click.option(
+    "--size", "sizes", multiple=True, metavar="DIM=N",
+    help="Size of a dynamic dimension in the export sample, repeatable (--size batch=8); with --static, the fixed size.",
+)
 @fold_linear_option
 @rtol_option
 @atol_option
@@ -184,6 +201,7 @@ def export_command(
       zoo export multiclass --param n_classes=10 -o models/mc10.onnx
       zoo export binary --device cuda --report binary.json
       zoo export stack --fold-linear
+      zoo export binary --size batch=8 --static
       zoo export --all -o exported/
       zoo export --all -o exported/ --jobs 2 --shard 1/4
     """
@@ -210,7 +228,7 @@ def export_command(
     if as_json:
         echo_json(record)
     elif export_all or isinstance(results[0], ExportResult) and results[0].verification is not None:
-        write_stdout("\n".join(export_summary(results, single=not export_all)) + "\n")
+        write_stdout("\n".join(export_summary(results, single=not export_all, detail=verbose(ctx))) + "\n")
     if failed is not None:
         if not export_all:
             error_line(failed.error)
@@ -219,6 +237,7 @@ def export_command(
 
 @cli.command("bench")
 @click.argument("name", shell_complete=complete_architecture)
+@click.option("--arch", "arch_name", metavar="NAME", help="For a FILE zoo did not write: the architecture it computes.")
 @param_option
 @click.option("--batch-sizes", default="1,64,4096", show_default=True, help="Comma-separated batch sizes to time.")
 @click.option(
@@ -228,6 +247,7 @@ def export_command(
 @format_option("Export format to time ('zoo plugins' lists them).")
 @device_option
 @seed_option
+@weights_option
 @click.option(
     "--budget", type=click.FloatRange(min=0.01, max=3600), default=0.5, show_default=True, callback=lambda _c, _p, v: _finite(v, "--budget"),
     help="Seconds of timed calls per runtime and batch size (after warm-up).",
@@ -241,7 +261,8 @@ def export_command(
 def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
     """Time PyTorch eager against the exported model (onnxruntime for onnx):
     median and p90 latency per call, throughput, and the speed-up, per batch
-    size. The model is exported and verified first, in a temporary folder.
+    size. The model is exported and verified first, in a temporary folder;
+    NAME may also be an exported FILE, verified as 'zoo verify' does, then timed.
 
     \b
     Examples:
@@ -251,20 +272,30 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
       zoo bench text --format pt2
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
+      zoo bench binary-sigmoid.onnx
       zoo bench stack --param width=1024 --quantize int8
     """
     from zoo.bench.plot import plot_latency
-    from zoo.bench.timing import BenchRequest, bench_model, plan_bench
+    from zoo.bench.timing import BenchRequest, bench_file, bench_model, plan_bench
     from zoo.build.model import build_model, check_batch_sizes
 
     request = BenchRequest(**options)
-    plan = plan_bench(get_zoo(ctx), request)
-    built = build_model(plan.arch, plan.overrides, seed=request.seed, device=request.device)
+    file = Path(request.name) if Path(request.name).suffix and Path(request.name).is_file() else None
+    if file is not None:  # an exported file: its architecture, parameters and seed from its metadata (or --arch)
+        verified = bench_file(get_zoo(ctx), file, request.arch_name, request.params, request.weights,
+                              request.seed if request.arch_name else None, request.device)
+        built = verified.built
+        plan = plan_bench(get_zoo(ctx), dataclasses.replace(request, name=built.arch.name, params=(), format_name=verified.exporter.name))
+    else:
+        if request.arch_name is not None:
+            raise UsageError(f"--arch names the architecture of a FILE; {request.name!r} is not a file")
+        plan = plan_bench(get_zoo(ctx), request)
+        built = build_model(plan.arch, plan.overrides, seed=request.seed, device=request.device, weights=request.weights)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
             built, plan.exporter, plan.batch_sizes, request.budget, plan.options, request.threads, plan.sizes, plan.variant,
-            plan.acceptance,
+            plan.acceptance, file=file,
         )
     plot = request.plot
     if plot is not None:
@@ -326,7 +357,7 @@ def verify_command(
     if report is not None:
         write_json(report, result, "--report", [*read, *result.files])
     interrupts.work_done(0 if result.ok else 1)
-    echo(result, export_lines(result, verb="verify"), as_json)
+    echo(result, export_lines(result, verb="verify", detail=verbose(ctx)), as_json)
     if not result.ok:
         if not as_json:
             error_line(result.error)

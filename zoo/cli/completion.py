@@ -22,7 +22,7 @@ def quiet_zoo(ctx: click.Context) -> Any:
         return root.obj
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            root.obj = load_zoo()
+            root.obj = load_zoo(plugins=root.params.get("plugins") or ())
     except Exception:  # noqa: BLE001 - completion offers nothing rather than a traceback in the shell
         return None
     return root.obj

@@ -88,7 +88,7 @@ def get_zoo(ctx: click.Context) -> Zoo:
     """The Zoo for this invocation: given by the caller (``obj=``) or loaded once."""
     root = ctx.find_root()
     if root.obj is None:
-        root.obj = load_zoo()
+        root.obj = load_zoo(plugins=root.params.get("plugins") or ())
     _report_problems(root)
     return root.obj
 

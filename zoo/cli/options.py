@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,38 @@ from zoo.cli.output import remember_json
 from zoo.host.manager import load_zoo
 from zoo.spec.architecture import TOLERANCE_HELP
 
+
+def complete_param(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """``-p <TAB>``: the architecture's parameters as ``KEY=``, then its choices for ``KEY=``."""
+    from click.shell_completion import CompletionItem
+
+    from zoo.cli.completion import quiet_zoo
+
+    # while an option waits for its value, click leaves the command's arguments unparsed in ctx.args
+    name = ctx.params.get("name") or ctx.params.get("arch_name") or next((a for a in ctx.args if not a.startswith("-")), None)
+    zoo = quiet_zoo(ctx)
+    try:
+        arch = zoo.architecture(name) if zoo is not None and name else None
+    except Exception:  # noqa: BLE001 - an unknown name completes nothing
+        arch = None
+    if arch is None:
+        return []
+    key, sep, _ = incomplete.partition("=")
+    if not sep:
+        return [CompletionItem(f"{k}=", help=p.type_name) for k, p in arch.parameters.items() if k.startswith(incomplete)]
+    found = arch.parameters.get(key)
+    annotation = found.annotation if found is not None else None
+    choices = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else (
+        ("true", "false") if annotation is bool else ())
+    return [CompletionItem(f"{key}={c}") for c in map(str, choices) if f"{key}={c}".startswith(incomplete)]
+
+
 param_option = click.option(
-    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Build parameter, repeatable (see 'zoo show NAME' for the list)."
+    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", shell_complete=complete_param,
+    help="Build parameter, repeatable (see 'zoo show NAME' for the list).",
+)
+weights_option = click.option(
+    "--weights", type=click.Path(path_type=Path), help="Trained state dict to load (.safetensors, or .pt/.pth/.bin with weights_only)."
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, callback=remember_json, help="Print JSON for scripts instead of text (errors too)."

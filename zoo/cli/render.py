@@ -96,15 +96,19 @@ VARIANT_FLAGS = {"int8": "--quantize int8", "fp16": "--precision fp16"}  # how a
 DECISIONS = ("_agreement", "exact_match")  # per-case stats that are fractions of decisions, shown as percentages
 
 
-def export_lines(result: Any, verb: str = "export") -> list[str]:
+def export_lines(result: Any, verb: str = "export", detail: bool = False) -> list[str]:
     built, verification = result.built, result.verification
     arch = built.arch
-    dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes})) if not result.static else ""
+    fixed = verification.fixed
+    dynamic = ", ".join(sorted({s for case in verification.cases for s in case.sizes} - set(fixed))) if not result.static else ""
+    shapes = ("dynamic: " + dynamic if dynamic else "static shapes") + (
+        f"; the file fixes {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed and not result.static else ""
+    )
     opset = f", opset {result.opset}" if result.opset is not None else ""  # formats without opsets show none
     lines = [
         f"{verb} {arch.name} (plugin {arch.plugin}, seed {built.seed}, device {built.device}) "
         f"→ {result.files[0]}  [{result.exporter.name}{opset}, "
-        f"{'dynamic: ' + dynamic if dynamic else 'static shapes'}]"
+        f"{shapes}]"
     ]
     if result.check is not None:
         for loss in result.check.losses:
@@ -115,14 +119,14 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
     if fold is not None:
         lines.extend(fold_lines(fold))
     variant_file = result.variant is not None and result.variant_verification is None  # zoo verify of a variant
-    lines.extend(verification_lines(verification, variant=variant_file))
+    lines.extend(verification_lines(verification, variant=variant_file, detail=detail))
     if not variant_file:
         tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
         lines.append(f"  tolerance {tolerances}")
     if result.variant is not None:
         lines.extend(variant_lines(result.variant))
         if result.variant_verification is not None:
-            lines.extend(verification_lines(result.variant_verification, variant=True)[1:])
+            lines.extend(verification_lines(result.variant_verification, variant=True, detail=detail)[1:])
     if result.ok:
         for record in result.file_records:
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
@@ -139,16 +143,20 @@ def ties_text(stats: dict[str, Any], key: str) -> str:
     return f" ({ties} of {stats[f'{kind}_rows']} rows a tie)" if ties else ""
 
 
-def verification_lines(verification: Any, variant: bool = False) -> list[str]:
-    """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers."""
+def verification_lines(verification: Any, variant: bool = False, detail: bool = False) -> list[str]:
+    """The runtime, then one line per case and output: float errors, or a variant's acceptance numbers.
+    The first failing case gets its statistics and FAILED lines; the others (unless ``detail``, ``-v``)
+    only their output lines, and one line counts them."""
     providers = f" [{', '.join(verification.providers)}]" if verification.providers else ""  # optional for a runner
-    lines = [f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input sizes"]
+    lines = [f"  verify    {verification.runtime}{providers} against PyTorch on {len(verification.cases)} input size{'s' if len(verification.cases) != 1 else ''}"]
     if verification.note:
         lines.append(f"  note      {verification.note}")
-    for case in verification.cases:
-        sizes = sizes_text(case.sizes) or "sample"
-        if case.source:
-            sizes = f"{case.source} ({sizes})"
+    failing = [case for case in verification.cases if not case.ok]
+    labels = [case_name(case) for case in verification.cases]
+    width = max([18, *map(len, labels)])  # the outputs line up under the longest label (a file's name)
+    for case, label in zip(verification.cases, labels):
+        full = detail or not failing or case is failing[0]
+        sizes = label.ljust(width)
         for out_name, stats in case.outputs.items():
             agreements = "".join(
                 f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}{ties_text(stats, k)}"
@@ -161,11 +169,20 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
                 verdict = "ok" if not any(out_name in f for f in case.failures) else "NOT ACCEPTED"
                 lines.append(f"    {sizes:<18} {out_name}: p99 abs {stats['p99_abs']:.2e}{relative}{agreements}{change}  {verdict}")
             else:
-                lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%")))
-        lines.extend(f"    FAILED {failure}" for failure in case.failures)
+                lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%"))[: None if full else 1])
+        if full:
+            lines.extend(f"    FAILED {failure}" for failure in case.failures)
+    if len(failing) > 1 and not detail:
+        lines.append(f"    FAILED in {len(failing)} of {len(verification.cases)} cases; each one's statistics with -v, "
+                     "and in --json/--report")
     if verification.first_divergence:
         lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
     return lines
+
+
+def case_name(case: Any) -> str:
+    sizes = sizes_text(case.sizes) or "sample"
+    return f"{case.source} ({sizes})" if case.source else sizes
 
 
 def variant_lines(variant: dict[str, Any]) -> list[str]:
@@ -194,7 +211,7 @@ def output_lines(sizes: str, name: str, stats: dict[str, Any], extra: str = "") 
         lines.append(
             f"      {stats['out_of_tolerance']:.1%} of {stats['elements']} values out of tolerance; abs {spread('abs_error')}; "
             f"rel {spread('rel_error')}; NaN {stats['nan']['reference']} torch / {stats['nan']['candidate']} exported; "
-            f"inf {stats['inf']['reference']} / {stats['inf']['candidate']}; needed atol {stats['needed_atol']:.3g}"
+            f"inf {stats['inf']['reference']} / {stats['inf']['candidate']}; needed atol {needed_atol_text(stats)}"
         )
     return lines
 
@@ -284,8 +301,12 @@ def plugins_lines(zoo: Any) -> list[str]:
     return lines
 
 
-def export_summary(results: Sequence[Any], single: bool) -> list[str]:
+def export_summary(results: Sequence[Any], single: bool, detail: bool = False) -> list[str]:
     """``zoo export``: one export in full, or a table of several."""
     if single:
-        return export_lines(results[0])
+        return export_lines(results[0], detail=detail)
     return [table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results])]
+
+
+def needed_atol_text(stats: dict[str, Any]) -> str:
+    return "none (NaN or inf on one side)" if stats.get("needed_atol") is None else f"{stats['needed_atol']:.3g}"

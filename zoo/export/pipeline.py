@@ -50,6 +50,7 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
             if target.refused is not None:  # found when the plan was made (an existing file without --force)
                 raise target.refused
             built = build_model(arch, plan.overrides, seed=plan.seed, device=plan.device, weights=plan.weights)
+            built.sizes = {k: v for k, v in plan.sizes.items() if k in dynamic_dims(arch, built.params)}
             results.append(export_built(plan, built, target.path))
         except ZooError as exc:
             results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.build.model import check_device, check_seed
+from zoo.build.shapes import dynamic_dims, parse_dim_sizes
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
 from zoo.spec.architecture import Architecture
@@ -59,11 +60,23 @@ class ExportPlan:
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
     timeout: float | None = None  # seconds each verification may take (--timeout)
+    sizes: dict[str, int] = field(default_factory=dict)  # --size: the export sample's sizes (fixed ones with --static)
 
     @property
     def protected(self) -> list[Path]:
         """Files the command reads or writes: no report may replace them."""
         return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files)
+
+
+def chosen_sizes(texts: Sequence[str], targets: list[Target], overrides: dict[str, Any]) -> dict[str, int]:
+    """``--size DIM=N``: checked against the one architecture's dynamic dimensions;
+    with ``--all``, against those of any target (each uses the sizes it has)."""
+    if not texts:
+        return {}
+    dims: dict[str, Any] = {}
+    for target in reversed(targets):
+        dims.update(dynamic_dims(target.arch, {**target.arch.defaults, **overrides}))
+    return parse_dim_sizes(texts, dims)
 
 
 def resolve_format(
@@ -112,6 +125,7 @@ class ExportRequest:
     timeout: float | None = None
     jobs: int = 1
     shard: str | None = None
+    sizes: Sequence[str] = ()  # --size DIM=N
 
 
 def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
@@ -151,6 +165,7 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
         overrides = parse_params(r.params, arch.parameters, arch.name)
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
+    chosen = chosen_sizes(r.sizes, targets, overrides)
     cases = []
     if r.inputs:
         cases = load_input_files(r.inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, r.static)
@@ -158,7 +173,7 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     plan = ExportPlan(
         exporter=exporter, targets=targets, opset=opset, static=r.static, rtol=rtol, atol=atol, options=options, force=r.force,
         seed=r.seed, device=r.device, overrides=overrides, weights=r.weights, report=r.report, variant=variant,
-        acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in r.inputs], timeout=r.timeout,
+        acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in r.inputs], timeout=r.timeout, sizes=chosen,
     )
     if r.report is not None:  # the JSON must never replace the model or its weights
         check_file_path(r.report, "--report", plan.protected)

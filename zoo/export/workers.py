@@ -66,6 +66,7 @@ def export_in_workers(
     jobs: int,
     plugin_modules: list[tuple[str, str]],
     on_done: Callable[[int, Finished], None] | None = None,
+    plugin_sources: tuple[str, ...] | list[str] = (),
 ) -> list[Finished]:
     """Export ``plan``'s targets in ``jobs`` processes; results in the targets' order.
 
@@ -77,7 +78,7 @@ def export_in_workers(
     others = set(multiprocessing.active_children())  # a host program's own children: never ours to stop
     with signals_blocked():  # multiprocessing's helper ignores SIGINT and SIGTERM; started now, SIGHUP stays held in it too
         resource_tracker.ensure_running()
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads, list(plugin_sources))) as pool:
         pending: dict[Future[Finished], int] = {}
         try:
             with signals_blocked():  # workers start (here, on submit) with them held, until their own handlers are set
@@ -165,7 +166,7 @@ _worker_zoo: Any = None
 _exporting = False  # whether a worker is inside an export (with staging to remove) or waiting for one
 
 
-def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
+def _start_worker(plugin_modules: list[tuple[str, str]], threads: int, sources: list[str]) -> None:
     for signum in HANDLED:  # first: a signal while torch imports ends the worker without a traceback
         signal.signal(signum, _worker_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
@@ -178,7 +179,7 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
     global _worker_zoo
     torch.set_num_threads(threads)
     extra: list[tuple[str, ModuleType]] = [(name, importlib.import_module(module)) for name, module in plugin_modules]
-    _worker_zoo = load_zoo(extra=extra)
+    _worker_zoo = load_zoo(extra=extra, plugins=sources)
 
 
 def _worker_signal(signum: int, frame: object) -> None:
@@ -231,8 +232,13 @@ def run_plan(plan: ExportPlan, jobs: int, zoo: Any, progress: Callable[[str], No
             done.append(index)
             say(f"[{len(done)}/{count}] {result.name} {'ok' if result.ok else 'FAILED'}")
 
-        return export_in_workers(plan, min(jobs, count), plugin_modules(zoo), on_done=finished)
+        return export_in_workers(plan, min(jobs, count), plugin_modules(zoo), on_done=finished, plugin_sources=plugin_sources(zoo))
     return export_targets(plan, on_start=lambda index, target: say(f"[{index + 1}/{count}] {target.arch.name} ..."))
+
+
+def plugin_sources(zoo: Any) -> list[str]:
+    """The ``--plugin`` values (absolute paths, module names) a worker loads again."""
+    return [info.source for info in zoo.plugins.values() if info.source is not None]
 
 
 def plugin_modules(zoo: Any) -> list[tuple[str, str]]:
@@ -240,8 +246,8 @@ def plugin_modules(zoo: Any) -> list[tuple[str, str]]:
     a plugin object that is not a module cannot be loaded again in a worker."""
     found = []
     for info in zoo.plugins.values():
-        if info.builtin or info.distribution is not None:
-            continue  # workers load these themselves
+        if info.builtin or info.distribution is not None or info.source is not None:
+            continue  # workers load these themselves (--plugin ones from plugin_sources)
         plugin = zoo.pm.get_plugin(info.name)
         if not isinstance(plugin, ModuleType):
             raise UsageError(f"--jobs: plugin {info.name!r} was given as an object, not a module; workers cannot load it (use --jobs 1)")

@@ -14,6 +14,7 @@ pluggy's tracing applies: ``zoo -vv`` logs every hook call and its result
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import logging
@@ -32,6 +33,7 @@ import pluggy
 
 from zoo.errors import one_line
 from zoo.host import hookspecs
+from zoo.host.sources import absolute, plugin_loader
 from zoo.interrupts import received, stop_if_interrupted
 from zoo.records import Record, json_field
 from zoo.spec.architecture import Architecture
@@ -82,6 +84,7 @@ class PluginInfo(Record):
     version: str | None = None
     builtin: bool = False
     loaded: bool = json_field(skip=True, default=False)
+    source: str | None = json_field(skip=True, default=None)  # given with --plugin: how a worker loads it again
     tasks: list[str] = field(default_factory=list)
     architectures: list[str] = field(default_factory=list)
     exporters: list[str] = field(default_factory=list)
@@ -124,7 +127,7 @@ class Zoo:
         except Exception as exc:  # noqa: BLE001 - any plugin fault is isolated
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            self._problem(info, one_line(exc))
+            self._problem(info, one_line(exc) + _hook_hint(str(exc)))
             return False
         info.loaded = True
         return True
@@ -220,10 +223,13 @@ def load_zoo(
     entry_points: bool = True,
     env: Mapping[str, str] | None = None,
     extra: Iterable[tuple[str, object]] = (),
+    plugins: Iterable[str] = (),
 ) -> Zoo:
-    """Build a Zoo: built-in plugins, then third-party entry points, then ``extra``.
+    """Build a Zoo: built-in plugins, then third-party entry points, then ``extra``, then ``plugins``.
 
     ``extra`` is ``(name, plugin_object)`` pairs, for tests and embedding.
+    ``plugins`` are ``zoo --plugin`` values: ``.py`` paths or module names,
+    imported with the same fault isolation as installed plugins.
     """
     env = os.environ if env is None else env
     zoo = Zoo()
@@ -248,8 +254,21 @@ def load_zoo(
                 zoo.add_plugin(module, info)
     for name, plugin in extra:
         zoo.add_plugin(plugin, PluginInfo(name=name, module=getattr(plugin, "__name__", None)))
+    for source in plugins:
+        _load_source(zoo, source)
     zoo.collect()
     return zoo
+
+
+def _load_source(zoo: Zoo, source: str) -> None:
+    name, load = plugin_loader(source)
+    info = PluginInfo(name=name, module=source, source=absolute(source))
+    if name in zoo.plugins:
+        zoo._problem(info, f"plugin name {name!r} is already taken; rename the module")
+        return
+    module = _import(zoo, info, load)
+    if module is not None:
+        zoo.add_plugin(module, info)
 
 
 def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> ModuleType | None:
@@ -291,9 +310,23 @@ def _entry_points(zoo: Zoo, env: Mapping[str, str]) -> list[tuple[importlib.meta
             found.setdefault((_normalize(dist_name), ep.name), (ep, dist_name, dist.version))
     if allowed:
         missing = allowed - {key[0] for key in found} - {_normalize(DISTRIBUTION)}  # zoo's own plugins always load
+        installed = sorted({_normalize(dist.metadata["Name"] or "") for dist in importlib.metadata.distributions()
+                            if any(ep.group == hookspecs.PROJECT for ep in dist.entry_points)} - {_normalize(DISTRIBUTION)})
         for name in sorted(missing):
-            zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name")
+            close = difflib.get_close_matches(name, installed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; installed: {', '.join(installed)}" if installed else "")
+            zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name{hint}")
     return sorted(found.values(), key=lambda item: (item[1].lower(), item[0].name))
+
+
+def _hook_hint(message: str) -> str:
+    """'; did you mean register_architectures?' for pluggy's unknown-hook error."""
+    found = re.search(r"unknown hook '(\w+)'", message)
+    if not found:
+        return ""
+    hooks = [name for name in dir(hookspecs) if name.startswith("register_")]
+    close = difflib.get_close_matches(found.group(1), hooks, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; zoo's hooks are {', '.join(hooks)}"
 
 
 def _normalize(name: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from zoo import interrupts
 from zoo.build.model import MAX_SEED, build_model, check_seed, dry_build
-from zoo.build.weights import check_regular_file, sha256
+from zoo.build.weights import check_regular_file, read_state_dict, sha256, tensors_sha256
 from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
 from zoo.files.paths import check_input_file
 from zoo.files.staging import side_files
@@ -131,7 +131,10 @@ def verify_artifact(
         result.variant = {"name": meta["variant"], "criteria": acceptance}
     if not result.verification.ok:
         result.error = failure_text(result.verification)
-        if arch_name is not None and weights is None:
+        shapes = any(" has shape " in f or " runtime raised " in f for f in result.verification.failures)
+        if arch_name is not None and shapes:  # no weights make shapes fit: the parameters differ
+            result.error += f" (the file's shapes are not those of {arch.name} with these --param values: give the ones it was made with)"
+        elif arch_name is not None and weights is None:
             result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
     return result
 
@@ -154,7 +157,7 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
     if "variant" not in meta:
         return None
     if rtol is not None or atol is not None:
-        raise UsageError(f"{path.name} is a {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
+        raise UsageError(f"{path.name} is {'an' if str(meta['variant'])[:1].lower() in 'aeiou' else 'a'} {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
     try:
         return Acceptance.from_metadata(meta.get("acceptance", "{}"))
     except (ValueError, TypeError, ZooError) as exc:
@@ -177,7 +180,9 @@ def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
 
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:
     """The parameters and seed ``path`` was exported with; ``weights`` must be the
-    file it was exported with (by sha256), or absent when it had none."""
+    file it was exported with, or the same tensors in any container (by the checksum of
+    its tensors; by the file's sha256 for files zoo wrote before it recorded that), or
+    absent when it had none."""
     expected = meta.get("weights_sha256")
     if expected and weights is None:
         raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
@@ -185,8 +190,15 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
         raise UsageError(
             f"{path.name} was exported without weights (seeded initial weights, seed {meta.get('seed', '?')}); leave --weights out"
         )
+    tensors = meta.get("weights_tensors_sha256")
     if weights is not None and expected and sha256(weights) != expected:
-        raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
+        if not tensors:
+            raise UsageError(f"--weights {weights.name} is not the file {path.name} was exported with (sha256 {expected[:12]}…)")
+        if tensors_sha256(read_state_dict(weights)) != tensors:
+            raise UsageError(
+                f"--weights {weights.name} does not hold the tensors {path.name} was exported with "
+                f"(tensors sha256 {tensors[:12]}…); pass the weights it was exported with"
+            )
     try:
         params = json.loads(meta.get("params", "{}"))
         seed = int(meta.get("seed", "0"))

@@ -11,9 +11,10 @@ from zoo.text import dtype_text, sizes_text
 
 
 def compare_output(
-    spec: Output, ref: Any, cand: Any, tol: Tolerance | None, generator: Any
+    spec: Output, ref: Any, cand: Any, tol: Tolerance | None, generator: Any, loss: bool = True
 ) -> tuple[dict[str, Any] | None, list[str]]:
-    """One output of one case: values, decisions (argmax/threshold) and the loss.
+    """One output of one case: values, decisions (argmax/threshold) and the loss
+    (unless ``loss`` is False: PyTorch's own output is NaN, so is its loss).
     Returns the stats for the report (``None`` if the shapes differ) and what failed."""
     from zoo.check.task_calls import agreement, closed_form_loss, loss_slack, losses_agree, make_target, task_stats
 
@@ -28,7 +29,7 @@ def compare_output(
         failures.append(
             f"output {spec.name!r} differs from PyTorch: max abs error {stats['max_abs']:.3g}, "
             f"max rel error {stats['max_rel']:.3g} (rtol {rtol:g}, atol {atol:g}) in {stats['out_of_tolerance']:.1%} "
-            f"of {stats['elements']} values; atol {stats['needed_atol']:.3g} would pass"
+            f"of {stats['elements']} values; {atol_hint(stats)}"
         )
     agreed = agreement(spec, ref_np, cand, rtol, atol)
     if agreed is not None:
@@ -36,7 +37,7 @@ def compare_output(
         if agreed[1] < 1.0:
             failures.append(f"output {spec.name!r}: {agreed[0]} agrees on only {agreed[1]:.1%} of rows")
     stats.update(task_stats(spec, ref_np, cand, rtol, atol))  # reported, never failing (multilabel's exact_match)
-    if spec.task is not None and tol is not None:
+    if spec.task is not None and tol is not None and loss:
         target = make_target(spec, ref, generator).double().numpy()  # numpy has no bfloat16
         loss_ref = closed_form_loss(spec, ref_np, target, dtype)
         loss_got = closed_form_loss(spec, cand, target, dtype)
@@ -69,11 +70,13 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
     """How far ``candidate`` is from ``reference``, elementwise, against ``|a-b| <= atol + rtol*|ref|``.
 
     NaN matches NaN and an infinity the same infinity; any other element where a
-    side is not finite is an infinite error. Returns ``ok``, ``elements``,
-    ``out_of_tolerance`` (the fraction failing), ``abs_error`` and ``rel_error``
-    (``p50``, ``p90``, ``p99``, ``max``), ``nan`` and ``inf`` counts per side, and
-    ``needed_atol``: the smallest atol that passes at this rtol (inf when a side
-    is not finite where the other is).
+    side is not finite fails whatever the tolerance: its error is NaN when a side
+    is NaN (so a maximum over it is NaN too), else infinite. Returns ``ok``,
+    ``elements``, ``out_of_tolerance`` (the fraction failing), ``abs_error`` and
+    ``rel_error`` (``p50``, ``p90``, ``p99``, ``max``), ``nan`` and ``inf`` counts
+    per side, ``one_sided`` (how many elements are NaN or infinite on one side
+    only), and ``needed_atol``: the smallest atol that passes at this rtol
+    (``None`` when ``one_sided``: no atol does).
     """
     import numpy as np
 
@@ -91,7 +94,7 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
         rel = np.where(diff == 0, 0.0, diff / np.maximum(scale, np.finfo(np.float64).tiny))
     bad = mismatch | (diff > atol + rtol * scale)
     slack = np.where(finite, diff - rtol * scale, 0.0)
-    needed = math.inf if mismatch.any() else max(0.0, float(slack.max(initial=0.0)))
+    needed = None if mismatch.any() else max(0.0, float(slack.max(initial=0.0)))
     return {
         "ok": not bool(bad.any()),
         "elements": int(ref.size),
@@ -100,8 +103,32 @@ def error_stats(reference: Any, candidate: Any, rtol: float, atol: float) -> dic
         "rel_error": percentiles(rel),
         "nan": {"reference": int(np.isnan(ref).sum()), "candidate": int(np.isnan(cand).sum())},
         "inf": {"reference": int(np.isinf(ref).sum()), "candidate": int(np.isinf(cand).sum())},
+        "one_sided": int(mismatch.sum()),
+        "scale": float(np.abs(ref[np.isfinite(ref)]).max(initial=0.0)),  # PyTorch's largest finite value
         "needed_atol": needed,
     }
+
+
+def atol_hint(stats: Mapping[str, Any]) -> str:
+    """What tolerance would pass, or why none does."""
+    if stats["needed_atol"] is None:
+        return f"no atol would pass: {stats['one_sided']} value(s) NaN or infinite on one side only"
+    scale = stats.get("scale", 0.0)
+    if scale > 0 and stats["needed_atol"] > GROSS_ERROR * scale:  # not rounding: a tolerance must not hide it
+        return (f"the error is {stats['needed_atol'] / scale:.0%} of the output's largest value: the file computes "
+                f"something else (other weights, a wrong op), not a rounding a tolerance should allow")
+    return f"atol {stats['needed_atol']:.3g} would pass"
+
+
+GROSS_ERROR = 0.01  # an error past this fraction of the output's scale is no rounding
+
+
+def worst(values: Any) -> float:
+    """The largest error, NaN if any is NaN: a NaN is never hidden by a finite maximum."""
+    values = list(values)
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return max(values, default=0.0)
 
 
 def percentiles(values: Any) -> dict[str, float]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from zoo.files.staging import file_record
 from zoo.records import Record, json_field, to_json, versions
+from zoo.verify.compare import worst
 
 
 @dataclasses.dataclass
@@ -29,7 +30,7 @@ class CaseResult(Record):
 
     @property
     def max_abs(self) -> float:
-        return max((o["max_abs"] for o in self.outputs.values()), default=0.0)
+        return worst(o["max_abs"] for o in self.outputs.values())
 
 
 @dataclasses.dataclass
@@ -46,6 +47,7 @@ class Verification(Record):
     seconds: float = json_field(skip=True, default=0.0)
     # on failure: the first node whose output differs from its module's (zoo.verify.divergence)
     first_divergence: dict[str, Any] | None = json_field(omit_none=True, default=None)
+    fixed: dict[str, int] = dataclasses.field(default_factory=dict)  # dimensions the file takes at one size only
 
     @property
     def ok(self) -> bool:
@@ -57,7 +59,7 @@ class Verification(Record):
 
     @property
     def max_abs(self) -> float:
-        return max((c.max_abs for c in self.cases), default=0.0)
+        return worst(c.max_abs for c in self.cases)
 
 
 class Outcome(Record):

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from zoo.build.model import BuiltModel
-from zoo.build.shapes import verification_cases
+from zoo.build.shapes import VERIFY_SEED_OFFSET, dynamic_dims, verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed, one_line
 from zoo.host.plugin_calls import call_exporter, quiet_exporter
-from zoo.spec.architecture import Architecture
+from zoo.spec.architecture import Architecture, Dim
 from zoo.spec.exporter import Exporter
 from zoo.text import dtype_text
 from zoo.verify.acceptance import Acceptance, accept_output
@@ -31,7 +31,6 @@ from zoo.verify.tolerances import ToleranceOption, tolerance_for
 
 log = logging.getLogger(__name__)
 
-VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -78,7 +77,8 @@ def verify_files(
     if match_io:
         runner = renamed_io(runner, arch, path.name)
     cases: list[tuple[dict[str, int], dict[str, Any], str | None, int]] = []
-    for index, sizes in enumerate(verification_cases(arch, built.params)[: 1 if static else None]):
+    fixed = fixed_sizes(runner, arch, built.params)  # a static file (zoo's or foreign) takes only its own sizes
+    for index, sizes in enumerate(file_cases(verification_cases(arch, built.params, built.sizes)[: 1 if static else None], fixed)):
         seed = built.seed + VERIFY_SEED_OFFSET + index
         cases.append((dict(sizes), built.sample_inputs(sizes, seed=seed), None, seed))
     for index, case in enumerate(extra):
@@ -87,14 +87,15 @@ def verify_files(
         cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index))
     verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
     verification.note = getattr(runner, "note", "")
+    verification.fixed = fixed
     first_failed = None
     for sizes, inputs, source, seed in cases:
         result = run_case(
-            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout
+            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout, source
         )
         result.source = source
         verification.cases.append(result)
-        if not result.ok and result.outputs and first_failed is None:
+        if not result.ok and result.outputs and first_failed is None and not torch_nan_only(result):
             first_failed = inputs
     if acceptance is not None:
         verification.tolerances = {}
@@ -108,13 +109,15 @@ def verify_files(
 def run_case(
     built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
     rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
-    deadline: float | None = None, timeout: float | None = None,
+    deadline: float | None = None, timeout: float | None = None, source: str | None = None,
 ) -> CaseResult:
-    """One case: the exported model and PyTorch on the same inputs, every output compared."""
+    """One case: the exported model and PyTorch on the same inputs, every output compared.
+    ``source``: the user's file the inputs came from (named in every failure), else generated."""
     import numpy as np
     import torch
 
     arch = built.arch
+    label = f"{source} ({case_label(sizes)})" if source else case_label(sizes)
     feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
     reference = built.forward(inputs)
     log.debug("running %s on %s", exporter.name, case_label(sizes))
@@ -125,7 +128,7 @@ def run_case(
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
 
-        return CaseResult(dict(sizes), {}, [f"{case_label(sizes)}: {exporter.name} runtime raised {one_line(exc)}"])
+        return CaseResult(dict(sizes), {}, [f"{label}: {exporter.name} runtime raised {one_line(exc)}"])
     generator = torch.Generator().manual_seed(seed)
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
@@ -135,16 +138,51 @@ def run_case(
         tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
         tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
         if spec.name not in got:
-            failures.append(f"{case_label(sizes)}: output {spec.name!r} is missing from the exported model")
+            failures.append(f"{label}: output {spec.name!r} is missing from the exported model")
             continue
+        nan_rows = torch_nan_rows(ref)
         if acceptance is not None and tol is not None:
             stats, problems = accept_output(spec, ref, np.asarray(got[spec.name]), acceptance, generator)
         else:
-            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator)
-        failures.extend(f"{case_label(sizes)}: {problem}" for problem in problems)
+            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator, loss=not nan_rows)
+        if nan_rows:  # the model's own NaN: no loss or divergence can blame the export for it
+            problems.insert(0, torch_nan_failure(spec.name, nan_rows, len(ref) if ref.dim() else 1, source))
+            if stats is not None:
+                stats["torch_nan_rows"] = nan_rows[:100]
+        failures.extend(f"{label}: {problem}" for problem in problems)
         if stats is not None:
             outputs[spec.name] = stats
     return CaseResult(dict(sizes), outputs, failures)
+
+
+SAMPLE_INPUTS_GUIDE = "docs/plugins.md#realistic-inputs-sample_inputs"
+
+
+def torch_nan_rows(reference: Any) -> list[int]:
+    """Rows (first axis) where PyTorch's own output has a NaN."""
+    import torch
+
+    if not reference.is_floating_point() or not bool(torch.isnan(reference).any()):
+        return []
+    if reference.dim() == 0:
+        return [0]
+    return [int(i) for i in torch.isnan(reference).reshape(len(reference), -1).any(dim=1).nonzero().flatten()]
+
+
+def torch_nan_failure(output: str, rows: list[int], total: int, source: str | None) -> str:
+    shown = ", ".join(map(str, rows[:8])) + (f" (+{len(rows) - 8} more)" if len(rows) > 8 else "")
+    remedy = (
+        "check the file's values (a padding mask with no real token, say)" if source else
+        f"the generated inputs are not realistic there: give the architecture sample_inputs that make realistic ones ({SAMPLE_INPUTS_GUIDE})"
+    )
+    return (f"PyTorch itself returns NaN in {output!r} on row(s) {shown} of {total}: the model, not the export, "
+            f"gives NaN on these inputs; {remedy}")
+
+
+def torch_nan_only(case: CaseResult) -> bool:
+    """Every failing output is NaN in PyTorch itself: nothing for a divergence search to find."""
+    failing = [stats for stats in case.outputs.values() if not stats.get("ok", True) or stats.get("torch_nan_rows")]
+    return bool(failing) and all(stats.get("torch_nan_rows") for stats in failing)
 
 
 def renamed_io(runner: Any, arch: Architecture, file_name: str) -> Any:
@@ -178,6 +216,34 @@ def match_names(declared: list[str], found: list[str], kind: str, arch: str, fil
         f"{file_name} has {len(found)} {kind} ({', '.join(found) or '-'}) but {arch} declares {len(declared)} "
         f"({', '.join(declared)}); they match neither by name nor by position: pick the architecture the file was exported from"
     )
+
+
+def fixed_sizes(runner: Any, arch: Architecture, params: dict[str, Any]) -> dict[str, int]:
+    """Dynamic dimensions of ``arch`` that the file fixes to one size (its inputs matched
+    by name, else by position): only that size can be verified."""
+    session = getattr(runner, "session", None)
+    if session is None:
+        return {}
+    found = list(session.get_inputs())
+    by_name = {inp.name: inp for inp in found}
+    dims = dynamic_dims(arch, params)
+    fixed: dict[str, int] = {}
+    for position, inp in enumerate(arch.inputs):
+        match = by_name.get(inp.name) or (found[position] if position < len(found) else None)
+        for axis, dim in enumerate(inp.shape if match is not None else ()):
+            name = dim.name if isinstance(dim, Dim) else dim
+            if isinstance(name, str) and name in dims and axis < len(match.shape) and isinstance(match.shape[axis], int):
+                fixed[name] = int(match.shape[axis])
+    return fixed
+
+
+def file_cases(cases: list[dict[str, int]], fixed: dict[str, int]) -> list[dict[str, int]]:
+    unique: list[dict[str, int]] = []
+    for case in cases:
+        case = {**case, **{k: v for k, v in fixed.items() if k in case}}
+        if case not in unique:
+            unique.append(case)
+    return unique
 
 
 def check_static(runner: Any, path: Any) -> None:

@@ -1,0 +1,166 @@
+"""Run a document's console blocks as a reader would, and compare what they print.
+
+Every ```console block of a Markdown file is read in order. A ``$ command`` line
+runs in bash, in one fresh folder per document, with this environment's ``zoo``
+first on PATH; the lines after it (up to the next ``$``) are what it must print,
+stdout and stderr together. A code block whose first line is ``# PATH`` is a file
+the reader writes (the guide's ``my-models/...``, ``nets.py``): it is written to
+the folder when the run reaches it. ``pip install -e FOLDER`` installs into a
+private site folder on PYTHONPATH, never into this environment.
+
+What differs from machine to machine or run to run is masked on both sides
+before the comparison: durations, sha256 prefixes, the digits of errors below
+1e-4, benchmark rates, runs of spaces, the finishing order of ``--jobs`` lines.
+An expected line ``...`` stands for any number of lines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from installing import pip_install
+
+REPO = Path(__file__).resolve().parents[1]
+FILE_HEADER = re.compile(r"^# ([\w./-]+\.\w+)\n")
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+@dataclass
+class Step:
+    """A file to write, or a command and what the document says it prints."""
+
+    where: int  # line in the document
+    command: str = ""
+    expected: list[str] = field(default_factory=list)
+    file: str = ""
+    text: str = ""
+
+
+def document_steps(document: Path) -> list[Step]:
+    steps: list[Step] = []
+    text = document.read_text()
+    for match in BLOCK.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        language, body = match.group(1), match.group(2)
+        if language != "console":
+            if header := FILE_HEADER.match(body):
+                steps.append(Step(line, file=header.group(1), text=FILE_HEADER.sub("", body)))
+            continue
+        current = None  # output shown before a block's first command belongs to no command
+        for offset, row in enumerate(body.splitlines()):
+            if row.startswith("$ "):
+                current = Step(line + 1 + offset, command=row[2:])
+                steps.append(current)
+            elif current is not None:
+                current.expected.append(row)
+    return steps
+
+
+_MASKS = [
+    (re.compile(r" \(\d+:\d\d:\d\d\)"), ""),  # pytest's "in 72.10s (0:01:12)"
+    (re.compile(r"\b\d+(?:\.\d+)?\s?(?:s|ms|µs|ns)\b"), "<t>"),
+    (re.compile(r"\b[0-9a-f]{16}…"), "<sha>…"),
+    (re.compile(r"\b\d(?:\.\d+)?e-(?:0[5-9]|[1-9]\d)\b"), "<tiny>"),
+    (re.compile(r"\b0\.00e\+00\b"), "<tiny>"),
+    (re.compile(r"\b\d+(?:\.\d+)?[kM]\b"), "<rate>"),
+    (re.compile(r"\b\d+\.\d+×(?= |$)"), "<x>×"),
+    (re.compile(r"at least \d+ calls"), "at least <n> calls"),
+    # int8 kernels differ between processors (the README says so): a variant's measured figures
+    (re.compile(r"(p99 abs|argmax|threshold|loss|agrees with PyTorch on) [+-]?\d+(?:\.\d+)?(?:e[+-]\d+)?%?"), r"\1 <v>"),
+    (re.compile(r"/tmp/[\w./-]+/"), "<tmp>/"),
+    (re.compile(r" {2,}"), "  "),
+]
+
+
+_BENCH_ROW = re.compile(r"^(batch=\d+(?:, \w+=\d+)*)\s+(.*×)\s*$")  # a zoo bench row: every figure is a timing
+
+
+def mask(line: str) -> str:
+    if row := _BENCH_ROW.match(line):
+        return f"{row.group(1)}  " + re.sub(r"\d+(?:\.\d+)?(?: ?(?:µs|ms|ns|s|k|M)\b)?", "<n>", re.sub(r" {2,}", "  ", row.group(2)))
+    for pattern, replacement in _MASKS:
+        line = pattern.sub(replacement, line)
+    return line.rstrip()
+
+
+def _unordered_progress(lines: list[str]) -> list[str]:
+    # --jobs N prints "[i/n] NAME STATUS" as workers finish: compare them as a set
+    out: list[str] = []
+    run: list[str] = []
+    for line in [*lines, ""]:
+        if re.match(r"^\[\d+/\d+\] ", line):
+            run.append(re.sub(r"^\[\d+/", "[?/", line))
+            continue
+        out.extend(sorted(run))
+        run = []
+        out.append(line)
+    return out[:-1]
+
+
+def matches(expected: list[str], actual: list[str]) -> bool:
+    pattern = "".join(r"(?:[^\n]*\n)*?" if line.strip() == "..." else re.escape(line) + r"\n"
+                      for line in _unordered_progress([mask(x) for x in expected]))
+    return re.fullmatch(pattern, "".join(f"{line}\n" for line in _unordered_progress([mask(x) for x in actual]))) is not None
+
+
+class Reader:
+    """A fresh folder, a private site folder, and the commands run so far."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder / "work"
+        self.site = folder / "site"
+        self.folder.mkdir()
+        self.site.mkdir()
+        self.installed: set[str] = set()
+        (self.folder / "examples").symlink_to(REPO / "examples")
+        env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "ZOO_LOAD_PLUGINS", "COLUMNS"}}
+        self.env = {**env, "PYTHONPATH": str(self.site), "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+                    "NO_COLOR": "1", "TERM": "dumb"}
+
+    def write(self, step: Step) -> None:
+        path = self.folder / step.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(step.text)
+
+    def run(self, command: str) -> tuple[int, list[str]]:
+        words = shlex.split(command, comments=True)
+        if words[:3] == ["pip", "install", "-e"]:
+            if words[3] not in self.installed:  # installed again: nothing changes for the reader
+                pip_install(self.folder / words[3], self.site)
+                self.installed.add(words[3])
+            return 0, []
+        if "zsh_source" in command or "fish_source" in command:
+            return 0, []  # another shell's set-up line
+        if "<TAB>" in command:  # what the shell's completion offers, through click's own protocol
+            typed = command.split("<TAB>")[0]
+            env = {**self.env, "_ZOO_COMPLETE": "bash_complete", "COMP_WORDS": typed, "COMP_CWORD": str(len(typed.split()) - 1)}
+            done = subprocess.run(["zoo"], cwd=self.folder, env=env, capture_output=True, text=True, timeout=120)
+            names = [row.split(",", 1)[1] for row in done.stdout.splitlines() if "," in row]
+            return done.returncode, ["  ".join(names)]
+        done = subprocess.run(["bash", "-c", command], cwd=self.folder, env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300)
+        return done.returncode, done.stdout.splitlines()
+
+
+def run_document(document: Path, folder: Path, skip: set[str] = frozenset()) -> list[str]:
+    """Every step of ``document`` in order; one message per command whose output differs."""
+    reader = Reader(folder)
+    problems: list[str] = []
+    for step in document_steps(document):
+        if step.file:
+            reader.write(step)
+            continue
+        if any(s in step.command for s in skip):
+            continue
+        code, actual = reader.run(step.command)
+        # a command shown without output must succeed; one shown with it must print that
+        if (step.expected and not matches(step.expected, actual)) or (not step.expected and code != 0):
+            problems.append(f"{document.name}:{step.where}: $ {step.command}\n--- the document shows\n"
+                            + "\n".join(step.expected) + "\n--- it printed\n" + "\n".join(actual))
+    return problems
