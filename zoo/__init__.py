@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from zoo.spec.exporter import Exporter
     from zoo.spec.job import ExportJob
     from zoo.spec.task import LOG_FLOOR, HeadCheck, Task, log_floor
+    from zoo.spec.weights import EvalSet, MetricClaim, Weights
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ _PUBLIC = {
     "hookimpl": "zoo.host.hookspecs", "ExportJob": "zoo.spec.job", "Zoo": "zoo.host.manager", "load_zoo": "zoo.host.manager",
     "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
     "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
+    "Weights": "zoo.spec.weights", "MetricClaim": "zoo.spec.weights", "EvalSet": "zoo.spec.weights",
 }
 
 
@@ -66,16 +68,19 @@ def get_zoo(ctx: click.Context | None = None) -> Zoo:
 __all__ = [
     "Architecture",
     "Dim",
+    "EvalSet",
     "ExportJob",
     "Exporter",
     "HeadCheck",
     "LOG_FLOOR",
+    "MetricClaim",
     "Input",
     "Output",
     "ParameterError",
     "Task",
     "Tolerance",
     "UsageError",
+    "Weights",
     "Zoo",
     "ZooError",
     "__version__",

@@ -49,11 +49,14 @@ class BenchPlan:
     options: dict[str, Any]
     variant: str | None = None
     acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
+    weights: Path | None = None  # --weights: the file to load
+    weights_entry: Any = None  # the registered zoo.Weights it is, if any
 
 
 def plan_bench(
     zoo: Any, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
     fold_linear: bool, plot: Path | None, quantize: str | None = None, precision: str | None = None,
+    weights: str | Path | None = None,
 ) -> BenchPlan:
     """Everything a user can get wrong, refused before minutes of timing."""
     from zoo.build.shapes import dynamic_dims
@@ -74,8 +77,15 @@ def plan_bench(
         check_plot_path(plot)
     arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
+    from zoo.build.trained import resolve_weights
+
+    choice = resolve_weights(zoo, arch, weights)
+    if choice is not None and choice.entry is not None:  # its build parameters, unless -p overrides one
+        overrides = {**choice.entry.params, **overrides}
     sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
-    return BenchPlan(arch, overrides, exporter, batches, sizes, options, variant, acceptance)
+    return BenchPlan(
+        arch, overrides, exporter, batches, sizes, options, variant, acceptance, choice.path if choice else None, choice.entry if choice else None
+    )
 
 
 def parse_sizes(texts: Sequence[str], dims: Mapping[str, Any]) -> dict[str, int]:

@@ -33,6 +33,7 @@ from zoo.cli.options import (
     timeout_option,
 )
 from zoo.cli.output import echo, echo_json, write_stdout
+from zoo.cli.weights import weights_command
 from zoo.cli.render import (
     bench_lines,
     check_lines,
@@ -79,8 +80,10 @@ def list_command(ctx: click.Context, pattern: str | None, as_json: bool) -> None
       zoo list 'multi*'
       zoo list --json
     """
-    archs = get_zoo(ctx).architectures.filter(pattern)
-    echo([a.to_dict() for a in archs], list_lines(archs, pattern), as_json)
+    zoo = get_zoo(ctx)
+    archs = zoo.architectures.filter(pattern)
+    records = [{**a.to_dict(), "weights": [w.name for w in zoo.weights.of(a.name)]} for a in archs]
+    echo(records, list_lines(archs, pattern, zoo.weights), as_json)
 
 
 @cli.command("show")
@@ -100,11 +103,14 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
     from zoo.build.model import build_model
     from zoo.check.describe import describe
 
-    arch = get_zoo(ctx).architecture(name)
+    zoo = get_zoo(ctx)
+    arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
     built = build_model(arch, overrides, seed=seed)
     info = describe(built)
-    echo({**arch.to_dict(), "params": built.params, **info.to_dict()}, show_lines(built, info), as_json)
+    weights = zoo.weights.of(arch.name)
+    record = {**arch.to_dict(), "params": built.params, **info.to_dict(), "weights": [w.to_dict() for w in weights]}
+    echo(record, show_lines(built, info, weights), as_json)
 
 
 @cli.command("check")
@@ -141,7 +147,10 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @param_option
 @device_option
 @seed_option
-@click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
+@click.option(
+    "--weights", metavar="NAME|FILE",
+    help=f"A weight set of the architecture ('zoo show NAME' lists them; 'default' picks its default) or a state dict file ({', '.join(WEIGHT_SUFFIXES)}).",
+)
 @click.option(
     "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
     help="Export format ('zoo plugins' lists them).",
@@ -191,7 +200,8 @@ def export_command(
     from zoo.verify.results import FailedExport
 
     zoo = get_zoo(ctx)
-    plan = plan_export(zoo, name, export_all=export_all, report=report, jobs=jobs, shard=shard, **options)
+    with terminal_progress(None if export_all else name, as_json):  # a weight set's download
+        plan = plan_export(zoo, name, export_all=export_all, report=report, jobs=jobs, shard=shard, **options)
     with terminal_progress(plan.targets[0].arch.name if not export_all else None, as_json):
         results = run_plan(plan, jobs, zoo, None if as_json or not export_all else lambda line: click.echo(line, err=True))
     failed = next((r for r in results if not r.ok), None)
@@ -234,6 +244,7 @@ def export_command(
     help="Seconds of timed calls per runtime and batch size (after warm-up).",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
+@click.option("--weights", metavar="NAME|FILE", help="A weight set of the architecture, or a state dict file, as for 'zoo export'.")
 @fold_linear_option
 @click.option("--quantize", type=click.Choice(["int8"]), help="Also time an int8 variant (judged by the default acceptance criteria).")
 @click.option("--precision", type=click.Choice(["fp16"]), help="Also time a float16 variant (judged by the default acceptance criteria).")
@@ -243,7 +254,7 @@ def export_command(
 def bench_command(
     ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
     device: str, seed: int, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
-    plot: Path | None, as_json: bool,
+    plot: Path | None, as_json: bool, weights: str | None,
 ) -> None:
     """Time PyTorch eager against the exported model (onnxruntime for onnx):
     median and p90 latency per call, throughput, and the speed-up, per batch
@@ -263,8 +274,11 @@ def bench_command(
     from zoo.bench.timing import bench_model, plan_bench
     from zoo.build.model import build_model, check_batch_sizes
 
-    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
-    built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
+    with terminal_progress(name, as_json):  # a weight set's download
+        plan = plan_bench(
+            get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision, weights
+        )
+    built = build_model(plan.arch, plan.overrides, seed=seed, device=device, weights=plan.weights)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
@@ -277,7 +291,10 @@ def bench_command(
 
 @cli.command("verify")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--weights", type=click.Path(path_type=Path), help="The weights the file was exported with, if any.")
+@click.option(
+    "--weights", metavar="NAME|FILE",
+    help="The weights the file was exported with: a weight set's name or a file (a registered set the file names is found by itself).",
+)
 @click.option("--arch", "arch_name", metavar="NAME", help="Verify against this architecture (for a file zoo did not write).")
 @param_option
 @click.option("--seed", type=int, help="With --arch: the seed of the initial weights (default 0).")
@@ -290,7 +307,7 @@ def bench_command(
 @json_option
 @click.pass_context
 def verify_command(
-    ctx: click.Context, file: Path, weights: Path | None, arch_name: str | None, params: Sequence[str], seed: int | None,
+    ctx: click.Context, file: Path, weights: str | None, arch_name: str | None, params: Sequence[str], seed: int | None,
     device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], timeout: float | None,
     report: Path | None, as_json: bool,
 ) -> None:
@@ -354,6 +371,9 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     # each plugin with the formats it registered, as the text's FORMAT table shows them
     records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in zoo.plugins.values()]
     echo(records, plugins_lines(zoo), as_json)
+
+
+cli.add_command(weights_command)
 
 
 def _finite(value: float, flag: str) -> float:  # click's FloatRange lets NaN through

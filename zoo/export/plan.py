@@ -49,6 +49,8 @@ class ExportPlan:
     device: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
     weights: Path | None = None  # (one target only)
+    weights_entry: Any = None  # the registered zoo.Weights that ``weights`` is, if any
+    eval_path: Path | None = None  # its claim's evaluation set, on this machine
     report: Path | None = None
     inputs: list[Any] = field(default_factory=list)  # the user's verification cases (InputCase, one target only)
     input_files: list[Path] = field(default_factory=list)  # the --inputs files they came from
@@ -96,7 +98,7 @@ def plan_export(
     force: bool = False,
     seed: int = 0,
     device: str = "cpu",
-    weights: Path | None = None,
+    weights: str | Path | None = None,
     report: Path | None = None,
     inputs: Sequence[Path] = (),
     quantize: str | None = None,
@@ -145,6 +147,13 @@ def plan_export(
             refuse_folder_name(output, f"{arch.name}{suffix}")
         targets = [Target(arch, Path(output or f"{arch.name}{suffix}"))]
         overrides = parse_params(params, arch.parameters, arch.name)
+    choice = None
+    if not export_all:  # a registered name: its build parameters, unless -p overrides one
+        from zoo.build.trained import resolve_weights
+
+        choice = resolve_weights(zoo, targets[0].arch, weights)
+        if choice is not None and choice.entry is not None:
+            overrides = {**choice.entry.params, **overrides}
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
     cases = []
@@ -154,8 +163,8 @@ def plan_export(
         cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, static)
     check_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
-        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
-        variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
+        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides,
+        choice.path if choice else None, choice.entry if choice else None, eval_set_path(choice), report, variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)
@@ -166,6 +175,15 @@ def plan_export(
     else:  # before the build: a big model costs seconds and GBs
         check_output_path(targets[0].path, force)
     return plan
+
+
+def eval_set_path(choice: Any) -> Path | None:
+    """The evaluation set of the chosen weight set's claim, fetched and checked; ``None`` without one."""
+    if choice is None or choice.entry is None or choice.entry.claim is None:
+        return None
+    from zoo.build.trained import eval_set_file
+
+    return eval_set_file(choice.entry.claim.eval_set, choice.entry)
 
 
 def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[str, float | None]) -> Acceptance | None:

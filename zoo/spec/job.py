@@ -71,6 +71,8 @@ def provenance(built: Any, exporter_name: str, opset: int | None, static: bool, 
     }
     if built.weights:
         meta["weights_sha256"] = built.weights["sha256"]
+        if built.weights.get("name"):  # a registered weight set: zoo verify finds it by name
+            meta["weights"] = built.weights["name"]
     if options:  # a folded graph says so
         meta["options"] = json.dumps(options, sort_keys=True)
     return {META_PREFIX + k: v for k, v in meta.items()}

@@ -76,7 +76,7 @@ def verify_artifact(
     zoo: Any,
     path: Path,
     *,
-    weights: Path | None = None,
+    weights: str | Path | None = None,
     device: str = "cpu",
     rtol: ToleranceOption = None,
     atol: ToleranceOption = None,
@@ -92,6 +92,7 @@ def verify_artifact(
     its metadata asks to build is checked against the weights it holds before
     anything is allocated."""
     from zoo.build.model import build_model, check_seed
+    from zoo.build.trained import resolve_weights
     from zoo.build.weights import check_regular_file
     from zoo.spec.params import coerce_params, parse_params
     from zoo.verify.input_files import load_input_files
@@ -102,14 +103,16 @@ def verify_artifact(
     if arch_name is None and (params or seed is not None):
         raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
     check_timeout(timeout)
-    if weights is not None:
-        check_regular_file(weights)
+    if weights is not None and (Path(weights).exists() or Path(weights).suffix):
+        check_regular_file(Path(weights))  # a file: refused before the model file is read
     exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
     if arch_name is not None:
         arch = zoo.architecture(arch_name)
         overrides: dict[str, Any] = parse_params(params, arch.parameters, arch.name)
         seed = 0 if seed is None else seed
         check_seed(seed)
+        choice = resolve_weights(zoo, arch, weights)
+        weights = choice.path if choice else None
     else:
         arch = zoo.architectures.get(meta["architecture"])
         if arch is None:
@@ -118,6 +121,10 @@ def verify_artifact(
                 f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
                 "install that plugin (see 'zoo plugins')"
             )
+        choice = resolve_weights(zoo, arch, weights if weights is not None else recorded_weights(zoo, arch.name, meta))
+        weights = choice.path if choice else None
+        if weights is not None:
+            check_regular_file(weights)
         overrides, seed = recorded_build(path, meta, weights)
         overrides = coerce_params(overrides, arch.parameters, arch.name)
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
@@ -126,6 +133,8 @@ def verify_artifact(
     static = meta.get("static") == "true"
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
+    if choice is not None and choice.entry is not None and built.weights is not None:
+        built.weights.update(name=choice.entry.name, plugin=choice.entry.plugin)
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
     result = ExportResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):
@@ -135,14 +144,35 @@ def verify_artifact(
             built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
             timeout=timeout,
         )
+        if result.verification.ok and choice is not None and choice.entry is not None and choice.entry.claim is not None:
+            result.claim = rescore(built, choice.entry, exporter, path, meta.get("variant") or exporter.name, static)
     interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance}
+    if result.claim is not None and not result.claim.ok:
+        result.error = result.claim.failures[-1]
     if not result.verification.ok:
         result.error = failure_text(result.verification)
         if arch_name is not None and weights is None:
             result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
     return result
+
+
+def recorded_weights(zoo: Any, arch: str, meta: dict[str, str]) -> str | None:
+    """The registered weight set the file names (``zoo.weights``), if one of that name
+    and sha256 is installed: the file alone never picks weights it was not exported with."""
+    name = meta.get("weights")
+    entry = zoo.weights.get(arch, name) if name and name != "default" else None
+    return name if entry is not None and entry.sha256 == meta.get("weights_sha256") else None
+
+
+def rescore(built: Any, entry: Any, exporter: Exporter, path: Path, label: str, static: bool) -> Any:
+    """``entry``'s claimed metric on PyTorch and on the file ``path`` (a static file takes its sample batch only)."""
+    from zoo.build.trained import eval_set_file
+    from zoo.verify.claim import score_claim
+
+    batch = int(next(iter(built.sample_inputs().values())).shape[0]) if static else None
+    return score_claim(built, entry, eval_set_file(entry.claim.eval_set, entry), exporter, {label: path}, batch)
 
 
 def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:
@@ -157,12 +187,12 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
         raise UsageError(f"{path.name} has damaged zoo metadata: zoo.acceptance: {exc}") from exc
 
 
-def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
+def read_paths(zoo: Any, path: Path, weights: str | Path | None = None) -> list[Path]:
     """The files ``zoo verify`` reads: ``path``, its side files as its exporter
     lists them, and the weights. No report may replace them; known before any work
     (the parse is cached for the verification). A file that does not parse has
     no side files to protect: verifying it fails on its own."""
-    paths = [p for p in (path, weights) if p is not None]
+    paths = [Path(p) for p in (path, weights) if p is not None]
     try:
         check_input_file(path, "")
         exporter, _ = read_artifact(zoo.exporters, path)
@@ -179,7 +209,10 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
 
     expected = meta.get("weights_sha256")
     if expected and weights is None:
-        raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
+        raise UsageError(
+            f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE "
+            "(or the name of an installed weight set)"
+        )
     if weights is not None and not expected:  # else W would be verified, and a mismatch blamed on the export
         raise UsageError(
             f"{path.name} was exported without weights (seeded initial weights, seed {meta.get('seed', '?')}); leave --weights out"
