@@ -33,7 +33,6 @@ from zoo.cli.options import (
     timeout_option,
 )
 from zoo.cli.output import echo, echo_json, write_stdout
-from zoo.cli.weights import weights_command
 from zoo.cli.render import (
     bench_lines,
     check_lines,
@@ -43,6 +42,7 @@ from zoo.cli.render import (
     plugins_lines,
     show_lines,
 )
+from zoo.cli.weights import weights_command
 from zoo.errors import ZooError
 from zoo.progress import terminal_progress
 from zoo.spec.params import parse_params

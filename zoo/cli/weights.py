@@ -11,6 +11,7 @@ from zoo.cli.options import json_option
 from zoo.cli.output import echo
 from zoo.cli.render import weights_lines
 from zoo.errors import UsageError
+from zoo.spec.weights import is_url
 
 
 @click.command("weights")
@@ -30,7 +31,8 @@ def weights_command(ctx: click.Context, pattern: str | None, remove: Sequence[st
       zoo weights --remove multiclass-softmax.digits
       zoo weights --clear
     """
-    from zoo.files.cache import cache_dir, cached_files, clear as remove_all
+    from zoo.files.cache import cache_dir, cached_files
+    from zoo.files.cache import clear as remove_all
 
     zoo = get_zoo(ctx)
     registered = [w for w in zoo.weights if not pattern or w.architecture in {a.name for a in zoo.architectures.filter(pattern)}]
@@ -49,7 +51,8 @@ def weights_command(ctx: click.Context, pattern: str | None, remove: Sequence[st
     cached = [c for c in cached if c not in removed]
     in_cache = {c.sha256 for c in cached}
     record = {
-        "weights": [{**w.to_dict(), "cached": w.sha256 in in_cache} for w in registered],
+        # cached: for a URL, whether the cache holds it; None for a file shipped in its plugin
+        "weights": [{**w.to_dict(), "cached": w.sha256 in in_cache if is_url(w.source) else None} for w in registered],
         "cache": {"folder": str(cache_dir()), "files": [{"path": str(c.path), "bytes": c.bytes, "sha256": c.sha256} for c in cached]},
         "removed": [str(c.path) for c in removed],
     }
