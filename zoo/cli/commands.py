@@ -90,23 +90,30 @@ def list_command(ctx: click.Context, pattern: str | None, as_json: bool) -> None
 @click.argument("name", shell_complete=complete_architecture)
 @param_option
 @seed_option
+@click.option("--weights", metavar="NAME|FILE", help="Show it built with this weight set's parameters (and its weights loaded).")
 @json_option
 @click.pass_context
-def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int, as_json: bool) -> None:
-    """Show an architecture: parameters, layers, shapes and warnings.
+def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int, weights: str | None, as_json: bool) -> None:
+    """Show an architecture: parameters, layers, shapes, warnings and its weight sets.
 
     \b
     Examples:
       zoo show binary
       zoo show multi --param n_classes=10 --param activation=relu
+      zoo show multi --weights digits
     """
     from zoo.build.model import build_model
+    from zoo.build.trained import resolve_weights
     from zoo.check.describe import describe
 
     zoo = get_zoo(ctx)
     arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
-    built = build_model(arch, overrides, seed=seed)
+    with terminal_progress(arch.name, as_json):  # a weight set's download
+        choice = resolve_weights(zoo, arch, weights)
+    if choice is not None and choice.entry is not None:
+        overrides = {**choice.entry.params, **overrides}
+    built = build_model(arch, overrides, seed=seed, weights=choice.path if choice else None)
     info = describe(built)
     weights = zoo.weights.of(arch.name)
     record = {**arch.to_dict(), "params": built.params, **info.to_dict(), "weights": [w.to_dict() for w in weights]}
