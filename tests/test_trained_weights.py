@@ -33,6 +33,7 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.mode = "ok"
         self.requests: list[str] = []
+        self.release = threading.Event()  # ends a stalled answer
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -41,6 +42,19 @@ class Server:
                 body = server.files.get(self.path)
                 if body is None:
                     self.send_error(404)
+                    return
+                if server.mode == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", "http://example.com/digits.safetensors")
+                    self.end_headers()
+                    return
+                if server.mode == "stalled":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[:100])
+                    self.wfile.flush()
+                    server.release.wait(10)
                     return
                 if server.mode == "tampered":
                     body = body[:-1] + bytes([body[-1] ^ 1])
@@ -64,6 +78,7 @@ def server() -> Iterator[Server]:
     for path in EXAMPLE_DATA.iterdir():
         served.files[f"/{path.name}"] = path.read_bytes()
     yield served
+    served.release.set()
     served.httpd.shutdown()
     served.httpd.server_close()
 
@@ -170,6 +185,21 @@ def test_a_bad_download_is_refused_and_nothing_is_cached(server, cache, mode, me
         fetch(f"{server.url}/digits.safetensors", sha, digits.stat().st_size, "w.safetensors", "weight set 'w'")
     assert message in str(caught.value) and "nothing was cached" in str(caught.value)
     assert cached_files(cache) == [] and not any(p.is_file() for p in cache.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [("stalled", "cannot download http://127.0.0.1:"), ("redirect", "refused to fetch http://example.com/digits.safetensors")],
+)
+def test_a_stalled_server_times_out_and_a_redirect_off_loopback_http_is_refused(server, cache, monkeypatch, mode, message):
+    import zoo.files.cache
+
+    monkeypatch.setattr(zoo.files.cache, "TIMEOUT_S", 0.5)
+    server.mode = mode
+    with pytest.raises(DownloadError, match="weight set 'w'") as caught:
+        fetch(f"{server.url}/digits.safetensors", "0" * 64, 9920, "w.safetensors", "weight set 'w'")
+    assert message in str(caught.value)
+    assert not any(p.is_file() for p in cache.rglob("*"))
 
 
 def test_a_tampered_download_on_the_command_line_is_one_line_exit_1(run, example_plugin, server, cache):

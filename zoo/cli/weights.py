@@ -41,8 +41,7 @@ def weights_command(ctx: click.Context, pattern: str | None, remove: Sequence[st
     if clear:
         removed = cached
     for key in remove:
-        arch, _, name = key.rpartition(".")
-        entry = zoo.weights.get(zoo.architecture(arch).name, name) if arch else None
+        entry = find_entry(zoo, key)
         if entry is None:
             raise UsageError(f"--remove {key!r}: give ARCH.NAME of a registered weight set ('zoo weights' lists them)")
         pinned = {entry.sha256, *([entry.claim.eval_set.sha256] if entry.claim else [])}
@@ -57,3 +56,14 @@ def weights_command(ctx: click.Context, pattern: str | None, remove: Sequence[st
         "removed": [str(c.path) for c in removed],
     }
     echo(record, weights_lines(registered, cached, cache_dir(), removed), as_json)
+
+
+def find_entry(zoo: object, key: str) -> object:
+    """The weight set ``ARCH.NAME`` names (ARCH a name or alias; either may hold dots), or ``None``."""
+    for index, char in enumerate(key):
+        if char == ".":
+            arch = zoo.architectures.get(key[:index])  # type: ignore[attr-defined]
+            entry = zoo.weights.get(arch.name, key[index + 1 :]) if arch is not None else None  # type: ignore[attr-defined]
+            if entry is not None:
+                return entry
+    return None

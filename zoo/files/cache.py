@@ -13,6 +13,7 @@ are held to the same rule). A cached file is hashed again before each use.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import time
@@ -127,6 +128,8 @@ def download(url: str, temp: Path, sha256: str, size: int, what: str) -> None:
                 digest.update(chunk)
                 out.write(chunk)
                 stage(f"downloading {what}: {human_bytes(got)} of {human_bytes(size)}")
+    except http.client.HTTPException as exc:  # IncompleteRead, a malformed answer
+        raise DownloadError(f"{what}: the download of {url} broke off ({type(exc).__name__}); nothing was cached, run again") from None
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{what}: {url} answered HTTP {exc.code} {exc.reason}; nothing was cached") from None
     except (urllib.error.URLError, OSError) as exc:

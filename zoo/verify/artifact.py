@@ -103,7 +103,7 @@ def verify_artifact(
     if arch_name is None and (params or seed is not None):
         raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
     check_timeout(timeout)
-    if weights is not None and (Path(weights).exists() or Path(weights).suffix):
+    if weights is not None and Path(weights).exists():
         check_regular_file(Path(weights))  # a file: refused before the model file is read
     exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
     if arch_name is not None:

@@ -66,6 +66,8 @@ def load_eval_set(path: Path, built: BuiltModel, what: str) -> tuple[dict[str, A
     rows = {len(a) if a.ndim else -1 for a in arrays.values()}
     if len(rows) != 1 or rows == {0} or rows == {-1}:
         raise UsageError(f"{what}: its arrays must have the same number of rows (at least one)")
+    if any(a.dtype.kind not in "biuf" for a in arrays.values()):
+        raise UsageError(f"{what}: its arrays must hold numbers (bool, integer or float)")
     inputs = {inp.name: np.ascontiguousarray(arrays[inp.name], dtype=inp.dtype) for inp in arch.inputs}
     return inputs, arrays["labels"]
 
@@ -80,9 +82,14 @@ def score(metric: str, output: Output, prediction: Any, labels: Any) -> float:
             decided = prediction.argmax(axis=-1)
         else:
             decided = (prediction > (0.5 if output.head == "sigmoid" else 0.0)).astype(np.int64)
-        labels = np.asarray(labels).reshape(decided.shape)
-        return float((decided == labels).mean())
-    error = prediction - np.asarray(labels, dtype=np.float64).reshape(prediction.shape)
+        labels = np.asarray(labels)
+        if labels.size != decided.size:
+            raise UsageError(f"labels hold {labels.size:,} values for {decided.size:,} decisions of output {output.name!r}")
+        return float((decided == labels.reshape(decided.shape)).mean())
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.size != prediction.size:
+        raise UsageError(f"labels hold {labels.size:,} values for {prediction.size:,} of output {output.name!r}")
+    error = prediction - labels.reshape(prediction.shape)
     return float(np.sqrt(np.mean(error**2))) if metric == "rmse" else float(np.mean(np.abs(error)))
 
 
@@ -127,7 +134,10 @@ def score_claim(
         tensors = {k: torch.from_numpy(v.copy()).to(built.device, dtypes[k]) for k, v in feed.items()}
         return {k: t.detach().cpu().float().numpy() for k, t in built.forward(tensors).items()}
 
-    result.scores["torch"] = score(claim.metric, output, predictions(run_torch, inputs, output.name, rows, size), labels)
+    try:
+        result.scores["torch"] = score(claim.metric, output, predictions(run_torch, inputs, output.name, rows, size), labels)
+    except UsageError as exc:
+        raise UsageError(f"{what}: {exc}; tell the plugin's authors") from None
     for label, path in files.items():
         runner = call_exporter(exporter.load, path, built.device, error=UsageError, what=f"{exporter.name} could not load {path.name}")
         with quiet_exporter():
