@@ -310,3 +310,11 @@ def test_the_example_weights_reach_their_claim_in_pytorch(example_zoo, tmp_path)
 
         np.savez(tmp_path / "bad.npz", x=inputs["x"])
         load_eval_set(tmp_path / "bad.npz", built, "held-out")
+
+
+def test_bench_takes_the_same_names(example_zoo):
+    from zoo.bench.timing import plan_bench
+
+    plan = plan_bench(example_zoo, "multiclass", ("activation=tanh",), "1", (), "onnx", False, None, weights="default")
+    assert plan.weights == EXAMPLE_DATA / "digits.safetensors" and plan.weights_entry.name == "digits"
+    assert plan.overrides == {"in_features": 64, "hidden": (32,), "n_classes": 10, "activation": "tanh"}  # -p wins
