@@ -13,12 +13,9 @@ are held to the same rule). A cached file is hashed again before each use.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -111,8 +108,12 @@ def fetch(url: str, sha256: str, size: int, file_name: str, what: str) -> Path:
 
 def download(url: str, temp: Path, sha256: str, size: int, what: str) -> None:
     """Stream ``url`` into ``temp``; a ``DownloadError`` unless it is exactly ``size`` bytes with ``sha256``."""
+    import http.client  # here: urllib loads ssl, which no command needs until it downloads
+    import urllib.error
+    import urllib.request
+
     check_url(url, what)
-    opener = urllib.request.build_opener(_SafeRedirect(what))
+    opener = urllib.request.build_opener(safe_redirects(what))
     digest = hashlib.sha256()
     got = 0
     started = time.monotonic()
@@ -154,15 +155,16 @@ def check_url(url: str, what: str) -> None:
     raise DownloadError(f"{what}: refused to fetch {url}: only https:// (or http:// to a loopback address)")
 
 
-class _SafeRedirect(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to an address ``check_url`` allows."""
+def safe_redirects(what: str) -> object:
+    """A redirect handler that follows a redirect only to an address ``check_url`` allows."""
+    import urllib.request
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    class SafeRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN202 - urllib's signature
+            check_url(newurl, what)
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
-        check_url(newurl, self.what)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    return SafeRedirect()
 
 
 def clear(entries: list[CachedFile]) -> int:
