@@ -313,8 +313,8 @@ def test_the_example_weights_reach_their_claim_in_pytorch(example_zoo, tmp_path)
 
 
 def test_bench_takes_the_same_names(example_zoo):
-    from zoo.bench.timing import plan_bench
+    from zoo.bench.timing import BenchRequest, plan_bench
 
-    plan = plan_bench(example_zoo, "multiclass", ("activation=tanh",), "1", (), "onnx", False, None, weights="default")
+    plan = plan_bench(example_zoo, BenchRequest("multiclass", ("activation=tanh",), "1", weights="default"))
     assert plan.weights == EXAMPLE_DATA / "digits.safetensors" and plan.weights_entry.name == "digits"
     assert plan.overrides == {"in_features": 64, "hidden": (32,), "n_classes": 10, "activation": "tanh"}  # -p wins
