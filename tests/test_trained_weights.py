@@ -318,3 +318,23 @@ def test_bench_takes_the_same_names(example_zoo):
     plan = plan_bench(example_zoo, BenchRequest("multiclass", ("activation=tanh",), "1", weights="default"))
     assert plan.weights == EXAMPLE_DATA / "digits.safetensors" and plan.weights_entry.name == "digits"
     assert plan.overrides == {"in_features": 64, "hidden": (32,), "n_classes": 10, "activation": "tanh"}  # -p wins
+
+
+def test_download_progress_is_announced_and_ctrl_c_leaves_nothing(server, cache):
+    from zoo.progress import showing
+
+    digits = EXAMPLE_DATA / "digits.safetensors"
+    sha = __import__("hashlib").sha256(digits.read_bytes()).hexdigest()
+    url = f"{server.url}/digits.safetensors"
+
+    def interrupt(_text: str) -> None:
+        raise KeyboardInterrupt
+
+    with showing(interrupt), pytest.raises(KeyboardInterrupt):  # Ctrl-C in the middle of the download
+        fetch(url, sha, 9920, "w.safetensors", "weight set 'w'")
+    assert not any(cache.rglob("*"))  # no temporary file, no folder
+    stages: list[str] = []
+    with showing(stages.append):
+        path = fetch(url, sha, 9920, "w.safetensors", "weight set 'w'")
+    assert stages[0] == "downloading weight set 'w': 9.9 kB of 9.9 kB" and stages[-1].startswith("downloaded weight set 'w' in ")
+    assert path.read_bytes() == digits.read_bytes() and path == cache / sha / "w.safetensors"
