@@ -18,6 +18,7 @@ from typing import Any
 from zoo import interrupts
 from zoo.build.model import BuiltModel, build_model
 from zoo.build.shapes import dynamic_dims
+from zoo.build.trained import WeightsChoice, name_weights
 from zoo.errors import CheckFailed, ExportFailed, PluginError, ZooError
 from zoo.export.plan import ExportPlan, Target, resolve_format
 from zoo.files.paths import check_output_path
@@ -51,7 +52,7 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
             if target.refused is not None:  # found when the plan was made (an existing file without --force)
                 raise target.refused
             built = build_model(arch, plan.overrides, seed=plan.seed, device=plan.device, weights=plan.weights)
-            name_weights(built, plan.weights_entry)
+            name_weights(built, WeightsChoice(plan.weights, plan.weights_entry) if plan.weights else None)
             results.append(export_built(plan, built, target.path))
         except ZooError as exc:
             results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))
@@ -141,12 +142,6 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         with interrupts.signals_deferred():  # all the files or none: a signal now is raised once they are placed
             result.files = place(written, main, output, plan.force, old=old, keep=weights)
     return result
-
-
-def name_weights(built: BuiltModel, entry: Any) -> None:
-    """Record which registered weight set ``built`` was loaded from (report and file metadata)."""
-    if entry is not None and built.weights is not None:
-        built.weights.update(name=entry.name, plugin=entry.plugin)
 
 
 def static_batch(plan: ExportPlan, job: ExportJob) -> int | None:

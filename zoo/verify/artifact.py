@@ -9,7 +9,7 @@ from typing import Any
 
 from zoo import interrupts
 from zoo.build.model import MAX_SEED, build_model, check_seed, dry_build
-from zoo.build.trained import WeightsChoice, eval_set_file, resolve_weights
+from zoo.build.trained import WeightsChoice, eval_set_file, name_weights, resolve_weights
 from zoo.build.weights import check_regular_file, sha256
 from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
 from zoo.files.paths import check_input_file
@@ -122,8 +122,7 @@ def verify_artifact(
     static = meta.get("static") == "true"
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
-    if choice is not None and choice.entry is not None and built.weights is not None:
-        built.weights.update(name=choice.entry.name, plugin=choice.entry.plugin)
+    name_weights(built, choice)
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
     result = VerifyResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):
@@ -133,13 +132,11 @@ def verify_artifact(
             built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
             timeout=timeout,
         )
-        if result.verification.ok and choice is not None and choice.entry is not None and choice.entry.claim is not None:
-            result.claim = rescore(built, choice.entry, exporter, path, meta.get("variant") or exporter.name, static)
+        if result.verification.ok:
+            rescore(result, choice, meta.get("variant") or exporter.name)
     interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance}
-    if result.claim is not None and not result.claim.ok:
-        result.error = result.claim.failures[-1]
     if not result.verification.ok:
         result.error = failure_text(result.verification)
         if arch_name is not None and weights is None:
@@ -155,10 +152,16 @@ def recorded_weights(zoo: Any, arch: str, meta: dict[str, str]) -> str | None:
     return name if entry is not None and entry.sha256 == meta.get("weights_sha256") else None
 
 
-def rescore(built: Any, entry: Any, exporter: Exporter, path: Path, label: str, static: bool) -> Any:
-    """``entry``'s claimed metric on PyTorch and on the file ``path`` (a static file takes its sample batch only)."""
-    batch = int(next(iter(built.sample_inputs().values())).shape[0]) if static else None
-    return score_claim(built, entry, eval_set_file(entry.claim.eval_set, entry), exporter, {label: path}, batch)
+def rescore(result: VerifyResult, choice: WeightsChoice | None, label: str) -> None:
+    """The weight set's claimed metric on PyTorch and on the verified file (``label``), if it claims one."""
+    entry = choice.entry if choice is not None else None
+    if entry is None or entry.claim is None:
+        return
+    built, path = result.built, result.files[0]
+    batch = int(next(iter(built.sample_inputs().values())).shape[0]) if result.static else None  # a static file takes one
+    result.claim = score_claim(built, entry, eval_set_file(entry.claim.eval_set, entry), result.exporter, {label: path}, batch)
+    if not result.claim.ok:
+        result.error = result.claim.failures[-1]
 
 
 def recorded_architecture(
