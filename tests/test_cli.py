@@ -154,7 +154,7 @@ def test_plugins_json_has_each_plugins_formats(run, zoo):
 
 def test_version_and_help(run):
     assert run("--version").stdout.strip() == f"zoo, version {__version__}"
-    assert set(cli.commands) == {"list", "show", "check", "export", "bench", "verify", "plugins"}  # a new one gets help too
+    assert set(cli.commands) == {"list", "show", "check", "export", "bench", "verify", "plugins", "weights"}  # a new one gets help too
     for command in cli.commands:
         result = run(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.stdout, command

@@ -285,3 +285,13 @@ def test_hook_register_tasks_multilabel_reports_exact_label_sets(example_zoo: Zo
         assert stats["threshold_agreement"] == 1.0 and stats["exact_match"] == 1.0
     text = run("verify", str(tmp_path / "tags.onnx"), zoo=example_zoo).output
     assert "threshold 100%  exact match 100%  ok" in text
+
+
+def test_hook_register_weights_for_another_plugins_architecture(example_zoo: Zoo) -> None:
+    # more in test_trained_weights.py: downloads, the claim re-scored after export, registration faults
+    info = example_zoo.plugins["example"]
+    assert info.status == "ok", info.errors
+    assert info.weights == ["multiclass-softmax.digits"]
+    (entry,) = example_zoo.weights.of("multiclass-softmax")
+    assert (entry.plugin, entry.default, entry.claim.metric, entry.claim.eval_set.name) == ("example", True, "accuracy", "digits held-out split")
+    assert entry.params == {"in_features": 64, "hidden": (32,), "n_classes": 10, "activation": "relu"}

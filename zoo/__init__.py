@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from zoo.spec.exporter import Exporter
     from zoo.spec.job import ExportJob
     from zoo.spec.task import LOG_FLOOR, HeadCheck, Task, log_floor
+    from zoo.spec.weights import EvalSet, MetricClaim, Weights
 
 from zoo.version import __version__
 
@@ -37,6 +38,7 @@ _PUBLIC = {
     "hookimpl": "zoo.host.hookspecs", "ExportJob": "zoo.spec.job", "Zoo": "zoo.host.manager", "load_zoo": "zoo.host.manager",
     "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
     "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
+    "Weights": "zoo.spec.weights", "MetricClaim": "zoo.spec.weights", "EvalSet": "zoo.spec.weights",
 }
 
 
@@ -91,16 +93,19 @@ __all__ = [
     "verify",
     "Architecture",
     "Dim",
+    "EvalSet",
     "ExportJob",
     "Exporter",
     "HeadCheck",
     "LOG_FLOOR",
+    "MetricClaim",
     "Input",
     "Output",
     "ParameterError",
     "Task",
     "Tolerance",
     "UsageError",
+    "Weights",
     "Zoo",
     "ZooError",
     "__version__",

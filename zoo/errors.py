@@ -61,6 +61,14 @@ class ExportFailed(ZooError):
     """The exporter could not export the model (exit 1)."""
 
 
+class DownloadError(ZooError):
+    """A download failed or does not match its entry's size and sha256; nothing was cached."""
+
+
+class ClaimMissed(ZooError):
+    """A weight set's claimed metric is not reached (by PyTorch, the exported file or a variant)."""
+
+
 class VerificationFailed(ZooError):
     """The exported model does not compute what PyTorch computes (exit 1)."""
 

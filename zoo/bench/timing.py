@@ -23,6 +23,7 @@ from zoo.bench.plot import check_plot_path, require_matplotlib
 from zoo.bench.results import BenchResult, BenchRow, Timing
 from zoo.build.model import BuiltModel, call_module
 from zoo.build.shapes import dynamic_dims, parse_dim_sizes, sample_sizes
+from zoo.build.trained import resolve_weights
 from zoo.errors import UsageError, VerificationFailed
 from zoo.export.pipeline import export_model, variant_of
 from zoo.export.plan import resolve_acceptance, resolve_format
@@ -51,6 +52,8 @@ class BenchPlan:
     options: dict[str, Any]
     variant: str | None = None
     acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
+    weights: Path | None = None  # --weights: the file to load
+    weights_entry: Any = None  # the registered zoo.Weights it is, if any
 
 
 def bench_file(zoo: Any, path: Path, arch_name: str | None, params: Sequence[str], weights: Path | None, seed: int | None,
@@ -82,7 +85,7 @@ class BenchRequest:
     quantize: str | None = None
     precision: str | None = None
     plot: Path | None = None
-    weights: Path | None = None
+    weights: str | Path | None = None  # a weight set's name, or a state dict file
     arch_name: str | None = None  # zoo bench FILE --arch NAME: a file zoo did not write
 
 
@@ -100,8 +103,13 @@ def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
         check_plot_path(r.plot)
     arch = zoo.architecture(r.name)
     overrides = parse_params(r.params, arch.parameters, arch.name)
+    choice = resolve_weights(zoo, arch, r.weights)
+    if choice is not None and choice.entry is not None:  # its build parameters, unless -p overrides one
+        overrides = {**choice.entry.params, **overrides}
     sizes = parse_sizes(r.dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
-    return BenchPlan(arch, overrides, exporter, batches, sizes, options, variant, acceptance)
+    return BenchPlan(
+        arch, overrides, exporter, batches, sizes, options, variant, acceptance, choice.path if choice else None, choice.entry if choice else None
+    )
 
 
 def parse_sizes(texts: Sequence[str], dims: Mapping[str, Any]) -> dict[str, int]:

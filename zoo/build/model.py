@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from zoo.text import sizes_text
-
 import math
 import os
 import warnings
@@ -13,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from zoo.build.shapes import input_shape, sample_sizes, value_range
+from zoo.build.weights import load_weights
 from zoo.errors import CheckFailed, DeviceError, ParameterError, PluginError, one_line
 from zoo.host.manager import plugin_code, plugin_fault
-from zoo.spec.params import coerce_params
-from zoo.build.shapes import input_shape, sample_sizes, value_range
 from zoo.spec.architecture import FLOAT_DTYPES, Architecture
-from zoo.build.weights import load_weights
+from zoo.spec.params import coerce_params
+from zoo.text import sizes_text
 
 if TYPE_CHECKING:
     import torch

@@ -49,6 +49,7 @@ from zoo.cli.render import (
     plugins_lines,
     show_lines,
 )
+from zoo.cli.weights import weights_command
 from zoo.errors import UsageError, ZooError
 from zoo.progress import terminal_progress
 from zoo.spec.params import parse_params
@@ -95,32 +96,44 @@ def list_command(ctx: click.Context, pattern: str | None, as_json: bool) -> None
       zoo list 'multi*'
       zoo list --json
     """
-    archs = get_zoo(ctx).architectures.filter(pattern)
-    echo([a.to_dict() for a in archs], list_lines(archs, pattern), as_json)
+    zoo = get_zoo(ctx)
+    archs = zoo.architectures.filter(pattern)
+    records = [{**a.to_dict(), "weights": [w.name for w in zoo.weights.of(a.name)]} for a in archs]
+    echo(records, list_lines(archs, pattern, zoo.weights), as_json)
 
 
 @cli.command("show")
 @click.argument("name", shell_complete=complete_architecture)
 @param_option
 @seed_option
+@click.option("--weights", metavar="NAME|FILE", help="Show it built with this weight set's parameters (and its weights loaded).")
 @json_option
 @click.pass_context
-def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int, as_json: bool) -> None:
-    """Show an architecture: parameters, layers, shapes and warnings.
+def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int, weights: str | None, as_json: bool) -> None:
+    """Show an architecture: parameters, layers, shapes, warnings and its weight sets.
 
     \b
     Examples:
       zoo show binary
       zoo show multi --param n_classes=10 --param activation=relu
+      zoo show multi --weights digits
     """
     from zoo.build.model import build_model
+    from zoo.build.trained import resolve_weights
     from zoo.check.describe import describe
 
-    arch = get_zoo(ctx).architecture(name)
+    zoo = get_zoo(ctx)
+    arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
-    built = build_model(arch, overrides, seed=seed)
+    with terminal_progress(arch.name, as_json):  # a weight set's download
+        choice = resolve_weights(zoo, arch, weights)
+    if choice is not None and choice.entry is not None:
+        overrides = {**choice.entry.params, **overrides}
+    built = build_model(arch, overrides, seed=seed, weights=choice.path if choice else None)
     info = describe(built)
-    echo({**arch.to_dict(), "params": built.params, **info.to_dict()}, show_lines(built, info), as_json)
+    registered = zoo.weights.of(arch.name)
+    record = {**arch.to_dict(), "params": built.params, **info.to_dict(), "weights": [w.to_dict() for w in registered]}
+    echo(record, show_lines(built, info, registered), as_json)
 
 
 @cli.command("check")
@@ -132,7 +145,7 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
 @json_option
 @click.pass_context
 def check_command(
-    ctx: click.Context, name: str, params: Sequence[str], device: str, seed: int, weights: Path | None, as_json: bool
+    ctx: click.Context, name: str, params: Sequence[str], device: str, seed: int, weights: str | None, as_json: bool
 ) -> None:
     """Forward pass, head checks, loss check and backward pass; no export.
 
@@ -144,11 +157,16 @@ def check_command(
       zoo check stack --param activation=relu --seed 3
     """
     from zoo.build.model import build_model
+    from zoo.build.trained import resolve_weights
     from zoo.check.checks import check_model
 
-    arch = get_zoo(ctx).architecture(name)
+    zoo = get_zoo(ctx)
+    arch = zoo.architecture(name)
     overrides = parse_params(params, arch.parameters, arch.name)
-    result = check_model(build_model(arch, overrides, seed=seed, device=device, weights=weights))
+    choice = resolve_weights(zoo, arch, weights)
+    if choice is not None and choice.entry is not None:  # a weight set builds with its parameters unless -p overrides one
+        overrides = {**choice.entry.params, **overrides}
+    result = check_model(build_model(arch, overrides, seed=seed, device=device, weights=choice.path if choice else None))
     echo(result, check_lines(result), as_json)
     if not result.ok:
         ctx.exit(1)
@@ -160,7 +178,10 @@ def check_command(
 @param_option
 @device_option
 @seed_option
-@click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
+@click.option(
+    "--weights", metavar="NAME|FILE",
+    help=f"A weight set of the architecture ('zoo show NAME' lists them; 'default' picks its default) or a state dict file ({', '.join(WEIGHT_SUFFIXES)}).",
+)
 @format_option("Export format ('zoo plugins' lists them).")
 @click.option(
     "-o", "--output", type=click.Path(),  # a str: plan_export needs to see a trailing slash
@@ -211,7 +232,8 @@ def export_command(
     from zoo.verify.results import ExportResult, FailedExport
 
     zoo = get_zoo(ctx)
-    plan = plan_export(zoo, ExportRequest(name, export_all, report=report, jobs=jobs, shard=shard, **options))
+    with terminal_progress(None if export_all else name, as_json):  # a weight set's download
+        plan = plan_export(zoo, ExportRequest(name, export_all, report=report, jobs=jobs, shard=shard, **options))
     with terminal_progress(plan.targets[0].arch.name if not export_all else None, as_json):
         results = run_plan(plan, jobs, zoo, None if as_json or not export_all else lambda line: click.echo(line, err=True))
     failed = next((r for r in results if not r.ok), None)
@@ -285,12 +307,14 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
         verified = bench_file(get_zoo(ctx), file, request.arch_name, request.params, request.weights,
                               request.seed if request.arch_name else None, request.device)
         built = verified.built
-        plan = plan_bench(get_zoo(ctx), dataclasses.replace(request, name=built.arch.name, params=(), format_name=verified.exporter.name))
+        bench_request = dataclasses.replace(request, name=built.arch.name, params=(), format_name=verified.exporter.name, weights=None)
+        plan = plan_bench(get_zoo(ctx), bench_request)
     else:
         if request.arch_name is not None:
             raise UsageError(f"--arch names the architecture of a FILE; {request.name!r} is not a file")
-        plan = plan_bench(get_zoo(ctx), request)
-        built = build_model(plan.arch, plan.overrides, seed=request.seed, device=request.device, weights=request.weights)
+        with terminal_progress(request.name, as_json):  # a weight set's download
+            plan = plan_bench(get_zoo(ctx), request)
+        built = build_model(plan.arch, plan.overrides, seed=request.seed, device=request.device, weights=plan.weights)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
@@ -305,7 +329,10 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
 
 @cli.command("verify")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--weights", type=click.Path(path_type=Path), help="The weights the file was exported with, if any.")
+@click.option(
+    "--weights", metavar="NAME|FILE",
+    help="The weights the file was exported with: a weight set's name or a file (a registered set the file names is found by itself).",
+)
 @click.option("--arch", "arch_name", metavar="NAME", help="Verify against this architecture (for a file zoo did not write).")
 @param_option
 @click.option("--seed", type=int, help="With --arch: the seed of the initial weights (default 0).")
@@ -318,7 +345,7 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @json_option
 @click.pass_context
 def verify_command(
-    ctx: click.Context, file: Path, weights: Path | None, arch_name: str | None, params: Sequence[str], seed: int | None,
+    ctx: click.Context, file: Path, weights: str | None, arch_name: str | None, params: Sequence[str], seed: int | None,
     device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], timeout: float | None,
     report: Path | None, as_json: bool,
 ) -> None:
@@ -382,6 +409,9 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     # each plugin with the formats it registered, as the text's FORMAT table shows them
     records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in zoo.plugins.values()]
     echo(records, plugins_lines(zoo), as_json)
+
+
+cli.add_command(weights_command)
 
 
 def _finite(value: float, flag: str) -> float:  # click's FloatRange lets NaN through

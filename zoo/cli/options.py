@@ -45,7 +45,8 @@ param_option = click.option(
     help="Build parameter, repeatable (see 'zoo show NAME' for the list).",
 )
 weights_option = click.option(
-    "--weights", type=click.Path(path_type=Path), help="Trained state dict to load (.safetensors, or .pt/.pth/.bin with weights_only)."
+    "--weights", metavar="NAME|FILE",
+    help="A registered weight set of the architecture ('zoo weights'; 'default' for its default), or a state dict file.",
 )
 json_option = click.option(
     "--json", "as_json", is_flag=True, callback=remember_json, help="Print JSON for scripts instead of text (errors too)."

@@ -110,6 +110,8 @@ def export_lines(result: Any, verb: str = "export", detail: bool = False) -> lis
         f"→ {result.files[0]}  [{result.exporter.name}{opset}, "
         f"{shapes}]"
     ]
+    if built.weights and built.weights.get("name"):
+        lines.append(f"  weights   {built.weights['name']} (plugin {built.weights['plugin']}), sha256 {built.weights['sha256'][:16]}…")
     if result.check is not None:
         for loss in result.check.losses:
             lines.append(f"  loss      {loss.output}: {loss.loss} {loss.torch:.6f} (closed form {loss.closed_form:.6f}) ok")
@@ -127,6 +129,9 @@ def export_lines(result: Any, verb: str = "export", detail: bool = False) -> lis
         lines.extend(variant_lines(result.variant))
         if result.variant_verification is not None:
             lines.extend(verification_lines(result.variant_verification, variant=True, detail=detail)[1:])
+    if result.claim is not None:
+        lines.append(claim_line(result.claim))
+        lines.extend(f"    FAILED {failure}" for failure in result.claim.failures)
     if result.ok:
         for record in result.file_records:
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
@@ -228,6 +233,34 @@ def fold_lines(fold: dict[str, Any]) -> list[str]:
     return lines
 
 
+def claim_line(claim: Any) -> str:
+    """``accuracy 96.1% (claimed 96.1%) on the ...: torch 96.1%, onnx 96.1%  ok``; the headline is the placed file's."""
+    def show(value: float) -> str:
+        return f"{value:.1%}" if claim.metric == "accuracy" else f"{value:.4g}"
+
+    placed = list(claim.scores.values())[-1]
+    each = ", ".join(f"{label} {show(value)}" for label, value in claim.scores.items())
+    return (
+        f"  claim     {claim.metric} {show(placed)} (claimed {show(claim.claimed)}) on the {claim.eval_set}, {claim.rows} rows: "
+        f"{each}  {'ok' if claim.ok else 'MISSED'}"
+    )
+
+
+def weights_rows(weights: Iterable[Any]) -> list[tuple[str, ...]]:
+    return [(w.architecture, w.name + (" (default)" if w.default else ""), w.claim_text(), w.plugin) for w in weights]
+
+
+def weights_lines(weights: Sequence[Any], cached: Sequence[Any], folder: Any, removed: Sequence[Any] = ()) -> list[str]:
+    """``zoo weights``: what is registered, then what the download cache holds."""
+    lines = [table(("ARCHITECTURE", "WEIGHTS", "CLAIM", "PLUGIN"), weights_rows(weights))] if weights else ["no weight sets registered"]
+    lines.extend(f"removed {entry.path} ({human_bytes(entry.bytes)})" for entry in removed)
+    if cached:
+        lines += ["", f"cache {folder}:", table(("FILE", "SIZE", "SHA256"), [(c.path.name, human_bytes(c.bytes), c.sha256[:16] + "…") for c in cached])]
+    else:
+        lines.append(f"cache {folder}: empty")
+    return lines
+
+
 def heading(arch: Architecture) -> str:
     aliases = f" (alias {', '.join(arch.aliases)})" if arch.aliases else ""
     return f"{arch.name}{aliases}, plugin {arch.plugin}"
@@ -241,7 +274,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def show_lines(built: Any, info: Any) -> list[str]:
+def show_lines(built: Any, info: Any, weights: Sequence[Any] = ()) -> list[str]:
     """``zoo show``: an architecture with its parameters, shapes, layers and warnings."""
     arch = built.arch
     lines = [heading(arch)]
@@ -262,15 +295,25 @@ def show_lines(built: Any, info: Any) -> list[str]:
     lines.extend(f"  {layer.name:<12} {layer.module}" for layer in info.layers)
     lines.append(f"parameter count: {info.parameters:,} ({info.trainable:,} trainable)")
     lines.extend(f"warning: {warning}" for warning in info.warnings)
+    if weights:  # --weights NAME
+        lines.append("weights:")
+        for w in weights:
+            params = ", ".join(f"{k}={format_value(v)}" for k, v in w.params.items())
+            lines.append(f"  {w.name}{' (default)' if w.default else ''}  {w.claim_text()}  (plugin {w.plugin}{'; ' + params if params else ''})")
+            if w.summary:
+                lines.append(f"    {w.summary}")
     return lines
 
 
-def list_lines(archs: Sequence[Architecture], pattern: str | None) -> list[str]:
-    """``zoo list``: one row per architecture."""
+def list_lines(archs: Sequence[Architecture], pattern: str | None, weights: Any = None) -> list[str]:
+    """``zoo list``: one row per architecture; a WEIGHTS column once any weight set is registered."""
     if not archs:
         return [f"no architecture matches {pattern!r}" if pattern else "no architectures registered"]
     rows = [(a.name, ",".join(a.aliases) or "-", ",".join(a.tasks) or "-", a.shape_text(), a.plugin) for a in archs]
-    return [table(("NAME", "ALIASES", "TASK", "INPUTS", "PLUGIN"), rows)]
+    if weights is None or not len(weights):
+        return [table(("NAME", "ALIASES", "TASK", "INPUTS", "PLUGIN"), rows)]
+    named = [",".join(w.name for w in weights.of(a.name)) or "-" for a in archs]
+    return [table(("NAME", "ALIASES", "TASK", "INPUTS", "WEIGHTS", "PLUGIN"), [(*r[:4], n, r[4]) for r, n in zip(rows, named)])]
 
 
 def plugins_lines(zoo: Any) -> list[str]:
@@ -281,7 +324,8 @@ def plugins_lines(zoo: Any) -> list[str]:
         registered = [
             f"{kind}: {', '.join(names)}"
             for kind, names in (
-                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands)
+                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands),
+                ("weights", info.weights),
             )
             if names
         ]

@@ -18,6 +18,7 @@ from typing import Any
 from zoo import interrupts
 from zoo.build.model import BuiltModel, build_model
 from zoo.build.shapes import dynamic_dims
+from zoo.build.trained import WeightsChoice, name_weights
 from zoo.errors import CheckFailed, ExportFailed, PluginError, ZooError
 from zoo.export.plan import ExportPlan, Target, resolve_format
 from zoo.files.paths import check_output_path
@@ -29,6 +30,7 @@ from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX, ExportJob, provenance
 from zoo.verify.acceptance import Acceptance
 from zoo.verify.artifact import check_artifact
+from zoo.verify.claim import score_claim
 from zoo.verify.divergence import failure_text
 from zoo.verify.results import ExportResult, FailedExport, Verification
 from zoo.verify.run import verify_files
@@ -51,6 +53,7 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
                 raise target.refused
             built = build_model(arch, plan.overrides, seed=plan.seed, device=plan.device, weights=plan.weights)
             built.sizes = {k: v for k, v in plan.sizes.items() if k in dynamic_dims(arch, built.params)}
+            name_weights(built, WeightsChoice(plan.weights, plan.weights_entry) if plan.weights else None)
             results.append(export_built(plan, built, target.path))
         except ZooError as exc:
             results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))
@@ -125,12 +128,28 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
                 result.placed = False
                 result.error = f"the {plan.variant} variant is not accepted: " + result.variant_verification.failures[0]
                 return result
+        if plan.eval_path is not None:  # the weight set's claimed metric, on every runtime, before anything is placed
+            files = {exporter.name: job.path, **({plan.variant: main} if plan.variant else {})}
+            with timed(result.timings, "score"):
+                result.claim = score_claim(built, plan.weights_entry, plan.eval_path, exporter, files, static_batch(plan, job))
+            if not result.claim.ok:
+                result.files = [output.parent / p.name for p in written]
+                result.placed = False
+                result.error = result.claim.failures[-1]
+                return result
         old = old_side_files(exporter, output) if plan.force else OldSideFiles()
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
         interrupts.stop_if_interrupted()  # one a library swallowed stops the export before anything is placed
         with interrupts.signals_deferred():  # all the files or none: a signal now is raised once they are placed
             result.files = place(written, main, output, plan.force, old=old, keep=weights)
     return result
+
+
+def static_batch(plan: ExportPlan, job: ExportJob) -> int | None:
+    """The one batch size a ``--static`` file takes; ``None`` when it is dynamic."""
+    if not plan.static:
+        return None
+    return int(next(iter(job.sample.values())).shape[0])
 
 
 def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Path, output: Path, result: ExportResult) -> list[Path]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from zoo.build.model import check_device, check_seed
 from zoo.build.shapes import dynamic_dims, parse_dim_sizes
+from zoo.build.trained import eval_set_file, resolve_weights
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
 from zoo.spec.architecture import Architecture
@@ -54,6 +55,8 @@ class ExportPlan:
     device: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
     weights: Path | None = None  # (one target only)
+    weights_entry: Any = None  # the registered zoo.Weights that ``weights`` is, if any
+    eval_path: Path | None = None  # its claim's evaluation set, on this machine
     report: Path | None = None
     inputs: list[Any] = field(default_factory=list)  # the user's verification cases (InputCase, one target only)
     input_files: list[Path] = field(default_factory=list)  # the --inputs files they came from
@@ -114,7 +117,7 @@ class ExportRequest:
     force: bool = False
     seed: int = 0
     device: str = "cpu"
-    weights: Path | None = None
+    weights: str | Path | None = None  # a weight set's name, or a state dict file
     report: Path | None = None
     inputs: Sequence[Path] = ()
     quantize: str | None = None
@@ -163,6 +166,11 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
             refuse_folder_name(r.output, f"{arch.name}{suffix}")
         targets = [Target(arch, Path(r.output or f"{arch.name}{suffix}"))]
         overrides = parse_params(r.params, arch.parameters, arch.name)
+    choice = None
+    if not r.export_all:  # a registered name: its build parameters, unless -p overrides one
+        choice = resolve_weights(zoo, targets[0].arch, r.weights)
+        if choice is not None and choice.entry is not None:
+            overrides = {**choice.entry.params, **overrides}
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
     chosen = chosen_sizes(r.sizes, targets, overrides)
@@ -172,7 +180,8 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     check_device(r.device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter=exporter, targets=targets, opset=opset, static=r.static, rtol=rtol, atol=atol, options=options, force=r.force,
-        seed=r.seed, device=r.device, overrides=overrides, weights=r.weights, report=r.report, variant=variant,
+        seed=r.seed, device=r.device, overrides=overrides, weights=choice.path if choice else None,
+        weights_entry=choice.entry if choice else None, eval_path=eval_set_path(choice), report=r.report, variant=variant,
         acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in r.inputs], timeout=r.timeout, sizes=chosen,
     )
     if r.report is not None:  # the JSON must never replace the model or its weights
@@ -184,6 +193,13 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     else:  # before the build: a big model costs seconds and GBs
         check_output_path(targets[0].path, r.force)
     return plan
+
+
+def eval_set_path(choice: Any) -> Path | None:
+    """The evaluation set of the chosen weight set's claim, fetched and checked; ``None`` without one."""
+    if choice is None or choice.entry is None or choice.entry.claim is None:
+        return None
+    return eval_set_file(choice.entry.claim.eval_set, choice.entry)
 
 
 def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[str, float | None]) -> Acceptance | None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from zoo.spec.architecture import Architecture
     from zoo.spec.exporter import Exporter
     from zoo.spec.task import Task
+    from zoo.spec.weights import Weights
 
 PROJECT = "zoo"
 
@@ -64,6 +65,18 @@ def register_exporters(register: Callable[[Exporter], None]) -> None:
     Called once per plugin when zoo loads its plugins. Call
     ``register(Exporter(...))`` once per format; import the format's heavy
     libraries inside its ``export``/``load`` callables.
+    """
+
+
+@hookspec
+def register_weights(register: Callable[[Weights], None]) -> None:
+    """Register trained weight sets, selected with ``zoo export ARCH --weights NAME``.
+
+    Called once per plugin after every architecture is registered, so a plugin
+    may register weights for another plugin's architecture. Call
+    ``register(Weights(...))`` once per weight set. A weight set for an unknown
+    architecture, with parameters it does not take, or with a name that
+    architecture already has, is refused and reported.
     """
 
 

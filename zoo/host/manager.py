@@ -40,6 +40,7 @@ from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.registry import Registry
 from zoo.spec.task import Task, resolve_tasks
+from zoo.spec.weights import Weights, WeightsRegistry
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class PluginInfo(Record):
     architectures: list[str] = field(default_factory=list)
     exporters: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)  # ARCH.NAME
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -101,7 +103,7 @@ class PluginInfo(Record):
 
     @property
     def registered(self) -> bool:
-        return bool(self.tasks or self.architectures or self.exporters or self.commands)
+        return bool(self.tasks or self.architectures or self.exporters or self.commands or self.weights)
 
 
 class Zoo:
@@ -113,6 +115,7 @@ class Zoo:
         self.architectures: Registry[Architecture] = Registry("architecture")
         self.exporters: Registry[Exporter] = Registry("exporter", list_command="zoo plugins")
         self.tasks: Registry[Task] = Registry("task", list_command="zoo plugins")
+        self.weights = WeightsRegistry()
         self.plugins: dict[str, PluginInfo] = {}
         self.problems: list[str] = []
 
@@ -133,13 +136,14 @@ class Zoo:
         return True
 
     def collect(self) -> None:
-        """Ask every loaded plugin for its tasks, architectures and exporters.
-        Tasks come first: an architecture's outputs name them."""
+        """Ask every loaded plugin for its tasks, architectures, exporters and weights.
+        Tasks come first: an architecture's outputs name them; weights last: they name architectures."""
         self._call_each("register_tasks", self.tasks, Task, "tasks")
         self._call_each(
             "register_architectures", self.architectures, Architecture, "architectures", prepare=lambda a: resolve_tasks(a, self.tasks)
         )
         self._call_each("register_exporters", self.exporters, Exporter, "exporters")
+        self._call_each("register_weights", self.weights, Weights, "weights", prepare=self._weights_for_architecture)
 
     def trace_hooks(self) -> None:
         """Log every hook call (pluggy's tracing) at DEBUG: ``zoo -vv``."""
@@ -181,7 +185,7 @@ class Zoo:
                 except ValueError as exc:  # DuplicateName, or what ``prepare`` refuses
                     self._problem(info, f"{exc}; skipped")
                     continue
-                getattr(info, attr).append(item.name)
+                getattr(info, attr).append(getattr(item, "key", item.name))
 
     def add_commands(self, group: Any, reserved: Iterable[str]) -> None:
         """Let each plugin add commands to ``group``; built-in names cannot be taken."""
@@ -204,6 +208,24 @@ class Zoo:
                     self._problem(info, f"command {name!r} is a built-in zoo command; skipped")
                 else:
                     info.commands.append(name)
+
+    def _weights_for_architecture(self, weights: Weights) -> Weights:
+        """``weights`` naming its architecture by canonical name, its parameters typed."""
+        import dataclasses
+
+        from zoo.errors import ZooError
+        from zoo.spec.params import coerce_params
+
+        arch = self.architectures.get(weights.architecture)
+        if arch is None:
+            raise ValueError(f"weight set {weights.name!r} names architecture {weights.architecture!r}, which no plugin registered")
+        try:
+            params = coerce_params(dict(weights.params), arch.parameters, arch.name)
+        except ZooError as exc:
+            raise ValueError(f"weight set {weights.name!r}: {exc}") from None
+        if weights.claim is not None and weights.claim.output not in (None, *(o.name for o in arch.outputs)):
+            raise ValueError(f"weight set {weights.name!r}: claim output {weights.claim.output!r} is not an output of {arch.name}")
+        return dataclasses.replace(weights, architecture=arch.name, params=params)
 
     def _problem(self, info: PluginInfo, message: str) -> None:
         info.errors.append(message)

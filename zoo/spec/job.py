@@ -83,6 +83,8 @@ def provenance(built: Any, exporter_name: str, opset: int | None, static: bool, 
         meta["weights_sha256"] = built.weights["sha256"]
         if "tensors_sha256" in built.weights:
             meta["weights_tensors_sha256"] = built.weights["tensors_sha256"]
+        if built.weights.get("name"):  # a registered weight set: zoo verify finds it by name
+            meta["weights"] = built.weights["name"]
     if options:  # a folded graph says so
         meta["options"] = json.dumps(options, sort_keys=True)
     return {META_PREFIX + k: v for k, v in meta.items()}

@@ -9,6 +9,7 @@ from typing import Any
 
 from zoo import interrupts
 from zoo.build.model import MAX_SEED, build_model, check_seed, dry_build
+from zoo.build.trained import WeightsChoice, eval_set_file, name_weights, resolve_weights
 from zoo.build.weights import check_regular_file, read_state_dict, sha256, tensors_sha256
 from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
 from zoo.files.paths import check_input_file
@@ -19,6 +20,7 @@ from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX
 from zoo.spec.params import coerce_params, parse_params
 from zoo.verify.acceptance import Acceptance
+from zoo.verify.claim import score_claim
 from zoo.verify.divergence import failure_text
 from zoo.verify.input_files import load_input_files
 from zoo.verify.results import VerifyResult
@@ -80,7 +82,7 @@ def verify_artifact(
     zoo: Any,
     path: Path,
     *,
-    weights: Path | None = None,
+    weights: str | Path | None = None,
     device: str = "cpu",
     rtol: ToleranceOption = None,
     atol: ToleranceOption = None,
@@ -101,22 +103,26 @@ def verify_artifact(
     if arch_name is None and (params or seed is not None):
         raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
     check_timeout(timeout)
-    if weights is not None:
-        check_regular_file(weights)
+    if weights is not None and Path(weights).exists():
+        check_regular_file(Path(weights))  # a file: refused before the model file is read
     exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
     if arch_name is not None:
         arch = zoo.architecture(arch_name)
         overrides: dict[str, Any] = parse_params(params, arch.parameters, arch.name)
         seed = 0 if seed is None else seed
         check_seed(seed)
+        choice = resolve_weights(zoo, arch, weights)
+        weights = choice.path if choice else None
     else:
-        arch, overrides, seed = recorded_architecture(zoo, path, meta, weights)
+        arch, overrides, seed, choice = recorded_architecture(zoo, path, meta, weights)
+        weights = choice.path if choice else None
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
     static = meta.get("static") == "true"
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
+    name_weights(built, choice)
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
     result = VerifyResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):
@@ -126,6 +132,8 @@ def verify_artifact(
             built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
             timeout=timeout,
         )
+        if result.verification.ok:
+            rescore(result, choice, meta.get("variant") or exporter.name)
     interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance}
@@ -139,8 +147,31 @@ def verify_artifact(
     return result
 
 
-def recorded_architecture(zoo: Any, path: Path, meta: dict[str, str], weights: Path | None) -> tuple[Any, dict[str, Any], int]:
-    """The architecture, typed parameters and seed ``path``'s metadata names."""
+def recorded_weights(zoo: Any, arch: str, meta: dict[str, str]) -> str | None:
+    """The registered weight set the file names (``zoo.weights``), if one of that name
+    and sha256 is installed: the file alone never picks weights it was not exported with."""
+    name = meta.get("weights")
+    entry = zoo.weights.get(arch, name) if name and name != "default" else None
+    return name if entry is not None and entry.sha256 == meta.get("weights_sha256") else None
+
+
+def rescore(result: VerifyResult, choice: WeightsChoice | None, label: str) -> None:
+    """The weight set's claimed metric on PyTorch and on the verified file (``label``), if it claims one."""
+    entry = choice.entry if choice is not None else None
+    if entry is None or entry.claim is None:
+        return
+    built, path = result.built, result.files[0]
+    batch = int(next(iter(built.sample_inputs().values())).shape[0]) if result.static else None  # a static file takes one
+    result.claim = score_claim(built, entry, eval_set_file(entry.claim.eval_set, entry), result.exporter, {label: path}, batch)
+    if not result.claim.ok:
+        result.error = result.claim.failures[-1]
+
+
+def recorded_architecture(
+    zoo: Any, path: Path, meta: dict[str, str], weights: str | Path | None
+) -> tuple[Any, dict[str, Any], int, WeightsChoice | None]:
+    """The architecture, typed parameters and seed ``path``'s metadata names, and the
+    weights to load: ``--weights``, else the registered weight set the file names."""
     arch = zoo.architectures.get(meta["architecture"])
     if arch is None:
         plugin = meta.get("plugin", "?")
@@ -148,8 +179,11 @@ def recorded_architecture(zoo: Any, path: Path, meta: dict[str, str], weights: P
             f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
             "install that plugin (see 'zoo plugins')"
         )
-    overrides, seed = recorded_build(path, meta, weights)
-    return arch, coerce_params(overrides, arch.parameters, arch.name), seed
+    choice = resolve_weights(zoo, arch, weights if weights is not None else recorded_weights(zoo, arch.name, meta))
+    if choice is not None:
+        check_regular_file(choice.path)
+    overrides, seed = recorded_build(path, meta, choice.path if choice else None)
+    return arch, coerce_params(overrides, arch.parameters, arch.name), seed, choice
 
 
 def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:
@@ -164,12 +198,12 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
         raise damaged_metadata(path, f"zoo.acceptance: {exc}") from exc
 
 
-def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
+def read_paths(zoo: Any, path: Path, weights: str | Path | None = None) -> list[Path]:
     """The files ``zoo verify`` reads: ``path``, its side files as its exporter
     lists them, and the weights. No report may replace them; known before any work
     (the parse is cached for the verification). A file that does not parse has
     no side files to protect: verifying it fails on its own."""
-    paths = [p for p in (path, weights) if p is not None]
+    paths = [Path(p) for p in (path, weights) if p is not None]
     try:
         check_input_file(path, "")
         exporter, _ = read_artifact(zoo.exporters, path)
@@ -185,7 +219,10 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
     absent when it had none."""
     expected = meta.get("weights_sha256")
     if expected and weights is None:
-        raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
+        raise UsageError(
+            f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE "
+            "(or the name of an installed weight set)"
+        )
     if weights is not None and not expected:  # else W would be verified, and a mismatch blamed on the export
         raise UsageError(
             f"{path.name} was exported without weights (seeded initial weights, seed {meta.get('seed', '?')}); leave --weights out"

@@ -87,6 +87,7 @@ class ExportResult(Outcome):
     export_stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # ExportJob.stats
     variant: dict[str, Any] | None = None  # name, how it was made, criteria, sizes (``zoo.verify.acceptance``)
     variant_verification: Verification | None = None  # the variant against PyTorch, by its criteria
+    claim: Any = None  # zoo.verify.claim.ClaimResult: the weight set's claimed metric, re-scored
 
     @property
     def ok(self) -> bool:
@@ -127,6 +128,7 @@ class ExportResult(Outcome):
                 "check": self.check,
                 "verification": self.verification,
                 "variant": None if self.variant is None else {**self.variant, "verification": self.variant_verification},
+                "claim": self.claim,
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
                 "versions": versions(),
             }

@@ -7,6 +7,8 @@ Installed, it is found through its ``[project.entry-points.zoo]`` entry and adds
   padding mask, dynamic ``seq``; its ``sample_inputs`` pads like a tokenizer;
 - ``listing-model``: two named inputs and two named outputs;
 - ``tag-model``: independent labels per row (the ``multilabel`` task);
+- ``digits``: trained weights for the seed plugin's ``multiclass-softmax``, with the
+  accuracy they claim on a held-out split (``zoo_example_plugin.weights``);
 - the ``pt2`` export format (a ``torch.export`` program archive);
 - the ``pt2-info`` command.
 
@@ -153,6 +155,13 @@ def register_exporters(register):
     from zoo_example_plugin import pt2
 
     register(pt2.EXPORTER)
+
+
+@zoo.hookimpl
+def register_weights(register):
+    from zoo_example_plugin.weights import register_weights as register_digits
+
+    register_digits(register)
 
 
 @zoo.hookimpl
