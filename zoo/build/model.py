@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zoo.errors import CheckFailed, DeviceError, ParameterError, PluginError, one_line
-from zoo.host.manager import plugin_code, plugin_fault
+from zoo.host.plugin_calls import plugin_code, plugin_fault
 from zoo.spec.params import coerce_params
 from zoo.build.shapes import input_shape, sample_sizes, value_range
 from zoo.spec.architecture import FLOAT_DTYPES, Architecture

@@ -19,7 +19,7 @@ from zoo.check.task_calls import (
     torch_loss,
 )
 from zoo.errors import CheckFailed
-from zoo.host.manager import plugin_code, plugin_fault
+from zoo.host.plugin_calls import plugin_code, plugin_fault
 from zoo.records import Record, json_field
 
 

@@ -23,7 +23,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -32,7 +32,7 @@ import pluggy
 
 from zoo.errors import one_line
 from zoo.host import hookspecs
-from zoo.interrupts import received, stop_if_interrupted
+from zoo.host.plugin_calls import plugin_code, plugin_fault
 from zoo.records import Record, json_field
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
@@ -46,28 +46,6 @@ BUILTIN_TASK_PLUGIN = "zoo.plugins.tasks"
 DEFAULT_PLUGINS = (BUILTIN_TASK_PLUGIN, "zoo.plugins.seed", "zoo.exporters.onnx")
 LOAD_ENV = "ZOO_LOAD_PLUGINS"
 SLOW_IMPORT_S = 3.0  # then name the plugin whose import is still running
-
-
-@contextmanager
-def plugin_code() -> Iterator[None]:
-    """Around every call into a plugin (import, hooks, ``build``, ``forward``): what it
-    prints goes to stderr, so it can never break the JSON a command prints on
-    stdout, and its warnings (torch's ``UserWarning``s) go to zoo's log, shown with -v."""
-    before = received()
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught, redirect_stdout(sys.stderr):
-            yield
-    finally:
-        for warning in caught:
-            log.info("plugin warning: %s: %s", warning.category.__name__, warning.message)
-    stop_if_interrupted(before)  # one the plugin's code (or torch under it) swallowed: stop now, not at the end
-
-
-def plugin_fault(exc: BaseException) -> bool:
-    """An exception from plugin code that must not end zoo: anything but the
-    user's Ctrl-C (``sys.exit()``, a ``BaseException`` subclass of its own)."""
-    return not isinstance(exc, KeyboardInterrupt)
 
 
 @dataclass
