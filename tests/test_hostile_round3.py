@@ -1,0 +1,227 @@
+"""Issue 23: the third hostile round — task plugins, --jobs, npz members, foreign files.
+
+Each test names the case of the issue it covers, and fails without its fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reliability_fakes import assert_clean_failure
+
+import zoo
+from zoo.host.manager import load_zoo
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- npz members -----------------------------------------------------------------------------------
+
+
+def npy_bytes(header: str) -> bytes:
+    """A .npy member with ``header`` (a dict literal) and no data."""
+    text = header.encode("latin1")
+    pad = 64 - (10 + len(text) + 1) % 64
+    return b"\x93NUMPY\x01\x00" + (len(text) + pad + 1).to_bytes(2, "little") + text + b" " * pad + b"\n"
+
+
+def write_zip(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def good_x() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((2, 8), np.float32))
+    return buffer.getvalue()
+
+
+def npz_case(tmp_path: Path, case: str) -> Path:
+    path = tmp_path / "in.npz"
+    if case == "huge header shape":
+        return write_zip(path, {"x.npy": npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 8000000000), }")})
+    if case == "pickled member":
+        return write_zip(path, {"x.npy": npy_bytes("{'descr': '|O', 'fortran_order': False, 'shape': (2, 8), }") + b"\x80\x04N."})
+    if case == "not an npy member":
+        return write_zip(path, {"x.npy": good_x(), "notes.txt": b"hello"})
+    if case == "bzip2 member":
+        return write_zip(path, {"x.npy": good_x()}, zipfile.ZIP_BZIP2)
+    if case == "encrypted member":
+        write_zip(path, {"x.npy": good_x()})
+        data = bytearray(path.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the general-purpose flag: bit 0, encrypted
+            at = data.find(signature)
+            data[at + offset] |= 1
+        path.write_bytes(bytes(data))
+        return path
+    if case == "truncated data":
+        return write_zip(path, {"x.npy": good_x()[:-16]})
+    raise AssertionError(case)
+
+
+NPZ_CASES = {
+    "huge header shape": "over the",
+    "pickled member": "needs pickle",
+    "not an npy member": "not an .npy array",
+    "bzip2 member": "compression method",
+    "encrypted member": "encrypted",
+    "truncated data": "damaged",
+}
+
+
+@pytest.mark.parametrize("case", sorted(NPZ_CASES))
+def test_npz_members_are_validated_before_any_array_is_built(run, tmp_path, case):
+    npz_case(tmp_path, case)
+    assert_clean_failure(run("export", "binary", "-o", "m.onnx", "--inputs", "in.npz"), 2, "--inputs in.npz", NPZ_CASES[case])
+
+
+def test_a_good_npz_still_reads(run, tmp_path):
+    np.savez_compressed(tmp_path / "in.npz", x=np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32))
+    assert run("export", "binary", "-o", "m.onnx", "--inputs", "in.npz").exit_code == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero"])
+def test_an_inputs_path_that_is_not_a_file_says_what_it_is(run, tmp_path, kind):
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "in.npz")
+    else:
+        os.symlink("/dev/zero", tmp_path / "in.npz")
+    expected = "is a FIFO" if kind == "fifo" else "is a character device"
+    line = assert_clean_failure(run("export", "binary", "-o", "m.onnx", "--inputs", "in.npz"), 2, expected, "not a regular file")
+    assert "does not exist" not in line
+
+
+def test_many_unknown_keys_make_a_short_line(run, tmp_path):
+    np.savez(tmp_path / "in.npz", x=np.zeros((2, 8), np.float32), **{f"k{i}": np.zeros(1) for i in range(900)})
+    line = assert_clean_failure(run("export", "binary", "-o", "m.onnx", "--inputs", "in.npz"), 2, "unknown key(s)", "and 895 more")
+    assert len(line) < 400
+
+
+# -- task plugins run guarded ----------------------------------------------------------------------
+
+
+def _mse(output, prediction, target):
+    return ((prediction - target) ** 2).mean()
+
+
+def _mse_numpy(output, y, t, dtype):
+    return float(np.mean((y - t) ** 2))
+
+
+def _normal(output, prediction, generator):
+    import torch
+
+    return torch.randn(prediction.shape, generator=generator)
+
+
+def _raise(error):
+    def function(*args):
+        raise error
+
+    return function
+
+
+def _returns(value):
+    return lambda *args: value() if callable(value) else value
+
+
+def _exits(*args):
+    sys.exit(0)
+
+
+def _prints_then(function):
+    def printing(*args):
+        print("hello from the task")
+        os.write(1, b"raw fd 1 from the task\n")
+        return function(*args)
+
+    return printing
+
+
+def _wrong_shape_target(output, prediction, generator):
+    import torch
+
+    return torch.zeros(3)
+
+
+def _tensor_loss(output, prediction, target):
+    return (prediction - target) ** 2  # not reduced: a tensor of the output's shape
+
+
+BAD_TASK_FUNCTIONS = {
+    "torch_loss raises": ("torch_loss", _raise(RuntimeError("loss exploded")), "RuntimeError: loss exploded"),
+    "closed form divides by zero": ("closed_form_loss", _raise(ZeroDivisionError("division by zero")), "ZeroDivisionError"),
+    "targets raise": ("make_target", _raise(KeyError("labels")), "KeyError"),
+    "head checks raise": ("head_checks", _raise(RuntimeError("no checks")), "head_checks raised"),
+    "torch_loss returns a float": ("torch_loss", _returns(0.5), "not a one-element tensor"),
+    "torch_loss returns a tensor of the wrong shape": ("torch_loss", _tensor_loss, "not a one-element tensor"),
+    "closed form returns a string": ("closed_form_loss", _returns("zero"), "not a number"),
+    "targets of the wrong shape": ("make_target", _wrong_shape_target, "not a tensor of shape"),
+    "head checks return garbage": ("head_checks", _returns([1, 2]), "not a list of zoo.HeadCheck"),
+    "sys.exit in the loss": ("torch_loss", _exits, "SystemExit"),
+}
+
+
+def task_zoo(**functions):
+    """A zoo with task 'custom' (an MSE regression task with ``functions`` replaced) and architecture 'custom-net'."""
+    task = zoo.Task(name="custom", heads={None: "mse"}, torch_loss=_mse, closed_form_loss=_mse_numpy, make_target=_normal)
+    task = dataclasses.replace(task, **functions)
+
+    class Plugin:
+        @zoo.hookimpl
+        def register_tasks(self, register):
+            register(task)
+
+        @zoo.hookimpl
+        def register_architectures(self, register):
+            def build(features: int = 4):
+                from torch import nn
+
+                return nn.Sequential(nn.Linear(features, 8), nn.ReLU(), nn.Linear(8, 2))
+
+            register(zoo.Architecture(name="custom-net", build=build, inputs=(zoo.Input("x", ("batch", "features")),),
+                                      outputs=(zoo.Output("y", task="custom", shape=("batch", 2)),)))
+
+    the_zoo = load_zoo(entry_points=False, extra=[("custom-tasks", Plugin())])
+    assert not the_zoo.problems, the_zoo.problems
+    return the_zoo
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TASK_FUNCTIONS))
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_task_that_breaks_its_contract_fails_check_in_one_line_naming_it(run, case, as_json):
+    field, function, needle = BAD_TASK_FUNCTIONS[case]
+    result = run("check", "custom-net", *(["--json"] if as_json else []), zoo=task_zoo(**{field: function}))
+    assert_clean_failure(result, 1, "task 'custom' (plugin 'custom-tasks')", field, needle)
+    if as_json:
+        record = json.loads(result.stdout)
+        assert record["status"] == "failed" and record["exit_code"] == 1
+
+
+@pytest.mark.parametrize("garbage", [("threshold", float("nan")), ("threshold", 7.0), "all good", ("threshold", "1")])
+def test_a_task_agreement_that_returns_garbage_or_nan_fails_the_export(run, tmp_path, garbage):
+    result = run("export", "custom-net", "-o", "m.onnx", zoo=task_zoo(agreement=_returns(garbage)))
+    assert result.exit_code == 1, result.output
+    assert "agreement returned" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("command", [["check", "custom-net"], ["export", "custom-net", "-o", "m.onnx"], ["bench", "custom-net", "--batch-sizes", "1"]])
+def test_a_task_that_prints_cannot_break_json(run, command):
+    the_zoo = task_zoo(torch_loss=_prints_then(_mse), closed_form_loss=_prints_then(_mse_numpy), make_target=_prints_then(_normal))
+    result = run(*command, "--json", zoo=the_zoo)
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)
+    assert "hello from the task" in result.stderr
