@@ -225,3 +225,76 @@ def test_a_task_that_prints_cannot_break_json(run, command):
     assert result.exit_code == 0, result.output
     json.loads(result.stdout)
     assert "hello from the task" in result.stderr
+
+
+# -- stdout owned by zoo at the file descriptor -----------------------------------------------------
+
+FD_PLUGIN = '''
+import os
+import zoo
+from zoo import Architecture, Input, Output
+
+os.write(1, b"import writes to fd 1\\n")
+
+def build(width: int = 3):
+    from torch import nn
+    os.write(1, b"build writes to fd 1\\n")
+    print("build prints")
+    return nn.Linear(4, width)
+
+@zoo.hookimpl
+def register_architectures(register):
+    os.write(1, b"hook writes to fd 1\\n")
+    for name in ("fd-net", "fd-net2"):
+        register(Architecture(name=name, build=build, inputs=(Input("x", ("batch", 4)),),
+                              outputs=(Output("y", task="regression", shape=("batch", "width")),)))
+'''
+
+
+def zoo_program(tmp_path: Path, *args: str, plugin: str | None = None, **kw) -> subprocess.CompletedProcess[str]:
+    """The real ``zoo`` program, with ``plugin`` (module source) installed as distribution zoo-hostile."""
+    from test_faults import write_distribution
+
+    env = {**os.environ, "ZOO_LOAD_PLUGINS": ""}
+    if plugin is not None:
+        site = tmp_path / "site"
+        if not site.exists():
+            write_distribution(site, "zoo-hostile", {"hostile": "zoo_hostile_plugin"}, {"zoo_hostile_plugin": plugin})
+        env.update(PYTHONPATH=str(site), ZOO_LOAD_PLUGINS="zoo-hostile")
+    env.update(kw.pop("env", {}))
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, **kw)
+
+
+@pytest.mark.parametrize("command", [["show", "fd-net", "--json"], ["export", "fd-net", "-o", "m.onnx", "--json"]])
+def test_plugin_writes_to_descriptor_1_land_on_stderr(tmp_path, command):
+    done = zoo_program(tmp_path, *command, plugin=FD_PLUGIN)
+    assert done.returncode == 0, done.stderr
+    json.loads(done.stdout)  # strict JSON: nothing of the plugin's in it
+    for line in ("import writes to fd 1", "hook writes to fd 1", "build writes to fd 1", "build prints"):
+        assert line in done.stderr
+
+
+def test_workers_writes_to_descriptor_1_land_on_stderr(tmp_path):
+    done = zoo_program(tmp_path, "export", "--all", "fd-*", "-o", "out", "--jobs", "2", "--json", plugin=FD_PLUGIN)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 2
+    assert "build writes to fd 1" in done.stderr
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_standard_stream_is_one_line_not_a_traceback(tmp_path, closed):
+    fd = 1 if closed == "stdout" else 2
+    done = zoo_program(tmp_path, "export", "binary", "-o", "m.onnx", pass_fds=(), preexec_fn=lambda: os.close(fd))
+    assert "Traceback" not in done.stderr + done.stdout
+    if closed == "stdout":  # the model is placed; the summary could not be printed
+        assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith("zoo: error: cannot write to standard output")
+    else:
+        assert done.returncode == 0
+    assert (tmp_path / "m.onnx").exists()
+
+
+def test_a_long_zoo_load_plugins_is_one_short_warning(tmp_path):
+    done = zoo_program(tmp_path, "list", env={"ZOO_LOAD_PLUGINS": ",".join(f"d{i}" for i in range(20_000))})
+    assert done.returncode == 0
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("zoo: warning")]
+    assert len(warnings) == 1 and len(warnings[0]) < 300, done.stderr[:500]

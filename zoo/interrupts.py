@@ -174,7 +174,7 @@ def _exit(status: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # closed, or None (never opened)
             pass
     os._exit(status)  # interpreter shutdown (torch's atexit work) is not the command's business
 

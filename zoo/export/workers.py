@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -169,6 +170,8 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
         signal.signal(signum, _worker_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
     quick_shutdown()
+    os.dup2(2, 1)  # stdout belongs to the parent's record: whatever a worker prints, at any level, goes to stderr
+    sys.stdout = sys.stderr
 
     import importlib
 

@@ -36,6 +36,7 @@ from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.registry import Registry
 from zoo.spec.task import Task, resolve_tasks
+from zoo.text import shorten, some
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +268,12 @@ def _entry_points(zoo: Zoo, env: Mapping[str, str]) -> list[tuple[importlib.meta
             found.setdefault((_normalize(dist_name), ep.name), (ep, dist_name, dist.version))
     if allowed:
         missing = allowed - {key[0] for key in found} - {_normalize(DISTRIBUTION)}  # zoo's own plugins always load
-        for name in sorted(missing):
-            zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name")
+        names = sorted(missing)
+        if len(names) > 3:  # one line, however long the variable is
+            zoo.problems.append(f"{LOAD_ENV} names {len(names):,} distributions that have no zoo plugins installed: {some(names)}")
+        else:
+            for name in names:
+                zoo.problems.append(f"{LOAD_ENV} names {shorten(name)!r}, but no installed distribution with zoo plugins has that name")
     return sorted(found.values(), key=lambda item: (item[1].lower(), item[0].name))
 
 
