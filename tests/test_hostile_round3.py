@@ -298,3 +298,42 @@ def test_a_long_zoo_load_plugins_is_one_short_warning(tmp_path):
     assert done.returncode == 0
     warnings = [line for line in done.stderr.splitlines() if line.startswith("zoo: warning")]
     assert len(warnings) == 1 and len(warnings[0]) < 300, done.stderr[:500]
+
+
+# -- plugin commands, the environment, long user text -----------------------------------------------
+
+
+def test_a_plugin_command_that_raises_is_one_line_naming_it(run):
+    import click
+
+    class Commands:
+        @zoo.hookimpl
+        def register_commands(self, cli):
+            @cli.command("explode")
+            def explode():
+                click.echo("before")
+                raise ZeroDivisionError("division by zero")
+
+    result = run("explode", zoo=load_zoo(entry_points=False, extra=[("boom", Commands())]))
+    assert_clean_failure(result, 1, "command 'explode' (plugin 'boom') raised ZeroDivisionError")
+    assert result.stdout == "before\n"
+
+
+def test_a_deleted_working_folder_is_a_usage_error_with_a_json_record(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = f"import os, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); sys.argv = ['zoo', 'show', 'binary', '--json']; from zoo.entry import main; main()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "ZOO_LOAD_PLUGINS": ""}, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["exit_code"] == 2
+    assert done.stderr.strip() == "zoo: error: the current folder was deleted; cd into a folder that exists and run the command again"
+
+
+def test_a_long_architecture_name_is_cut_in_the_error_line(run):
+    line = assert_clean_failure(run("show", "a" * 10_000), 2, "unknown architecture")
+    assert len(line) < 300
+
+
+def test_a_shard_with_thousands_of_digits_is_a_usage_error(run):
+    line = assert_clean_failure(run("export", "--all", "--shard", "1/" + "9" * 5000), 2, "--shard", "write I/N")
+    assert len(line) < 300

@@ -331,8 +331,7 @@ def verify_command(
     interrupts.work_done(0 if result.ok else 1)
     echo(result, export_lines(result, verb="verify"), as_json)
     if not result.ok:
-        if not as_json:
-            click.echo(f"zoo: error: {result.error}", err=True)
+        click.echo(f"zoo: error: {result.error}", err=True)  # with --json too: stderr says why, stdout has the record
         ctx.exit(1)
 
 

@@ -14,6 +14,7 @@ pluggy's tracing applies: ``zoo -vv`` logs every hook call and its result
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -30,7 +31,7 @@ import pluggy
 
 from zoo.errors import one_line
 from zoo.host import hookspecs
-from zoo.host.plugin_calls import plugin_code, plugin_fault
+from zoo.host.plugin_calls import call_plugin, plugin_code, plugin_fault
 from zoo.records import Record, json_field
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
@@ -178,6 +179,7 @@ class Zoo:
                     self._problem(info, f"command {name!r} is a built-in zoo command; skipped")
                 else:
                     info.commands.append(name)
+                    _guard_command(group.commands[name], f"command {name!r} (plugin {info.name!r})")
 
     def _problem(self, info: PluginInfo, message: str) -> None:
         info.errors.append(message)
@@ -246,6 +248,22 @@ def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> Modul
         return None
     finally:
         timer.cancel()
+
+
+def _guard_command(command: Any, what: str) -> None:
+    """A plugin command's code runs through ``call_plugin``: an exception is one line naming
+    it; click's own ends (``ctx.exit``, a usage error) and ``sys.exit(n)`` keep their meaning."""
+    import click
+
+    callback = command.callback
+    if callback is None:
+        return
+    passes = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit)
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        return call_plugin(callback, *args, what=what, passes=passes, speaks=True, **kwargs)
+
+    command.callback = functools.update_wrapper(guarded, callback)
 
 
 def _still_importing(name: str, stream: Any) -> None:

@@ -21,7 +21,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,22 +105,26 @@ def call_plugin(
     what: str,
     check: Callable[[Any], str | None] | None = None,
     error: Callable[[str], ZooError] = PluginError,
+    passes: tuple[type[BaseException], ...] = (),
+    speaks: bool = False,
     **kwargs: Any,
 ) -> T:
     """``function(*args, **kwargs)`` as plugin code. ``what`` names the call and its
     plugin (``task 'binary' (plugin 'tasks'): torch_loss``). A ``ZooError`` the plugin
     raises on purpose passes through; anything else, ``SystemExit`` included, becomes
     ``error(f"{what} raised ...")``. ``check(value)`` says what is wrong with the value
-    (``None``: nothing), for a value zoo goes on to use."""
+    (``None``: nothing), for a value zoo goes on to use. ``passes``: exceptions that are
+    the plugin's way to end on purpose (a command's ``click.exceptions.Exit``); ``speaks``:
+    its prints are its output (a plugin command), so they stay on stdout."""
     before = received()
     try:
-        with plugin_code():
+        with nullcontext() if speaks else plugin_code():
             value = function(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - sys.exit() and the like in plugin code end nothing but this call
         interrupt = interrupt_since(before)
         if interrupt is not None:
             raise interrupt from exc
-        if isinstance(exc, ZooError) or not plugin_fault(exc):
+        if isinstance(exc, (ZooError, *passes)) or not plugin_fault(exc):
             raise
         log.debug("%s raised", what, exc_info=True)
         raise error(f"{what} raised {one_line(exc, 200)}") from exc
