@@ -337,3 +337,35 @@ def test_a_long_architecture_name_is_cut_in_the_error_line(run):
 def test_a_shard_with_thousands_of_digits_is_a_usage_error(run):
     line = assert_clean_failure(run("export", "--all", "--shard", "1/" + "9" * 5000), 2, "--shard", "write I/N")
     assert len(line) < 300
+
+
+def _with_labels():
+    import torch
+    from torch import nn
+
+    class WithLabels(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+        def forward(self, x):
+            y = self.body(x)
+            return y, torch.argmax(y, dim=-1)
+
+    return WithLabels()
+
+
+def test_an_int8_variant_of_a_model_with_an_int64_output_prints_its_summary(run, tmp_path):
+    class Plugin:
+        @zoo.hookimpl
+        def register_architectures(self, register):
+            register(zoo.Architecture(name="labels-net", build=_with_labels, inputs=(zoo.Input("x", ("batch", 8)),),
+                                      outputs=(zoo.Output("y", task="regression", shape=("batch", 3)), zoo.Output("label", shape=("batch",)))))
+
+    result = run("export", "labels-net", "-o", "m.onnx", "--quantize", "int8", "--max-error", "1", "--max-loss-change", "1",
+                 zoo=load_zoo(entry_points=False, extra=[("labels", Plugin())]))
+    assert "Traceback" not in result.output and "KeyError" not in result.output
+    if result.exit_code == 0:
+        assert (tmp_path / "m.onnx").exists() and "label" in result.stdout
+    else:  # not accepted: then nothing is placed
+        assert result.exit_code == 1 and not (tmp_path / "m.onnx").exists(), result.output
