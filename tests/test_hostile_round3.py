@@ -369,3 +369,52 @@ def test_an_int8_variant_of_a_model_with_an_int64_output_prints_its_summary(run,
         assert (tmp_path / "m.onnx").exists() and "label" in result.stdout
     else:  # not accepted: then nothing is placed
         assert result.exit_code == 1 and not (tmp_path / "m.onnx").exists(), result.output
+
+
+# -- a file does not choose its own verdict ----------------------------------------------------------
+
+
+def off_by(source: Path, target: Path, factor: float, **meta: str) -> Path:
+    """``source`` with every weight scaled by ``factor`` and ``meta`` added to its zoo metadata."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(source)
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.dtype == np.float32:
+            init.CopyFrom(numpy_helper.from_array((array * factor).astype(np.float32), init.name))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({f"zoo.{k}": v for k, v in meta.items()})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, target)
+    return target
+
+
+def test_a_file_cannot_loosen_its_own_acceptance_criteria(run, tmp_path):
+    assert run("export", "stack", "-o", "good.onnx").exit_code == 0
+    loose = json.dumps({"min_agreement": 0.0, "max_loss_change": 1.0, "max_error": 1.0})
+    off_by(tmp_path / "good.onnx", tmp_path / "off.onnx", 1.05, variant="int8", acceptance=loose)
+    result = run("verify", "off.onnx", "--json")
+    assert result.exit_code == 1, result.output
+    record = json.loads(result.stdout)
+    assert record["variant"]["criteria_from"] == {"min_agreement": "default", "max_loss_change": "default", "max_error": "default"}
+    assert "looser than zoo's" in result.stderr and "zoo: error:" in result.stderr and "Traceback" not in result.output
+    confirmed = run("verify", "off.onnx", "--accept-recorded", "--json")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert json.loads(confirmed.stdout)["variant"]["criteria_from"]["max_error"] == "file"
+    again = run("verify", "off.onnx", "--max-error", "1", "--max-loss-change", "1", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["variant"]["criteria_from"]["max_error"] == "option"
+
+
+@pytest.mark.parametrize("meta", [{"acceptance": "[" * 100_000 + "]" * 100_000}, {"opset": "²"}])
+def test_damaged_metadata_is_one_line(run, tmp_path, meta):
+    from test_hostile import with_metadata
+
+    assert run("export", "stack", "-o", "good.onnx").exit_code == 0
+    with_metadata(tmp_path / "good.onnx", tmp_path / "bad.onnx", **({"variant": "int8"} if "acceptance" in meta else {}), **meta)
+    result = run("verify", "bad.onnx")
+    assert "Traceback" not in result.output and result.exit_code in (0, 2), result.output
+    if "acceptance" in meta:
+        assert_clean_failure(result, 2, "damaged zoo metadata")
