@@ -418,3 +418,65 @@ def test_damaged_metadata_is_one_line(run, tmp_path, meta):
     assert "Traceback" not in result.output and result.exit_code in (0, 2), result.output
     if "acceptance" in meta:
         assert_clean_failure(result, 2, "damaged zoo metadata")
+
+
+# -- --timeout covers session creation, and stops a runtime without aborting the process -----------
+
+
+def test_timeout_covers_loading_the_file(run, tmp_path):
+    import time
+
+    the_zoo = load_zoo(entry_points=False)
+    real = the_zoo.exporters.get("onnx")
+
+    def slow_load(path, device):
+        time.sleep(20)  # constant folding of a hostile graph at session creation
+        return real.load(path, device)
+
+    the_zoo.exporters.add(dataclasses.replace(real, name="onnx-slow", load=slow_load).with_plugin("test"))
+    assert run("export", "stack", "-o", "m.onnx").exit_code == 0
+    from zoo.build.model import build_model
+    from zoo.errors import VerificationFailed
+    from zoo.verify.run import verify_files
+
+    built = build_model(the_zoo.architecture("stack"))
+    started = time.monotonic()
+    with pytest.raises(VerificationFailed, match=r"timed out after 1 s \(--timeout\)"):
+        verify_files(built, the_zoo.exporters.get("onnx-slow"), tmp_path / "m.onnx", static=False, timeout=1.0)
+    assert time.monotonic() - started < 10
+
+
+def loop_bomb(target: Path) -> Path:
+    """A model for 'stack' (x: batch×10 -> prediction: batch×5) whose Loop runs 10^15 times."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "zero"], ["v_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros(1, np.float32), "zero")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Loop", ["trips", "cond", "h"], ["prediction"], body=body)],
+        "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["batch", 5])],
+        [numpy_helper.from_array(np.zeros((10, 5), np.float32), "w"), numpy_helper.from_array(np.array(10**15, np.int64), "trips"),
+         numpy_helper.from_array(np.array(True), "cond")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), target)
+    return target
+
+
+def test_a_loop_bomb_under_timeout_ends_in_one_line_and_exit_1(tmp_path):
+    import time
+
+    loop_bomb(tmp_path / "bomb.onnx")
+    started = time.monotonic()
+    done = zoo_program(tmp_path, "verify", "bomb.onnx", "--arch", "stack", "--timeout", "3")
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "timed out after 3 s" in done.stderr and "terminate called" not in done.stderr
+    assert time.monotonic() - started < 120

@@ -48,6 +48,7 @@ class _State:
     printed = False  # the command has returned: its result is printed
     deferring = False  # within ``uncut``: a signal is raised when it ends
     program = False  # this process is the zoo program (main), not a library caller
+    abandoned = False  # a native call (a runtime past --timeout) was left running in a thread
 
 
 def received() -> int:
@@ -158,6 +159,8 @@ def finished(status: int) -> None:
     if _State.done is None:
         _State.done = status
     _State.printed = True
+    if _State.program and _State.abandoned:  # the interpreter's exit would tear down a library mid-call (SIGABRT)
+        _exit(status)
     if _State.program and _State.received:
         _exit(_State.done)
 
@@ -177,6 +180,13 @@ def _exit(status: int) -> None:
         except (OSError, ValueError, AttributeError):  # closed, or None (never opened)
             pass
     os._exit(status)  # interpreter shutdown (torch's atexit work) is not the command's business
+
+
+def abandoned_native_call() -> None:
+    """A thread is left inside native code that cannot be stopped (a runtime past
+    ``--timeout``): the zoo program ends with ``os._exit`` once the command is done,
+    since the interpreter's exit would destroy that library under the running call."""
+    _State.abandoned = True
 
 
 def quick_shutdown() -> None:
