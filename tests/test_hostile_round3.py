@@ -262,7 +262,7 @@ def zoo_program(tmp_path: Path, *args: str, plugin: str | None = None, **kw) -> 
             write_distribution(site, "zoo-hostile", {"hostile": "zoo_hostile_plugin"}, {"zoo_hostile_plugin": plugin})
         env.update(PYTHONPATH=str(site), ZOO_LOAD_PLUGINS="zoo-hostile")
     env.update(kw.pop("env", {}))
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, **kw)
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=kw.pop("timeout", 300), **kw)
 
 
 @pytest.mark.parametrize("command", [["show", "fd-net", "--json"], ["export", "fd-net", "-o", "m.onnx", "--json"]])
@@ -480,3 +480,16 @@ def test_a_loop_bomb_under_timeout_ends_in_one_line_and_exit_1(tmp_path):
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "timed out after 3 s" in done.stderr and "terminate called" not in done.stderr
     assert time.monotonic() - started < 120
+
+
+THREAD_PLUGIN = FD_PLUGIN.replace("def build(width: int = 3):", """import threading, time
+
+def build(width: int = 3):
+    threading.Thread(target=time.sleep, args=(3600,)).start()  # not a daemon: the interpreter's exit waits for it""")
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_plugin_thread_that_is_not_a_daemon_does_not_hang_the_command(tmp_path, jobs):
+    done = zoo_program(tmp_path, "export", "--all", "fd-*", "-o", "out", "--jobs", jobs, "--json", plugin=THREAD_PLUGIN, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 2

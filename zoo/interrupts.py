@@ -159,8 +159,27 @@ def finished(status: int) -> None:
     if _State.done is None:
         _State.done = status
     _State.printed = True
-    if _State.program and _State.abandoned:  # the interpreter's exit would tear down a library mid-call (SIGABRT)
-        _exit(status)
+    if _State.program and (_State.abandoned or threads_left()):
+        _exit(_State.done)  # the interpreter's exit would wait on plugin threads, or tear down a library mid-call (SIGABRT)
+
+
+def threads_left() -> bool:
+    """Whether a thread that is not a daemon still runs (one a plugin started): the
+    interpreter's exit would wait for it, forever if it never ends."""
+    main = threading.main_thread()
+    return any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate())
+
+
+def end_without_waiting_for_threads() -> None:
+    """In a worker process: when its work is done, plugin threads that are not daemons do
+    not keep it alive (multiprocessing joins them after its exit finalizers, which end here)."""
+    from multiprocessing import util
+
+    def leave() -> None:
+        if threads_left():
+            _exit(0)
+
+    util.Finalize(None, leave, exitpriority=-1000)  # the last finalizer to run
     if _State.program and _State.received:
         _exit(_State.done)
 

@@ -164,12 +164,13 @@ _exporting = False  # whether a worker is inside an export (with staging to remo
 
 
 def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
-    from zoo.interrupts import HANDLED, quick_shutdown
+    from zoo.interrupts import HANDLED, end_without_waiting_for_threads, quick_shutdown
 
     for signum in HANDLED:  # first: a signal while torch imports ends the worker without a traceback
         signal.signal(signum, _worker_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
     quick_shutdown()
+    end_without_waiting_for_threads()
     os.dup2(2, 1)  # stdout belongs to the parent's record: whatever a worker prints, at any level, goes to stderr
     sys.stdout = sys.stderr
 
