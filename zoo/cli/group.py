@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from zoo import interrupts
-from zoo.cli.output import json_failure
+from zoo.cli.output import error_line, json_failure
 from zoo.errors import UsageError, ZooError, write_error
 from zoo.host.manager import Zoo, load_zoo
 from zoo.text import shorten
@@ -34,7 +34,7 @@ class ZooGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         status = 1
-        with interrupts.raising():  # SIGTERM and SIGHUP clean up as Ctrl-C does
+        with interrupts.signals_raise():  # SIGTERM and SIGHUP clean up as Ctrl-C does
             try:
                 check_working_folder()
                 result = super().invoke(ctx)
@@ -60,7 +60,7 @@ class ZooGroup(click.Group):
 
 def _one_line(ctx: click.Context, exc: BaseException) -> int:
     """Print the line for what ended a command; its exit status. A bug keeps its traceback."""
-    interrupt = interrupts.behind(exc)  # Ctrl-C, or the failure a swallowed one became
+    interrupt = interrupts.interrupt_behind(exc)  # Ctrl-C, or the failure a swallowed one became
     if interrupt is not None:
         with contextlib.suppress(OSError, ZooError):  # SIGHUP: the terminal may be gone
             json_failure(ctx, interrupt.line.removeprefix("zoo: "), interrupt.exit_code)
@@ -74,7 +74,7 @@ def _one_line(ctx: click.Context, exc: BaseException) -> int:
     if isinstance(exc, ZooError):
         message = shorten(" ".join(str(exc).split()), MAX_LINE)  # a net under every message that quotes user text
         json_failure(ctx, message, exc.exit_code)
-        click.echo(f"zoo: error: {message}", err=True)
+        error_line(message)
         return exc.exit_code
     if isinstance(exc, click.UsageError):
         if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
@@ -97,7 +97,7 @@ def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
         raise exc  # bare 'zoo' prints the help, as click does
     command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-    click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
+    error_line(f"{exc.format_message()} (see '{command} --help')")
     ctx.exit(exc.exit_code)
 
 
