@@ -67,7 +67,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, ma
             raise UsageError(f"{where}: {name} is an array of {dtype} (it needs pickle); give plain numeric arrays")
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > max_bytes:
-            raise UsageError(f"{where}: {name}'s header declares shape {shorten(shape)}: {nbytes:,} bytes, over the {max_bytes:,} zoo reads")
+            raise UsageError(f"{where}: the header of {name} declares shape {shorten(shape)}: {nbytes:,} bytes, over the {max_bytes:,} zoo reads")
         buffer = bytearray(nbytes)  # the array's own memory: filled in place, no second copy
         view, filled = memoryview(buffer), 0
         while filled < nbytes and (count := member.readinto(view[filled:])):
