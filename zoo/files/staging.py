@@ -46,11 +46,12 @@ MARKER = b"zoo staging folder; removed once no zoo process holds its lock\n"
 
 
 @contextmanager
-def staging(final: Path, option: str = "-o") -> Iterator[Path]:
+def staging(final: Path, option: str = "-o", error: Callable[[OSError], Exception] | None = None) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
     renames), locked while it lives and removed with whatever is left in it.
     Folders of dead exports found there first (SIGKILL, a crash) are removed.
-    ``option``: the command-line option that chooses another place, for errors."""
+    ``option``: the command-line option that chooses another place, for errors;
+    ``error``: the error a failure to create the folder becomes (a report's own words)."""
     sweep_leftovers(final.parent)
     # The name is known before the folder exists, so an interrupt at any point still removes it.
     temp = final.parent / f".{final.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp"
@@ -60,8 +61,8 @@ def staging(final: Path, option: str = "-o") -> Iterator[Path]:
             os.mkdir(temp, 0o700)
         except OSError as exc:
             ours = not isinstance(exc, FileExistsError)
-            raise write_error(exc, final.parent, "create a staging folder in", option=option) from exc
-        lock = _hold_lock(temp, option)
+            raise (error(exc) if error else write_error(exc, final.parent, "create a staging folder in", option=option)) from exc
+        lock = _hold_lock(temp, option, error)
         yield temp
     finally:
         if ours:
@@ -70,7 +71,7 @@ def staging(final: Path, option: str = "-o") -> Iterator[Path]:
             os.close(lock)
 
 
-def _hold_lock(folder: Path, option: str = "-o") -> int | None:
+def _hold_lock(folder: Path, option: str = "-o", error: Callable[[OSError], Exception] | None = None) -> int | None:
     """An ``flock`` on ``folder/.lock``, held until the descriptor closes (the kernel
     closes it when the process dies, however it dies). The file gets zoo's MARKER and
     is locked under another name, then renamed: a sweep never finds a lock file nobody
@@ -78,7 +79,7 @@ def _hold_lock(folder: Path, option: str = "-o") -> int | None:
     try:
         fd, name = tempfile.mkstemp(prefix=".lock.", dir=folder)
     except OSError as exc:
-        raise write_error(exc, folder.parent, "create a staging folder in", option=option) from exc
+        raise (error(exc) if error else write_error(exc, folder.parent, "create a staging folder in", option=option)) from exc
     try:
         os.write(fd, MARKER)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -37,7 +37,8 @@ def write_atomically(
     # Staged in a locked folder of zoo's own beside the target: an interrupt at any point leaves
     # nothing behind, and SIGKILL a folder the next write here removes. The name keeps the suffix.
     try:
-        with staging(target, option) as folder:
+        failed = lambda exc: write_error(exc, path, what, option=option, outcome=outcome)  # noqa: E731 - the report's own words
+        with staging(target, option, failed) as folder:
             temp = folder / target.name
             with open(temp, "xb") as handle:  # mode 0o666 less the umask, as any new file
                 write(handle)
