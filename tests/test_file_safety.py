@@ -460,23 +460,38 @@ def test_full_disk_on_report_says_the_model_was_placed(run, tmp_path):
         assert not (small / "r.json").exists() and (tmp_path / "m.onnx").is_file()
 
 
-def test_staging_folder_killed_before_its_lock_is_removed_only_when_its_process_is_gone(tmp_path):
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    dead = tmp_path / f".m.onnx.zoo-{dead_pid}-0a1b2c3d.tmp"  # killed between mkdir and its lock
-    alive = tmp_path / f".m.onnx.zoo-{os.getpid()}-0a1b2c3d.tmp"  # this process: between mkdir and lock right now
-    for folder in (dead, alive):
-        folder.mkdir()
-        (folder / "m.onnx").write_text("half written")
-    assert sweep_leftovers(tmp_path) == [dead]
-    assert alive.is_dir() and not dead.exists()
+def dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
 
 
-def test_a_report_temp_file_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    dead = [tmp_path / f".r.json.zoo-{dead_pid}-0a1b2c3d.tmp.json", tmp_path / f".report.zoo-{dead_pid}-0a1b2c3d.tmp"]
-    alive = tmp_path / f".r.json.zoo-{os.getpid()}-0a1b2c3d.tmp.json"  # this process, writing right now
-    for path in (*dead, alive):
-        path.write_text('{"half": ')
+def test_a_folder_or_file_that_merely_looks_like_zoos_is_never_swept(run, tmp_path):
+    """Round three: a user's ``.notes.zoo-4000000-ab.tmp`` and a folder of photos with such a
+    name, owner PID dead, were deleted by the next export. Only folders carrying zoo's marker go."""
+    pid = dead_pid()
+    notes = tmp_path / f".notes.zoo-{pid}-ab.tmp"
+    notes.write_text("my notes")
+    photos = tmp_path / f".photos.zoo-{pid}-cd.tmp"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"\xff\xd8 a photo")
+    locked = tmp_path / f".album.zoo-{pid}-ef.tmp"  # even with a '.lock' of its own
+    locked.mkdir()
+    (locked / ".lock").write_text("mine")
+    report = tmp_path / f".r.json.zoo-{pid}-0a1b2c3d.tmp.json"
+    report.write_text("kept")
+    assert run("export", "binary", "-o", "m.onnx", "--report", "r.json").exit_code == 0
+    assert notes.read_text() == "my notes" and (photos / "cat.jpg").exists() and (locked / ".lock").exists()
+    assert report.read_text() == "kept"
+    assert sweep_leftovers(tmp_path) == []
+
+
+def test_a_report_staging_folder_left_by_a_killed_process_is_removed_by_the_next_write(tmp_path):
+    code = (
+        "import os, sys; from pathlib import Path; from zoo.files.writing import write_atomically\n"
+        "write_atomically(Path(sys.argv[1]), lambda h: (h.write(b'{\"half\": '), h.flush(), os.kill(os.getpid(), 9)), '--report')"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.json")], check=False)
+    left = list(tmp_path.glob(".r.json.zoo-*.tmp"))
+    assert len(left) == 1 and (left[0] / "r.json").exists()
     write_atomically(tmp_path / "r.json", lambda handle: handle.write(b"{}"), "--report")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "r.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 

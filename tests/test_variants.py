@@ -90,7 +90,11 @@ def test_criteria_from_the_command_line_are_used_and_recorded(run, tmp_path: Pat
     assert result.exit_code == 0, result.stderr
     assert "agreement ≥ 90.0%" in result.stdout
     assert json.loads(metadata(tmp_path / "multiclass-softmax.int8.onnx")["zoo.acceptance"])["min_agreement"] == 0.9
-    assert run("verify", "multiclass-softmax.int8.onnx").exit_code == 0  # re-checked at the recorded 0.9
+    # re-checked at the recorded 0.9 once the user confirms it: the file alone cannot loosen zoo's 0.99
+    assert run("verify", "multiclass-softmax.int8.onnx", "--min-agreement", "0.9").exit_code == 0
+    assert run("verify", "multiclass-softmax.int8.onnx", "--accept-recorded").exit_code == 0
+    plain = run("verify", "multiclass-softmax.int8.onnx")
+    assert "the file records min_agreement 0.9, looser than zoo's 0.99: judged by 0.99" in plain.stderr
 
 
 def test_variant_options_are_refused_where_they_cannot_apply(run) -> None:

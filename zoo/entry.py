@@ -11,6 +11,9 @@ def main() -> None:
     from zoo import interrupts
 
     interrupts.as_program()
+    from zoo.cli.output import own_standard_streams
+
+    own_standard_streams()  # before any plugin code: descriptor 1 is zoo's alone
     from zoo.cli.commands import cli
 
     cli(prog_name="zoo")

@@ -48,6 +48,7 @@ class _State:
     printed = False  # the command has returned: its result is printed
     deferring = False  # within ``signals_deferred``: a signal is raised when it ends
     program = False  # this process is the zoo program (main), not a library caller
+    abandoned = False  # a native call (a runtime past --timeout) was left running in a thread
 
 
 def received() -> int:
@@ -158,6 +159,27 @@ def finished(status: int) -> None:
     if _State.done is None:
         _State.done = status
     _State.printed = True
+    if _State.program and (_State.abandoned or threads_left()):
+        _exit(_State.done)  # the interpreter's exit would wait on plugin threads, or tear down a library mid-call (SIGABRT)
+
+
+def threads_left() -> bool:
+    """Whether a thread that is not a daemon still runs (one a plugin started): the
+    interpreter's exit would wait for it, forever if it never ends."""
+    main = threading.main_thread()
+    return any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate())
+
+
+def end_without_waiting_for_threads() -> None:
+    """In a worker process: when its work is done, plugin threads that are not daemons do
+    not keep it alive (multiprocessing joins them after its exit finalizers, which end here)."""
+    from multiprocessing import util
+
+    def leave() -> None:
+        if threads_left():
+            _exit(0)
+
+    util.Finalize(None, leave, exitpriority=-1000)  # the last finalizer to run
     if _State.program and _State.received:
         _exit(_State.done)
 
@@ -174,9 +196,16 @@ def _exit(status: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # closed, or None (never opened)
             pass
     os._exit(status)  # interpreter shutdown (torch's atexit work) is not the command's business
+
+
+def abandoned_native_call() -> None:
+    """A thread is left inside native code that cannot be stopped (a runtime past
+    ``--timeout``): the zoo program ends with ``os._exit`` once the command is done,
+    since the interpreter's exit would destroy that library under the running call."""
+    _State.abandoned = True
 
 
 def quick_shutdown() -> None:

@@ -1,4 +1,4 @@
-"""Numbers and names as zoo prints them: seconds, rates, bytes."""
+"""Numbers and names as zoo prints them: seconds, rates, bytes, user text cut to a readable length."""
 
 from __future__ import annotations
 
@@ -37,3 +37,20 @@ def sizes_text(sizes: Mapping[str, int]) -> str:
 def dtype_text(dtype: Any) -> str:
     """A dtype (torch's, numpy's or a name) as zoo's specs spell it: ``float32``."""
     return str(dtype).removeprefix("torch.")
+
+
+QUOTE_LIMIT = 80  # user-controlled text (a name, a key) quoted in a message: enough to recognise it
+
+
+def shorten(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters with ``…[N more]``: a 10 kB name quoted in an error stays one readable line."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[{len(text) - limit:,} more]"
+
+
+def some(items: list[str], shown: int = 5) -> str:
+    """``a, b, c, d, e and 99,995 more``: a list of user-controlled names, kept short."""
+    head = ", ".join(shorten(item) for item in items[:shown])
+    return f"{head} and {len(items) - shown:,} more" if len(items) > shown else head

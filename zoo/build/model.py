@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from zoo.build.shapes import input_shape, sample_sizes, value_range
 from zoo.build.weights import load_weights
 from zoo.errors import CheckFailed, DeviceError, ParameterError, PluginError, one_line
-from zoo.host.manager import plugin_code, plugin_fault
+from zoo.host.plugin_calls import plugin_code, plugin_fault
 from zoo.spec.architecture import FLOAT_DTYPES, Architecture
 from zoo.spec.params import coerce_params
 from zoo.text import sizes_text

@@ -20,7 +20,7 @@ from zoo.check.task_calls import (
     torch_loss,
 )
 from zoo.errors import CheckFailed
-from zoo.host.manager import plugin_code, plugin_fault
+from zoo.host.plugin_calls import plugin_code, plugin_fault
 from zoo.records import Record, json_field
 from zoo.text import dtype_text
 

@@ -4,6 +4,10 @@ The tasks themselves are ``zoo.Task`` objects plugins register (the built-in
 ones in ``zoo.plugins.tasks``); the functions here find an output's task and
 call it, with the clipping rules and head checks every task shares.
 
+Every task function is plugin code: it runs through ``call_plugin`` (its prints on
+stderr, its exceptions and ``sys.exit()`` one line naming the task and its plugin),
+and what it returns is checked before zoo uses it.
+
 The closed form is computed independently in float64 from the outputs, so a
 check that the two agree catches a wrong loss wiring (a second softmax on
 probabilities, BCE on logits) as well as numerical trouble.
@@ -22,15 +26,17 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zoo.host.plugin_calls import call_plugin
 from zoo.spec.architecture import DEFAULT_TOLERANCES, FLOAT_DTYPES, Tolerance
 from zoo.spec.registry import Registry
 from zoo.spec.task import TINY, HeadCheck
+from zoo.text import shorten
 
 if TYPE_CHECKING:
     import torch
@@ -90,13 +96,24 @@ def loss_name(output: Output) -> str:
 
 def make_target(output: Output, prediction: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A random target for ``prediction`` (the task's: 0/1 labels, one-hot classes, normal values...)."""
-    target = task_of(output).make_target(output, prediction.detach().cpu(), generator)
+    import torch
+
+    shape = tuple(prediction.shape)
+    target = call_task(
+        output, "make_target", output, prediction.detach().cpu(), generator,
+        check=lambda t: None if isinstance(t, torch.Tensor) and tuple(t.shape) == shape else f"{described(t)}, not a tensor of shape {list(shape)}",
+    )
     return target.to(device=prediction.device, dtype=prediction.dtype)
 
 
 def torch_loss(output: Output, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The framework loss for the task, applied without a second activation."""
-    return task_of(output).torch_loss(output, prediction, target)
+    import torch
+
+    return call_task(
+        output, "torch_loss", output, prediction, target,
+        check=lambda loss: None if isinstance(loss, torch.Tensor) and loss.numel() == 1 else f"{described(loss)}, not a one-element tensor",
+    )
 
 
 def closed_form_loss(output: Output, prediction: np.ndarray, target: np.ndarray, dtype: str | None = None) -> float:
@@ -107,7 +124,7 @@ def closed_form_loss(output: Output, prediction: np.ndarray, target: np.ndarray,
     t = np.asarray(target, dtype=np.float64)
     # Saturated outputs take log(0): clipped, and never a RuntimeWarning on the terminal.
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return float(task_of(output).closed_form_loss(output, y, t, name))
+        return float(call_task(output, "closed_form_loss", output, y, t, name, check=not_a_number))
 
 
 def loss_slack(output: Output, reference: np.ndarray, target: np.ndarray, rtol: float, atol: float, dtype: str | None = None) -> float:
@@ -124,7 +141,7 @@ def loss_slack(output: Output, reference: np.ndarray, target: np.ndarray, rtol: 
     y = np.asarray(reference, dtype=np.float64)
     t = np.asarray(target, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        return float(slack(output, y, t, rtol, atol, dtype_name(reference, dtype)))
+        return float(call_task(output, "loss_slack", output, y, t, rtol, atol, dtype_name(reference, dtype), check=not_a_number))
 
 
 def head_checks(output: Output, prediction: np.ndarray, dtype: str | None = None) -> list[HeadCheck]:
@@ -157,7 +174,7 @@ def head_checks(output: Output, prediction: np.ndarray, dtype: str | None = None
     extra = task_of(output).head_checks if output.task is not None else None
     if extra is not None:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            checks.extend(extra(output, y, dtype_name(prediction, dtype)))
+            checks.extend(call_task(output, "head_checks", output, y, dtype_name(prediction, dtype), check=not_head_checks))
     return checks
 
 
@@ -181,7 +198,8 @@ def decision_counts(
     if measure is None:
         return None
     with np.errstate(invalid="ignore", over="ignore"):
-        got = measure(output, np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64), rtol, atol)
+        ref, cand = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+        got = call_task(output, "agreement", output, ref, cand, rtol, atol, check=not_an_agreement)
     if got is None:
         return None
     return (got[0], got[1], *(tuple(got[2:4]) if len(got) >= 4 else (None, None)))
@@ -193,4 +211,51 @@ def task_stats(output: Output, reference: np.ndarray, candidate: np.ndarray, rto
     if stats is None:
         return {}
     with np.errstate(invalid="ignore", over="ignore"):
-        return dict(stats(output, np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64), rtol, atol))
+        ref, cand = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+        return dict(call_task(output, "stats", output, ref, cand, rtol, atol, check=not_stats))
+
+
+def call_task(output: Output, name: str, *args: Any, check: Callable[[Any], str | None]) -> Any:
+    """The task function ``name`` of ``output``'s task, as guarded plugin code."""
+    task = task_of(output)
+    return call_plugin(getattr(task, name), *args, what=f"task {task.name!r} (plugin {task.plugin!r}): {name}", check=check)
+
+
+def described(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} of shape {list(shape)}" if shape is not None else shorten(repr(value), 60)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def not_a_number(value: Any) -> str | None:
+    """A loss or a slack: one real number (NaN and infinity are results the checks judge)."""
+    return None if _real(value) or (isinstance(value, np.ndarray) and value.size == 1 and _real(value.item())) else f"{described(value)}, not a number"
+
+
+def not_an_agreement(value: Any) -> str | None:
+    """``None``, ``(kind, fraction)`` with a fraction from 0 to 1 (NaN agrees with nothing and is
+    refused), or that with the decisions counted and the rows (``(kind, fraction, counted, rows)``)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, tuple) and len(value) in (2, 4) and isinstance(value[0], str) and _real(value[1])
+        and 0 <= float(value[1]) <= 1
+        and all(n is None or isinstance(n, (int, np.integer)) and n >= 0 for n in value[2:])
+    ):
+        return None
+    return f"{described(value)}, not None, (kind, fraction) with a fraction from 0 to 1, or (kind, fraction, counted, rows)"
+
+
+def not_stats(value: Any) -> str | None:
+    if isinstance(value, Mapping) and all(isinstance(k, str) and _real(v) for k, v in value.items()):
+        return None
+    return f"{described(value)}, not a dict of names to numbers"
+
+
+def not_head_checks(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)) and all(isinstance(item, HeadCheck) for item in value):
+        return None
+    return f"{described(value)}, not a list of zoo.HeadCheck"

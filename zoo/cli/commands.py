@@ -341,12 +341,17 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @atol_option
 @inputs_option
 @timeout_option(600.0)  # the file is untrusted: it must not decide alone how long verify runs
+@click.option("--min-agreement", type=float, help="Variant: judge by this least agreement (a looser one the file records needs it).")
+@click.option("--max-loss-change", type=float, help="Variant: judge by this largest relative loss change.")
+@click.option("--max-error", type=float, help="Variant, regression: judge by this largest p99 error relative to the RMS.")
+@click.option("--accept-recorded", is_flag=True, help="Variant: judge by the criteria the file records, even looser than zoo's defaults.")
 @report_option
 @json_option
 @click.pass_context
 def verify_command(
     ctx: click.Context, file: Path, weights: str | None, arch_name: str | None, params: Sequence[str], seed: int | None,
     device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], timeout: float | None,
+    min_agreement: float | None, max_loss_change: float | None, max_error: float | None, accept_recorded: bool,
     report: Path | None, as_json: bool,
 ) -> None:
     """Re-verify an exported file: rebuild its architecture from the metadata
@@ -371,7 +376,8 @@ def verify_command(
     try:
         result = verify_artifact(
             get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol, inputs=inputs, arch_name=arch_name,
-            params=params, seed=seed, timeout=timeout,
+            params=params, seed=seed, timeout=timeout, accept_recorded=accept_recorded,
+            criteria={"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error},
         )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
@@ -386,8 +392,7 @@ def verify_command(
     interrupts.work_done(0 if result.ok else 1)
     echo(result, export_lines(result, verb="verify", detail=verbose(ctx)), as_json)
     if not result.ok:
-        if not as_json:
-            error_line(result.error)
+        error_line(result.error)  # with --json too: stderr says why, stdout has the record
         ctx.exit(1)
 
 

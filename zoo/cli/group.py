@@ -7,15 +7,20 @@ too. Ctrl-C, SIGTERM and SIGHUP exit 128 + the signal, after every cleanup.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 from typing import Any
 
 import click
 
 from zoo import interrupts
 from zoo.cli.output import error_line, json_failure
-from zoo.errors import ZooError, write_error
+from zoo.errors import UsageError, ZooError, write_error
 from zoo.host.manager import Zoo, load_zoo
+from zoo.text import shorten
+
+MAX_LINE = 2000  # characters of an error line, whatever it quotes
 
 
 class ZooGroup(click.Group):
@@ -31,6 +36,7 @@ class ZooGroup(click.Group):
         status = 1
         with interrupts.signals_raise():  # SIGTERM and SIGHUP clean up as Ctrl-C does
             try:
+                check_working_folder()
                 result = super().invoke(ctx)
                 status = 0
                 return result
@@ -56,22 +62,33 @@ def _one_line(ctx: click.Context, exc: BaseException) -> int:
     """Print the line for what ended a command; its exit status. A bug keeps its traceback."""
     interrupt = interrupts.interrupt_behind(exc)  # Ctrl-C, or the failure a swallowed one became
     if interrupt is not None:
+        with contextlib.suppress(OSError, ZooError):  # SIGHUP: the terminal may be gone
+            json_failure(ctx, interrupt.line.removeprefix("zoo: "), interrupt.exit_code)
         try:
             click.echo(interrupt.line, err=True)
-        except OSError:  # SIGHUP: the terminal may be gone
+        except OSError:
             pass
         return interrupt.exit_code
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # -o, --report: a name past 255 bytes
         exc = write_error(exc, exc.filename, "use")
     if isinstance(exc, ZooError):
-        json_failure(ctx, str(exc), exc.exit_code)
-        error_line(exc)
+        message = shorten(" ".join(str(exc).split()), MAX_LINE)  # a net under every message that quotes user text
+        json_failure(ctx, message, exc.exit_code)
+        error_line(message)
         return exc.exit_code
     if isinstance(exc, click.UsageError):
         if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
             json_failure(ctx, exc.format_message(), exc.exit_code)
         _usage_line(ctx, exc)
     raise exc
+
+
+def check_working_folder() -> None:
+    """A deleted working folder: one usage line, before torch (its MKL aborts the process there)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise UsageError("the current folder was deleted; cd into a folder that exists and run the command again") from None
 
 
 def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:

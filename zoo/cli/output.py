@@ -1,7 +1,12 @@
 """What the CLI prints on stdout: a command's text or JSON, and, with ``--json``,
 a failed command's record too (``{"status": "failed", "error": ..., "exit_code": N}``)
 next to the one line on stderr every failure gets. A full or closed stdout is one
-line and exit 1, never a traceback."""
+line and exit 1, never a traceback.
+
+The ``zoo`` program owns its stdout at the file-descriptor level
+(``own_standard_streams``): descriptor 1 points to stderr for the whole command,
+so plugin code that writes to it directly (``os.write(1, ...)``, a C library,
+a child process) lands on stderr, and only zoo's own output reaches the real stdout."""
 
 from __future__ import annotations
 
@@ -62,6 +67,8 @@ def echo_json(data: Any) -> None:
 def write_stdout(text: str) -> None:
     """Stdout closed or full (``zoo list > /dev/full``): one line, exit 1; files written stay."""
     try:
+        if sys.stdout is None:  # closed before zoo started ('zoo list >&-')
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         click.echo(text, nl=False)
         sys.stdout.flush()
     except OSError as exc:
@@ -74,3 +81,37 @@ def write_stdout(text: str) -> None:
 def error_line(text: str) -> None:
     """The one line on stderr every failed command ends with."""
     click.echo(f"zoo: error: {text}", err=True)
+
+
+def own_standard_streams() -> None:
+    """For the ``zoo`` program, before anything else runs: ``sys.stdout`` writes to a
+    copy of the real stdout, descriptor 1 becomes stderr (inherited by worker
+    processes too). A closed stderr becomes /dev/null, so a warning cannot fail a
+    good command; a closed stdout stays ``None``, which ``write_stdout`` reports."""
+    import io
+
+    stdout_open, stderr_open = _is_open(1), _is_open(2)
+    if not stderr_open:
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != 2:
+            os.dup2(null, 2)
+            os.close(null)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    stream = None
+    if stdout_open:
+        old = sys.stdout
+        encoding = getattr(old, "encoding", None) or "utf-8"
+        line_buffering = bool(getattr(old, "line_buffering", False))
+        real = os.dup(1)
+        # closefd=False: the descriptor lives as long as the process (no ResourceWarning at exit)
+        stream = io.TextIOWrapper(io.FileIO(real, "w", closefd=False), encoding=encoding, errors="strict", line_buffering=line_buffering)
+    os.dup2(2, 1)
+    sys.stdout = stream
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -167,7 +167,7 @@ def verification_lines(verification: Any, variant: bool = False, detail: bool = 
                 f"  {k.removesuffix('_agreement').replace('_', ' ')} {v:.1%}{ties_text(stats, k)}"
                 for k, v in stats.items() if k.endswith(DECISIONS)
             )
-            if variant:
+            if variant and "p99_abs" in stats:  # an integer output is compared exactly, as without a variant
                 loss = stats.get("loss")
                 change = f"  loss {(loss['variant'] - loss['torch']) / max(abs(loss['torch']), 1e-12):+.2%}" if loss else ""
                 relative = f" ({stats['p99_relative_to_rms']:.2g}× RMS)" if "p99_relative_to_rms" in stats else ""

@@ -26,6 +26,7 @@ from zoo.files.paths import check_file_path, check_output_path, refuse_folder_na
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.params import parse_params
+from zoo.text import shorten
 from zoo.verify.acceptance import Acceptance, variant_name
 from zoo.verify.input_files import load_input_files
 from zoo.verify.run import check_timeout
@@ -240,10 +241,10 @@ SHARD_PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/4"`` -> ``(2, 4)``: the 2nd of 4 shards (1-based)."""
-    match = SHARD_PATTERN.fullmatch(text)
+    match = SHARD_PATTERN.fullmatch(text) if len(text) <= 41 else None  # two 20-digit numbers at most: int() has a digit limit
     index, count = (int(match[1]), int(match[2])) if match else (0, 0)
     if not 1 <= index <= count:
-        raise UsageError(f"--shard {text!r}: write I/N with 1 <= I <= N, such as 1/4 (the first of four shards)")
+        raise UsageError(f"--shard {shorten(text)!r}: write I/N with 1 <= I <= N, such as 1/4 (the first of four shards)")
     return index, count
 
 

@@ -20,6 +20,7 @@ import importlib
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -34,7 +35,15 @@ from zoo.errors import ExportFailed, UsageError, ZooError
 from zoo.export.pipeline import export_targets
 from zoo.export.plan import ExportPlan, Target
 from zoo.host.manager import load_zoo
-from zoo.interrupts import HANDLED, Interrupted, count_signal, deferring, quick_shutdown, signals_blocked
+from zoo.interrupts import (
+    HANDLED,
+    Interrupted,
+    count_signal,
+    deferring,
+    end_without_waiting_for_threads,
+    quick_shutdown,
+    signals_blocked,
+)
 from zoo.verify.results import FailedExport, Outcome
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to remove its staging before it is killed
@@ -171,6 +180,9 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int, sources: 
         signal.signal(signum, _worker_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
     quick_shutdown()
+    end_without_waiting_for_threads()
+    os.dup2(2, 1)  # stdout belongs to the parent's record: whatever a worker prints, at any level, goes to stderr
+    sys.stdout = sys.stderr
 
 
     import torch

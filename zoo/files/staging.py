@@ -36,18 +36,22 @@ from zoo.spec.job import META_PREFIX
 
 # Side files zoo itself writes are named after their main file: NAME.onnx -> NAME.onnx.data.
 SIDE_SUFFIX = ".data"
-# Staging folders: .NAME.zoo-PID-RANDOM.tmp, holding a lock file while their export lives;
-# temporary files of reports and plots: .NAME.zoo-PID-RANDOM.tmp.SUFFIX (or no suffix).
-LEFTOVER_GLOB = ".*.zoo-*.tmp*"
-_OWNED_NAME = re.compile(r"\.zoo-(\d+)-[0-9a-f]+\.tmp(\.[^.]+)?$")
+# Staging folders: .NAME.zoo-PID-RANDOM.tmp, holding a lock file while their export lives.
+# Reports and plots are staged the same way. The lock file carries MARKER: a sweep removes
+# only folders with it, never a user's file or folder whose name merely looks like one.
+LEFTOVER_GLOB = ".*.zoo-*.tmp"
+_OWNED_NAME = re.compile(r"^\..+\.zoo-\d+-[0-9a-f]+\.tmp$")
 LOCK_NAME = ".lock"
+MARKER = b"zoo staging folder; removed once no zoo process holds its lock\n"
 
 
 @contextmanager
-def staging(final: Path) -> Iterator[Path]:
+def staging(final: Path, option: str = "-o", error: Callable[[OSError], Exception] | None = None) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
     renames), locked while it lives and removed with whatever is left in it.
-    Folders of dead exports found there first (SIGKILL, a crash) are removed."""
+    Folders of dead exports found there first (SIGKILL, a crash) are removed.
+    ``option``: the command-line option that chooses another place, for errors;
+    ``error``: the error a failure to create the folder becomes (a report's own words)."""
     sweep_leftovers(final.parent)
     # The name is known before the folder exists, so an interrupt at any point still removes it.
     temp = final.parent / f".{final.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp"
@@ -57,8 +61,8 @@ def staging(final: Path) -> Iterator[Path]:
             os.mkdir(temp, 0o700)
         except OSError as exc:
             ours = not isinstance(exc, FileExistsError)
-            raise write_error(exc, final.parent, "create a staging folder in") from exc
-        lock = _hold_lock(temp)
+            raise (error(exc) if error else write_error(exc, final.parent, "create a staging folder in", option=option)) from exc
+        lock = _hold_lock(temp, option, error)
         yield temp
     finally:
         if ours:
@@ -67,78 +71,54 @@ def staging(final: Path) -> Iterator[Path]:
             os.close(lock)
 
 
-def _hold_lock(folder: Path) -> int | None:
+def _hold_lock(folder: Path, option: str = "-o", error: Callable[[OSError], Exception] | None = None) -> int | None:
     """An ``flock`` on ``folder/.lock``, held until the descriptor closes (the kernel
-    closes it when the process dies, however it dies). The file is locked under
-    another name, then renamed: a sweep never finds a lock file nobody holds yet."""
+    closes it when the process dies, however it dies). The file gets zoo's MARKER and
+    is locked under another name, then renamed: a sweep never finds a lock file nobody
+    holds yet, nor one zoo did not write."""
     try:
         fd, name = tempfile.mkstemp(prefix=".lock.", dir=folder)
     except OSError as exc:
-        raise write_error(exc, folder.parent, "create a staging folder in") from exc
+        raise (error(exc) if error else write_error(exc, folder.parent, "create a staging folder in", option=option)) from exc
     try:
+        os.write(fd, MARKER)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.rename(name, folder / LOCK_NAME)
-    except OSError:  # a file system without locks: the folder is never swept, which is safe
+    except OSError:  # a file system without locks (or full): the folder is never swept, which is safe
         os.close(fd)
         return None
     return fd
 
 
 def sweep_leftovers(folder: Path) -> list[Path]:
-    """Remove what dead zoo processes left in ``folder`` (SIGKILL, a segfault, the
-    OOM killer). A staging folder goes once the kernel has released its lock (a
-    live export holds it); one without a lock file (its export died between
-    making the folder and locking it, or the file system has no locks), and a
-    report's or plot's temporary file, only when no process has the PID in its name."""
+    """Remove the staging folders dead zoo processes left in ``folder`` (SIGKILL, a
+    segfault, the OOM killer): only a folder whose lock file carries zoo's MARKER,
+    once the kernel has released its lock (a live export holds it). Anything else
+    is left, whatever its name: zoo cannot prove it made it."""
     removed = []
     try:
-        found = [p for p in folder.glob(LEFTOVER_GLOB) if _OWNED_NAME.search(p.name) and not p.is_symlink()]
+        found = [p for p in folder.glob(LEFTOVER_GLOB) if _OWNED_NAME.match(p.name)]
     except OSError:
         return removed
     for path in found:
-        if path.is_file():
-            if _owner_gone(path):
-                try:
-                    path.unlink()
-                except OSError:  # gone meanwhile, or not ours to remove (permissions): left
-                    continue
-                removed.append(path)
-            continue
-        if not (path.is_dir() and path.name.endswith(".tmp")):
+        try:
+            if path.is_symlink() or not path.is_dir():
+                continue
+            fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # no lock file: not provably ours
             continue
         try:
-            fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            if _owner_gone(path):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-            continue
-        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or os.read(fd, len(MARKER) + 1) != MARKER:
+                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # held: its export is alive
-            os.close(fd)
             continue
-        try:
+        else:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
         finally:
             os.close(fd)
     return removed
-
-
-def _owner_gone(path: Path) -> bool:
-    """Whether the process named in a staging folder's or temporary file's name
-    (``.NAME.zoo-PID-RANDOM.tmp``, ``….tmp.SUFFIX``) no longer exists."""
-    match = _OWNED_NAME.search(path.name)
-    if match is None:
-        return False
-    try:
-        os.kill(int(match[1]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, OverflowError):  # alive but not ours (EPERM), or no such PID on this system
-        return False
-    return False
 
 
 def check_side_files(written: list[Path], main: Path, final: Path, force: bool) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import IO, Any
 
 from zoo.errors import OutputPathError, write_error
 from zoo.files.paths import check_file_path, file_kind
-from zoo.files.staging import sweep_leftovers
+from zoo.files.staging import staging
 from zoo.records import json_text
 
 
@@ -35,25 +34,17 @@ def write_atomically(
     if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):  # a folder: the rename fails
         _write_through(path, target, info, write, option, what, outcome)
         return
-    sweep_leftovers(target.parent)
-    # A name of our own, created with O_EXCL: an interrupt at any point leaves no temporary file behind,
-    # and SIGKILL one that the next write here removes (its PID is in the name).
-    temp: Path | None = target.parent / f".{target.name}.zoo-{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}"
+    # Staged in a locked folder of zoo's own beside the target: an interrupt at any point leaves
+    # nothing behind, and SIGKILL a folder the next write here removes. The name keeps the suffix.
     try:
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to any new file
-        except FileExistsError:
-            temp = None  # not ours to remove
-            raise
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(temp, target)
-        temp = None
+        failed = lambda exc: write_error(exc, path, what, option=option, outcome=outcome)  # noqa: E731 - the report's own words
+        with staging(target, option, failed) as folder:
+            temp = folder / target.name
+            with open(temp, "xb") as handle:  # mode 0o666 less the umask, as any new file
+                write(handle)
+            os.replace(temp, target)
     except OSError as exc:
         raise write_error(exc, path, what, option=option, outcome=outcome) from exc
-    finally:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
 
 
 def _write_through(

@@ -15,6 +15,7 @@ pluggy's tracing applies: ``zoo -vv`` logs every hook call and its result
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -22,9 +23,7 @@ import os
 import re
 import sys
 import threading
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -33,14 +32,15 @@ import pluggy
 
 from zoo.errors import one_line
 from zoo.host import hookspecs
+from zoo.host.plugin_calls import call_plugin, plugin_code, plugin_fault
 from zoo.host.sources import absolute, plugin_loader
-from zoo.interrupts import received, stop_if_interrupted
 from zoo.records import Record, json_field
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.registry import Registry
 from zoo.spec.task import Task, resolve_tasks
 from zoo.spec.weights import Weights, WeightsRegistry
+from zoo.text import shorten, some
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +49,6 @@ BUILTIN_TASK_PLUGIN = "zoo.plugins.tasks"
 DEFAULT_PLUGINS = (BUILTIN_TASK_PLUGIN, "zoo.plugins.seed", "zoo.exporters.onnx")
 LOAD_ENV = "ZOO_LOAD_PLUGINS"
 SLOW_IMPORT_S = 3.0  # then name the plugin whose import is still running
-
-
-@contextmanager
-def plugin_code() -> Iterator[None]:
-    """Around every call into a plugin (import, hooks, ``build``, ``forward``): what it
-    prints goes to stderr, so it can never break the JSON a command prints on
-    stdout, and its warnings (torch's ``UserWarning``s) go to zoo's log, shown with -v."""
-    before = received()
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught, redirect_stdout(sys.stderr):
-            yield
-    finally:
-        for warning in caught:
-            log.info("plugin warning: %s: %s", warning.category.__name__, warning.message)
-    stop_if_interrupted(before)  # one the plugin's code (or torch under it) swallowed: stop now, not at the end
-
-
-def plugin_fault(exc: BaseException) -> bool:
-    """An exception from plugin code that must not end zoo: anything but the
-    user's Ctrl-C (``sys.exit()``, a ``BaseException`` subclass of its own)."""
-    return not isinstance(exc, KeyboardInterrupt)
 
 
 @dataclass
@@ -208,6 +186,7 @@ class Zoo:
                     self._problem(info, f"command {name!r} is a built-in zoo command; skipped")
                 else:
                     info.commands.append(name)
+                    _guard_command(group.commands[name], f"command {name!r} (plugin {info.name!r})")
 
     def _weights_for_architecture(self, weights: Weights) -> Weights:
         """``weights`` naming its architecture by canonical name, its parameters typed."""
@@ -312,6 +291,22 @@ def _import(zoo: Zoo, info: PluginInfo, load: Callable[[], ModuleType]) -> Modul
         timer.cancel()
 
 
+def _guard_command(command: Any, what: str) -> None:
+    """A plugin command's code runs through ``call_plugin``: an exception is one line naming
+    it; click's own ends (``ctx.exit``, a usage error) and ``sys.exit(n)`` keep their meaning."""
+    import click
+
+    callback = command.callback
+    if callback is None:
+        return
+    passes = (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit)
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        return call_plugin(callback, *args, what=what, passes=passes, speaks=True, **kwargs)
+
+    command.callback = functools.update_wrapper(guarded, callback)
+
+
 def _still_importing(name: str, stream: Any) -> None:
     stream.write(f"zoo: still importing plugin {name!r} (over {SLOW_IMPORT_S:g} s); {LOAD_ENV}= skips third-party plugins\n")
     stream.flush()
@@ -332,12 +327,16 @@ def _entry_points(zoo: Zoo, env: Mapping[str, str]) -> list[tuple[importlib.meta
             found.setdefault((_normalize(dist_name), ep.name), (ep, dist_name, dist.version))
     if allowed:
         missing = allowed - {key[0] for key in found} - {_normalize(DISTRIBUTION)}  # zoo's own plugins always load
-        installed = sorted({_normalize(dist.metadata["Name"] or "") for dist in importlib.metadata.distributions()
-                            if any(ep.group == hookspecs.PROJECT for ep in dist.entry_points)} - {_normalize(DISTRIBUTION)})
-        for name in sorted(missing):
-            close = difflib.get_close_matches(name, installed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; installed: {', '.join(installed)}" if installed else "")
-            zoo.problems.append(f"{LOAD_ENV} names {name!r}, but no installed distribution with zoo plugins has that name{hint}")
+        names = sorted(missing)
+        if len(names) > 3:  # one line, however long the variable is
+            zoo.problems.append(f"{LOAD_ENV} names {len(names):,} distributions that have no zoo plugins installed: {some(names)}")
+        else:
+            installed = sorted({_normalize(dist.metadata["Name"] or "") for dist in importlib.metadata.distributions()
+                                if any(ep.group == hookspecs.PROJECT for ep in dist.entry_points)} - {_normalize(DISTRIBUTION)})
+            for name in names:
+                close = difflib.get_close_matches(name, installed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else (f"; installed: {', '.join(installed)}" if installed else "")
+                zoo.problems.append(f"{LOAD_ENV} names {shorten(name)!r}, but no installed distribution with zoo plugins has that name{hint}")
     return sorted(found.values(), key=lambda item: (item[1].lower(), item[0].name))
 
 

@@ -1,4 +1,10 @@
-"""Every call into an exporter's code goes through here: quieted and translated.
+"""Every call into plugin code goes through here: guarded, quieted and translated.
+
+``call_plugin`` is the one guarded call for plugin code (a build, sample inputs,
+task functions, weights hooks, plugin commands): what it prints goes to stderr,
+its warnings to zoo's log, and whatever it raises (``sys.exit()`` included, only
+Ctrl-C excepted) becomes one ``PluginError`` line naming the plugin; ``check``
+refuses a result of the wrong type where zoo consumes the value.
 
 Exporters are built on chatty libraries (torch, onnxscript, onnx_ir) and raise
 their own exceptions with pages of context. ``call_exporter`` runs one call with
@@ -15,11 +21,11 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, TypeVar
 
-from zoo.errors import ZooError, one_line, write_error
+from zoo.errors import PluginError, ZooError, one_line, write_error
 from zoo.interrupts import interrupt_since, received, stop_if_interrupted
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,63 @@ def call_exporter(
         where = user_frame(exc, user_code) if user_code is not None else ""
         raise error(f"{what}: {reason(exc, limit)}{where}{hint}") from exc
     stop_if_interrupted(before)  # swallowed on the way (a __del__, a callback), yet the user asked to stop
+    return value
+
+
+@contextmanager
+def plugin_code() -> Iterator[None]:
+    """Around every call into a plugin (import, hooks, ``build``, ``forward``): what it
+    prints goes to stderr, so it can never break the JSON a command prints on
+    stdout, and its warnings (torch's ``UserWarning``s) go to zoo's log, shown with -v."""
+    before = received()
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for warning in caught:
+            log.info("plugin warning: %s: %s", warning.category.__name__, warning.message)
+    stop_if_interrupted(before)  # one the plugin's code (or torch under it) swallowed: stop now, not at the end
+
+
+def plugin_fault(exc: BaseException) -> bool:
+    """An exception from plugin code that must not end zoo: anything but the
+    user's Ctrl-C (``sys.exit()``, a ``BaseException`` subclass of its own)."""
+    return not isinstance(exc, KeyboardInterrupt)
+
+
+def call_plugin(
+    function: Callable[..., T],
+    *args: Any,
+    what: str,
+    check: Callable[[Any], str | None] | None = None,
+    error: Callable[[str], ZooError] = PluginError,
+    passes: tuple[type[BaseException], ...] = (),
+    speaks: bool = False,
+    **kwargs: Any,
+) -> T:
+    """``function(*args, **kwargs)`` as plugin code. ``what`` names the call and its
+    plugin (``task 'binary' (plugin 'tasks'): torch_loss``). A ``ZooError`` the plugin
+    raises on purpose passes through; anything else, ``SystemExit`` included, becomes
+    ``error(f"{what} raised ...")``. ``check(value)`` says what is wrong with the value
+    (``None``: nothing), for a value zoo goes on to use. ``passes``: exceptions that are
+    the plugin's way to end on purpose (a command's ``click.exceptions.Exit``); ``speaks``:
+    its prints are its output (a plugin command), so they stay on stdout."""
+    before = received()
+    try:
+        with nullcontext() if speaks else plugin_code():
+            value = function(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - sys.exit() and the like in plugin code end nothing but this call
+        interrupt = interrupt_since(before)
+        if interrupt is not None:
+            raise interrupt from exc
+        if isinstance(exc, (ZooError, *passes)) or not plugin_fault(exc):
+            raise
+        log.debug("%s raised", what, exc_info=True)
+        raise error(f"{what} raised {one_line(exc, 200)}") from exc
+    wrong = check(value) if check is not None else None
+    if wrong is not None:
+        raise error(f"{what} returned {wrong}")
     return value
 
 

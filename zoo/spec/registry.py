@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
 from zoo.errors import UnknownArchitectureError, UsageError
+from zoo.text import shorten
 
 
 class Named(Protocol):
@@ -88,11 +89,11 @@ class Registry(Generic[T]):
         if len(matches) == 1:
             return self._items[matches.pop()]
         if len(matches) > 1:
-            raise UsageError(f"{self.kind} {name!r} is ambiguous: it could be {', '.join(sorted(matches))}")
-        close = difflib.get_close_matches(name, keys, n=3, cutoff=0.5)
+            raise UsageError(f"{self.kind} {shorten(name)!r} is ambiguous: it could be {', '.join(sorted(matches))}")
+        close = difflib.get_close_matches(name, keys, n=3, cutoff=0.5) if len(name) <= 200 else []  # quadratic in the name
         hint = f"did you mean {', '.join(close)}?" if close else self._see_all()
         error = UnknownArchitectureError if self.kind == "architecture" else UsageError
-        raise error(f"unknown {self.kind} {name!r}; {hint}")
+        raise error(f"unknown {self.kind} {shorten(name)!r}; {hint}")
 
     def _see_all(self) -> str:
         count = len(self)

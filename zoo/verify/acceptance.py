@@ -42,6 +42,8 @@ class Acceptance(Record):
 
     @classmethod
     def from_metadata(cls, text: str) -> Acceptance:
+        if len(text) > 1000:  # three numbers: a longer text is not criteria (and may nest deep enough to break json)
+            raise ValueError(f"not acceptance criteria: {len(text):,} characters")
         values = json.loads(text)
         if not isinstance(values, dict) or set(values) - {f.name for f in fields(cls)}:
             raise ValueError(f"not acceptance criteria: {text[:80]!r}")
@@ -120,3 +122,30 @@ def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generato
                 f"({change:.1%} change, at most {criteria.max_loss_change:.0%} allowed)"
             )
     return stats, failures
+
+
+# For each criterion, whether a value is looser than another (lets more through).
+_LOOSER = {"min_agreement": lambda a, b: a < b, "max_loss_change": lambda a, b: a > b, "max_error": lambda a, b: a > b}
+
+
+def judged_criteria(recorded: Acceptance, given: dict[str, float | None], accept_recorded: bool) -> tuple[Acceptance, dict[str, str], list[str]]:
+    """The criteria ``zoo verify`` judges a variant file by: an option given now, else
+    the file's own value, unless that is looser than zoo's default and the user did not
+    confirm it (the same option again, or ``--accept-recorded``): a file must not choose
+    its own verdict. Returns the criteria, where each came from (option, file, default)
+    and a note for each recorded value not applied."""
+    default = Acceptance()
+    chosen: dict[str, float] = {}
+    source: dict[str, str] = {}
+    notes: list[str] = []
+    for name, looser in _LOOSER.items():
+        mine, theirs, usual = given.get(name), getattr(recorded, name), getattr(default, name)
+        if mine is not None:
+            chosen[name], source[name] = mine, "option"
+        elif looser(theirs, usual) and not accept_recorded:
+            chosen[name], source[name] = usual, "default"
+            flag = "--" + name.replace("_", "-")
+            notes.append(f"the file records {name} {theirs:g}, looser than zoo's {usual:g}: judged by {usual:g} (confirm with {flag} {theirs:g} or --accept-recorded)")
+        else:
+            chosen[name], source[name] = theirs, "file"
+    return Acceptance(**chosen), source, notes

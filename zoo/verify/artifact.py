@@ -12,14 +12,14 @@ from zoo.build.model import MAX_SEED, build_model, check_seed, dry_build
 from zoo.build.trained import WeightsChoice, eval_set_file, name_weights, resolve_weights
 from zoo.build.weights import check_regular_file, read_state_dict, sha256, tensors_sha256
 from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
-from zoo.files.paths import check_input_file
+from zoo.files.paths import check_input_file, warn
 from zoo.files.staging import side_files
 from zoo.host.plugin_calls import call_exporter
 from zoo.progress import timed
 from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX
 from zoo.spec.params import coerce_params, parse_params
-from zoo.verify.acceptance import Acceptance
+from zoo.verify.acceptance import Acceptance, judged_criteria
 from zoo.verify.claim import score_claim
 from zoo.verify.divergence import failure_text
 from zoo.verify.input_files import load_input_files
@@ -91,6 +91,8 @@ def verify_artifact(
     params: Sequence[str] = (),
     seed: int | None = None,
     timeout: float | None = None,
+    criteria: dict[str, float | None] | None = None,
+    accept_recorded: bool = False,
 ) -> VerifyResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it;
     with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
@@ -119,11 +121,18 @@ def verify_artifact(
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
+    criteria_source: dict[str, str] = {}
+    notes: list[str] = []
+    if acceptance is not None:
+        acceptance, criteria_source, notes = judged_criteria(acceptance, dict(criteria or {}), accept_recorded)
+    elif any(v is not None for v in (criteria or {}).values()) or accept_recorded:
+        raise UsageError(f"{path.name} is not a variant (no zoo.variant): it is judged by --rtol/--atol, not acceptance criteria")
     static = meta.get("static") == "true"
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     name_weights(built, choice)
-    opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
+    recorded_opset = meta.get("opset", "")
+    opset = int(recorded_opset) if recorded_opset.isascii() and recorded_opset.isdigit() and len(recorded_opset) < 6 else None
     result = VerifyResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
@@ -136,7 +145,9 @@ def verify_artifact(
             rescore(result, choice, meta.get("variant") or exporter.name)
     interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
     if acceptance is not None:
-        result.variant = {"name": meta["variant"], "criteria": acceptance}
+        result.variant = {"name": meta["variant"], "criteria": acceptance, "criteria_from": criteria_source, "notes": notes}
+        for note in notes:
+            warn(note)
     if not result.verification.ok:
         result.error = failure_text(result.verification)
         shapes = any(" has shape " in f or " runtime raised " in f for f in result.verification.failures)

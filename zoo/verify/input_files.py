@@ -1,7 +1,7 @@
 """The user's own inputs to verify on (``--inputs FILE.npz``), checked before any model is built.
 
-An ``.npz`` is untrusted: it is read with ``allow_pickle=False`` (no code runs)
-and refused when it would unpack to more than ``MAX_INPUT_BYTES``. Its keys are
+An ``.npz`` is untrusted: ``zoo.verify.npz`` validates every member (no pickle,
+no code runs) and refuses one that would unpack to more than ``MAX_INPUT_BYTES``. Its keys are
 the architecture's input names, each array batch dimension first, of the
 declared dtype, rank and fixed sizes; integers lie in the input's ``range``;
 the dynamic sizes are read from it, and must lie in each ``Dim``'s range (a
@@ -10,14 +10,17 @@ file exported with ``--static`` takes its sample sizes only).
 
 from __future__ import annotations
 
-import zipfile
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from zoo.build.shapes import dynamic_dims, value_range
 from zoo.errors import UsageError
+from zoo.files.paths import file_kind
 from zoo.spec.architecture import INT_DTYPES, Architecture, Dim, Input
+from zoo.text import shorten, some
+from zoo.verify.npz import read_npz
 from zoo.verify.run import InputCase
 
 MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
@@ -37,27 +40,21 @@ def load_input_file(
     the command takes ``--param`` (a message may suggest one)."""
     import numpy as np
 
-    where = f"--inputs {path.name}"
-    if not path.is_file():
-        raise UsageError(f"{where}: {'is a folder, not a file' if path.is_dir() else 'does not exist'}; give an .npz of {arch.name}'s inputs")
+    where = f"--inputs {shorten(path.name)}"
     try:
-        with zipfile.ZipFile(path) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UsageError(f"{where} is not an .npz file ({exc}); write one with numpy.savez(FILE, {arch.inputs[0].name}=array, ...)") from exc
-    if unpacked > MAX_INPUT_BYTES:
-        raise UsageError(f"{where} unpacks to {unpacked:,} bytes, over the {MAX_INPUT_BYTES:,} zoo verifies on; give fewer rows")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:  # object arrays need pickle: refused
-        raise UsageError(f"{where} could not be read without running code: {exc}") from exc
+        info = path.stat()
+    except OSError:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode):
+        what = "does not exist" if info is None else f"is {file_kind(info.st_mode)}, not a regular file"
+        raise UsageError(f"{where}: {what}; give an .npz of {arch.name}'s inputs")
+    arrays = read_npz(path, where, MAX_INPUT_BYTES, f"write one with numpy.savez(FILE, {arch.inputs[0].name}=array, ...)")
     declared = [inp.name for inp in arch.inputs]
     unknown = sorted(set(arrays) - set(declared))
     missing = [name for name in declared if name not in arrays]
     if unknown or missing:
-        problems = [f"unknown key(s) {', '.join(unknown)}" for _ in unknown[:1]] + [f"missing {', '.join(missing)}" for _ in missing[:1]]
-        raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be exactly {arch.name}'s inputs: {', '.join(declared)}")
+        problems = [f"unknown key(s) {some(unknown)}" for _ in unknown[:1]] + [f"missing {some(missing)}" for _ in missing[:1]]
+        raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be exactly {arch.name}'s inputs: {some(declared, 20)}")
     sizes: dict[str, int] = {}
     dynamic = dynamic_dims(arch, params)  # each dimension's declaration, with its range
     for inp in arch.inputs:

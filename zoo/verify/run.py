@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zoo import interrupts
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import VERIFY_SEED_OFFSET, dynamic_dims, verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed, one_line
@@ -69,8 +70,9 @@ def verify_files(
     arch = built.arch
     start = time.perf_counter()
     deadline = None if timeout is None else time.monotonic() + timeout
-    runner = call_exporter(
-        exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
+    what = f"{exporter.name} could not load {path.name}"
+    runner = run_stoppable(  # session creation (constant folding) is under --timeout too
+        lambda _: call_exporter(exporter.load, path, built.device, error=VerificationFailed, what=what, limit=10_000), {}, deadline, timeout
     )
     if static:
         check_static(runner, path)
@@ -288,11 +290,17 @@ def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, tim
     return box["result"]
 
 
+STOP_WAIT_S = 5.0  # how long a stopped runtime call may take to notice
+
+
 def _stop(runner: Any, thread: threading.Thread) -> None:
     abort = getattr(runner, "abort", None)
     if abort is not None:
         abort()
-        thread.join()  # onnxruntime checks the flag between kernels; a process leaving while it runs aborts
+        thread.join(STOP_WAIT_S)  # onnxruntime checks the flag between kernels (a Loop's body may not)
+    if thread.is_alive():  # still in native code: the program ends without tearing it down
+        interrupts.abandoned_native_call()
+        return
     close = getattr(runner, "close", None)
     if close is not None:
         close()
