@@ -121,9 +121,11 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
         tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
         lines.append(f"  tolerance {tolerances}")
     if result.variant is not None:
-        lines.extend(variant_lines(result.variant))
+        lines.extend(variant_lines(result.variant, labelled_drops(result.variant_verification or verification)))
         if result.variant_verification is not None:
             lines.extend(verification_lines(result.variant_verification, variant=True)[1:])
+        lines.extend(speed_lines(result.variant))
+    lines.extend(metric_lines(result))
     if result.ok:
         for record in result.file_records:
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
@@ -163,19 +165,91 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
     return lines
 
 
-def variant_lines(variant: dict[str, Any]) -> list[str]:
+def labelled_drops(verification: Any) -> dict[str, str]:
+    """Metric name -> its allowed drop as text, for the metrics a variant's labelled cases judged."""
+    from zoo.verify.acceptance import drop_text
+
+    found = {}
+    for case in verification.cases if verification is not None else []:
+        for stats in case.outputs.values():
+            for name, metric in stats.get("metrics", {}).items():
+                if metric.get("max_drop") is not None:
+                    found[name] = drop_text(metric["max_drop"], metric)
+    return found
+
+
+def metric_lines(result: Any) -> list[str]:
+    """One line per labelled case and output: each metric on PyTorch, the float file and the variant, and the change."""
+    from zoo.verify.acceptance import metric_text
+
+    exported = result.exporter.name
+    variant = result.variant["name"] if result.variant is not None else None
+    float_cases = [] if result.variant is not None and result.variant_verification is None else result.verification.cases
+    candidates = {(c.source, name): stats.get("metrics", {}) for c in float_cases for name, stats in c.outputs.items()}
+    judged = result.variant_verification.cases if result.variant_verification is not None else result.verification.cases
+    lines = []
+    for case in judged:
+        for out_name, stats in case.outputs.items():
+            for metric_name, found in stats.get("metrics", {}).items():
+                floated = candidates.get((case.source, out_name), {}).get(metric_name)
+                sides = [("torch", found["torch"])]
+                if variant is not None and floated is not None:
+                    sides.append((exported, floated["candidate"]))
+                sides.append((variant or exported, found["candidate"]))
+                shown = "  ".join(f"{side} {metric_text(value, found)}" for side, value in sides)
+                verdict = "" if found.get("max_drop") is None or variant is None else ("  ok" if found["ok"] else "  NOT ACCEPTED")
+                lines.append(f"  metric    {case.source} {out_name}: {metric_name}  {shown}  ({change_text(found)}){verdict}")
+                worst = found.get("most_changed_class")
+                if worst is not None and worst["change"] != 0:
+                    lines.append(
+                        f"            most changed class {worst['class']}: {worst['torch']:.1%} → {worst['candidate']:.1%} "
+                        f"({worst['change'] * 100:+.1f} pp, {worst['rows']} rows)"
+                    )
+    return lines
+
+
+def change_text(found: dict[str, Any]) -> str:
+    """``+0.2 pp; 2 right→wrong, 3 wrong→right; 95% interval of the change −0.6…+0.9 pp``."""
+    scale, unit = (100, " pp") if found["percent"] else (1, "")
+    fmt = (lambda v: f"{v * scale:+.2f}{unit}") if found["percent"] else (lambda v: f"{v:+.4g}")  # noqa: E731
+    parts = [fmt(found["change"])]
+    if "right_to_wrong" in found:
+        parts.append(f"{found['right_to_wrong']} right→wrong, {found['wrong_to_right']} wrong→right")
+    low, high = found["interval"]
+    parts.append(f"95% interval of the change {fmt(low)}…{fmt(high)}".replace("-", "−"))
+    return "; ".join(parts)
+
+
+def speed_lines(variant: dict[str, Any]) -> list[str]:
+    speed = variant.get("speed")
+    lines = []
+    if speed:
+        rows = ", ".join(
+            f"{', '.join(f'{k}={v}' for k, v in row['sizes'].items()) or 'sample'} {row['speedup']:.2f}×" for row in speed["rows"]
+        )
+        lines.append(f"  speed     {variant['name']} vs float32 file, same runtime: {rows} (median of {speed['budget_s']:g} s of alternating calls)")
+    lines.extend(f"  warning   {warning}" for warning in variant.get("warnings", []))
+    return lines
+
+
+def variant_lines(variant: dict[str, Any], drops: dict[str, str] | None = None) -> list[str]:
     """Which variant, how it was made, its size against the float32 file, and its criteria."""
     criteria = variant["criteria"]
-    made = f" ({variant['method']})" if variant.get("method") else ""
+    calibrated = variant.get("calibration", {}).get("text")
+    made = f" ({variant['method']}{', ' + calibrated if calibrated else ''})" if variant.get("method") else ""
     criteria = criteria if hasattr(criteria, "min_agreement") else SimpleNamespace(**criteria)
     size = ""
     if variant.get("bytes"):
         size = f": {human_bytes(variant['bytes'])}, {variant['bytes'] / variant['float32_bytes']:.2f}× the float32 file"
-    return [
+    lines = [
         f"  variant   {variant['name']}{made}{size}",
         f"  accept    agreement ≥ {criteria.min_agreement:.1%}, loss change ≤ {criteria.max_loss_change:.0%}, "
         f"p99 error ≤ {criteria.max_error:g}× RMS (regression) on every case",
     ]
+    if drops:
+        allowed = ", ".join(f"{name} drop ≤ {drop}" for name, drop in drops.items())
+        lines[-1] = f"  accept    {allowed} on labelled cases; agreement, loss and error reported for labelled outputs, judged for others"
+    return lines
 
 
 def output_lines(sizes: str, name: str, stats: dict[str, Any], extra: str = "") -> list[str]:

@@ -12,6 +12,7 @@ plan that exists can be carried out.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
-from zoo.verify.acceptance import Acceptance, variant_name
+from zoo.verify.acceptance import Acceptance, parse_metric_drops, variant_name
 from zoo.verify.tolerances import check_tolerances, parse_tolerance
 
 
@@ -55,11 +56,14 @@ class ExportPlan:
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
     timeout: float | None = None  # seconds each verification may take (--timeout)
+    calibration: list[Any] = field(default_factory=list)  # the user's rows to calibrate int8 on (InputCase, --calibration)
+    calibration_files: list[Path] = field(default_factory=list)
+    min_speedup: float | None = None  # the variant must be this many times faster than the float32 file
 
     @property
     def protected(self) -> list[Path]:
         """Files the command reads or writes: no report may replace them."""
-        return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files)
+        return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files) + list(self.calibration_files)
 
 
 def resolve_format(
@@ -104,6 +108,9 @@ def plan_export(
     min_agreement: float | None = None,
     max_loss_change: float | None = None,
     max_error: float | None = None,
+    max_metric_drop: Sequence[str] = (),
+    min_speedup: float | None = None,
+    calibration: Sequence[Path] = (),
     timeout: float | None = None,
     jobs: int = 1,
     shard: str | None = None,
@@ -123,13 +130,15 @@ def plan_export(
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
     variant = variant_name(quantize, precision)
     criteria = {"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error}
+    criteria["max_metric_drop"] = parse_metric_drops(max_metric_drop) or None
     acceptance = resolve_acceptance(exporter, variant, criteria)
+    check_variant_extras(variant, min_speedup, calibration)
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(seed)
     check_timeout(timeout)
     if export_all:
-        if params or weights or inputs:
-            raise UsageError("--param, --weights and --inputs describe one architecture; export it by NAME instead of --all")
+        if params or weights or inputs or calibration:
+            raise UsageError("--param, --weights, --inputs and --calibration describe one architecture; export it by NAME instead of --all")
         archs = zoo.architectures.filter(name)
         if not archs:
             raise UsageError(f"no architecture matches {name!r}")
@@ -152,10 +161,17 @@ def plan_export(
         from zoo.verify.input_files import load_input_files
 
         cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, static)
+    calibrating = []
+    if calibration:
+        from zoo.verify.input_files import load_input_files
+
+        params = {**targets[0].arch.defaults, **overrides}
+        calibrating = load_input_files(calibration, targets[0].arch, params, static, option="--calibration", labels=False)
     check_device(device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
         variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
+        calibration=calibrating, calibration_files=[Path(f) for f in calibration], min_speedup=min_speedup,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)
@@ -180,6 +196,16 @@ def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[s
         makes = ", ".join(exporter.variants) or "no variants"
         raise UsageError(f"the {exporter.name} format cannot make the {variant} variant (it makes {makes})")
     return Acceptance(**given)
+
+
+def check_variant_extras(variant: str | None, min_speedup: float | None, calibration: Sequence[Path]) -> None:
+    """``--min-speedup`` judges a variant; ``--calibration`` calibrates an int8 one."""
+    if min_speedup is not None and variant is None:
+        raise UsageError("--min-speedup judges a variant: add --quantize int8 or --precision fp16")
+    if min_speedup is not None and not (math.isfinite(min_speedup) and min_speedup > 0):
+        raise UsageError(f"--min-speedup {min_speedup}: give a ratio above 0, such as 1.5 (1.5× as fast as the float32 file)")
+    if calibration and variant != "int8":
+        raise UsageError("--calibration calibrates an int8 variant: add --quantize int8")
 
 
 def check_export_folder(folder: Path) -> None:

@@ -10,10 +10,11 @@ from zoo.spec.architecture import Output, Tolerance
 
 
 def compare_output(
-    spec: Output, ref: Any, cand: Any, tol: Tolerance | None, generator: Any
+    spec: Output, ref: Any, cand: Any, tol: Tolerance | None, generator: Any, target: Any = None
 ) -> tuple[dict[str, Any] | None, list[str]]:
-    """One output of one case: values, decisions (argmax/threshold) and the loss.
-    Returns the stats for the report (``None`` if the shapes differ) and what failed."""
+    """One output of one case: values, decisions (argmax/threshold) and the loss (on
+    ``target``, the user's labels, else a random target). Returns the stats for the
+    report (``None`` if the shapes differ) and what failed."""
     from zoo.check.task_calls import agreement, closed_form_loss, loss_slack, losses_agree, make_target, task_stats
 
     dtype = str(ref.dtype).removeprefix("torch.")
@@ -36,7 +37,7 @@ def compare_output(
             failures.append(f"output {spec.name!r}: {agreed[0]} agrees on only {agreed[1]:.1%} of rows")
     stats.update(task_stats(spec, ref_np, cand, rtol, atol))  # reported, never failing (multilabel's exact_match)
     if spec.task is not None and tol is not None:
-        target = make_target(spec, ref, generator).double().numpy()  # numpy has no bfloat16
+        target = (target if target is not None else make_target(spec, ref, generator)).double().cpu().numpy()  # numpy has no bfloat16
         loss_ref = closed_form_loss(spec, ref_np, target, dtype)
         loss_got = closed_form_loss(spec, cand, target, dtype)
         stats["loss"] = {"torch": loss_ref, "exported": loss_got}
