@@ -311,6 +311,7 @@ def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, s
             quantize_static(
                 source, target, _Calibration(calibration.feeds), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=STATIC_OPS,
             )
             how = {"method": "static", "calibration_batches": len(calibration.feeds)}
         else:
@@ -332,6 +333,11 @@ def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, s
         result.metadata_props.add(key=key, value=value)
     onnx.save(result, str(target))
     return how
+
+
+# What static quantization quantizes: the weighted ops. A Softmax or Sigmoid head kept in
+# float: uint8 probabilities round small ones to 0, whose loss on real labels explodes.
+STATIC_OPS = ["Conv", "MatMul", "Gemm"]
 
 
 class _Calibration:

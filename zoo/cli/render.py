@@ -154,6 +154,7 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
                 change = f"  loss {(loss['variant'] - loss['torch']) / max(abs(loss['torch']), 1e-12):+.2%}" if loss else ""
                 relative = f" ({stats['p99_relative_to_rms']:.2g}× RMS)" if "p99_relative_to_rms" in stats else ""
                 verdict = "ok" if not any(out_name in f for f in case.failures) else "NOT ACCEPTED"
+                verdict = "below these, labels judge" if verdict == "ok" and stats.get("not_judged") else verdict
                 lines.append(f"    {sizes:<18} {out_name}: p99 abs {stats['p99_abs']:.2e}{relative}{agreements}{change}  {verdict}")
             else:
                 lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%")))
@@ -186,6 +187,7 @@ def metric_lines(result: Any) -> list[str]:
     variant = result.variant["name"] if result.variant is not None else None
     float_cases = [] if result.variant is not None and result.variant_verification is None else result.verification.cases
     candidates = {(c.source, name): stats.get("metrics", {}) for c in float_cases for name, stats in c.outputs.items()}
+    float_losses = {(c.source, name): stats["loss"]["exported"] for c in float_cases for name, stats in c.outputs.items() if "loss" in stats}
     judged = result.variant_verification.cases if result.variant_verification is not None else result.verification.cases
     lines = []
     for case in judged:
@@ -203,21 +205,35 @@ def metric_lines(result: Any) -> list[str]:
                 if worst is not None and worst["change"] != 0:
                     lines.append(
                         f"            most changed class {worst['class']}: {worst['torch']:.1%} → {worst['candidate']:.1%} "
-                        f"({worst['change'] * 100:+.1f} pp, {worst['rows']} rows)"
+                        f"({signed(worst['change'], True)} pp, {worst['rows']} rows)"
                     )
+            if stats.get("metrics") and "loss" in stats:
+                loss, floated = stats["loss"], float_losses.get((case.source, out_name))
+                sides = [("torch", loss["torch"])] + ([(exported, floated)] if variant is not None and floated is not None else [])
+                lines.append(loss_line(case.source, out_name, [*sides, (variant or exported, loss.get("variant", loss.get("exported")))]))
     return lines
 
 
+def signed(value: float, percent: bool) -> str:
+    """``+0.19`` / ``−0.56`` (a true minus sign), in percentage points when ``percent``."""
+    text = f"{value * 100:+.2f}" if percent else f"{value:+.4g}"
+    return text.replace("-", "−")
+
+
 def change_text(found: dict[str, Any]) -> str:
-    """``+0.2 pp; 2 right→wrong, 3 wrong→right; 95% interval of the change −0.6…+0.9 pp``."""
-    scale, unit = (100, " pp") if found["percent"] else (1, "")
-    fmt = (lambda v: f"{v * scale:+.2f}{unit}") if found["percent"] else (lambda v: f"{v:+.4g}")  # noqa: E731
-    parts = [fmt(found["change"])]
+    """``+0.20 pp; 2 right→wrong, 3 wrong→right; 95% interval of the change −0.56…+0.93 pp``."""
+    unit = " pp" if found["percent"] else ""
+    parts = [signed(found["change"], found["percent"]) + unit]
     if "right_to_wrong" in found:
         parts.append(f"{found['right_to_wrong']} right→wrong, {found['wrong_to_right']} wrong→right")
     low, high = found["interval"]
-    parts.append(f"95% interval of the change {fmt(low)}…{fmt(high)}".replace("-", "−"))
+    parts.append(f"95% interval of the change {signed(low, found['percent'])}…{signed(high, found['percent'])}{unit}")
     return "; ".join(parts)
+
+
+def loss_line(source: str, out_name: str, sides: list[tuple[str, float]]) -> str:
+    shown = "  ".join(f"{side} {value:.6g}" for side, value in sides)
+    return f"  loss      {source} {out_name}: on its labels  {shown}"
 
 
 def speed_lines(variant: dict[str, Any]) -> list[str]:
