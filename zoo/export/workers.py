@@ -148,6 +148,7 @@ def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
     settings = dict(
         opset=plan.opset, static=plan.static, rtol=plan.rtol, atol=plan.atol, options=plan.options,
         force=plan.force, seed=plan.seed, device=plan.device, timeout=plan.timeout, variant=plan.variant, acceptance=plan.acceptance,
+        min_speedup=plan.min_speedup,
     )
     refused = target.refused
     return _PortableTarget(
