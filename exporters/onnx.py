@@ -7,10 +7,15 @@ plugin costs nothing.
 
 from __future__ import annotations
 
+import ast
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from zoo.exporters.fold import fold_linear
+from zoo.exporters.torchlib import reuse_torchlib_registry
 
 import zoo
 from zoo import Exporter, ExportJob
@@ -28,7 +33,6 @@ KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx
 
 def export(job: ExportJob) -> list[Path]:
     import torch
-    from zoo.exporters.torchlib import reuse_torchlib_registry
 
     reuse_torchlib_registry()  # the exporter's op table, built once per process (0.7 s an export otherwise)
     # zoo quiets the exporter's prints, warnings and log records around this call (zoo.host.plugin_calls.quiet_exporter)
@@ -52,8 +56,6 @@ def export(job: ExportJob) -> list[Path]:
     model.metadata_props.clear()
     model.metadata_props.update({**job.metadata, "zoo.onnx_version": onnx.__version__})
     if job.options.get("fold_linear"):
-        from zoo.exporters.fold import fold_linear
-
         job.stats["fold_linear"] = fold_linear(model).to_dict()
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     files = [job.path]
@@ -159,8 +161,6 @@ def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
 
 def tensor_size(tensor: Any) -> tuple[int, int]:
     """Elements and bytes a ``TensorProto`` declares (from its dims; nothing read)."""
-    import math
-
     from onnx.helper import tensor_dtype_to_np_dtype
 
     elements = math.prod(tensor.dims)
@@ -244,8 +244,6 @@ def check(path: Path) -> None:
 def module_scopes(node: Any) -> list[tuple[str, str]]:
     """``(module path, class)`` of every module ``node`` lies in, outermost first,
     from the metadata the exporter wrote (``KEEP_NODE_METADATA``); the root is ``""``."""
-    import ast
-
     meta = {p.key: p.value for p in node.metadata_props}
     try:
         scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))

@@ -10,6 +10,7 @@ per call. On CUDA, each timed call ends with a device synchronisation.
 from __future__ import annotations
 
 import gc
+import inspect
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,23 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from zoo import progress
+from zoo.bench.plot import check_plot_path, require_matplotlib
 from zoo.bench.results import BenchResult, BenchRow, Timing
 from zoo.build.model import BuiltModel
-from zoo.build.shapes import sample_sizes
+from zoo.build.shapes import dynamic_dims, sample_sizes
 from zoo.errors import UsageError, VerificationFailed
+from zoo.export.pipeline import export_model, variant_of
+from zoo.export.plan import resolve_acceptance, resolve_format
 from zoo.spec.exporter import Exporter
+from zoo.spec.params import parse_params
+from zoo.verify.acceptance import variant_name
+from zoo.verify.artifact import exported_metadata
+from zoo.verify.compare import as_numpy
 
 DEFAULT_BATCH_SIZES = (1, 64, 4096)
 DEFAULT_BUDGET_S = 0.5  # timed calls per runtime and batch size
 WARMUP_FRACTION = 0.2  # of the budget, spent before timing
 MIN_CALLS = 5
 MAX_CALLS = 100_000
-
-
-
-
-
-
 
 
 @dataclass
@@ -51,30 +53,40 @@ class BenchPlan:
     acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
 
 
-def plan_bench(
-    zoo: Any, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
-    fold_linear: bool, plot: Path | None, quantize: str | None = None, precision: str | None = None,
-) -> BenchPlan:
+@dataclass(frozen=True)
+class BenchRequest:
+    """``zoo bench``'s options as given, before anything is resolved (``plan_bench``)."""
+
+    name: str
+    params: Sequence[str] = ()
+    batch_sizes: str = ",".join(map(str, DEFAULT_BATCH_SIZES))
+    dim_sizes: Sequence[str] = ()
+    format_name: str = "onnx"
+    device: str = "cpu"
+    seed: int = 0
+    budget: float = DEFAULT_BUDGET_S
+    threads: int | None = None
+    fold_linear: bool = False
+    quantize: str | None = None
+    precision: str | None = None
+    plot: Path | None = None
+
+
+def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
     """Everything a user can get wrong, refused before minutes of timing."""
-    from zoo.build.shapes import dynamic_dims
-    from zoo.export.plan import resolve_acceptance, resolve_format
-    from zoo.spec.params import parse_params
-    from zoo.verify.acceptance import variant_name
-
-    batches = parse_batch_sizes(batch_sizes)
-    exporter = zoo.exporter(format_name)
-    options = {"fold_linear": True} if fold_linear else {}
+    r = request
+    batches = parse_batch_sizes(r.batch_sizes)
+    exporter = zoo.exporter(r.format_name)
+    options = {"fold_linear": True} if r.fold_linear else {}
     resolve_format(exporter, options=options)
-    variant = variant_name(quantize, precision)
+    variant = variant_name(r.quantize, r.precision)
     acceptance = resolve_acceptance(exporter, variant, {})
-    if plot is not None:
-        from zoo.bench.plot import check_plot_path, require_matplotlib
-
+    if r.plot is not None:
         require_matplotlib()
-        check_plot_path(plot)
-    arch = zoo.architecture(name)
-    overrides = parse_params(params, arch.parameters, arch.name)
-    sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
+        check_plot_path(r.plot)
+    arch = zoo.architecture(r.name)
+    overrides = parse_params(r.params, arch.parameters, arch.name)
+    sizes = parse_sizes(r.dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
     return BenchPlan(arch, overrides, exporter, batches, sizes, options, variant, acceptance)
 
 
@@ -165,7 +177,6 @@ def bench_model(
     """
     import torch
 
-    from zoo.export.pipeline import export_model
 
     fixed = {**sample_sizes(built.arch, built.params), **(sizes or {})}
     if "batch" not in fixed:
@@ -223,9 +234,6 @@ def bench_variant(
     built: BuiltModel, exporter: Exporter, source: Path, variant: str, acceptance: Any, threads: int | None, result: BenchResult
 ) -> Any:
     """Make and judge the variant of the verified file ``source``; its onnxruntime session."""
-    from zoo.export.pipeline import variant_of
-    from zoo.verify.artifact import exported_metadata
-
     progress.stage(f"making the {variant} variant")
     target, made, verification = variant_of(
         exporter, built, source, exported_metadata(exporter, source), variant, acceptance, source.parent / variant, source
@@ -236,8 +244,6 @@ def bench_variant(
 
 def load_runner(exporter: Exporter, path: Path, device: str, threads: int | None) -> Any:
     """The format's runner; ``threads`` reaches loaders that take it (onnx's does)."""
-    import inspect
-
     try:
         takes_threads = "threads" in inspect.signature(exporter.load).parameters
     except (TypeError, ValueError):  # a builtin or C callable: no signature to read
@@ -247,8 +253,6 @@ def load_runner(exporter: Exporter, path: Path, device: str, threads: int | None
 
 def runner_call(runner: Callable[[dict[str, Any]], Any], inputs: Mapping[str, Any]) -> Callable[[], Any]:
     """One call of a format's runner, numpy in and out, as verification calls it."""
-    from zoo.verify.compare import as_numpy
-
     feed = {name: as_numpy(tensor) for name, tensor in inputs.items()}
     return lambda: runner(feed)
 

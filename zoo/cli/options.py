@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from zoo.cli.completion import complete_format
 from zoo.cli.group import get_zoo
 from zoo.cli.output import remember_json
 from zoo.host.manager import load_zoo
@@ -36,6 +37,23 @@ fold_linear_option = click.option(
     "--fold-linear", is_flag=True,
     help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
 )
+
+
+def format_option(help: str) -> Any:
+    return click.option("--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format, help=help)
+
+
+def variant_options(verb: str, condition: str) -> Any:
+    """``--quantize int8`` and ``--precision fp16``: ``verb`` the variant, ``condition`` saying how it is judged."""
+    quantize = click.option("--quantize", type=click.Choice(["int8"]), help=f"{verb} an int8 variant {condition}.")
+    precision = click.option("--precision", type=click.Choice(["fp16"]), help=f"{verb} a float16 variant {condition}.")
+
+    def both(command: Any) -> Any:
+        return quantize(precision(command))
+
+    return both
+
+
 def timeout_option(default: float | None) -> Any:
     help = "Stop the verification after this many seconds (exit 1)."
     return click.option("--timeout", type=float, default=default, show_default=default is not None, metavar="SECONDS", help=help)

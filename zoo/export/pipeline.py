@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
-from zoo.build.model import BuiltModel
+from zoo.build.model import BuiltModel, build_model
 from zoo.build.shapes import dynamic_dims
 from zoo.errors import CheckFailed, ExportFailed, PluginError, ZooError
 from zoo.export.plan import ExportPlan, Target, resolve_format
@@ -42,8 +42,6 @@ CALIBRATION_BATCH_ROWS = 256  # the user's --calibration rows, fed to the calibr
 def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
     """Export every target of ``plan``; a failure is recorded (with its exit code)
     and the rest still run."""
-    from zoo.build.model import build_model
-
     results: list[ExportResult | FailedExport] = []
     for index, target in enumerate(plan.targets):
         if on_start is not None:
@@ -82,7 +80,10 @@ def export_model(
     CLI goes through ``plan_export`` and ``export_targets``)."""
     options = dict(options or {})
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
-    plan = ExportPlan(exporter, [Target(built.arch, output)], opset, static, rtol, atol, options, force, built.seed, built.device)
+    plan = ExportPlan(
+        exporter=exporter, targets=[Target(built.arch, output)], opset=opset, static=static, rtol=rtol, atol=atol,
+        options=options, force=force, seed=built.seed, device=built.device,
+    )
     check_output_path(output, force)
     return export_built(plan, built, output)
 
@@ -128,7 +129,7 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         old = old_side_files(exporter, output) if plan.force else OldSideFiles()
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
         interrupts.stop_if_interrupted()  # one a library swallowed stops the export before anything is placed
-        with interrupts.uncut():  # all the files or none: a signal now is raised once they are placed
+        with interrupts.signals_deferred():  # all the files or none: a signal now is raised once they are placed
             result.files = place(written, main, output, plan.force, old=old, keep=weights)
     return result
 
@@ -210,8 +211,6 @@ def variant_of(
     return target, made, verification
 
 
-
-
 def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> ExportJob:
     """The job for ``built``, traced on the sample inputs its check ran (``CheckResult``)."""
     dims = {} if plan.static else dynamic_dims(built.arch, built.params)
@@ -254,17 +253,5 @@ def run_exporter(exporter: Exporter, job: ExportJob, output: Path) -> list[Path]
             "but did not apply it (nothing recorded in job.stats)"
         )
     return [Path(p) for p in (written or [job.path])]
-
-
-
-
-
-
-
-
-
-
-
-
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.spec.architecture import Architecture, Dim
+from zoo.version import __version__
 
 if TYPE_CHECKING:
     import torch
@@ -56,7 +57,6 @@ def provenance(built: Any, exporter_name: str, opset: int | None, static: bool, 
     """What goes inside the file, so ``zoo verify`` can rebuild the model from it alone."""
     import torch
 
-    from zoo import __version__
 
     meta = {
         "version": __version__,

@@ -16,7 +16,10 @@ from zoo.build.model import BuiltModel, ieee_float32
 from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
 from zoo.spec.exporter import Exporter
+from zoo.text import dtype_text
+from zoo.verify.compare import as_numpy, error_stats
 from zoo.verify.results import Verification
+from zoo.verify.tolerances import tolerance_for
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +56,6 @@ def first_divergence(
     """The first module scope, in graph order, whose last node's output is beyond
     tolerance from that module's output in PyTorch; ``None`` when none is (or the
     exporter cannot tell)."""
-    from zoo.verify.compare import as_numpy, error_stats
-    from zoo.verify.tolerances import tolerance_for
-
     feed_names = feed_names or {}
     feed = {feed_names.get(name, name): as_numpy(t) for name, t in inputs.items()}
     try:
@@ -72,7 +72,7 @@ def first_divergence(
         ref = reference.get(item["module"])
         if ref is None or tuple(ref.shape) != tuple(item["value"].shape):
             continue
-        dtype = str(ref.dtype).removeprefix("torch.")
+        dtype = dtype_text(ref.dtype)
         tol = tolerance_for(built.arch, built.device, dtype, rtol, atol)
         stats = error_stats(as_numpy(ref), item["value"], tol.rtol if tol else 0.0, tol.atol if tol else 0.0)
         if not stats["ok"]:

@@ -18,12 +18,14 @@ from typing import Any
 
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import verification_cases
-from zoo.errors import ParameterError, UsageError, VerificationFailed
+from zoo.errors import ParameterError, UsageError, VerificationFailed, one_line
 from zoo.host.plugin_calls import call_exporter, quiet_exporter
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
+from zoo.text import dtype_text
 from zoo.verify.acceptance import Acceptance, accept_output
 from zoo.verify.compare import as_numpy, case_label, compare_output
+from zoo.verify.divergence import first_divergence
 from zoo.verify.results import CaseResult, Verification
 from zoo.verify.tolerances import ToleranceOption, tolerance_for
 
@@ -32,19 +34,9 @@ log = logging.getLogger(__name__)
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
-
-
 def check_timeout(timeout: float | None) -> None:
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ParameterError(f"--timeout {timeout}: give a number of seconds above 0")
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -114,8 +106,6 @@ def verify_files(
     if acceptance is not None:
         verification.tolerances = {}
     elif first_failed is not None and exporter.intermediates is not None:
-        from zoo.verify.divergence import first_divergence
-
         feed_names = getattr(runner, "feed_names", None)
         verification.first_divergence = first_divergence(built, exporter, path, first_failed, rtol, atol, feed_names)
     verification.seconds = time.perf_counter() - start
@@ -150,7 +140,6 @@ def run_case(
     except VerificationFailed:  # timed out: no later case may run either
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
-        from zoo.errors import one_line
 
         return CaseResult(dict(sizes), {}, [f"{case_label(sizes)}: {exporter.name} runtime raised {one_line(exc)}"])
     generator = torch.Generator().manual_seed(seed)
@@ -158,7 +147,7 @@ def run_case(
     failures: list[str] = []
     for spec in arch.outputs:
         ref = reference[spec.name].detach().cpu()
-        dtype = str(ref.dtype).removeprefix("torch.")
+        dtype = dtype_text(ref.dtype)
         tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
         tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
         if spec.name not in got:
@@ -279,19 +268,5 @@ def _stop(runner: Any, thread: threading.Thread) -> None:
     close = getattr(runner, "close", None)
     if close is not None:
         close()
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
