@@ -291,14 +291,14 @@ def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, str], calibration: list[dict[str, Any]]) -> dict[str, Any]:
+def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, str], calibration: Any) -> dict[str, Any]:
     """Write the ``variant`` ("int8" or "fp16") of the verified model at ``source``
     to ``target``, with ``metadata``; returns how it was made, for the report.
 
     int8 is dynamic quantization (weights int8, activations quantized at run
-    time) unless the graph has convolutions: those are quantized statically,
-    calibrated on ``calibration`` (zoo's generated inputs), as onnxruntime's
-    dynamic quantization has no fast int8 convolution kernels.
+    time) unless the user gave representative rows (``--calibration``) or the
+    graph has convolutions, which onnxruntime's dynamic quantization runs
+    without fast int8 kernels: then static, calibrated on ``calibration.feeds``.
     """
     import onnx
 
@@ -306,12 +306,13 @@ def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, s
     if variant == "int8":
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-        if any(node.op_type == "Conv" for node in model.graph.node):
+        if calibration.representative or any(node.op_type == "Conv" for node in model.graph.node):
             quantize_static(
-                source, target, _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                source, target, _Calibration(calibration.feeds), quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=STATIC_OPS,
             )
-            how = {"method": "static", "calibration_batches": len(calibration)}
+            how = {"method": "static", "calibration_batches": len(calibration.feeds)}
         else:
             quantize_dynamic(source, target, weight_type=QuantType.QInt8)
             how = {"method": "dynamic"}
@@ -331,6 +332,11 @@ def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, s
         result.metadata_props.add(key=key, value=value)
     onnx.save(result, str(target))
     return how
+
+
+# What static quantization quantizes: the weighted ops. A Softmax or Sigmoid head kept in
+# float: uint8 probabilities round small ones to 0, whose loss on real labels explodes.
+STATIC_OPS = ["Conv", "MatMul", "Gemm"]
 
 
 class _Calibration:

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo import LOG_FLOOR, Task, log_floor
+from zoo import LOG_FLOOR, Metric, Task, log_floor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -218,6 +218,59 @@ def cross_entropy_slack(output: Any, y: np.ndarray, t: np.ndarray, rtol: float, 
     return band_slack(nll_terms, row_mean)(output, y, t, rtol, atol, dtype)
 
 
+# -- metrics on labelled rows (prediction: rows × last dimension, float64) ------------------------
+
+
+def threshold_of(output: Any) -> float:
+    return 0.5 if output.head == "sigmoid" else 0.0
+
+
+def threshold_right(output: Any, y: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row and label: the decision at the threshold matches the 0/1 label."""
+    return (y > threshold_of(output)) == (labels > 0.5)
+
+
+def rows_right(output: Any, y: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return threshold_right(output, y, labels).all(axis=-1)
+
+
+def argmax_right(output: Any, y: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return y.argmax(axis=-1) == labels
+
+
+def fraction(right: Callable[..., Any]) -> Callable[..., float]:
+    def compute(output: Any, y: np.ndarray, labels: np.ndarray) -> float:
+        decided = right(output, y, labels)
+        return float(decided.mean()) if decided.size else 0.0
+
+    return compute
+
+
+def rmse(output: Any, y: np.ndarray, labels: np.ndarray) -> float:
+    import numpy as np
+
+    return float(np.sqrt(np.mean((y - labels) ** 2))) if y.size else 0.0
+
+
+def r_squared(output: Any, y: np.ndarray, labels: np.ndarray) -> float:
+    """1 - residual / total sum of squares, per column, averaged (scikit-learn's r2_score)."""
+    import numpy as np
+
+    total = ((labels - labels.mean(axis=0)) ** 2).sum(axis=0)
+    residual = ((labels - y) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = np.where(total > 0, 1 - residual / total, np.where(residual == 0, 1.0, 0.0))
+    return float(scores.mean()) if scores.size else 0.0
+
+
+ACCURACY_BY_THRESHOLD = Metric("accuracy", fraction(rows_right), max_drop=0.01, percent=True, correct=rows_right)
+ACCURACY_BY_ARGMAX = Metric("accuracy", fraction(argmax_right), max_drop=0.01, percent=True, correct=argmax_right)
+EXACT_MATCH = Metric("exact_match", fraction(rows_right), max_drop=0.01, percent=True, correct=rows_right)
+PER_LABEL_ACCURACY = Metric("per_label_accuracy", fraction(threshold_right), max_drop=0.01, percent=True)
+RMSE = Metric("rmse", rmse, higher_is_better=False, max_drop=0.05, relative=True)
+R_SQUARED = Metric("r2", r_squared, max_drop=None)
+
+
 BINARY = Task(
     name="binary",
     heads={"sigmoid": "binary cross-entropy", None: "binary cross-entropy with logits"},
@@ -226,6 +279,8 @@ BINARY = Task(
     make_target=zero_one_target,
     agreement=threshold_agreement,
     loss_slack=band_slack(bce_terms, mean),
+    labels="binary",
+    metrics=(ACCURACY_BY_THRESHOLD,),
     summary="0/1 labels: binary cross-entropy; decisions at the threshold (0.5, or 0 for logits)",
 )
 MULTICLASS = Task(
@@ -240,6 +295,8 @@ MULTICLASS = Task(
     make_target=one_hot_target,
     agreement=argmax_agreement,
     loss_slack=cross_entropy_slack,
+    labels="class",
+    metrics=(ACCURACY_BY_ARGMAX,),
     summary="one class per row (last dimension): cross-entropy; decisions by argmax",
 )
 MULTILABEL = Task(
@@ -251,6 +308,8 @@ MULTILABEL = Task(
     agreement=threshold_agreement,
     stats=exact_match,
     loss_slack=band_slack(bce_terms, mean),
+    labels="binary",
+    metrics=(EXACT_MATCH, PER_LABEL_ACCURACY),
     summary="independent 0/1 labels (last dimension): BCE per label; per-label threshold, and exact label sets",
 )
 REGRESSION = Task(
@@ -260,6 +319,8 @@ REGRESSION = Task(
     closed_form_loss=closed_form(squared_terms, mean),
     make_target=normal_target,
     loss_slack=band_slack(squared_terms, mean, at_target=True),
+    labels="value",
+    metrics=(RMSE, R_SQUARED),
     summary="real values: mean squared error",
 )
 BUILTIN_TASKS = MappingProxyType({task.name: task for task in (BINARY, MULTICLASS, MULTILABEL, REGRESSION)})

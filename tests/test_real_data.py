@@ -149,7 +149,7 @@ def test_an_npz_of_user_inputs_adds_a_verification_case_named_by_its_file(tmp_pa
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"x": np.zeros((2, 10), "float32"), "y": np.zeros(2)}, "unknown key(s) y; its keys must be exactly three-layer-stack's inputs: x"),
+        ({"x": np.zeros((2, 10), "float32"), "y": np.zeros(2)}, "unknown key(s) y; its keys must be three-layer-stack's inputs: x (and, for labels, its outputs: prediction)"),
         ({"z": np.zeros((2, 10), "float32")}, "unknown key(s) z; missing x"),
         ({"x": np.zeros((2, 10))}, "'x' is float64, three-layer-stack takes float32; convert it with .astype('float32')"),
         ({"x": np.zeros(10, "float32")}, "'x' has 1 dimensions [10], three-layer-stack takes 2 (batch×in_features)"),

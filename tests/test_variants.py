@@ -23,7 +23,7 @@ def test_an_int8_variant_is_placed_once_accepted_and_verify_rechecks_it(run, tmp
     record = json.loads(result.stdout)
     variant = record["variant"]
     assert (variant["name"], variant["method"]) == ("int8", "dynamic")
-    assert variant["criteria"] == {"min_agreement": 0.99, "max_loss_change": 0.05, "max_error": 0.05}
+    assert variant["criteria"] == {"min_agreement": 0.99, "max_loss_change": 0.05, "max_error": 0.05, "max_metric_drop": {}}
     assert all(case["ok"] for case in variant["verification"]["cases"])
     assert record["verification"]["ok"]  # the float32 export it was made from verified first
     placed = tmp_path / "binary-sigmoid.int8.onnx"

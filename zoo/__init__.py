@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from zoo.spec.architecture import Architecture, Dim, Input, Output, Tolerance
     from zoo.spec.exporter import Exporter
     from zoo.spec.job import ExportJob
-    from zoo.spec.task import LOG_FLOOR, HeadCheck, Task, log_floor
+    from zoo.spec.task import LOG_FLOOR, HeadCheck, Metric, Task, log_floor
     from zoo.spec.weights import EvalSet, MetricClaim, Weights
 
 from zoo.version import __version__
@@ -37,7 +37,7 @@ _PUBLIC = {
     "ParameterError": "zoo.errors", "UsageError": "zoo.errors", "ZooError": "zoo.errors",
     "hookimpl": "zoo.host.hookspecs", "ExportJob": "zoo.spec.job", "Zoo": "zoo.host.manager", "load_zoo": "zoo.host.manager",
     "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
-    "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
+    "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "Metric": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
     "Weights": "zoo.spec.weights", "MetricClaim": "zoo.spec.weights", "EvalSet": "zoo.spec.weights",
 }
 
@@ -100,6 +100,7 @@ __all__ = [
     "LOG_FLOOR",
     "MetricClaim",
     "Input",
+    "Metric",
     "Output",
     "ParameterError",
     "Task",

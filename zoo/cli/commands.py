@@ -202,6 +202,15 @@ def check_command(
 @click.option("--min-agreement", type=float, help="Variant: least fraction of rows whose argmax/threshold agrees with PyTorch (0.99).")
 @click.option("--max-loss-change", type=float, help="Variant: largest relative change of the loss (0.05).")
 @click.option("--max-error", type=float, help="Variant, regression: largest p99 absolute error, as a fraction of the output's RMS (0.05).")
+@click.option(
+    "--max-metric-drop", multiple=True, metavar="[METRIC=]NUMBER",
+    help="Variant, with labels in --inputs: how far a task metric may fall below PyTorch's (repeatable; default the task's: accuracy 0.01 = 1 pp, rmse 5%).",
+)
+@click.option("--min-speedup", type=float, metavar="X", help="Variant: refuse it unless it is X times as fast as the float32 file (batch 1 and the largest case).")
+@click.option(
+    "--calibration", multiple=True, type=click.Path(path_type=Path), metavar="FILE.npz",
+    help="int8: quantize statically, calibrated on these inputs (repeatable; keys are the input names, like --inputs).",
+)
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
 @click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
 @timeout_option(None)
@@ -223,6 +232,7 @@ def export_command(
       zoo export binary --device cuda --report binary.json
       zoo export stack --fold-linear
       zoo export binary --size batch=8 --static
+      zoo export multiclass --weights w.safetensors --inputs test.npz --quantize int8
       zoo export --all -o exported/
       zoo export --all -o exported/ --jobs 2 --shard 1/4
     """

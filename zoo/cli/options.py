@@ -62,7 +62,8 @@ atol_option = click.option(
 rtol_option = click.option("--rtol", multiple=True, metavar="[OUTPUT=]NUMBER", help="Relative tolerance, like --atol (see it for defaults).")
 inputs_option = click.option(
     "--inputs", "inputs", multiple=True, type=click.Path(path_type=Path), metavar="FILE.npz",
-    help="Also verify on these inputs (repeatable): an .npz whose keys are the input names, batch dimension first.",
+    help="Also verify on these inputs (repeatable): an .npz whose keys are the input names, batch dimension first; "
+    "a key named after an output holds its labels (class indices, 0/1 or values), scored by the task's metrics.",
 )
 fold_linear_option = click.option(
     "--fold-linear", is_flag=True,

@@ -26,7 +26,7 @@ from zoo.files.staging import OldSideFiles, check_side_files, old_side_files, pl
 from zoo.host.plugin_calls import call_exporter, code_location, reason
 from zoo.progress import timed
 from zoo.spec.architecture import Dim
-from zoo.spec.exporter import Exporter
+from zoo.spec.exporter import Calibration, Exporter
 from zoo.spec.job import META_PREFIX, ExportJob, provenance
 from zoo.verify.acceptance import Acceptance
 from zoo.verify.artifact import check_artifact
@@ -38,6 +38,7 @@ from zoo.verify.run import verify_files
 log = logging.getLogger(__name__)
 CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
 CALIBRATION_BATCHES = 8
+CALIBRATION_BATCH_ROWS = 256  # the user's --calibration rows, fed to the calibrator this many at a time
 
 
 def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
@@ -123,10 +124,11 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         if plan.variant is not None:  # built on the verified float32 file, placed instead of it once accepted
             written = make_variant(plan, built, job, temp / "variant", output, result)
             main = written[0]
-            if not result.variant_verification.ok:
+            refused = result.variant_verification.failures[:1] or variant_speed(plan, built, job.path, main, result)
+            if refused:
                 result.files = [output.parent / p.name for p in written]
                 result.placed = False
-                result.error = f"the {plan.variant} variant is not accepted: " + result.variant_verification.failures[0]
+                result.error = f"the {plan.variant} variant is not accepted: " + refused[0]
                 return result
         if plan.eval_path is not None:  # the weight set's claimed metric, on every runtime, before anything is placed
             files = {exporter.name: job.path, **({plan.variant: main} if plan.variant else {})}
@@ -154,23 +156,58 @@ def static_batch(plan: ExportPlan, job: ExportJob) -> int | None:
 
 def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Path, output: Path, result: ExportResult) -> list[Path]:
     """The variant of the verified file ``job.path``, checked and verified by the plan's
-    acceptance criteria (in ``result``); the files it wrote, the main file first."""
+    acceptance criteria on every case, the user's too (in ``result``); the files it
+    wrote, the main file first."""
     with timed(result.timings, plan.variant):
         target, result.variant, result.variant_verification = variant_of(
-            plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static
+            plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static,
+            extra=plan.inputs, calibration=calibration_of(built, plan.calibration, plan.static),
         )
     return [target]
 
 
-def variant_of(
-    exporter: Exporter, built: BuiltModel, source: Path, metadata: dict[str, str], variant: str, acceptance: Acceptance,
-    folder: Path, disk_path: Path, static: bool = False,
-) -> tuple[Path, dict[str, Any], Verification]:
-    """Make ``variant`` of the verified file ``source`` in ``folder`` (same file name),
-    check it, and verify it against ``built`` by ``acceptance``: the file, what was
-    made (name, method, criteria, sizes) and the verification."""
+def variant_speed(plan: ExportPlan, built: BuiltModel, source: Path, variant: Path, result: ExportResult) -> list[str]:
+    """Time the accepted variant against the float32 file (``result.variant["speed"]``);
+    the refusal under ``--min-speedup``, else warnings where it is slower or larger."""
+    from zoo.verify.speed import speed_verdict, time_against
+
+    with timed(result.timings, "timing"):
+        result.variant["speed"] = time_against(plan.exporter, built, source, variant, result.variant_verification)
+    refused, warnings = speed_verdict(result.variant, plan.variant, plan.min_speedup)
+    result.variant["warnings"] = warnings
+    return refused
+
+
+def calibration_of(built: BuiltModel, cases: list[Any], static: bool) -> Calibration:
+    """The user's ``--calibration`` rows in batches, else zoo's own inputs (unlike any verification case)."""
     import numpy as np
 
+    if cases:
+        feeds = [feed for case in cases for feed in row_batches(case.inputs, None if static else CALIBRATION_BATCH_ROWS)]
+        source = ", ".join(case.source for case in cases)
+        return Calibration(feeds, source, sum(case.rows for case in cases), representative=True)
+    feeds = [
+        {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in built.sample_inputs(seed=built.seed + CALIBRATION_SEED + i).items()}
+        for i in range(CALIBRATION_BATCHES)
+    ]
+    return Calibration(feeds, "generated inputs", sum(len(next(iter(f.values()))) for f in feeds if f))
+
+
+def row_batches(inputs: dict[str, Any], rows: int | None) -> list[dict[str, Any]]:
+    """``inputs`` split along the batch axis into batches of at most ``rows`` (``None``: one batch)."""
+    total = len(next(iter(inputs.values())))
+    step = rows or max(total, 1)
+    return [{name: array[start : start + step] for name, array in inputs.items()} for start in range(0, total, step)]
+
+
+def variant_of(
+    exporter: Exporter, built: BuiltModel, source: Path, metadata: dict[str, str], variant: str, acceptance: Acceptance,
+    folder: Path, disk_path: Path, static: bool = False, extra: list[Any] | None = None, calibration: Calibration | None = None,
+) -> tuple[Path, dict[str, Any], Verification]:
+    """Make ``variant`` of the verified file ``source`` in ``folder`` (same file name),
+    check it, and verify it against ``built`` by ``acceptance`` on every case (``extra``:
+    the user's): the file, what was made (name, method, criteria, sizes, calibration)
+    and the verification."""
     folder.mkdir()
     target = folder / source.name
     metadata = {
@@ -178,17 +215,19 @@ def variant_of(
         META_PREFIX + "variant": variant,
         META_PREFIX + "acceptance": json.dumps(acceptance.to_dict(), sort_keys=True),
     }
-    calibration = [  # for static quantization: zoo's own inputs, unlike any verification case
-        {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in built.sample_inputs(seed=built.seed + CALIBRATION_SEED + i).items()}
-        for i in range(CALIBRATION_BATCHES)
-    ]
+    calibration = calibration or calibration_of(built, [], static)
     how = call_exporter(
         exporter.make_variant, source, target, variant, metadata, calibration, error=ExportFailed,
         what=f"{exporter.name} could not make the {variant} variant of {built.arch.name}", disk_path=disk_path,
     )
     check_artifact(exporter, target)
-    verification = verify_files(built, exporter, target, static, acceptance=acceptance)
+    verification = verify_files(built, exporter, target, static, acceptance=acceptance, extra=list(extra or ()))
     made = {"name": variant, **(how or {}), "criteria": acceptance, "float32_bytes": source.stat().st_size, "bytes": target.stat().st_size}
+    if made.get("method") == "static":
+        made["calibration"] = {
+            "source": calibration.source, "rows": calibration.rows, "batches": len(calibration.feeds),
+            "representative": calibration.representative, "text": calibration.text(),
+        }
     return target, made, verification
 
 

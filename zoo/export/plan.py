@@ -12,6 +12,7 @@ plan that exists can be carried out.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.params import parse_params
 from zoo.text import shorten
-from zoo.verify.acceptance import Acceptance, variant_name
+from zoo.verify.acceptance import Acceptance, parse_metric_drops, variant_name
 from zoo.verify.input_files import load_input_files
 from zoo.verify.run import check_timeout
 from zoo.verify.tolerances import check_tolerances, parse_tolerance
@@ -65,11 +66,14 @@ class ExportPlan:
     acceptance: Acceptance | None = None  # what the variant must meet
     timeout: float | None = None  # seconds each verification may take (--timeout)
     sizes: dict[str, int] = field(default_factory=dict)  # --size: the export sample's sizes (fixed ones with --static)
+    calibration: list[Any] = field(default_factory=list)  # the user's rows to calibrate int8 on (InputCase, --calibration)
+    calibration_files: list[Path] = field(default_factory=list)
+    min_speedup: float | None = None  # the variant must be this many times faster than the float32 file
 
     @property
     def protected(self) -> list[Path]:
         """Files the command reads or writes: no report may replace them."""
-        return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files)
+        return [t.path for t in self.targets] + ([self.weights] if self.weights else []) + list(self.input_files) + list(self.calibration_files)
 
 
 def chosen_sizes(texts: Sequence[str], targets: list[Target], overrides: dict[str, Any]) -> dict[str, int]:
@@ -126,6 +130,9 @@ class ExportRequest:
     min_agreement: float | None = None
     max_loss_change: float | None = None
     max_error: float | None = None
+    max_metric_drop: Sequence[str] = ()  # [METRIC=]NUMBER, repeatable
+    min_speedup: float | None = None
+    calibration: Sequence[Path] = ()
     timeout: float | None = None
     jobs: int = 1
     shard: str | None = None
@@ -145,13 +152,15 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     opset = resolve_format(exporter, opset=r.opset, rtol=rtol, atol=atol, options=options)
     variant = variant_name(r.quantize, r.precision)
     criteria = {"min_agreement": r.min_agreement, "max_loss_change": r.max_loss_change, "max_error": r.max_error}
+    criteria["max_metric_drop"] = parse_metric_drops(r.max_metric_drop) or None
     acceptance = resolve_acceptance(exporter, variant, criteria)
+    check_variant_extras(variant, r.min_speedup, r.calibration)
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(r.seed)
     check_timeout(r.timeout)
     if r.export_all:
-        if r.params or r.weights or r.inputs:
-            raise UsageError("--param, --weights and --inputs describe one architecture; export it by NAME instead of --all")
+        if r.params or r.weights or r.inputs or r.calibration:
+            raise UsageError("--param, --weights, --inputs and --calibration describe one architecture; export it by NAME instead of --all")
         archs = zoo.architectures.filter(r.name)
         if not archs:
             raise UsageError(f"no architecture matches {r.name!r}")
@@ -178,12 +187,17 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     cases = []
     if r.inputs:
         cases = load_input_files(r.inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, r.static)
+    calibrating = []
+    if r.calibration:
+        params = {**targets[0].arch.defaults, **overrides}
+        calibrating = load_input_files(r.calibration, targets[0].arch, params, r.static, option="--calibration", labels=False)
     check_device(r.device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter=exporter, targets=targets, opset=opset, static=r.static, rtol=rtol, atol=atol, options=options, force=r.force,
         seed=r.seed, device=r.device, overrides=overrides, weights=choice.path if choice else None,
         weights_entry=choice.entry if choice else None, eval_path=eval_set_path(choice), report=r.report, variant=variant,
         acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in r.inputs], timeout=r.timeout, sizes=chosen,
+        calibration=calibrating, calibration_files=[Path(f) for f in r.calibration], min_speedup=r.min_speedup,
     )
     if r.report is not None:  # the JSON must never replace the model or its weights
         check_file_path(r.report, "--report", plan.protected)
@@ -215,6 +229,16 @@ def resolve_acceptance(exporter: Exporter, variant: str | None, criteria: dict[s
         makes = ", ".join(exporter.variants) or "no variants"
         raise UsageError(f"the {exporter.name} format cannot make the {variant} variant (it makes {makes})")
     return Acceptance(**given)
+
+
+def check_variant_extras(variant: str | None, min_speedup: float | None, calibration: Sequence[Path]) -> None:
+    """``--min-speedup`` judges a variant; ``--calibration`` calibrates an int8 one."""
+    if min_speedup is not None and variant is None:
+        raise UsageError("--min-speedup judges a variant: add --quantize int8 or --precision fp16")
+    if min_speedup is not None and not (math.isfinite(min_speedup) and min_speedup > 0):
+        raise UsageError(f"--min-speedup {min_speedup}: give a ratio above 0, such as 1.5 (1.5× as fast as the float32 file)")
+    if calibration and variant != "int8":
+        raise UsageError("--calibration calibrates an int8 variant: add --quantize int8")
 
 
 def check_export_folder(folder: Path) -> None:

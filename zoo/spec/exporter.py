@@ -12,6 +12,25 @@ from zoo.spec.architecture import SUFFIX_PATTERN, check_name
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """What ``make_variant`` may calibrate a quantized variant on: input batches
+    (input name -> numpy array). ``representative``: the user's rows
+    (``--calibration FILE.npz``), so a static quantization should use them; else
+    zoo's generated inputs, unlike real data. ``source`` names them for reports."""
+
+    feeds: list[dict[str, Any]]
+    source: str
+    rows: int
+    representative: bool = False
+
+    def text(self) -> str:
+        """``calibrated on calib.npz, 1,000 rows`` / ``on 8 batches of generated inputs, unlike real data``."""
+        if self.representative:
+            return f"calibrated on {self.source}, {self.rows:,} rows"
+        return f"calibrated on {len(self.feeds)} batches of generated inputs, unlike real data"
+
+
+@dataclass(frozen=True)
 class Exporter:
     """An export format: what a plugin passes to ``register`` in ``register_exporters``.
 
@@ -49,7 +68,7 @@ class Exporter:
     check: Callable[[Any], None] | None = None  # check(path): raise on a malformed file
     files: Callable[[Any], list[Any]] | None = None  # files(path): side files beside the main file
     variants: tuple[str, ...] = ()  # deployable variants make_variant writes (``int8``, ``fp16``)
-    # make_variant(source, target, variant, metadata, calibration_feeds) -> {how it was made}
+    # make_variant(source, target, variant, metadata, calibration: Calibration) -> {how it was made}
     make_variant: Callable[..., dict[str, Any]] | None = None
     intermediates: Callable[[Any, dict[str, Any]], list[dict[str, Any]]] | None = None  # (path, feed): per-module values
     # count_weights(path) -> (elements, bytes) of the weights a file holds, from its shapes

@@ -19,6 +19,51 @@ if TYPE_CHECKING:
     from zoo.spec.registry import Registry
 
 
+LABEL_KINDS = ("class", "binary", "value")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How well an output does its job on labelled rows, for ``Task(metrics=...)``.
+
+    ``compute(output, prediction, labels) -> float``: the metric over rows, on
+    float64 ``prediction`` (rows first: every dimension but the output's last is
+    flattened into rows) and ``labels`` (the task's ``labels`` kind, rows first
+    too). zoo calls it on resampled rows for the interval of a change, so it must
+    take any subset of rows.
+
+    ``higher_is_better``: accuracy yes, RMSE no. ``max_drop``: the default for how
+    far a deployable variant may fall below PyTorch (``--max-metric-drop``), in the
+    metric's own units, or as a fraction of PyTorch's value when ``relative``;
+    ``None``: reported, never judged. ``percent``: shown as a percentage
+    (a fraction from 0 to 1). ``correct(output, prediction, labels) -> bool array``
+    (optional): which rows are decided right, so zoo counts right→wrong and
+    wrong→right flips and the accuracy per label class.
+    """
+
+    name: str
+    compute: Callable[..., float]
+    higher_is_better: bool = True
+    max_drop: float | None = 0.01
+    relative: bool = False
+    percent: bool = False
+    correct: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "metric")
+        if not callable(self.compute) or (self.correct is not None and not callable(self.correct)):
+            raise ValueError(f"metric {self.name!r}: compute (and correct) must be callable")
+        if self.max_drop is not None and not (isinstance(self.max_drop, (int, float)) and math.isfinite(self.max_drop) and self.max_drop >= 0):
+            raise ValueError(f"metric {self.name!r}: max_drop {self.max_drop!r} must be a number >= 0, or None")
+
+    def drop(self, reference: float, candidate: float) -> float:
+        """How far ``candidate`` falls below ``reference`` (negative: it did better), as ``max_drop`` counts it."""
+        worse = reference - candidate if self.higher_is_better else candidate - reference
+        if self.relative:
+            return worse / abs(reference) if reference != 0 else (0.0 if worse == 0 else math.copysign(math.inf, worse))
+        return worse
+
+
 @dataclass(frozen=True)
 class Task:
     """A task, passed to ``register`` in ``register_tasks``.
@@ -50,6 +95,12 @@ class Task:
       (default 0: only rounding is allowed); supply one for ill-conditioned losses.
     - ``head_checks(output, prediction, dtype) -> list[zoo.check.task_calls.HeadCheck]``:
       checks beyond the head's own (sigmoid in [0, 1], softmax rows sum to 1).
+    - ``labels``: what a user's labels for this output hold (``LABEL_KINDS``):
+      ``"class"`` (integer class indices, the output's shape without its last
+      dimension, each ``< `` that dimension), ``"binary"`` (0/1, the output's
+      shape) or ``"value"`` (real numbers, the output's shape).
+    - ``metrics``: the ``Metric`` objects zoo scores on labelled data, the first
+      one foremost (shown first, and the one a classifier's flips are counted by).
     """
 
     name: str
@@ -61,6 +112,8 @@ class Task:
     stats: Callable[..., dict[str, float]] | None = None
     loss_slack: Callable[..., float] | None = None
     head_checks: Callable[..., list[Any]] | None = None
+    labels: str = "value"
+    metrics: tuple[Metric, ...] = ()
     summary: str = ""
     plugin: str = ""  # filled in by zoo when the plugin registers it
 
@@ -75,6 +128,14 @@ class Task:
         for field_name in ("torch_loss", "closed_form_loss", "make_target"):
             if not callable(getattr(self, field_name)):
                 raise ValueError(f"task {self.name!r}: {field_name} must be callable")
+        if self.labels not in LABEL_KINDS:
+            raise ValueError(f"task {self.name!r}: labels {self.labels!r} is not one of {', '.join(LABEL_KINDS)}")
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        if not all(isinstance(m, Metric) for m in self.metrics):
+            raise ValueError(f"task {self.name!r}: metrics must be zoo.Metric objects")
+        names = [m.name for m in self.metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name!r}: two metrics are named alike ({', '.join(names)})")
 
     def with_plugin(self, plugin: str) -> Task:
         return dataclasses.replace(self, plugin=plugin)

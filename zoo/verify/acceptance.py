@@ -12,13 +12,22 @@ not: it must still do the model's job. A variant is accepted against PyTorch
   absolute error at most ``max_error`` times the reference's root mean square.
 
 Every case also requires finite outputs where PyTorch's are finite.
+
+With labels (keys of an ``--inputs`` file named after outputs), the job itself
+decides: on each labelled case, each of the output's task metrics (accuracy,
+RMSE) may fall at most its allowed drop below PyTorch's (``max_metric_drop``,
+else the metric's default). The three criteria above stand in for labels: for an
+output that has labels in any case they are measured and reported on every
+case, but do not refuse the variant (on real rows agreement is stricter than
+the job needs: two flips that cancel fail it, an accuracy change of 0 does not).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from zoo.errors import ParameterError
@@ -33,12 +42,27 @@ class Acceptance(Record):
     min_agreement: float = 0.99
     max_loss_change: float = 0.05
     max_error: float = 0.05
+    # metric name -> largest allowed drop below PyTorch ("*": every metric); others use the metric's default
+    max_metric_drop: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "max_metric_drop":
+                continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
                 raise ParameterError(f"--{f.name.replace('_', '-')} {value!r}: give a number from 0 to 1")
+        if not isinstance(self.max_metric_drop, Mapping):
+            raise ParameterError(f"--max-metric-drop {self.max_metric_drop!r}: give METRIC=NUMBER or NUMBER")
+        for name, value in self.max_metric_drop.items():
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+                raise ParameterError(f"--max-metric-drop {name}={value!r}: give a number of at least 0")
+        object.__setattr__(self, "max_metric_drop", dict(self.max_metric_drop))
+
+    def metric_drops(self, metric_names: list[str]) -> dict[str, float]:
+        """The allowed drop for each named metric that the command line or the file sets."""
+        every = self.max_metric_drop.get("*")
+        return {n: self.max_metric_drop.get(n, every) for n in metric_names if n in self.max_metric_drop or every is not None}
 
     @classmethod
     def from_metadata(cls, text: str) -> Acceptance:
@@ -61,8 +85,48 @@ def variant_name(quantize: str | None, precision: str | None) -> str | None:
     return quantize or precision
 
 
-def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generator: Any) -> tuple[dict[str, Any], list[str]]:
-    """One output of one case, judged by ``criteria``: the numbers and what failed."""
+def parse_metric_drops(values: Any) -> dict[str, float]:
+    """``--max-metric-drop 0.02`` (every metric) or ``accuracy=0.005`` (one, repeatable) as a mapping."""
+    found: dict[str, float] = {}
+    for text in [values] if isinstance(values, (str, int, float)) else list(values or ()):
+        name, _, number = str(text).rpartition("=")
+        try:
+            value = float(number)
+        except ValueError:
+            raise ParameterError(f"--max-metric-drop {text!r}: give NUMBER (every metric) or METRIC=NUMBER, such as accuracy=0.01") from None
+        found[name.strip() or "*"] = value
+    return found
+
+
+def accept_metrics(spec: Any, metrics: Mapping[str, Any], source: str) -> list[str]:
+    """What failed of an output's metrics on one labelled case (``zoo.verify.metrics.compare_scores``)."""
+    failures = []
+    for name, found in metrics.items():
+        if not found["ok"]:
+            failures.append(
+                f"output {spec.name!r} on {source}: {name} {metric_text(found['candidate'], found)} vs {metric_text(found['torch'], found)} "
+                f"in PyTorch, {drop_text(found['drop'], found)} below it (at most {drop_text(found['max_drop'], found)} allowed, --max-metric-drop)"
+            )
+    return failures
+
+
+def metric_text(value: float, found: Mapping[str, Any]) -> str:
+    return f"{value:.2%}" if found["percent"] else f"{value:.4g}"
+
+
+def drop_text(drop: float, found: Mapping[str, Any]) -> str:
+    if found["relative"]:
+        return f"{drop:.1%}"
+    return f"{drop * 100:.2f} pp" if found["percent"] else f"{drop:.4g}"
+
+
+def accept_output(
+    spec: Any, ref: Any, cand: Any, criteria: Acceptance, generator: Any, target: Any = None, judged: bool = True
+) -> tuple[dict[str, Any], list[str]]:
+    """One output of one case, judged by ``criteria``: the numbers and what failed.
+    ``target``: the loss target from the user's labels (else a random one);
+    ``judged`` False: the output has labels, so its metrics decide and the
+    stand-in criteria are only reported."""
     import numpy as np
 
     from zoo.check.task_calls import closed_form_loss, decision_counts, make_target, task_stats
@@ -81,6 +145,7 @@ def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generato
     stats: dict[str, Any] = {"p50_abs": p(50), "p90_abs": p(90), "p99_abs": p(99), "max_abs": p(100), "reference_rms": rms}
     if broken:
         failures.append(f"output {spec.name!r}: {broken} values are NaN or infinite where PyTorch's are finite")
+    stand_ins: list[str] = []  # refuse the variant only where no labels judge the output
     stats.update(task_stats(spec, ref64, cand64, 0.0, 0.0))  # reported, not judged (multilabel's exact label sets)
     # A near-tie: a decision whose reference margin (top-2 gap, distance to the
     # threshold) lies within twice the variant's measured p99 error can flip by
@@ -92,12 +157,12 @@ def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generato
         if total:
             stats[f"{kind}_ties"], stats[f"{kind}_rows"] = total - decided, total
         if total and total >= MIN_ROWS_FOR_TIES and decided < MIN_DECIDED_SHARE * total:  # nearly all ties
-            failures.append(
+            stand_ins.append(
                 f"output {spec.name!r}: only {decided} of {total} rows decide beyond the variant's error "
                 f"(p99 abs {stats['p99_abs']:.2g}); the rest are ties it cannot be shown to keep"
             )
         elif fraction < criteria.min_agreement:
-            failures.append(
+            stand_ins.append(
                 f"output {spec.name!r}: {kind} agrees with PyTorch on {fraction:.1%} of {decided if total else 'the'} decided rows "
                 f"(at least {criteria.min_agreement:.1%} required)"
             )
@@ -105,22 +170,26 @@ def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generato
         relative = stats["p99_abs"] / rms if rms > 0 else (0.0 if stats["p99_abs"] == 0 else math.inf)
         stats["p99_relative_to_rms"] = relative
         if relative > criteria.max_error:
-            failures.append(
+            stand_ins.append(
                 f"output {spec.name!r}: 99% of errors are within {relative:.3g}× the output's RMS "
                 f"(at most {criteria.max_error:g} required)"
             )
     if spec.task is not None:
         dtype = dtype_text(ref.dtype) if hasattr(ref, "dtype") else "float32"
-        target = make_target(spec, ref.detach().cpu().float(), generator).double().numpy()
+        target = (target if target is not None else make_target(spec, ref.detach().cpu().float(), generator)).double().cpu().numpy()
         loss_ref = closed_form_loss(spec, ref64, target, dtype)
         loss_got = closed_form_loss(spec, cand64, target, dtype)
         change = abs(loss_got - loss_ref) / max(abs(loss_ref), 1e-12) if math.isfinite(loss_got) else math.inf
         stats["loss"] = {"torch": loss_ref, "variant": loss_got, "relative_change": change}
         if not change <= criteria.max_loss_change:
-            failures.append(
+            stand_ins.append(
                 f"loss on {spec.name!r} is {loss_got:.6g} for the variant vs {loss_ref:.6g} in PyTorch "
                 f"({change:.1%} change, at most {criteria.max_loss_change:.0%} allowed)"
             )
+    if judged:
+        failures.extend(stand_ins)
+    elif stand_ins:
+        stats["not_judged"] = stand_ins  # the labels decide this output
     return stats, failures
 
 

@@ -11,11 +11,12 @@ from zoo.text import dtype_text, sizes_text
 
 
 def compare_output(
-    spec: Output, ref: Any, cand: Any, tol: Tolerance | None, generator: Any, loss: bool = True
+    spec: Output, ref: Any, cand: Any, tol: Tolerance | None, generator: Any, target: Any = None, loss: bool = True
 ) -> tuple[dict[str, Any] | None, list[str]]:
-    """One output of one case: values, decisions (argmax/threshold) and the loss
-    (unless ``loss`` is False: PyTorch's own output is NaN, so is its loss).
-    Returns the stats for the report (``None`` if the shapes differ) and what failed."""
+    """One output of one case: values, decisions (argmax/threshold) and the loss (on
+    ``target``, the user's labels, else a random target; none when ``loss`` is False:
+    PyTorch's own output is NaN, so is its loss). Returns the stats for the report
+    (``None`` if the shapes differ) and what failed."""
     from zoo.check.task_calls import agreement, closed_form_loss, loss_slack, losses_agree, make_target, task_stats
 
     dtype = dtype_text(ref.dtype)
@@ -38,7 +39,7 @@ def compare_output(
             failures.append(f"output {spec.name!r}: {agreed[0]} agrees on only {agreed[1]:.1%} of rows")
     stats.update(task_stats(spec, ref_np, cand, rtol, atol))  # reported, never failing (multilabel's exact_match)
     if spec.task is not None and tol is not None and loss:
-        target = make_target(spec, ref, generator).double().numpy()  # numpy has no bfloat16
+        target = (target if target is not None else make_target(spec, ref, generator)).double().cpu().numpy()  # numpy has no bfloat16
         loss_ref = closed_form_loss(spec, ref_np, target, dtype)
         loss_got = closed_form_loss(spec, cand, target, dtype)
         stats["loss"] = {"torch": loss_ref, "exported": loss_got}

@@ -6,6 +6,12 @@ the architecture's input names, each array batch dimension first, of the
 declared dtype, rank and fixed sizes; integers lie in the input's ``range``;
 the dynamic sizes are read from it, and must lie in each ``Dim``'s range (a
 file exported with ``--static`` takes its sample sizes only).
+
+A key named after an *output* holds that output's labels, batch first, of the
+kind its task takes (``Task.labels``): class indices (integers, the output's
+shape without its last dimension, each below that dimension's size), 0/1
+labels or real values (the output's shape). ``labels=False`` (``--calibration``)
+takes inputs only.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo.build.shapes import dynamic_dims, value_range
-from zoo.errors import UsageError
+from zoo.errors import ParameterError, UsageError
 from zoo.files.paths import file_kind
-from zoo.spec.architecture import INT_DTYPES, Architecture, Dim, Input
+from zoo.spec.architecture import INT_DTYPES, Architecture, Dim, Input, Output
 from zoo.text import shorten, some
 from zoo.verify.npz import read_npz
 from zoo.verify.run import InputCase
@@ -27,20 +33,23 @@ MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
 
 
 def load_input_files(
-    paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True
+    paths: Sequence[Path], arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True,
+    option: str = "--inputs", labels: bool = True,
 ) -> list[InputCase]:
-    return [load_input_file(Path(p), arch, params, static, param_hint) for p in paths]
+    return [load_input_file(Path(p), arch, params, static, param_hint, option, labels) for p in paths]
 
 
 def load_input_file(
-    path: Path, arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True
+    path: Path, arch: Architecture, params: Mapping[str, Any], static: bool = False, param_hint: bool = True,
+    option: str = "--inputs", labels: bool = True,
 ) -> InputCase:
     """One ``--inputs`` file as a verification case, or a usage error saying what is wrong with it.
     ``static``: the model's dynamic dimensions are fixed at their sample sizes. ``param_hint``:
-    the command takes ``--param`` (a message may suggest one)."""
+    the command takes ``--param`` (a message may suggest one). ``labels``: keys named
+    after outputs are taken as their labels (else refused)."""
     import numpy as np
 
-    where = f"--inputs {shorten(path.name)}"
+    where = f"{option} {shorten(path.name)}"
     try:
         info = path.stat()
     except OSError:
@@ -50,11 +59,14 @@ def load_input_file(
         raise UsageError(f"{where}: {what}; give an .npz of {arch.name}'s inputs")
     arrays = read_npz(path, where, MAX_INPUT_BYTES, f"write one with numpy.savez(FILE, {arch.inputs[0].name}=array, ...)")
     declared = [inp.name for inp in arch.inputs]
-    unknown = sorted(set(arrays) - set(declared))
+    outputs = [out.name for out in arch.outputs] if labels else []
+    unknown = sorted(set(arrays) - set(declared) - set(outputs))
     missing = [name for name in declared if name not in arrays]
     if unknown or missing:
         problems = [f"unknown key(s) {some(unknown)}" for _ in unknown[:1]] + [f"missing {some(missing)}" for _ in missing[:1]]
-        raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be exactly {arch.name}'s inputs: {some(declared, 20)}")
+        takes = f"{arch.name}'s inputs: {some(declared, 20)}"
+        takes += f" (and, for labels, its outputs: {some(outputs, 20)})" if outputs else " (inputs only)"
+        raise UsageError(f"{where}: {'; '.join(problems)}; its keys must be {takes}")
     sizes: dict[str, int] = {}
     dynamic = dynamic_dims(arch, params)  # each dimension's declaration, with its range
     for inp in arch.inputs:
@@ -73,7 +85,64 @@ def load_input_file(
                 check_size(where, inp.name, axis, int(size), dynamic[dim.name], static, arch.name, inp.dims)
                 sizes[dim.name] = int(size)
         check_values(where, inp, array, params, arch.name, param_hint)
-    return InputCase(sizes, {inp.name: np.ascontiguousarray(arrays[inp.name]) for inp in arch.inputs}, path.name)
+    rows = int(arrays[arch.inputs[0].name].shape[0]) if arrays[arch.inputs[0].name].ndim else 1
+    found = {
+        spec.name: check_labels(where, spec, arrays[spec.name], params, sizes, rows, arch) for spec in arch.outputs if spec.name in arrays
+    }
+    return InputCase(sizes, {inp.name: np.ascontiguousarray(arrays[inp.name]) for inp in arch.inputs}, path.name, found)
+
+
+def check_labels(
+    where: str, spec: Output, array: Any, params: Mapping[str, Any], sizes: Mapping[str, int], rows: int, arch: Architecture
+) -> Any:
+    """An output's labels as its task takes them (``Task.labels``), or a usage error naming the key."""
+    import numpy as np
+
+    from zoo.build.shapes import concrete
+    from zoo.verify.metrics import task_metrics
+
+    task, _ = task_metrics(spec)
+    said = f"{where}: labels {spec.name!r}"
+    if task is None:
+        raise UsageError(f"{said}: output {spec.name!r} of {arch.name} has no task, so zoo has nothing to score; leave the key out")
+    kind = task.labels
+    shape: tuple[int, ...] | None = None
+    if spec.shape is not None:
+        try:
+            shape = concrete(spec.shape, params, sizes, f"output {spec.name!r}")
+        except ParameterError:
+            shape = None  # a dimension only the forward pass knows: checked when the case runs
+    wanted = shape[:-1] if shape is not None and kind == "class" else shape
+    if wanted is not None and tuple(array.shape) != tuple(wanted):
+        form = "class indices, one per row" if kind == "class" else f"{kind} labels"
+        raise UsageError(f"{said} has shape {list(array.shape)}, {arch.name} gives {list(shape or ())} there: give {form} of shape {list(wanted)}")
+    if wanted is None and (not array.ndim or array.shape[0] != rows):
+        raise UsageError(f"{said} has shape {list(array.shape)}, the inputs {rows} rows: give labels batch first, one per row")
+    if kind == "class":
+        return check_classes(said, array, shape[-1] if shape else None)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise UsageError(f"{said} is {array.dtype}: give numbers ({'0 or 1' if kind == 'binary' else 'real values'})")
+    values = array.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise UsageError(f"{said} holds NaN or infinite values: give finite labels")
+    if kind == "binary" and not np.isin(values, (0.0, 1.0)).all():
+        bad = values[~np.isin(values, (0.0, 1.0))].reshape(-1)[0]
+        raise UsageError(f"{said} holds {bad:g}: {task.name} labels are 0 or 1")
+    return values
+
+
+def check_classes(said: str, array: Any, classes: int | None) -> Any:
+    import numpy as np
+
+    if not np.issubdtype(array.dtype, np.integer):
+        raise UsageError(f"{said} is {array.dtype}: give class indices as integers (.astype('int64'))")
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or (classes is not None and high >= classes):
+            bad = low if low < 0 else high
+            bound = f"0 to {classes - 1}" if classes is not None else "0 or more"
+            raise UsageError(f"{said} holds class {bad}, outside {bound} (the model has {classes} classes)")
+    return array.astype(np.int64)
 
 
 def check_size(where: str, name: str, axis: int, size: int, dim: Dim, static: bool, arch: str, dims: Sequence[Any]) -> None:

@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zoo import interrupts
@@ -46,6 +46,11 @@ class InputCase:
     sizes: dict[str, int]
     inputs: dict[str, Any]  # input name -> numpy array, in declared order
     source: str
+    labels: dict[str, Any] = field(default_factory=dict)  # output name -> its targets (zoo.verify.metrics)
+
+    @property
+    def rows(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0]) if self.inputs else 0
 
 
 def verify_files(
@@ -78,22 +83,24 @@ def verify_files(
         check_static(runner, path)
     if match_io:
         runner = renamed_io(runner, arch, path.name)
-    cases: list[tuple[dict[str, int], dict[str, Any], str | None, int]] = []
+    cases: list[tuple[dict[str, int], dict[str, Any], str | None, int, dict[str, Any]]] = []
     fixed = fixed_sizes(runner, arch, built.params)  # a static file (zoo's or foreign) takes only its own sizes
     for index, sizes in enumerate(file_cases(verification_cases(arch, built.params, built.sizes)[: 1 if static else None], fixed)):
         seed = built.seed + VERIFY_SEED_OFFSET + index
-        cases.append((dict(sizes), built.sample_inputs(sizes, seed=seed), None, seed))
+        cases.append((dict(sizes), built.sample_inputs(sizes, seed=seed), None, seed, {}))
     for index, case in enumerate(extra):
         dtypes = {inp.name: getattr(torch, inp.dtype) for inp in arch.inputs}
         tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
-        cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index))
+        cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index, case.labels))
+    labelled = frozenset(name for case in extra for name in case.labels)  # outputs whose metrics judge a variant
     verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
     verification.note = getattr(runner, "note", "")
     verification.fixed = fixed
     first_failed = None
-    for sizes, inputs, source, seed in cases:
+    for sizes, inputs, source, seed, labels in cases:
         result = run_case(
-            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout, source
+            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout,
+            Labelled(labels, labelled, source or ""),
         )
         result.source = source
         verification.cases.append(result)
@@ -108,17 +115,27 @@ def verify_files(
     return verification
 
 
+@dataclass(frozen=True)
+class Labelled:
+    """A case's labels (output name -> targets), and which outputs have labels in any case."""
+
+    labels: dict[str, Any] = field(default_factory=dict)
+    outputs: frozenset[str] = frozenset()
+    source: str = ""
+
+
 def run_case(
     built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
     rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
-    deadline: float | None = None, timeout: float | None = None, source: str | None = None,
+    deadline: float | None = None, timeout: float | None = None, labelled: Labelled = Labelled(),
 ) -> CaseResult:
     """One case: the exported model and PyTorch on the same inputs, every output compared.
-    ``source``: the user's file the inputs came from (named in every failure), else generated."""
+    ``labelled.source``: the user's file the inputs came from (named in every failure), else generated."""
     import numpy as np
     import torch
 
     arch = built.arch
+    source = labelled.source or None
     label = f"{source} ({case_label(sizes)})" if source else case_label(sizes)
     feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
     reference = built.forward(inputs)
@@ -142,18 +159,20 @@ def run_case(
         if spec.name not in got:
             failures.append(f"{label}: output {spec.name!r} is missing from the exported model")
             continue
+        cand = np.asarray(got[spec.name])
         nan_rows = torch_nan_rows(ref)
+        target, metrics, problems = labelled_scores(spec, ref, cand, labelled, acceptance)
         if acceptance is not None and tol is not None:
-            stats, problems = accept_output(spec, ref, np.asarray(got[spec.name]), acceptance, generator)
+            stats, found = accept_output(spec, ref, cand, acceptance, generator, target, spec.name not in labelled.outputs)
         else:
-            stats, problems = compare_output(spec, ref, np.asarray(got[spec.name]), tol, generator, loss=not nan_rows)
+            stats, found = compare_output(spec, ref, cand, tol, generator, target, loss=not nan_rows)
         if nan_rows:  # the model's own NaN: no loss or divergence can blame the export for it
-            problems.insert(0, torch_nan_failure(spec.name, nan_rows, len(ref) if ref.dim() else 1, source))
+            found.insert(0, torch_nan_failure(spec.name, nan_rows, len(ref) if ref.dim() else 1, source))
             if stats is not None:
                 stats["torch_nan_rows"] = nan_rows[:100]
-        failures.extend(f"{label}: {problem}" for problem in problems)
+        failures.extend(f"{label}: {problem}" for problem in [*found, *problems])
         if stats is not None:
-            outputs[spec.name] = stats
+            outputs[spec.name] = {**stats, **({"metrics": metrics} if metrics else {})}
     return CaseResult(dict(sizes), outputs, failures)
 
 
@@ -185,6 +204,26 @@ def torch_nan_only(case: CaseResult) -> bool:
     """Every failing output is NaN in PyTorch itself: nothing for a divergence search to find."""
     failing = [stats for stats in case.outputs.values() if not stats.get("ok", True) or stats.get("torch_nan_rows")]
     return bool(failing) and all(stats.get("torch_nan_rows") for stats in failing)
+
+
+def labelled_scores(
+    spec: Any, ref: Any, cand: Any, labelled: Labelled, acceptance: Acceptance | None
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """With labels for ``spec`` in this case: the loss target, the metrics of both sides
+    (``zoo.verify.metrics``) and, for a variant, the metrics that fell too far."""
+    from zoo.verify.acceptance import accept_metrics
+    from zoo.verify.metrics import compare_scores, label_target, task_metrics
+
+    if spec.name not in labelled.labels or cand.shape != tuple(ref.shape):  # a shape mismatch fails on its own
+        return None, {}, []
+    labels = labelled.labels[spec.name]
+    try:
+        target = label_target(spec, labels, ref)
+        drops = acceptance.metric_drops([m.name for m in task_metrics(spec)[1]]) if acceptance is not None else None
+        metrics = compare_scores(spec, ref, cand, labels, drops)
+    except (ValueError, RuntimeError) as exc:  # labels that do not fit an output whose shape only the forward pass knew
+        return None, {}, [f"labels {spec.name!r} do not fit the output of shape {list(ref.shape)}: {exc}"]
+    return target, metrics, accept_metrics(spec, metrics, labelled.source) if acceptance is not None else []
 
 
 def renamed_io(runner: Any, arch: Architecture, file_name: str) -> Any:
