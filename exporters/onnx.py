@@ -1,4 +1,4 @@
-"""ONNX export with torch.export (``torch.onnx.export(dynamo=True)``), run with onnxruntime.
+"""ONNX export with torch.export (``torch.onnx.export(dynamo=True)``); the runtimes that run it are plugins of their own.
 
 Registered through ``register_exporters`` like any third-party format. torch,
 onnx and onnxruntime are imported inside the functions, so loading this
@@ -65,68 +65,20 @@ def export(job: ExportJob) -> list[Path]:
     return files  # zoo runs ``check`` on it next, then verifies it
 
 
-class OrtRunner:
-    """An onnxruntime session that maps input names to arrays and back; also
-    what ``zoo bench`` times (``session``), so both see the same providers."""
+def load(path: Path, device: str, threads: int | None = None) -> Any:
+    """The file in onnxruntime at its defaults, for a program that calls the format
+    directly (and for formats built on this one); zoo itself runs a file through
+    the registered runtimes (``--runtime``)."""
+    from zoo.exporters.onnxruntime_runtime import load as ort_load
 
-    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(3)  # some load-time warnings ignore the session's level
-        wanted = ["CPUExecutionProvider"]
-        self.note = ""
-        if device == "cuda":
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            else:
-                self.note = "this onnxruntime has no CUDAExecutionProvider: it ran on the CPU provider"
-        from onnx import TensorProto
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        read = _read(path)
-        model = read.model
-        io = [*model.graph.input, *model.graph.output]
-        bfloat16 = [v.name for v in io if v.type.tensor_type.elem_type == TensorProto.BFLOAT16]
-        if bfloat16:  # refused here rather than as a confusing dtype error on the first run
-            raise RuntimeError(
-                f"onnxruntime's Python API cannot take or return bfloat16 arrays (numpy has no bfloat16): "
-                f"{', '.join(bfloat16)}; export a float32 or float16 version of the model to verify it"
-            )
-        if read.data is None:
-            # Prepacking makes a packed copy of every weight while the session
-            # loads: past 2 GB that doubles the peak memory. Without it,
-            # onnxruntime maps the .data file instead of copying it.
-            options.add_session_config_entry("session.disable_prepacking", "1")
-        # external data is found relative to the file, so such a model loads from its path
-        source = str(path) if read.data is None else read.data
-        self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
-        self.run_options = ort.RunOptions()  # abort() sets its terminate flag: the running call returns
-        self.run_options.log_severity_level = 4  # a terminated run logs an error in red: zoo says why itself
-        self.providers = self.session.get_providers()
-        self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
-        self.input_names = [i.name for i in self.session.get_inputs()]  # zoo verify --arch matches them to the architecture's
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
-        self.run_options.terminate = False
-        return dict(zip(self.output_names, self.session.run(None, feed, self.run_options)))
-
-    def abort(self) -> None:
-        """Stop a ``__call__`` running in another thread (a timeout, Ctrl-C): it raises there."""
-        self.run_options.terminate = True
-
-    def close(self) -> None:
-        """Free the session now: one left for the interpreter's exit after a terminated
-        run can abort the process ("terminate called without an active exception")."""
-        self.session = None
+    return ort_load(path, device, {"threads": str(threads)} if threads else {})
 
 
-def load(path: Path, device: str, threads: int | None = None) -> OrtRunner:
-    """``threads``: onnxruntime's intra-op threads (``zoo bench --threads``); default its own."""
-    return OrtRunner(path, device, threads)
+def read_model(path: Path) -> tuple[Any, bytes | None]:
+    """``path`` as an ``onnx.ModelProto`` (without external data) and its bytes
+    (``None`` when its weights are external), parsed once for every reader."""
+    read = _read(path)
+    return read.model, read.data
 
 
 class _Read(NamedTuple):
@@ -257,16 +209,21 @@ def module_scopes(node: Any) -> list[tuple[str, str]]:
     return [(str(path), str(cls).rsplit(".", 1)[-1]) for path, cls in zip(scopes[:-1], classes[:-1])]  # the last is the op itself
 
 
-def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The output of the last node inside each module scope, in graph order, from
-    a copy of the model with those values exposed as outputs (small files only:
-    one with external weights is not copied)."""
+class Exposed(NamedTuple):
+    model_bytes: bytes  # the model with each module scope's last value as an output
+    names: list[str]  # those values, in graph order
+    scopes: list[tuple[str, Any, str]]  # (module path, node, class) of each
+
+
+def exposed_model(path: Path) -> Exposed | None:
+    """A copy of the model with the output of the last node inside each module
+    scope exposed as an output, in graph order, for any runtime to run (small
+    files only: one with external weights is not copied; ``None`` then)."""
     import onnx
-    import onnxruntime as ort
 
     read = _read(path)
     if read.data is None:
-        return []
+        return None
     model = onnx.ModelProto()
     model.CopyFrom(read.model)
     last: dict[str, tuple[int, int, Any, str]] = {}  # module path -> (node index, -depth, node, class)
@@ -275,21 +232,28 @@ def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
             if node.output and node.output[0]:
                 last[module] = (index, -depth, node, cls)
     # in graph order; where modules end on the same node (a Sequential and its last layer), the innermost first
-    ordered = [(module, (index, node, cls)) for module, (index, _, node, cls) in sorted(last.items(), key=lambda item: item[1][:2])]
+    ordered = [(module, node, cls) for module, (index, _, node, cls) in sorted(last.items(), key=lambda item: item[1][:2])]
     outputs = {o.name for o in model.graph.output}
-    for _, (_, node, _) in ordered:
+    for _, node, _ in ordered:
         if node.output[0] not in outputs:
             outputs.add(node.output[0])
             model.graph.output.append(onnx.ValueInfoProto(name=node.output[0]))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
-    names = [node.output[0] for _, (_, node, _) in ordered]
-    values = session.run(names, feed)
+    return Exposed(model.SerializeToString(), [node.output[0] for _, node, _ in ordered], ordered)
+
+
+def scope_values(exposed: Exposed, values: list[Any]) -> list[dict[str, Any]]:
+    """What ``intermediates`` returns: one dict per module scope, its value from ``values`` (in ``exposed.names`` order)."""
     return [
         {"node": node.name, "op": node.op_type, "module": module, "class": cls, "value": value}
-        for (module, (_, node, cls)), value in zip(ordered, values)
+        for (module, node, cls), value in zip(exposed.scopes, values)
     ]
+
+
+def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each module scope's last value, in graph order, from onnxruntime's CPU provider."""
+    from zoo.exporters.onnxruntime_runtime import intermediates as ort_intermediates
+
+    return ort_intermediates(path, feed, {})
 
 
 def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, str], calibration: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from zoo.spec.architecture import Architecture, Dim, Input, Output, Tolerance
     from zoo.spec.exporter import Exporter
     from zoo.spec.job import ExportJob
+    from zoo.spec.runner import Runner, RunnerInfo
+    from zoo.spec.runtime import Runtime, Setting
     from zoo.spec.task import LOG_FLOOR, HeadCheck, Task, log_floor
 
 __version__ = "0.1.0"
@@ -29,6 +31,7 @@ _PUBLIC = {
     "hookimpl": "zoo.host.hookspecs", "ExportJob": "zoo.spec.job", "Zoo": "zoo.host.manager", "load_zoo": "zoo.host.manager",
     "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
     "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
+    "Runner": "zoo.spec.runner", "RunnerInfo": "zoo.spec.runner", "Runtime": "zoo.spec.runtime", "Setting": "zoo.spec.runtime",
 }
 
 
@@ -73,6 +76,10 @@ __all__ = [
     "Input",
     "Output",
     "ParameterError",
+    "Runner",
+    "RunnerInfo",
+    "Runtime",
+    "Setting",
     "Task",
     "Tolerance",
     "UsageError",

@@ -29,6 +29,7 @@ from zoo.cli.options import (
     param_option,
     report_option,
     rtol_option,
+    runtime_option,
     seed_option,
     timeout_option,
 )
@@ -40,6 +41,7 @@ from zoo.cli.render import (
     export_summary,
     list_lines,
     plugins_lines,
+    runtime_records,
     show_lines,
 )
 from zoo.errors import ZooError
@@ -164,6 +166,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @click.option("--max-error", type=float, help="Variant, regression: largest p99 absolute error, as a fraction of the output's RMS (0.05).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
 @click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
+@runtime_option
 @timeout_option(None)
 @report_option
 @json_option
@@ -238,12 +241,13 @@ def export_command(
 @click.option("--quantize", type=click.Choice(["int8"]), help="Also time an int8 variant (judged by the default acceptance criteria).")
 @click.option("--precision", type=click.Choice(["fp16"]), help="Also time a float16 variant (judged by the default acceptance criteria).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
+@runtime_option
 @json_option
 @click.pass_context
 def bench_command(
     ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
     device: str, seed: int, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
-    plot: Path | None, as_json: bool,
+    plot: Path | None, runtimes: Sequence[str], as_json: bool,
 ) -> None:
     """Time PyTorch eager against the exported model (onnxruntime for onnx):
     median and p90 latency per call, throughput, and the speed-up, per batch
@@ -263,12 +267,13 @@ def bench_command(
     from zoo.bench.timing import bench_model, plan_bench
     from zoo.build.model import build_model, check_batch_sizes
 
-    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision)
+    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision, runtimes)
     built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
-            built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance
+            built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance,
+            plan.runtimes,
         )
     if plot is not None:
         plot_latency(result, plot)
@@ -285,13 +290,14 @@ def bench_command(
 @rtol_option
 @atol_option
 @inputs_option
+@runtime_option
 @timeout_option(600.0)  # the file is untrusted: it must not decide alone how long verify runs
 @report_option
 @json_option
 @click.pass_context
 def verify_command(
     ctx: click.Context, file: Path, weights: Path | None, arch_name: str | None, params: Sequence[str], seed: int | None,
-    device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], timeout: float | None,
+    device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], runtimes: Sequence[str], timeout: float | None,
     report: Path | None, as_json: bool,
 ) -> None:
     """Re-verify an exported file: rebuild its architecture from the metadata
@@ -316,7 +322,7 @@ def verify_command(
     try:
         result = verify_artifact(
             get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol, inputs=inputs, arch_name=arch_name,
-            params=params, seed=seed, timeout=timeout,
+            params=params, seed=seed, timeout=timeout, runtimes=runtimes,
         )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
@@ -352,7 +358,11 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     plugin_commands(ctx)  # so plugin commands are listed too
 
     # each plugin with the formats it registered, as the text's FORMAT table shows them
-    records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in zoo.plugins.values()]
+    runtimes = {record["name"]: record for record in runtime_records(zoo)}
+    records = [
+        {**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters], "runtimes": [runtimes[name] for name in i.runtimes]}
+        for i in zoo.plugins.values()
+    ]
     echo(records, plugins_lines(zoo), as_json)
 
 

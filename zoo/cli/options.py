@@ -35,6 +35,13 @@ fold_linear_option = click.option(
     "--fold-linear", is_flag=True,
     help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
 )
+runtime_option = click.option(
+    "--runtime", "runtimes", multiple=True, metavar="NAME[:KEY=VALUE,...]",
+    help="Runtime to prove the file on, repeatable, with its settings (openvino:inference_precision=f32); "
+    "'all': every installed one ('zoo plugins' lists them). Default: onnxruntime.",
+)
+
+
 def timeout_option(default: float | None) -> Any:
     help = "Stop the verification after this many seconds (exit 1)."
     return click.option("--timeout", type=float, default=default, show_default=default is not None, metavar="SECONDS", help=help)

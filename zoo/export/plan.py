@@ -55,6 +55,7 @@ class ExportPlan:
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
     timeout: float | None = None  # seconds each verification may take (--timeout)
+    runtimes: list[Any] = field(default_factory=list)  # zoo.verify.runtimes.RuntimeChoice; none: the format's own runner
 
     @property
     def protected(self) -> list[Path]:
@@ -107,11 +108,13 @@ def plan_export(
     timeout: float | None = None,
     jobs: int = 1,
     shard: str | None = None,
+    runtimes: Sequence[str] = (),
 ) -> ExportPlan:
     """The plan for ``zoo export``'s options, or the usage error that says what to change."""
     from zoo.build.model import check_device, check_seed
     from zoo.spec.params import parse_params
     from zoo.verify.run import check_timeout
+    from zoo.verify.runtimes import parse_runtimes
 
     if not export_all and (jobs > 1 or shard):
         raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
@@ -124,6 +127,7 @@ def plan_export(
     variant = variant_name(quantize, precision)
     criteria = {"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error}
     acceptance = resolve_acceptance(exporter, variant, criteria)
+    choices = parse_runtimes(zoo, runtimes, exporter)
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(seed)
     check_timeout(timeout)
@@ -156,6 +160,7 @@ def plan_export(
     plan = ExportPlan(
         exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
         variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
+        runtimes=choices,
     )
     if report is not None:  # the JSON must never replace the model or its weights
         check_file_path(report, "--report", plan.protected)

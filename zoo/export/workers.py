@@ -148,6 +148,7 @@ def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
     settings = dict(
         opset=plan.opset, static=plan.static, rtol=plan.rtol, atol=plan.atol, options=plan.options,
         force=plan.force, seed=plan.seed, device=plan.device, timeout=plan.timeout, variant=plan.variant, acceptance=plan.acceptance,
+        runtimes=[(c.name, c.settings) for c in plan.runtimes],  # by name: a Runtime's callables do not pickle
     )
     refused = target.refused
     return _PortableTarget(
@@ -221,7 +222,11 @@ def _export(portable: _PortableTarget) -> Finished:
     refused = None if portable.refused is None else ZooError(portable.refused)
     if refused is not None:
         refused.exit_code = portable.refused_code
-    plan = ExportPlan(zoo.exporter(portable.format_name), [Target(arch, Path(portable.path), refused)], **portable.settings)
+    from zoo.verify.runtimes import RuntimeChoice
+
+    settings = dict(portable.settings)
+    runtimes = [RuntimeChoice(zoo.runtime(name) if name else None, chosen) for name, chosen in settings.pop("runtimes")]
+    plan = ExportPlan(zoo.exporter(portable.format_name), [Target(arch, Path(portable.path), refused)], **settings, runtimes=runtimes)
     (result,) = export_targets(plan)
     exit_code = 0 if result.ok else getattr(result, "exit_code", 1)
     return Finished(arch.name, result.to_dict(), summary_row(result), result.ok, exit_code)

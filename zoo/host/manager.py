@@ -37,13 +37,16 @@ from zoo.records import Record, json_field
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.registry import Registry
+from zoo.spec.runtime import Runtime
 from zoo.spec.task import Task, resolve_tasks
 
 log = logging.getLogger(__name__)
 
 DISTRIBUTION = "zoo-onnx"
 BUILTIN_TASK_PLUGIN = "zoo.plugins.tasks"
-DEFAULT_PLUGINS = (BUILTIN_TASK_PLUGIN, "zoo.plugins.seed", "zoo.exporters.onnx")
+DEFAULT_PLUGINS = (
+    BUILTIN_TASK_PLUGIN, "zoo.plugins.seed", "zoo.exporters.onnx", "zoo.exporters.onnxruntime_runtime", "zoo.exporters.openvino_runtime",
+)
 LOAD_ENV = "ZOO_LOAD_PLUGINS"
 SLOW_IMPORT_S = 3.0  # then name the plugin whose import is still running
 
@@ -85,6 +88,7 @@ class PluginInfo(Record):
     tasks: list[str] = field(default_factory=list)
     architectures: list[str] = field(default_factory=list)
     exporters: list[str] = field(default_factory=list)
+    runtimes: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -98,7 +102,7 @@ class PluginInfo(Record):
 
     @property
     def registered(self) -> bool:
-        return bool(self.tasks or self.architectures or self.exporters or self.commands)
+        return bool(self.tasks or self.architectures or self.exporters or self.runtimes or self.commands)
 
 
 class Zoo:
@@ -110,6 +114,7 @@ class Zoo:
         self.architectures: Registry[Architecture] = Registry("architecture")
         self.exporters: Registry[Exporter] = Registry("exporter", list_command="zoo plugins")
         self.tasks: Registry[Task] = Registry("task", list_command="zoo plugins")
+        self.runtimes: Registry[Runtime] = Registry("runtime", list_command="zoo plugins")
         self.plugins: dict[str, PluginInfo] = {}
         self.problems: list[str] = []
 
@@ -137,6 +142,7 @@ class Zoo:
             "register_architectures", self.architectures, Architecture, "architectures", prepare=lambda a: resolve_tasks(a, self.tasks)
         )
         self._call_each("register_exporters", self.exporters, Exporter, "exporters")
+        self._call_each("register_runtimes", self.runtimes, Runtime, "runtimes")
 
     def trace_hooks(self) -> None:
         """Log every hook call (pluggy's tracing) at DEBUG: ``zoo -vv``."""
@@ -213,6 +219,9 @@ class Zoo:
 
     def exporter(self, name: str) -> Exporter:
         return self.exporters.resolve(name)
+
+    def runtime(self, name: str) -> Runtime:
+        return self.runtimes.resolve(name)
 
 
 def load_zoo(

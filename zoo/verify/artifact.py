@@ -18,7 +18,8 @@ from zoo.spec.job import META_PREFIX
 from zoo.verify.acceptance import Acceptance
 from zoo.verify.divergence import failure_text
 from zoo.verify.results import ExportResult
-from zoo.verify.run import check_timeout, verify_files
+from zoo.verify.run import check_timeout, verify_on_runtimes
+from zoo.verify.runtimes import parse_runtimes, recorded_runtimes
 from zoo.verify.tolerances import ToleranceOption, check_tolerances, parse_tolerance
 
 
@@ -85,6 +86,7 @@ def verify_artifact(
     params: Sequence[str] = (),
     seed: int | None = None,
     timeout: float | None = None,
+    runtimes: Sequence[str] = (),
 ) -> ExportResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it;
     with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
@@ -123,6 +125,8 @@ def verify_artifact(
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
+    # --runtime, else the runtimes and settings the file was proven on at export (zoo.runtimes)
+    choices, note = (parse_runtimes(zoo, runtimes, exporter), "") if runtimes else recorded_runtimes(zoo, exporter, meta)
     static = meta.get("static") == "true"
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
@@ -131,15 +135,18 @@ def verify_artifact(
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
-        result.verification = verify_files(
-            built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
+        result.verifications = verify_on_runtimes(
+            built, exporter, path, choices, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
             timeout=timeout,
         )
+        result.verification = result.verifications[0]
+        if note:
+            result.verification.note = "; ".join(filter(None, (result.verification.note, note)))
     interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance}
-    if not result.verification.ok:
-        result.error = failure_text(result.verification)
+    if not result.ok_on_every_runtime:
+        result.error = failure_text(next(v for v in result.verifications if not v.ok))
         if arch_name is not None and weights is None:
             result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
     return result

@@ -19,12 +19,14 @@ from typing import Any
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed
-from zoo.host.plugin_calls import call_exporter, quiet_exporter
+from zoo.host.plugin_calls import quiet_exporter
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
+from zoo.spec.runner import Runner
 from zoo.verify.acceptance import Acceptance, accept_output
 from zoo.verify.compare import as_numpy, case_label, compare_output
 from zoo.verify.results import CaseResult, Verification
+from zoo.verify.runtimes import RuntimeChoice, intermediates_of, load_runner
 from zoo.verify.tolerances import ToleranceOption, tolerance_for
 
 log = logging.getLogger(__name__)
@@ -67,20 +69,21 @@ def verify_files(
     extra: Sequence[InputCase] = (),
     match_io: bool = False,
     timeout: float | None = None,
+    runtime: RuntimeChoice | None = None,
 ) -> Verification:
     """Run the exported model and PyTorch on fresh inputs at several sizes (and on
     ``extra``, the user's own) and compare every output: against tolerances, or
     for a variant (int8, fp16), by its ``acceptance`` criteria. ``match_io``: the
     file's inputs and outputs may have other names (a file zoo did not write).
-    Past ``timeout`` seconds (``--timeout``) the running call is stopped."""
+    Past ``timeout`` seconds (``--timeout``) the running call is stopped. ``runtime``:
+    which runtime and settings run the file (default: the format's own runner)."""
     import torch
 
     arch = built.arch
     start = time.perf_counter()
     deadline = None if timeout is None else time.monotonic() + timeout
-    runner = call_exporter(
-        exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
-    )
+    choice = runtime or RuntimeChoice(None)
+    runner = load_runner(exporter, choice, path, built.device)
     if static:
         check_static(runner, path)
     if match_io:
@@ -93,8 +96,8 @@ def verify_files(
         dtypes = {inp.name: getattr(torch, inp.dtype) for inp in arch.inputs}
         tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
         cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index))
-    verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
-    verification.note = getattr(runner, "note", "")
+    info = runner.info
+    verification = Verification(runtime=info.description, providers=list(info.providers), note=info.note, runner=info.to_dict())
     first_failed = None
     for sizes, inputs, source, seed in cases:
         result = run_case(
@@ -106,17 +109,17 @@ def verify_files(
             first_failed = inputs
     if acceptance is not None:
         verification.tolerances = {}
-    elif first_failed is not None and exporter.intermediates is not None:
+    elif first_failed is not None and (expose := intermediates_of(exporter, choice)) is not None:
         from zoo.verify.divergence import first_divergence
 
-        feed_names = getattr(runner, "feed_names", None)
-        verification.first_divergence = first_divergence(built, exporter, path, first_failed, rtol, atol, feed_names)
+        feed_names = runner.feed_names if isinstance(runner, RenamedRunner) else None
+        verification.first_divergence = first_divergence(built, expose, path, first_failed, rtol, atol, feed_names)
     verification.seconds = time.perf_counter() - start
     return verification
 
 
 def run_case(
-    built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
+    built: BuiltModel, exporter: Exporter, runner: Runner, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
     rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
     deadline: float | None = None, timeout: float | None = None,
 ) -> CaseResult:
@@ -158,25 +161,32 @@ def run_case(
     return CaseResult(dict(sizes), outputs, failures)
 
 
-def renamed_io(runner: Any, arch: Architecture, file_name: str) -> Any:
-    """``runner`` taking and giving the architecture's names, for a file whose inputs
+class RenamedRunner(Runner):
+    """A runner taking and giving the architecture's names, for a file whose inputs
     and outputs are named otherwise: matched by name, else by position."""
-    file_inputs = list(getattr(runner, "input_names", []))
-    file_outputs = list(getattr(runner, "output_names", []))
-    declared_in = [i.name for i in arch.inputs]
-    declared_out = [o.name for o in arch.outputs]
-    to_file = match_names(declared_in, file_inputs, "inputs", arch.name, file_name)
-    from_file = {v: k for k, v in match_names(declared_out, file_outputs, "outputs", arch.name, file_name).items()}
 
-    def run(feed: dict[str, Any]) -> dict[str, Any]:
-        got = runner({to_file[name]: value for name, value in feed.items()})
-        return {from_file[name]: value for name, value in got.items() if name in from_file}
+    def __init__(self, runner: Runner, arch: Architecture, file_name: str) -> None:
+        declared_in = [i.name for i in arch.inputs]
+        declared_out = [o.name for o in arch.outputs]
+        self.feed_names = match_names(declared_in, list(runner.input_names), "inputs", arch.name, file_name)
+        self.from_file = {v: k for k, v in match_names(declared_out, list(runner.output_names), "outputs", arch.name, file_name).items()}
+        self.inner, self.info, self.abortable = runner, runner.info, runner.abortable
+        self.input_names, self.output_names = declared_in, declared_out
+        self.input_shapes = {name: runner.input_shapes.get(self.feed_names[name], ()) for name in declared_in}
 
-    run.feed_names = to_file  # type: ignore[attr-defined]
-    for attr in ("description", "providers", "note"):
-        if hasattr(runner, attr):
-            setattr(run, attr, getattr(runner, attr))
-    return run
+    def run(self, feed: Any) -> dict[str, Any]:
+        got = self.inner.run({self.feed_names[name]: value for name, value in feed.items()})
+        return {self.from_file[name]: value for name, value in got.items() if name in self.from_file}
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def renamed_io(runner: Runner, arch: Architecture, file_name: str) -> Runner:
+    return RenamedRunner(runner, arch, file_name)
 
 
 def match_names(declared: list[str], found: list[str], kind: str, arch: str, file_name: str) -> dict[str, str]:
@@ -191,20 +201,19 @@ def match_names(declared: list[str], found: list[str], kind: str, arch: str, fil
     )
 
 
-def check_static(runner: Any, path: Any) -> None:
+def check_static(runner: Runner, path: Any) -> None:
     """A file whose metadata says static shapes must have them: otherwise verifying
     one case would silently skip the sizes the file accepts."""
-    session = getattr(runner, "session", None)
-    for inp in session.get_inputs() if session is not None else []:
-        symbolic = [d for d in inp.shape if not isinstance(d, int)]
+    for name, shape in runner.input_shapes.items():
+        symbolic = [str(d) for d in shape if not isinstance(d, int)]
         if symbolic:
             raise VerificationFailed(
-                f"{path.name} says it was exported with static shapes (zoo.static), but its input {inp.name!r} has "
+                f"{path.name} says it was exported with static shapes (zoo.static), but its input {name!r} has "
                 f"dynamic dimensions ({', '.join(map(str, symbolic))}); the metadata does not describe this file"
             )
 
 
-def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, timeout: float | None) -> Any:
+def run_stoppable(runner: Runner, feed: dict[str, Any], deadline: float | None, timeout: float | None) -> Any:
     """``runner(feed)`` in a worker thread, so that a deadline or Ctrl-C can stop it:
     while onnxruntime runs, the main thread would not even see Ctrl-C. Stopping
     calls the runner's ``abort()`` (onnxruntime's ``RunOptions.terminate``), if it
@@ -213,7 +222,7 @@ def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, tim
 
     def work() -> None:
         try:
-            box["result"] = runner(feed)
+            box["result"] = runner.run(feed)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             box["error"] = exc
 
@@ -233,14 +242,11 @@ def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, tim
     return box["result"]
 
 
-def _stop(runner: Any, thread: threading.Thread) -> None:
-    abort = getattr(runner, "abort", None)
-    if abort is not None:
-        abort()
+def _stop(runner: Runner, thread: threading.Thread) -> None:
+    runner.abort()
+    if runner.abortable:
         thread.join()  # onnxruntime checks the flag between kernels; a process leaving while it runs aborts
-    close = getattr(runner, "close", None)
-    if close is not None:
-        close()
+    runner.close()
 
 
 
@@ -257,3 +263,22 @@ def _stop(runner: Any, thread: threading.Thread) -> None:
 
 
 
+
+
+def verify_on_runtimes(
+    built: BuiltModel, exporter: Exporter, path: Any, runtimes: Sequence[RuntimeChoice], static: bool,
+    rtol: ToleranceOption = None, atol: ToleranceOption = None, **options: Any,
+) -> list[Verification]:
+    """``verify_files`` once per runtime, in order; a runtime that fails at tolerance
+    is rerun under its precise settings and its verification says what that showed."""
+    from zoo.verify.runtimes import diagnose
+
+    verifications = []
+    for choice in runtimes or [RuntimeChoice(None)]:
+        verification = verify_files(built, exporter, path, static, rtol, atol, runtime=choice, **options)
+        if options.get("acceptance") is None:
+            verification.diagnosis = diagnose(
+                choice, verification, lambda precise: verify_files(built, exporter, path, static, rtol, atol, runtime=precise, **options)
+            )
+        verifications.append(verification)
+    return verifications
