@@ -51,7 +51,7 @@ class OrtRunner(Runner):
     def __init__(self, path: Path, device: str, settings: Mapping[str, str]) -> None:
         import onnxruntime as ort
         from onnx import TensorProto
-        from zoo.exporters.onnx import read_model
+        from zoo.exporters.onnx_files import read_model
 
         ort.set_default_logger_severity(3)  # some load-time warnings ignore the session's level
         wanted, note = providers_for(device, settings.get("provider", "cuda"))
@@ -129,7 +129,7 @@ def load(path: Path, device: str, settings: Mapping[str, str]) -> OrtRunner:
 def intermediates(path: Path, feed: dict[str, Any], settings: Mapping[str, str]) -> list[dict[str, Any]]:
     """Each module scope's last value, computed by onnxruntime's CPU provider under ``settings``."""
     import onnxruntime as ort
-    from zoo.exporters.onnx import exposed_model, scope_values
+    from zoo.exporters.onnx_files import exposed_model, scope_values
 
     exposed = exposed_model(path)
     if exposed is None:

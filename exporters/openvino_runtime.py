@@ -60,7 +60,7 @@ def compile_model(model_bytes: bytes | None, path: Path, settings: Mapping[str, 
     precision = TYPE_NAMES.get(precision, precision)
     asked = settings.get("inference_precision")
     if asked is None:
-        shown = {"inference_precision": f"{precision} (the CPU's default)"}
+        shown = {"inference_precision": f"{precision}: this CPU's default"}
     elif asked != precision:  # OpenVINO falls back silently where the CPU lacks the instructions
         shown = {"inference_precision": f"{precision} (asked {asked}: this CPU has no {asked} kernels)"}
     else:
@@ -74,7 +74,7 @@ class OpenVinoRunner(Runner):
     """A model compiled for OpenVINO's CPU device; one infer request, abortable with ``cancel()``."""
 
     def __init__(self, path: Path, device: str, settings: Mapping[str, str]) -> None:
-        from zoo.exporters.onnx import read_model
+        from zoo.exporters.onnx_files import read_model
 
         if device != "cpu":
             raise RuntimeError(f"zoo runs OpenVINO on its CPU device only; --device {device} is not one of its devices (cpu)")
@@ -108,7 +108,7 @@ def load(path: Path, device: str, settings: Mapping[str, str]) -> OpenVinoRunner
 
 def intermediates(path: Path, feed: dict[str, Any], settings: Mapping[str, str]) -> list[dict[str, Any]]:
     """Each module scope's last value computed by OpenVINO under ``settings``: where it diverges."""
-    from zoo.exporters.onnx import exposed_model, scope_values
+    from zoo.exporters.onnx_files import exposed_model, scope_values
 
     exposed = exposed_model(path)
     if exposed is None:

@@ -198,7 +198,7 @@ def bench_model(
             note=info.note,
             format=exporter.name,
             sizes={name: size for name, size in fixed.items() if name != "batch"},
-            label="ORT" if info.runtime == "onnxruntime" else (info.runtime or exporter.name).upper(),
+            label="ORT" if info.runtime == "onnxruntime" else (choices[0].name or exporter.name).upper(),
             runtime_info=info.to_dict(),
             other_runtimes=[r.info.to_dict() for r in runners[1:]] or None,
         )
@@ -207,17 +207,18 @@ def bench_model(
             if info.runtime != "onnxruntime":
                 raise UsageError(f"zoo bench times a variant in onnxruntime: put --runtime onnxruntime first (the {exporter.name} format runs on {info.runtime or 'its own runner'})")
             variant_runner = bench_variant(built, exporter, path, variant, acceptance, choices[0], result)
-        time_rows(built, runners, variant_runner, batch_sizes, fixed, budget_s, threads, result)
+        names = [choice.name or exporter.name for choice in choices]
+        time_rows(built, dict(zip(names, runners)), variant_runner, batch_sizes, fixed, budget_s, threads, result)
         for runner in runners:
             runner.close()
     return result
 
 
 def time_rows(
-    built: BuiltModel, runners: Sequence[Runner], variant_runner: Runner | None, batch_sizes: Sequence[int], fixed: Mapping[str, int],
+    built: BuiltModel, runners: Mapping[str, Runner], variant_runner: Runner | None, batch_sizes: Sequence[int], fixed: Mapping[str, int],
     budget_s: float, threads: int | None, result: BenchResult,
 ) -> None:
-    """One row per batch size: PyTorch, each runtime (and the variant), timed one after the other."""
+    """One row per batch size: PyTorch, each runtime by name (and the variant), timed one after the other."""
     import torch
 
     sync = torch.cuda.synchronize if built.device == "cuda" else None
@@ -230,20 +231,21 @@ def time_rows(
             inputs = built.sample_inputs(case)
             progress.stage(f"timing batch {batch}")
             torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
-            timings = [Timing(r.info.runtime, batch, time_calls(r.timed_call(inputs, built.device), budget_s)) for r in runners]
+            timings = [Timing(name, batch, time_calls(r.timed_call(inputs, built.device), budget_s)) for name, r in runners.items()]
             variant_timing = None
             if variant_runner is not None:
                 variant_timing = Timing("variant", batch, time_calls(variant_runner.timed_call(inputs, built.device), budget_s))
-            others = {r.info.runtime: t for r, t in zip(runners[1:], timings[1:])} or None
+            others = {t.runtime: t for t in timings[1:]} or None
             result.rows.append(BenchRow(batch, torch_timing, timings[0], {"batch": batch, **result.sizes}, variant_timing, others))
     finally:
         torch.set_num_threads(default_threads)
 
 
 def with_threads(choice: RuntimeChoice, threads: int | None) -> RuntimeChoice:
-    """``--threads`` for a runtime that takes a ``threads`` setting, unless ``--runtime`` set its own."""
+    """``--threads`` for a runtime that takes a ``threads`` setting (or a format's own ``load``
+    that takes ``threads=``), unless ``--runtime`` set its own."""
     runtime = choice.runtime
-    if not threads or runtime is None or "threads" not in runtime.settings or "threads" in choice.settings:
+    if not threads or "threads" in choice.settings or (runtime is not None and "threads" not in runtime.settings):
         return choice
     return choice.with_settings({"threads": str(threads)})
 

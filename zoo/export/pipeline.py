@@ -175,6 +175,8 @@ def variant_of(
     verifications = verify_on_runtimes(built, exporter, target, runtimes, static, acceptance=acceptance)
     verification = next((v for v in verifications if not v.ok), verifications[0])
     made = {"name": variant, **(how or {}), "criteria": acceptance, "float32_bytes": source.stat().st_size, "bytes": target.stat().st_size}
+    if len(verifications) > 1:  # the verdict of each runtime
+        made["runtimes"] = [{"runtime": v.runner, "accepted": v.ok, "failure": v.failures[0] if v.failures else None} for v in verifications]
     return target, made, verification
 
 

@@ -137,7 +137,10 @@ def load_runner(exporter: Exporter, choice: RuntimeChoice, path: Any, device: st
     runtime = choice.runtime
     if runtime is None:
         who = f"the {exporter.name} exporter (plugin {exporter.plugin!r})"
-        loaded = call_exporter(exporter.load, path, device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000)
+        threads = {"threads": int(choice.settings["threads"])} if "threads" in choice.settings and takes_threads(exporter.load) else {}
+        loaded = call_exporter(
+            exporter.load, path, device, **threads, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
+        )
     else:
         who = f"the {runtime.name} runtime (plugin {runtime.plugin!r})"
         if device not in (devices := runtime_devices(runtime)):
@@ -147,6 +150,16 @@ def load_runner(exporter: Exporter, choice: RuntimeChoice, path: Any, device: st
             what=f"{runtime.name} could not load {path.name}", limit=10_000,
         )
     return check_runner(loaded, who)
+
+
+def takes_threads(load: Callable[..., Any]) -> bool:
+    """Whether a format's own ``load`` takes ``threads=N`` (``zoo bench --threads``; onnx's does)."""
+    import inspect
+
+    try:
+        return "threads" in inspect.signature(load).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        return False
 
 
 def runtime_devices(runtime: Runtime) -> tuple[str, ...]:
