@@ -14,8 +14,8 @@ import zoo as zoo_api
 from zoo.build.model import build_model
 from zoo.export.pipeline import export_model
 from zoo.host.manager import load_zoo
-from zoo.verify.runtimes import RuntimeChoice, diagnose
 from zoo.verify.run import verify_files
+from zoo.verify.runtimes import RuntimeChoice, diagnose
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_a_runtime_that_diverges_at_its_default_precision_is_named_with_the_sett
     (why,) = [line for line in result.output.splitlines() if line.startswith("  why")]
     assert why.startswith("  why       half: max abs ") and "with precision f16 (its default); with precision=f32 it matches (max abs" in why
     assert "MATCHES WITH PRECISE SETTINGS" in result.output
-    record = json.loads(run("export", "stack", "--runtime", "all", "--json", zoo=half_zoo).output)
+    record = json.loads(run("export", "stack", "--runtime", "all", "--json", zoo=half_zoo).stdout)
     half = next(r for r in record["runtimes"] if r["runtime"]["name"] == "half")
     diagnosis = half["verification"]["diagnosis"]
     assert diagnosis["matches_with_precise"] and diagnosis["precise_settings"] == {"precision": "f32"}
@@ -195,8 +195,43 @@ def test_a_runtime_that_diverges_under_its_precise_settings_too_says_so(half_zoo
 
 
 def test_variants_are_judged_on_every_runtime(run, tmp_path) -> None:
-    record = json.loads(run("export", "stack", "--quantize", "int8", "--runtime", "all", "--json").output)
+    record = json.loads(run("export", "binary", "--quantize", "int8", "--runtime", "all", "--json").stdout)
     assert record["status"] == "ok", record["error"]
     assert [r["runtime"]["name"] for r in record["runtimes"]] == ["onnxruntime", "openvino"]
     judged = record["variant"]["runtimes"]
     assert [(r["runtime"]["name"], r["accepted"]) for r in judged] == [("onnxruntime", True), ("openvino", True)]
+    text = run("export", "binary", "--quantize", "int8", "--runtime", "all", "-f").output
+    assert "  int8 on   onnxruntime 1.32.0: accepted" in text and "  int8 on   openvino 20" in text
+
+
+def test_a_model_trained_on_breast_cancer_rows_is_proven_on_both_runtimes_on_those_rows(run, tmp_path) -> None:
+    """Trained weights, real rows (scikit-learn's breast-cancer set): both runtimes agree with PyTorch,
+    and the report names the precision OpenVINO ran at on this CPU."""
+    import torch
+    from safetensors.torch import save_file
+    from sklearn.datasets import load_breast_cancer
+
+    params = {"in_features": 30, "hidden": (16, 8), "activation": "relu"}
+    built = build_model(load_zoo(entry_points=False).architecture("binary"), params)
+    features, labels = load_breast_cancer(return_X_y=True)
+    rows = ((features - features.mean(0)) / features.std(0)).astype(np.float32)
+    x, target = torch.from_numpy(rows), torch.from_numpy(labels.astype(np.float32))[:, None]
+    module = built.module.train()
+    optimizer = torch.optim.Adam(module.parameters(), 1e-2)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.binary_cross_entropy(module(x), target).backward()
+        optimizer.step()
+    module.eval()
+    assert ((module(x) > 0.5).float() == target).float().mean() > 0.97
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, tmp_path / "bc.safetensors")
+    np.savez(tmp_path / "rows.npz", x=rows[:128])
+    args = ["-p", "in_features=30", "-p", "hidden=16,8", "-p", "activation=relu", "--weights", "bc.safetensors", "--inputs", "rows.npz"]
+    result = run("export", "binary", *args, "--runtime", "all", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    for verdict in record["runtimes"]:
+        cases = verdict["verification"]["cases"]
+        assert cases[-1]["source"] == "rows.npz" and all(c["ok"] for c in cases)
+        assert verdict["max_abs_error"] < 1e-5
+    assert "inference_precision" in record["runtimes"][1]["runtime"]["settings"]

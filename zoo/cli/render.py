@@ -46,7 +46,7 @@ def bench_lines(result: Any) -> list[str]:
         f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
         f"  torch     {result.torch_runtime}",
         f"  {result.format:<9} {result.onnx_runtime}{providers}, verified against PyTorch before timing",
-        *(f"  {'':<9} {other['name']} {other['version']} [{', '.join(other['providers'])}], verified too" for other in result.other_runtimes or []),
+        *(f"  {'':<9} {other['description']} [{', '.join(other['providers'])}], verified too" for other in result.other_runtimes or []),
     ]
     if result.note:
         lines.append(f"  note      {result.note}")
@@ -133,6 +133,9 @@ def export_lines(result: Any, verb: str = "export") -> list[str]:
         lines.extend(variant_lines(result.variant))
         if result.variant_verification is not None:
             lines.extend(verification_lines(result.variant_verification, variant=True)[1:])
+        for judged in result.variant.get("runtimes", []):  # --runtime: each one's verdict on the variant
+            verdict = "accepted" if judged["accepted"] else f"NOT ACCEPTED: {judged['failure']}"
+            lines.append(f"  {result.variant['name'] + ' on':<9} {judged['runtime']['name']} {judged['runtime']['version']}: {verdict}")
     if result.ok:
         for record in result.file_records:
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")

@@ -141,7 +141,7 @@ def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Pa
     acceptance criteria (in ``result``); the files it wrote, the main file first."""
     with timed(result.timings, plan.variant):
         target, result.variant, result.variant_verification = variant_of(
-            plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static
+            plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static, plan.runtimes
         )
     return [target]
 

@@ -35,7 +35,7 @@ class RunnerInfo:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.runtime, "version": self.version, "device": self.device, "providers": list(self.providers),
-            "settings": dict(self.settings), "note": self.note,
+            "settings": dict(self.settings), "note": self.note, "description": self.description,
         }
 
 
