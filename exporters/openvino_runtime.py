@@ -62,7 +62,7 @@ def compile_model(model_bytes: bytes | None, path: Path, settings: Mapping[str, 
     if asked is None:
         shown = {"inference_precision": f"{precision}: this CPU's default"}
     elif asked != precision:  # OpenVINO falls back silently where the CPU lacks the instructions
-        shown = {"inference_precision": f"{precision} (asked {asked}: this CPU has no {asked} kernels)"}
+        shown = {"inference_precision": f"{precision}, asked {asked}: this CPU has no {asked} kernels"}
     else:
         shown = {"inference_precision": precision}
     if "threads" in settings:
