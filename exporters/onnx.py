@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from zoo.exporters.fold import fold_linear
 from zoo.exporters.onnx_files import _read, _read_file, tensor_size  # noqa: F401 - _read_file: its cache, for tests
+from zoo.exporters.torchlib import reuse_torchlib_registry
 
 import zoo
 from zoo import Exporter, ExportJob
@@ -26,7 +28,6 @@ KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx
 
 def export(job: ExportJob) -> list[Path]:
     import torch
-    from zoo.exporters.torchlib import reuse_torchlib_registry
 
     reuse_torchlib_registry()  # the exporter's op table, built once per process (0.7 s an export otherwise)
     # zoo quiets the exporter's prints, warnings and log records around this call (zoo.host.plugin_calls.quiet_exporter)
@@ -50,8 +51,6 @@ def export(job: ExportJob) -> list[Path]:
     model.metadata_props.clear()
     model.metadata_props.update({**job.metadata, "zoo.onnx_version": onnx.__version__})
     if job.options.get("fold_linear"):
-        from zoo.exporters.fold import fold_linear
-
         job.stats["fold_linear"] = fold_linear(model).to_dict()
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     files = [job.path]

@@ -6,7 +6,9 @@ its external data checked from sizes alone before anything reads it.
 
 from __future__ import annotations
 
+import ast
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,8 +54,6 @@ def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
 
 def tensor_size(tensor: Any) -> tuple[int, int]:
     """Elements and bytes a ``TensorProto`` declares (from its dims; nothing read)."""
-    import math
-
     from onnx.helper import tensor_dtype_to_np_dtype
 
     elements = math.prod(tensor.dims)
@@ -102,8 +102,6 @@ def check_external_data(model: Any, folder: Path) -> None:
 def module_scopes(node: Any) -> list[tuple[str, str]]:
     """``(module path, class)`` of every module ``node`` lies in, outermost first,
     from the metadata the exporter wrote (``KEEP_NODE_METADATA``); the root is ``""``."""
-    import ast
-
     meta = {p.key: p.value for p in node.metadata_props}
     try:
         scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))

@@ -8,11 +8,12 @@ build is kept and every export gets its own copy of it: a custom op registered
 in one export (``custom_translation_table``) never reaches another.
 
 This wraps a private torch API. Where torch no longer has it in this form,
-nothing is changed and each export builds its own table, as before.
+nothing is changed and each export builds its own table.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 _installed = False
@@ -47,8 +48,6 @@ def reuse_torchlib_registry() -> None:
 def _copy(registry: Any) -> Any:
     """A registry whose table can be added to without changing ``registry``'s
     (the entries themselves are never changed once built)."""
-    import copy
-
     fresh = copy.copy(registry)
     fresh.functions = {target: list(entries) for target, entries in registry.functions.items()}
     return fresh

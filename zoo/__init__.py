@@ -1,6 +1,11 @@
 """zoo: a plugin-based model zoo that exports PyTorch models to ONNX and proves them right.
 
-The public API for plugin authors is re-exported here; see docs/plugins.md.
+The public API for plugin authors is re-exported here (``__all__``); see
+docs/plugins.md. Everything else in the package is internal.
+
+Heavy libraries (torch, numpy, onnx, onnxruntime) are imported inside the
+functions that use them, everywhere in zoo: listing, planning and every refusal
+before work load none of them (``tests/test_fast_cli.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ if TYPE_CHECKING:
     from zoo.spec.runtime import Runtime, Setting
     from zoo.spec.task import LOG_FLOOR, HeadCheck, Task, log_floor
 
-__version__ = "0.1.0"
+from zoo.version import __version__
 
 # Imported on first use, so that the zoo program's entry point (zoo.entry) sets its
 # signal handlers before click, pluggy and importlib.metadata load.

@@ -6,6 +6,7 @@ anything that is not a ``ZooError`` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import re
 
 
@@ -74,8 +75,6 @@ def write_error(exc: OSError, path: object, what: str = "write", option: str = "
     """A ``ZooError`` for an ``OSError`` met while writing ``path``, saying what to do
     (``option``: the command-line option that chooses another place; ``outcome``:
     what the failure left, such as a model placed before its report failed)."""
-    import errno
-
     code = errno.errorcode.get(exc.errno or 0, "")
     reason = exc.strerror or str(exc) or type(exc).__name__
     where = f"{str(path)!r}"

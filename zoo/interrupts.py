@@ -46,7 +46,7 @@ class _State:
     received: list[int] = []  # noqa: RUF012 - one process, one list
     done: int | None = None  # the work's exit status, once it is known
     printed = False  # the command has returned: its result is printed
-    deferring = False  # within ``uncut``: a signal is raised when it ends
+    deferring = False  # within ``signals_deferred``: a signal is raised when it ends
     program = False  # this process is the zoo program (main), not a library caller
 
 
@@ -65,15 +65,15 @@ def stop_if_interrupted(count: int = 0) -> None:
     that swallowed it (in a ``__del__``, a callback, a broad ``except``) went on as
     if nothing had happened, but the user asked zoo to stop."""
     interrupt = interrupt_since(count)
-    if interrupt is not None and not _State.deferring:  # within ``uncut``: raised when it ends
+    if interrupt is not None and not _State.deferring:  # within ``signals_deferred``: raised when it ends
         raise interrupt
 
 
 @contextmanager
-def held() -> Iterator[None]:
+def signals_blocked() -> Iterator[None]:
     """Hold Ctrl-C, SIGTERM and SIGHUP in this thread and in the processes it starts,
     which inherit the mask until they set their own handlers. (The kernel may still
-    hand a signal to another thread of this process: ``uncut`` is for steps here.)"""
+    hand a signal to another thread of this process: ``signals_deferred`` is for steps here.)"""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     try:
         yield
@@ -82,12 +82,12 @@ def held() -> Iterator[None]:
 
 
 def deferring() -> bool:
-    """Whether a handled signal is to be acted on later (``uncut``), not raised now."""
+    """Whether a handled signal is to be acted on later (``signals_deferred``), not raised now."""
     return _State.deferring
 
 
 @contextmanager
-def uncut() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """The steps within are never cut in half (files being placed): a signal that
     arrives meanwhile is counted, and raised once they are done."""
     count, previous = received(), _State.deferring
@@ -99,7 +99,7 @@ def uncut() -> Iterator[None]:
     stop_if_interrupted(count)  # waits on, within an outer uncut
 
 
-def behind(exc: BaseException) -> Interrupted | None:
+def interrupt_behind(exc: BaseException) -> Interrupted | None:
     """The interrupt that ended a command with ``exc``: ``exc`` itself, or the failure
     an interrupt received meanwhile caused (a library caught it and failed later)."""
     if isinstance(exc, Interrupted):
@@ -109,13 +109,13 @@ def behind(exc: BaseException) -> Interrupted | None:
     return interrupt_since(0)
 
 
-def arrived(signum: int) -> None:
+def count_signal(signum: int) -> None:
     """Count a handled signal (``received``), for a handler of another module's."""
     _State.received.append(signum)
 
 
 def _raise(signum: int, frame: object) -> None:
-    arrived(signum)
+    count_signal(signum)
     if _State.deferring:
         return
     if _State.done is None:
@@ -126,7 +126,7 @@ def _raise(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def raising() -> Iterator[None]:
+def signals_raise() -> Iterator[None]:
     """Within: the handled signals raise ``Interrupted``; the previous handlers
     come back after (only the main thread may set handlers)."""
     if threading.current_thread() is not threading.main_thread():
@@ -162,7 +162,7 @@ def finished(status: int) -> None:
         _exit(_State.done)
 
 
-def _late(signum: int, frame: object) -> None:
+def _outside_command(signum: int, frame: object) -> None:
     """Outside a command: before it (nothing to clean up) or after it (the work's status stands)."""
     if _State.done is None:
         print(Interrupted(signum).line, file=sys.stderr)
@@ -191,4 +191,4 @@ def as_program() -> None:
     _State.program = True
     quick_shutdown()
     for signum in HANDLED:
-        signal.signal(signum, _late)
+        signal.signal(signum, _outside_command)

@@ -10,10 +10,14 @@ an export and a verification.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import platform
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from zoo.version import __version__
 
 
 def json_field(*, name: str | None = None, skip: bool = False, omit_none: bool = False, **kwargs: Any) -> Any:
@@ -67,20 +71,15 @@ def to_json(value: Any) -> Any:
 
 def json_text(data: Any) -> str:
     """Strict JSON text of ``data`` (``to_json``: no NaN or infinity tokens), ending in a newline."""
-    import json
-
     return json.dumps(to_json(data), indent=2, allow_nan=False) + "\n"
 
 
 def versions() -> dict[str, str]:
     """The versions a record was made with."""
-    import platform
-
     import onnx
     import onnxruntime
     import torch
 
-    from zoo import __version__
 
     return {
         "zoo": __version__,

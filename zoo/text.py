@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 def human_seconds(seconds: float) -> str:
     if seconds < 1e-3:
@@ -24,3 +27,13 @@ def human_bytes(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size} B"
+
+
+def sizes_text(sizes: Mapping[str, int]) -> str:
+    """``batch=2, seq=8``: the sizes of a case as the CLI and error lines name them."""
+    return ", ".join(f"{name}={size}" for name, size in sizes.items())
+
+
+def dtype_text(dtype: Any) -> str:
+    """A dtype (torch's, numpy's or a name) as zoo's specs spell it: ``float32``."""
+    return str(dtype).removeprefix("torch.")

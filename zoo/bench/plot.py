@@ -8,13 +8,16 @@ from typing import Any
 
 from zoo.bench.results import BenchResult
 from zoo.errors import UsageError
+from zoo.files.paths import check_file_path
+from zoo.files.writing import write_atomically
+from zoo.spec.params import format_value
+from zoo.text import human_seconds
 
 
 def plot_latency(result: BenchResult, path: Path) -> None:
     """Draw ``latency_figure`` to ``path`` (atomically)."""
     import matplotlib.pyplot as plt
 
-    from zoo.files.writing import write_atomically
 
     figure = latency_figure(result)
     try:
@@ -33,9 +36,6 @@ def latency_figure(result: BenchResult) -> Any:
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator
-
-    from zoo.spec.params import format_value
-    from zoo.text import human_seconds
 
     batches = [row.batch for row in result.rows]
     figure, axes = plt.subplots(figsize=(8, 5))
@@ -81,7 +81,6 @@ def check_plot_path(path: Path) -> None:
     """Refuse a ``--plot`` path that cannot be written, before minutes of timing."""
     from matplotlib.backend_bases import FigureCanvasBase
 
-    from zoo.files.paths import check_file_path
 
     check_file_path(path, "--plot", example=" such as latency.png")
 

@@ -18,13 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from zoo import progress
+from zoo.bench.plot import check_plot_path, require_matplotlib
 from zoo.bench.results import BenchResult, BenchRow, Timing
 from zoo.build.model import BuiltModel
-from zoo.build.shapes import sample_sizes
+from zoo.build.shapes import dynamic_dims, sample_sizes
 from zoo.errors import UsageError, VerificationFailed
+from zoo.export.pipeline import export_model, variant_of
+from zoo.export.plan import resolve_acceptance, resolve_format
 from zoo.spec.exporter import Exporter
+from zoo.spec.params import parse_params
 from zoo.spec.runner import Runner
-from zoo.verify.runtimes import RuntimeChoice, load_runner
+from zoo.verify.acceptance import variant_name
+from zoo.verify.artifact import exported_metadata
+from zoo.verify.runtimes import RuntimeChoice, load_runner, parse_runtimes
 
 DEFAULT_BATCH_SIZES = (1, 64, 4096)
 DEFAULT_BUDGET_S = 0.5  # timed calls per runtime and batch size
@@ -54,32 +60,42 @@ class BenchPlan:
     runtimes: list[Any] = field(default_factory=list)  # zoo.verify.runtimes.RuntimeChoice, one latency column each
 
 
-def plan_bench(
-    zoo: Any, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
-    fold_linear: bool, plot: Path | None, quantize: str | None = None, precision: str | None = None, runtimes: Sequence[str] = (),
-) -> BenchPlan:
+@dataclass(frozen=True)
+class BenchRequest:
+    """``zoo bench``'s options as given, before anything is resolved (``plan_bench``)."""
+
+    name: str
+    params: Sequence[str] = ()
+    batch_sizes: str = ",".join(map(str, DEFAULT_BATCH_SIZES))
+    dim_sizes: Sequence[str] = ()
+    format_name: str = "onnx"
+    device: str = "cpu"
+    seed: int = 0
+    budget: float = DEFAULT_BUDGET_S
+    threads: int | None = None
+    fold_linear: bool = False
+    quantize: str | None = None
+    precision: str | None = None
+    plot: Path | None = None
+    runtimes: Sequence[str] = ()  # --runtime NAME[:KEY=VALUE,...], or all
+
+
+def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
     """Everything a user can get wrong, refused before minutes of timing."""
-    from zoo.build.shapes import dynamic_dims
-    from zoo.export.plan import resolve_acceptance, resolve_format
-    from zoo.spec.params import parse_params
-    from zoo.verify.acceptance import variant_name
-    from zoo.verify.runtimes import parse_runtimes
-
-    batches = parse_batch_sizes(batch_sizes)
-    exporter = zoo.exporter(format_name)
-    options = {"fold_linear": True} if fold_linear else {}
+    r = request
+    batches = parse_batch_sizes(r.batch_sizes)
+    exporter = zoo.exporter(r.format_name)
+    options = {"fold_linear": True} if r.fold_linear else {}
     resolve_format(exporter, options=options)
-    variant = variant_name(quantize, precision)
+    variant = variant_name(r.quantize, r.precision)
     acceptance = resolve_acceptance(exporter, variant, {})
-    choices = parse_runtimes(zoo, runtimes, exporter)
-    if plot is not None:
-        from zoo.bench.plot import check_plot_path, require_matplotlib
-
+    choices = parse_runtimes(zoo, r.runtimes, exporter)
+    if r.plot is not None:
         require_matplotlib()
-        check_plot_path(plot)
-    arch = zoo.architecture(name)
-    overrides = parse_params(params, arch.parameters, arch.name)
-    sizes = parse_sizes(dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
+        check_plot_path(r.plot)
+    arch = zoo.architecture(r.name)
+    overrides = parse_params(r.params, arch.parameters, arch.name)
+    sizes = parse_sizes(r.dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
     return BenchPlan(arch, overrides, exporter, batches, sizes, options, variant, acceptance, choices)
 
 
@@ -172,8 +188,6 @@ def bench_model(
     """
     import torch
 
-    from zoo.export.pipeline import export_model
-
     fixed = {**sample_sizes(built.arch, built.params), **(sizes or {})}
     if "batch" not in fixed:
         raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
@@ -254,9 +268,6 @@ def bench_variant(
     built: BuiltModel, exporter: Exporter, source: Path, variant: str, acceptance: Any, choice: RuntimeChoice, result: BenchResult
 ) -> Runner:
     """Make and judge the variant of the verified file ``source``; its runner on ``choice``."""
-    from zoo.export.pipeline import variant_of
-    from zoo.verify.artifact import exported_metadata
-
     progress.stage(f"making the {variant} variant")
     target, made, verification = variant_of(
         exporter, built, source, exported_metadata(exporter, source), variant, acceptance, source.parent / variant, source,

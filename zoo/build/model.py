@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoo.text import sizes_text
+
 import math
 import os
 import warnings
@@ -16,6 +18,7 @@ from zoo.host.manager import plugin_code, plugin_fault
 from zoo.spec.params import coerce_params
 from zoo.build.shapes import input_shape, sample_sizes, value_range
 from zoo.spec.architecture import FLOAT_DTYPES, Architecture
+from zoo.build.weights import load_weights
 
 if TYPE_CHECKING:
     import torch
@@ -125,8 +128,6 @@ def build_model(
         )
     record = None
     if weights is not None:
-        from zoo.build.weights import load_weights
-
         record = load_weights(module, Path(weights), arch.name)
     module.eval()
     module.to(dev)
@@ -306,8 +307,6 @@ def supplied_inputs(
     return {inp.name: made[inp.name].detach().cpu() for inp in arch.inputs}  # declared order: forward takes them by position
 
 
-def sizes_text(sizes: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sizes.items())
 def check_input_size(arch: Architecture, params: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
     """Refuse sizes (``zoo bench --batch-sizes 1000000000``) whose inputs alone would
     take over a quarter of the memory available, before anything is allocated."""
@@ -319,7 +318,7 @@ def check_input_size(arch: Architecture, params: Mapping[str, Any], sizes: Mappi
         for inp in arch.inputs
     )
     if memory is not None and total > memory // 4:
-        given = ", ".join(f"{k}={v}" for k, v in sizes.items())
+        given = sizes_text(sizes)
         raise ParameterError(
             f"{arch.name}: inputs at {given} would take {total / 2**30:.3g} GiB, over a quarter of the "
             f"{memory / 2**30:.3g} GiB of memory available; use smaller sizes"

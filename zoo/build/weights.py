@@ -16,6 +16,8 @@ allowed and cast by torch on load, as ``load_state_dict`` does.
 
 from __future__ import annotations
 
+from zoo.text import dtype_text
+
 import hashlib
 import os
 import pickle
@@ -26,6 +28,8 @@ from typing import IO, Any
 
 from zoo.files.hashing import sha256_of
 from zoo.errors import WeightsError, one_line
+from zoo.files.paths import check_input_file
+from zoo.files.paths import refuse_irregular_input
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -43,8 +47,6 @@ _KIND_HINTS = {
 def check_regular_file(path: Path) -> os.stat_result:
     """``os.stat`` of ``path`` if it is a regular file (links followed); else a
     ``WeightsError`` that says what it is. Opens nothing: a FIFO open would block."""
-    from zoo.files.paths import check_input_file
-
     return check_input_file(path, _REGULAR_HINT, WeightsError, "weights file ")
 
 
@@ -65,8 +67,6 @@ def _open_regular(path: Path) -> IO[bytes]:
     except OSError as exc:
         raise WeightsError(f"cannot open weights file {str(path)!r}: {exc.strerror or exc}; give a file you can read") from None
     try:
-        from zoo.files.paths import refuse_irregular_input
-
         refuse_irregular_input(path, os.fstat(fd), _REGULAR_HINT, WeightsError, "weights file ")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
@@ -182,7 +182,7 @@ def _tensor_kind(tensor: Any) -> str | None:
     if tensor.is_nested:  # before the layout: a jagged nested tensor has its own layout
         return "nested"
     if tensor.layout != torch.strided:
-        layout = str(tensor.layout).removeprefix("torch.")
+        layout = dtype_text(tensor.layout)
         return f"sparse ({layout})" if layout.startswith("sparse") else f"non-strided ({layout})"
     if tensor.is_quantized:
         return f"quantized ({str(tensor.dtype).removeprefix('torch.')})"
@@ -269,7 +269,7 @@ def _a(noun: str) -> str:
 
 
 def _short(dtype: Any) -> str:
-    return str(dtype).removeprefix("torch.")
+    return dtype_text(dtype)
 
 
 def _clip(items: list[str], limit: int = 5) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import concrete, sample_sizes
+from zoo.check.describe import watch_forward
 from zoo.check.task_calls import (
     LOSS_TOLERANCES,
     HeadCheck,
@@ -21,6 +22,7 @@ from zoo.check.task_calls import (
 from zoo.errors import CheckFailed
 from zoo.host.manager import plugin_code, plugin_fault
 from zoo.records import Record, json_field
+from zoo.text import dtype_text
 
 
 @dataclass
@@ -68,7 +70,6 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
     """Run every check on ``built``; failures are collected, not raised."""
     import torch
 
-    from zoo.check.describe import watch_forward
 
     arch = built.arch
     result = CheckResult(arch.name, arch.plugin, built.params, built.seed, built.device)
@@ -84,7 +85,7 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
     for spec in arch.outputs:
         value = outputs[spec.name]
         finite = bool(torch.isfinite(value).all()) if value.is_floating_point() else True
-        result.outputs[spec.name] = {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "finite": finite}
+        result.outputs[spec.name] = {"shape": list(value.shape), "dtype": dtype_text(value.dtype), "finite": finite}
         if not finite:
             result.failures.append(f"output {spec.name!r} has NaN or infinite values")
             continue
@@ -93,7 +94,7 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
             if tuple(value.shape) != want:
                 result.failures.append(f"output {spec.name!r} has shape {tuple(value.shape)}, expected {want}")
                 continue
-        dtype = str(value.dtype).removeprefix("torch.")
+        dtype = dtype_text(value.dtype)
         numpy_value = value.detach().cpu().double().numpy()  # numpy has no bfloat16
         for head in head_checks(spec, numpy_value, dtype):
             result.heads.append(head)

@@ -3,6 +3,9 @@
 Errors a user can fix are ``ZooError``s: one line on stderr, exit 1 (a check or
 verification failed) or 2 (usage). Ctrl-C exits 130, SIGTERM 143, SIGHUP 129
 (``zoo.interrupts``).
+
+Each command imports the library it calls inside its own body: ``zoo list``
+loads only what listing needs (``tests/test_fast_cli.py``).
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ from typing import Any
 
 import click
 
-from zoo import __version__, interrupts
+from zoo import interrupts
 from zoo.build.weights import SUFFIXES as WEIGHT_SUFFIXES
-from zoo.cli.completion import complete_architecture, complete_format
+from zoo.cli.completion import complete_architecture
 from zoo.cli.group import ZooGroup, get_zoo, plugin_commands
 from zoo.cli.options import (
     OpsetOption,
     atol_option,
     device_option,
     fold_linear_option,
+    format_option,
     inputs_option,
     json_option,
     param_option,
@@ -32,8 +36,9 @@ from zoo.cli.options import (
     runtime_option,
     seed_option,
     timeout_option,
+    variant_options,
 )
-from zoo.cli.output import echo, echo_json, write_stdout
+from zoo.cli.output import echo, echo_json, error_line, write_stdout
 from zoo.cli.render import (
     bench_lines,
     check_lines,
@@ -47,6 +52,7 @@ from zoo.cli.render import (
 from zoo.errors import ZooError
 from zoo.progress import terminal_progress
 from zoo.spec.params import parse_params
+from zoo.version import __version__
 
 
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,10 +150,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @device_option
 @seed_option
 @click.option("--weights", type=click.Path(path_type=Path), help=f"Trained state dict to load ({', '.join(WEIGHT_SUFFIXES)}).")
-@click.option(
-    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
-    help="Export format ('zoo plugins' lists them).",
-)
+@format_option("Export format ('zoo plugins' lists them).")
 @click.option(
     "-o", "--output", type=click.Path(),  # a str: plan_export needs to see a trailing slash
     help="Output file (default ./NAME plus the format's suffix, such as .onnx); with --all, a folder, created if missing (its parent must exist).",
@@ -159,8 +162,7 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @atol_option
 @inputs_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--quantize", type=click.Choice(["int8"]), help="Place an int8 variant instead, once it meets the acceptance criteria.")
-@click.option("--precision", type=click.Choice(["fp16"]), help="Place a float16 variant instead, once it meets the acceptance criteria.")
+@variant_options("Place", "instead, once it meets the acceptance criteria")
 @click.option("--min-agreement", type=float, help="Variant: least fraction of rows whose argmax/threshold agrees with PyTorch (0.99).")
 @click.option("--max-loss-change", type=float, help="Variant: largest relative change of the loss (0.05).")
 @click.option("--max-error", type=float, help="Variant, regression: largest p99 absolute error, as a fraction of the output's RMS (0.05).")
@@ -187,14 +189,16 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
       zoo export --all -o exported/ --jobs 2 --shard 1/4
+      zoo export binary --runtime all
+      zoo export binary --runtime openvino:inference_precision=f32
     """
-    from zoo.export.plan import plan_export
+    from zoo.export.plan import ExportRequest, plan_export
     from zoo.export.workers import run_plan
     from zoo.files.writing import write_json
-    from zoo.verify.results import FailedExport
+    from zoo.verify.results import ExportResult, FailedExport
 
     zoo = get_zoo(ctx)
-    plan = plan_export(zoo, name, export_all=export_all, report=report, jobs=jobs, shard=shard, **options)
+    plan = plan_export(zoo, ExportRequest(name, export_all, report=report, jobs=jobs, shard=shard, **options))
     with terminal_progress(plan.targets[0].arch.name if not export_all else None, as_json):
         results = run_plan(plan, jobs, zoo, None if as_json or not export_all else lambda line: click.echo(line, err=True))
     failed = next((r for r in results if not r.ok), None)
@@ -203,18 +207,18 @@ def export_command(
     records = [r.to_dict() for r in results]
     record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
-        placed = [p.name for r in results if r.ok and getattr(r, "placed", False) for p in r.files]
+        placed = [p.name for r in results if isinstance(r, ExportResult) and r.ok and r.placed for p in r.files]
         outcome = f"the report was not written; {', '.join(placed)} placed and verified" if placed else "nothing was written"
-        protected = [*plan.protected, *(p for r in results for p in getattr(r, "files", []))]
+        protected = [*plan.protected, *(p for r in results if isinstance(r, ExportResult) for p in r.files)]
         write_json(report, record, "--report", protected, outcome=outcome)
     interrupts.work_done(0 if failed is None else 1)  # files placed, report written: a late Ctrl-C changes nothing
     if as_json:
         echo_json(record)
-    elif export_all or getattr(results[0], "verification", None) is not None:
+    elif export_all or isinstance(results[0], ExportResult) and results[0].verification is not None:
         write_stdout("\n".join(export_summary(results, single=not export_all)) + "\n")
     if failed is not None:
         if not export_all:
-            click.echo(f"zoo: error: {failed.error}", err=True)
+            error_line(failed.error)
         ctx.exit(1)
 
 
@@ -226,10 +230,7 @@ def export_command(
     "--size", "dim_sizes", multiple=True, metavar="DIM=SIZE",
     help="Size of another dynamic dimension, repeatable (--size seq=128; default: its export sample size).",
 )
-@click.option(
-    "--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format,
-    help="Export format to time ('zoo plugins' lists them).",
-)
+@format_option("Export format to time ('zoo plugins' lists them).")
 @device_option
 @seed_option
 @click.option(
@@ -238,17 +239,12 @@ def export_command(
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both runtimes (default: each runtime's own).")
 @fold_linear_option
-@click.option("--quantize", type=click.Choice(["int8"]), help="Also time an int8 variant (judged by the default acceptance criteria).")
-@click.option("--precision", type=click.Choice(["fp16"]), help="Also time a float16 variant (judged by the default acceptance criteria).")
+@variant_options("Also time", "(judged by the default acceptance criteria)")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
 @runtime_option
 @json_option
 @click.pass_context
-def bench_command(
-    ctx: click.Context, name: str, params: Sequence[str], batch_sizes: str, dim_sizes: Sequence[str], format_name: str,
-    device: str, seed: int, budget: float, threads: int | None, fold_linear: bool, quantize: str | None, precision: str | None,
-    plot: Path | None, runtimes: Sequence[str], as_json: bool,
-) -> None:
+def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
     """Time PyTorch eager against the exported model (onnxruntime for onnx):
     median and p90 latency per call, throughput, and the speed-up, per batch
     size. The model is exported and verified first, in a temporary folder.
@@ -262,19 +258,22 @@ def bench_command(
       zoo bench multiclass --device cuda --json
       zoo bench binary --plot latency.png
       zoo bench stack --param width=1024 --quantize int8
+      zoo bench binary --runtime all
     """
     from zoo.bench.plot import plot_latency
-    from zoo.bench.timing import bench_model, plan_bench
+    from zoo.bench.timing import BenchRequest, bench_model, plan_bench
     from zoo.build.model import build_model, check_batch_sizes
 
-    plan = plan_bench(get_zoo(ctx), name, params, batch_sizes, dim_sizes, format_name, fold_linear, plot, quantize, precision, runtimes)
-    built = build_model(plan.arch, plan.overrides, seed=seed, device=device)
+    request = BenchRequest(**options)
+    plan = plan_bench(get_zoo(ctx), request)
+    built = build_model(plan.arch, plan.overrides, seed=request.seed, device=request.device)
     check_batch_sizes(built, plan.batch_sizes)  # before the export and minutes of timing
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
-            built, plan.exporter, plan.batch_sizes, budget, plan.options, threads, plan.sizes, plan.variant, plan.acceptance,
-            plan.runtimes,
+            built, plan.exporter, plan.batch_sizes, request.budget, plan.options, request.threads, plan.sizes, plan.variant,
+            plan.acceptance, plan.runtimes,
         )
+    plot = request.plot
     if plot is not None:
         plot_latency(result, plot)
     echo(result, bench_lines(result) + ([f"plot: {plot}"] if plot is not None else []), as_json)
@@ -310,11 +309,12 @@ def verify_command(
       zoo verify trained.onnx --weights trained.safetensors --device cuda
       zoo verify model.onnx --inputs batch.npz --atol logits=1e-4
       zoo verify someone-elses.onnx --arch stack --weights stack.pt
+      zoo verify binary-sigmoid.onnx --runtime all
     """
     from zoo.files.paths import check_file_path
     from zoo.files.writing import write_json
     from zoo.verify.artifact import read_paths, verify_artifact
-    from zoo.verify.results import FailedExport
+    from zoo.verify.results import FailedVerify
 
     read = [*read_paths(get_zoo(ctx), file, weights), *map(Path, inputs)] if report is not None else []
     if report is not None:
@@ -326,7 +326,7 @@ def verify_command(
         )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
         if exc.exit_code == 1:
-            failure = FailedExport(None, str(exc), file=file)
+            failure = FailedVerify(None, str(exc), file=file)
             if report is not None:
                 write_json(report, failure, "--report", read)
             if as_json:
@@ -338,7 +338,7 @@ def verify_command(
     echo(result, export_lines(result, verb="verify"), as_json)
     if not result.ok:
         if not as_json:
-            click.echo(f"zoo: error: {result.error}", err=True)
+            error_line(result.error)
         ctx.exit(1)
 
 

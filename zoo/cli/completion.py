@@ -11,12 +11,12 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
+from zoo.host.manager import load_zoo
+
 
 def quiet_zoo(ctx: click.Context) -> Any:
     """The zoo, loaded without a word on the terminal (a plugin's prints or
     warnings would end up in the shell's list of completions); None if it fails."""
-    from zoo.host.manager import load_zoo
-
     root = ctx.find_root()
     if root.obj is not None:
         return root.obj

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from zoo import interrupts
-from zoo.cli.output import json_failure
+from zoo.cli.output import error_line, json_failure
 from zoo.errors import ZooError, write_error
 from zoo.host.manager import Zoo, load_zoo
 
@@ -29,7 +29,7 @@ class ZooGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         status = 1
-        with interrupts.raising():  # SIGTERM and SIGHUP clean up as Ctrl-C does
+        with interrupts.signals_raise():  # SIGTERM and SIGHUP clean up as Ctrl-C does
             try:
                 result = super().invoke(ctx)
                 status = 0
@@ -54,7 +54,7 @@ class ZooGroup(click.Group):
 
 def _one_line(ctx: click.Context, exc: BaseException) -> int:
     """Print the line for what ended a command; its exit status. A bug keeps its traceback."""
-    interrupt = interrupts.behind(exc)  # Ctrl-C, or the failure a swallowed one became
+    interrupt = interrupts.interrupt_behind(exc)  # Ctrl-C, or the failure a swallowed one became
     if interrupt is not None:
         try:
             click.echo(interrupt.line, err=True)
@@ -65,7 +65,7 @@ def _one_line(ctx: click.Context, exc: BaseException) -> int:
         exc = write_error(exc, exc.filename, "use")
     if isinstance(exc, ZooError):
         json_failure(ctx, str(exc), exc.exit_code)
-        click.echo(f"zoo: error: {exc}", err=True)
+        error_line(exc)
         return exc.exit_code
     if isinstance(exc, click.UsageError):
         if not isinstance(exc, click.exceptions.NoArgsIsHelpError):
@@ -80,7 +80,7 @@ def _usage_line(ctx: click.Context, exc: click.UsageError) -> None:
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):
         raise exc  # bare 'zoo' prints the help, as click does
     command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
-    click.echo(f"zoo: error: {exc.format_message()} (see '{command} --help')", err=True)
+    error_line(f"{exc.format_message()} (see '{command} --help')")
     ctx.exit(exc.exit_code)
 
 

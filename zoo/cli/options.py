@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from zoo.cli.completion import complete_format
 from zoo.cli.group import get_zoo
 from zoo.cli.output import remember_json
 from zoo.host.manager import load_zoo
@@ -40,6 +41,21 @@ runtime_option = click.option(
     help="Runtime to prove the file on, repeatable, with its settings (openvino:inference_precision=f32); "
     "'all': every installed one ('zoo plugins' lists them). Default: onnxruntime.",
 )
+
+
+def format_option(help: str) -> Any:
+    return click.option("--format", "format_name", default="onnx", show_default=True, shell_complete=complete_format, help=help)
+
+
+def variant_options(verb: str, condition: str) -> Any:
+    """``--quantize int8`` and ``--precision fp16``: ``verb`` the variant, ``condition`` saying how it is judged."""
+    quantize = click.option("--quantize", type=click.Choice(["int8"]), help=f"{verb} an int8 variant {condition}.")
+    precision = click.option("--precision", type=click.Choice(["fp16"]), help=f"{verb} a float16 variant {condition}.")
+
+    def both(command: Any) -> Any:
+        return quantize(precision(command))
+
+    return both
 
 
 def timeout_option(default: float | None) -> Any:

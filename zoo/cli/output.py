@@ -15,12 +15,11 @@ import click
 
 from zoo.errors import OutputWriteError
 from zoo.records import json_text
+from zoo.verify.results import FailedExport
 
 
 def json_failure(ctx: click.Context, error: str, exit_code: int) -> None:
     """With ``--json``, print the failed record, unless the command already printed one."""
-    from zoo.verify.results import FailedExport
-
     root = ctx.find_root()
     if root.meta.get("zoo.json_shown") or not wants_json(root):
         return
@@ -70,3 +69,8 @@ def write_stdout(text: str) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
         raise OutputWriteError(f"cannot write to standard output: {why}; the result was not printed (files written stay)") from None
+
+
+def error_line(text: str) -> None:
+    """The one line on stderr every failed command ends with."""
+    click.echo(f"zoo: error: {text}", err=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 from zoo.spec.architecture import Architecture
 from zoo.spec.params import format_value
-from zoo.text import human_bytes, human_rate, human_seconds
+from zoo.text import human_bytes, human_rate, human_seconds, sizes_text
+from zoo.verify.divergence import divergence_text
 from zoo.verify.results import summary_row
 
 
@@ -63,7 +64,7 @@ def bench_lines(result: Any) -> list[str]:
     headers = ["SIZES", "TORCH MEDIAN", "TORCH P90", f"{label} MEDIAN", f"{label} P90", "TORCH SAMPLES/S", f"{label} SAMPLES/S", "SPEED-UP"]
     rows = [
         [
-            ", ".join(f"{k}={v}" for k, v in (row.sizes or {"batch": row.batch}).items()),
+            sizes_text(row.sizes or {"batch": row.batch}),
             human_seconds(row.torch.median),
             human_seconds(row.torch.p90),
             human_seconds(row.onnx.median),
@@ -152,7 +153,7 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
     if verification.note:
         lines.append(f"  note      {verification.note}")
     for case in verification.cases:
-        sizes = ", ".join(f"{k}={v}" for k, v in case.sizes.items()) or "sample"
+        sizes = sizes_text(case.sizes) or "sample"
         if case.source:
             sizes = f"{case.source} ({sizes})"
         for out_name, stats in case.outputs.items():
@@ -169,8 +170,6 @@ def verification_lines(verification: Any, variant: bool = False) -> list[str]:
                 lines.extend(output_lines(sizes, out_name, stats, agreements.replace(".0%", "%")))
         lines.extend(f"    FAILED {failure}" for failure in case.failures)
     if verification.first_divergence:
-        from zoo.verify.divergence import divergence_text
-
         lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
     if verification.diagnosis:
         lines.append(f"  why       {verification.diagnosis['text']}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
-from zoo.build.model import BuiltModel
+from zoo.build.model import BuiltModel, build_model
 from zoo.build.shapes import dynamic_dims
 from zoo.errors import CheckFailed, ExportFailed, PluginError, ZooError
 from zoo.export.plan import ExportPlan, Target, resolve_format
@@ -41,8 +41,6 @@ CALIBRATION_BATCHES = 8
 def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | None = None) -> list[ExportResult | FailedExport]:
     """Export every target of ``plan``; a failure is recorded (with its exit code)
     and the rest still run."""
-    from zoo.build.model import build_model
-
     results: list[ExportResult | FailedExport] = []
     for index, target in enumerate(plan.targets):
         if on_start is not None:
@@ -84,7 +82,8 @@ def export_model(
     options = dict(options or {})
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
     plan = ExportPlan(
-        exporter, [Target(built.arch, output)], opset, static, rtol, atol, options, force, built.seed, built.device, runtimes=list(runtimes)
+        exporter=exporter, targets=[Target(built.arch, output)], opset=opset, static=static, rtol=rtol, atol=atol,
+        options=options, force=force, seed=built.seed, device=built.device, runtimes=list(runtimes),
     )
     check_output_path(output, force)
     return export_built(plan, built, output)
@@ -131,7 +130,7 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         old = old_side_files(exporter, output) if plan.force else OldSideFiles()
         weights = [Path(built.weights["path"])] if built.weights else []  # the old file may name any file as its data
         interrupts.stop_if_interrupted()  # one a library swallowed stops the export before anything is placed
-        with interrupts.uncut():  # all the files or none: a signal now is raised once they are placed
+        with interrupts.signals_deferred():  # all the files or none: a signal now is raised once they are placed
             result.files = place(written, main, output, plan.force, old=old, keep=weights)
     return result
 

@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.build.model import check_device, check_seed
 from zoo.errors import OutputPathError, UsageError, ZooError
 from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
+from zoo.spec.params import parse_params
 from zoo.verify.acceptance import Acceptance, variant_name
+from zoo.verify.input_files import load_input_files
+from zoo.verify.run import check_timeout
+from zoo.verify.runtimes import RuntimeChoice, parse_runtimes
 from zoo.verify.tolerances import check_tolerances, parse_tolerance
 
 
@@ -55,7 +60,7 @@ class ExportPlan:
     variant: str | None = None  # "int8", "fp16": placed instead of the float32 file, once accepted
     acceptance: Acceptance | None = None  # what the variant must meet
     timeout: float | None = None  # seconds each verification may take (--timeout)
-    runtimes: list[Any] = field(default_factory=list)  # zoo.verify.runtimes.RuntimeChoice; none: the format's own runner
+    runtimes: list[RuntimeChoice] = field(default_factory=list)  # none: the format's own runner
 
     @property
     def protected(self) -> list[Path]:
@@ -81,95 +86,93 @@ def resolve_format(
     return exporter.resolve_opset(opset)
 
 
-def plan_export(
-    zoo: Any,
-    name: str | None,
-    *,
-    export_all: bool = False,
-    params: Sequence[str] = (),
-    format_name: str = "onnx",
-    output: str | Path | None = None,
-    opset: int | None = None,
-    static: bool = False,
-    fold_linear: bool = False,
-    rtol: float | None = None,
-    atol: float | None = None,
-    force: bool = False,
-    seed: int = 0,
-    device: str = "cpu",
-    weights: Path | None = None,
-    report: Path | None = None,
-    inputs: Sequence[Path] = (),
-    quantize: str | None = None,
-    precision: str | None = None,
-    min_agreement: float | None = None,
-    max_loss_change: float | None = None,
-    max_error: float | None = None,
-    timeout: float | None = None,
-    jobs: int = 1,
-    shard: str | None = None,
-    runtimes: Sequence[str] = (),
-) -> ExportPlan:
-    """The plan for ``zoo export``'s options, or the usage error that says what to change."""
-    from zoo.build.model import check_device, check_seed
-    from zoo.spec.params import parse_params
-    from zoo.verify.run import check_timeout
-    from zoo.verify.runtimes import parse_runtimes
+@dataclass(frozen=True)
+class ExportRequest:
+    """``zoo export``'s options as given, before anything is resolved (``plan_export``)."""
 
-    if not export_all and (jobs > 1 or shard):
+    name: str | None = None
+    export_all: bool = False
+    params: Sequence[str] = ()
+    format_name: str = "onnx"
+    output: str | Path | None = None
+    opset: int | None = None
+    static: bool = False
+    fold_linear: bool = False
+    rtol: Any = None  # --rtol/--atol text from the command line, or numbers
+    atol: Any = None
+    force: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    weights: Path | None = None
+    report: Path | None = None
+    inputs: Sequence[Path] = ()
+    quantize: str | None = None
+    precision: str | None = None
+    min_agreement: float | None = None
+    max_loss_change: float | None = None
+    max_error: float | None = None
+    timeout: float | None = None
+    jobs: int = 1
+    shard: str | None = None
+    runtimes: Sequence[str] = ()  # --runtime NAME[:KEY=VALUE,...], or all
+
+
+def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
+    """The plan for ``zoo export``'s options, or the usage error that says what to change."""
+    r = request
+    if not r.export_all and (r.jobs > 1 or r.shard):
         raise UsageError("--jobs and --shard split --all; give --all (with an optional NAME pattern)")
-    if shard is not None:
-        parse_shard(shard)  # a typo is refused before any work
-    rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
-    exporter = zoo.exporter(format_name)
-    options = {"fold_linear": True} if fold_linear else {}
-    opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
-    variant = variant_name(quantize, precision)
-    criteria = {"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error}
+    if r.shard is not None:
+        parse_shard(r.shard)  # a typo is refused before any work
+    rtol, atol = parse_tolerance("--rtol", r.rtol), parse_tolerance("--atol", r.atol)
+    exporter = zoo.exporter(r.format_name)
+    options = {"fold_linear": True} if r.fold_linear else {}
+    opset = resolve_format(exporter, opset=r.opset, rtol=rtol, atol=atol, options=options)
+    variant = variant_name(r.quantize, r.precision)
+    criteria = {"min_agreement": r.min_agreement, "max_loss_change": r.max_loss_change, "max_error": r.max_error}
     acceptance = resolve_acceptance(exporter, variant, criteria)
-    choices = parse_runtimes(zoo, runtimes, exporter)
+    choices = parse_runtimes(zoo, r.runtimes, exporter)
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
-    check_seed(seed)
-    check_timeout(timeout)
-    if export_all:
-        if params or weights or inputs:
+    check_seed(r.seed)
+    check_timeout(r.timeout)
+    if r.export_all:
+        if r.params or r.weights or r.inputs:
             raise UsageError("--param, --weights and --inputs describe one architecture; export it by NAME instead of --all")
-        archs = zoo.architectures.filter(name)
+        archs = zoo.architectures.filter(r.name)
         if not archs:
-            raise UsageError(f"no architecture matches {name!r}")
-        folder = Path(output or ".")
+            raise UsageError(f"no architecture matches {r.name!r}")
+        folder = Path(r.output or ".")
         check_export_folder(folder)
         targets = [Target(a, folder / f"{a.name}{suffix}") for a in archs]
         overrides: dict[str, Any] = {}
-    elif name is None:
+    elif r.name is None:
         raise UsageError("give an architecture NAME (see 'zoo list') or --all")
     else:
-        arch = zoo.architecture(name)
-        if output is not None:
-            refuse_folder_name(output, f"{arch.name}{suffix}")
-        targets = [Target(arch, Path(output or f"{arch.name}{suffix}"))]
-        overrides = parse_params(params, arch.parameters, arch.name)
+        arch = zoo.architecture(r.name)
+        if r.output is not None:
+            refuse_folder_name(r.output, f"{arch.name}{suffix}")
+        targets = [Target(arch, Path(r.output or f"{arch.name}{suffix}"))]
+        overrides = parse_params(r.params, arch.parameters, arch.name)
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
     cases = []
-    if inputs:
-        from zoo.verify.input_files import load_input_files
-
-        cases = load_input_files(inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, static)
-    check_device(device)  # fail before any work when the device is missing
+    if r.inputs:
+        cases = load_input_files(r.inputs, targets[0].arch, {**targets[0].arch.defaults, **overrides}, r.static)
+    check_device(r.device)  # fail before any work when the device is missing
     plan = ExportPlan(
-        exporter, targets, opset, static, rtol, atol, options, force, seed, device, overrides, weights, report,
-        variant=variant, acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in inputs], timeout=timeout,
+        exporter=exporter, targets=targets, opset=opset, static=r.static, rtol=rtol, atol=atol, options=options, force=r.force,
+        seed=r.seed, device=r.device, overrides=overrides, weights=r.weights, report=r.report, variant=variant,
+        acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in r.inputs], timeout=r.timeout,
         runtimes=choices,
     )
-    if report is not None:  # the JSON must never replace the model or its weights
-        check_file_path(report, "--report", plan.protected)
-    if export_all:  # every option is valid: only now make the folder, then see which files can be written
+    if r.report is not None:  # the JSON must never replace the model or its weights
+        check_file_path(r.report, "--report", plan.protected)
+    if r.export_all:  # every option is valid: only now make the folder, then see which files can be written
         make_export_folder(targets[0].path.parent)
-        mine = shard_of(targets, *parse_shard(shard)) if shard is not None else targets
-        plan.targets = [refusing(t, force) for t in mine]
+        mine = shard_of(targets, *parse_shard(r.shard)) if r.shard is not None else targets
+        plan.targets = [refuse_existing(t, r.force) for t in mine]
     else:  # before the build: a big model costs seconds and GBs
-        check_output_path(targets[0].path, force)
+        check_output_path(targets[0].path, r.force)
     return plan
 
 
@@ -223,7 +226,7 @@ def shard_of(targets: list[Target], index: int, count: int) -> list[Target]:
     return sorted(targets, key=lambda t: t.arch.name)[index - 1 :: count]
 
 
-def refusing(target: Target, force: bool) -> Target:
+def refuse_existing(target: Target, force: bool) -> Target:
     """``target``, with the reason its path cannot be written, if any."""
     try:
         check_output_path(target.path, force)

@@ -16,6 +16,7 @@ ends the command in one line naming the targets left unfinished.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -23,21 +24,25 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from zoo.errors import ExportFailed, UsageError
+from zoo.errors import ExportFailed, UsageError, ZooError
+from zoo.export.pipeline import export_targets
 from zoo.export.plan import ExportPlan, Target
-from zoo.interrupts import held
-from zoo.records import Record
+from zoo.host.manager import load_zoo
+from zoo.interrupts import HANDLED, Interrupted, count_signal, deferring, quick_shutdown, signals_blocked
+from zoo.verify.results import FailedExport, Outcome
+from zoo.verify.runtimes import RuntimeChoice
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to remove its staging before it is killed
 
 
 @dataclass
-class Finished(Record):
+class Finished(Outcome):
     """An export done in a worker: its record, summary row and exit code."""
 
     name: str
@@ -52,6 +57,9 @@ class Finished(Record):
 
     def to_dict(self) -> dict[str, Any]:
         return self.record
+
+    def summary_row(self) -> tuple[str, ...]:
+        return self.row
 
 
 def export_in_workers(
@@ -68,12 +76,12 @@ def export_in_workers(
     threads = max(1, (os.cpu_count() or 1) // jobs)  # workers side by side must not oversubscribe the cores
     results: dict[int, Finished] = {}
     others = set(multiprocessing.active_children())  # a host program's own children: never ours to stop
-    with held():  # multiprocessing's helper ignores SIGINT and SIGTERM; started now, SIGHUP stays held in it too
+    with signals_blocked():  # multiprocessing's helper ignores SIGINT and SIGTERM; started now, SIGHUP stays held in it too
         resource_tracker.ensure_running()
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads)) as pool:
         pending: dict[Future[Finished], int] = {}
         try:
-            with held():  # workers start (here, on submit) with them held, until their own handlers are set
+            with signals_blocked():  # workers start (here, on submit) with them held, until their own handlers are set
                 for index, target in enumerate(plan.targets):
                     pending[pool.submit(_export_one, _portable(plan, target))] = index
             for future, index in _as_completed(pending):
@@ -134,26 +142,23 @@ def _as_completed(pending: dict[Future[Finished], int]) -> Iterator[tuple[Future
 
 @dataclass(frozen=True)
 class _PortableTarget:
-    """What a worker needs to export one target: names and settings, no objects."""
+    """What a worker needs to export one target: names and plain settings, no plugin objects."""
 
     architecture: str
     path: str
     refused: str | None
     refused_code: int
     format_name: str
-    settings: dict[str, Any]
+    plan: ExportPlan  # its exporter, targets and runtimes left out: the worker has its own, from the same plugins
+    runtimes: list[tuple[str, dict[str, str]]]  # by name and settings: a Runtime's callables do not pickle
 
 
 def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
-    settings = dict(
-        opset=plan.opset, static=plan.static, rtol=plan.rtol, atol=plan.atol, options=plan.options,
-        force=plan.force, seed=plan.seed, device=plan.device, timeout=plan.timeout, variant=plan.variant, acceptance=plan.acceptance,
-        runtimes=[(c.name, c.settings) for c in plan.runtimes],  # by name: a Runtime's callables do not pickle
-    )
     refused = target.refused
     return _PortableTarget(
         target.arch.name, str(target.path), None if refused is None else str(refused),
-        0 if refused is None else refused.exit_code, plan.exporter.name, settings,
+        0 if refused is None else refused.exit_code, plan.exporter.name, replace(plan, exporter=None, targets=[], runtimes=[]),
+        [(c.name, c.settings) for c in plan.runtimes],
     )
 
 
@@ -164,18 +169,14 @@ _exporting = False  # whether a worker is inside an export (with staging to remo
 
 
 def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
-    from zoo.interrupts import HANDLED, quick_shutdown
-
     for signum in HANDLED:  # first: a signal while torch imports ends the worker without a traceback
         signal.signal(signum, _worker_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
     quick_shutdown()
 
-    import importlib
 
     import torch
 
-    from zoo.host.manager import load_zoo
 
     global _worker_zoo
     torch.set_num_threads(threads)
@@ -186,9 +187,7 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int) -> None:
 def _worker_signal(signum: int, frame: object) -> None:
     """Ctrl-C, SIGTERM or SIGHUP in a worker: an export in progress is interrupted
     (its staging removed on the way out, see ``_export_one``); a waiting worker just ends."""
-    from zoo.interrupts import HANDLED, Interrupted, arrived, deferring
-
-    arrived(signum)  # if a library swallows the Interrupted, the export still stops before placing its files
+    count_signal(signum)  # if a library swallows the Interrupted, the export still stops before placing its files
     for handled in HANDLED:  # once: a second signal (the parent passing on the same Ctrl-C) must not cut the cleanup short
         signal.signal(handled, signal.SIG_IGN)
     if _exporting and deferring():
@@ -211,33 +210,24 @@ def _export_one(portable: _PortableTarget) -> Finished:
 
 
 def _export(portable: _PortableTarget) -> Finished:
-    from pathlib import Path
-
-    from zoo.errors import ZooError
-    from zoo.export.pipeline import export_targets
-    from zoo.verify.results import summary_row
-
     zoo = _worker_zoo
     arch = zoo.architectures.get(portable.architecture)
     refused = None if portable.refused is None else ZooError(portable.refused)
     if refused is not None:
         refused.exit_code = portable.refused_code
-    from zoo.verify.runtimes import RuntimeChoice
-
-    settings = dict(portable.settings)
-    runtimes = [RuntimeChoice(zoo.runtime(name) if name else None, chosen) for name, chosen in settings.pop("runtimes")]
-    plan = ExportPlan(zoo.exporter(portable.format_name), [Target(arch, Path(portable.path), refused)], **settings, runtimes=runtimes)
+    runtimes = [RuntimeChoice(zoo.runtime(name) if name else None, chosen) for name, chosen in portable.runtimes]
+    plan = replace(
+        portable.plan, exporter=zoo.exporter(portable.format_name), targets=[Target(arch, Path(portable.path), refused)], runtimes=runtimes
+    )
     (result,) = export_targets(plan)
-    exit_code = 0 if result.ok else getattr(result, "exit_code", 1)
-    return Finished(arch.name, result.to_dict(), summary_row(result), result.ok, exit_code)
+    exit_code = 0 if result.ok else result.exit_code if isinstance(result, FailedExport) else 1
+    return Finished(arch.name, result.to_dict(), result.summary_row(), result.ok, exit_code)
 
 
 def run_plan(plan: ExportPlan, jobs: int, zoo: Any, progress: Callable[[str], None] | None = None) -> list[Any]:
     """Carry out ``plan``: in ``jobs`` worker processes when there is more than one
     target, else here. ``progress`` gets a line as each target starts (here) or
     finishes (in workers, which finish in any order: counted, then named)."""
-    from zoo.export.pipeline import export_targets
-
     count = len(plan.targets)
     say = progress or (lambda line: None)
     if jobs > 1 and count > 1:

@@ -32,6 +32,7 @@ from zoo.files.hashing import sha256_file
 from zoo.files.paths import lstat_or_none, refuse_irregular_output, warn
 from zoo.host.plugin_calls import call_exporter
 from zoo.spec.exporter import Exporter
+from zoo.spec.job import META_PREFIX
 
 # Side files zoo itself writes are named after their main file: NAME.onnx -> NAME.onnx.data.
 SIDE_SUFFIX = ".data"
@@ -261,7 +262,6 @@ def old_side_files(exporter: Exporter, path: Path) -> OldSideFiles:
         meta = call_exporter(exporter.read_metadata, path, error=OutputPathError, what=f"not a {exporter.name} file")
     except OutputPathError:  # not a file of this format: there is nothing of ours to clean up
         return OldSideFiles()
-    from zoo.spec.job import META_PREFIX
 
     written_by_zoo = f"{META_PREFIX}architecture" in dict(meta or {})
     own_name = os.path.normpath(path.parent / (path.name + SIDE_SUFFIX))

@@ -13,6 +13,7 @@ from typing import IO, Any
 from zoo.errors import OutputPathError, write_error
 from zoo.files.paths import check_file_path, file_kind
 from zoo.files.staging import sweep_leftovers
+from zoo.records import json_text
 
 
 def write_atomically(
@@ -80,8 +81,6 @@ def _write_through(
 
 def write_json(path: Path, data: Any, option: str, protected: Iterable[Path | None] = (), outcome: str = "nothing was written") -> None:
     """A JSON record (``--report``), written atomically, never over a ``protected`` file."""
-    from zoo.records import json_text
-
     check_file_path(path, option, protected)
     text = json_text(data)
     write_atomically(path, lambda handle: handle.write(text.encode()), option, outcome=outcome)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from zoo.errors import ParameterError
 from zoo.spec.architecture import SUFFIX_PATTERN, check_name
 
 
@@ -82,8 +83,6 @@ class Exporter:
     def resolve_opset(self, opset: int | None) -> int | None:
         """The opset to export with: ``opset`` (``None`` means the default), refused
         with a usage error when this format does not support it."""
-        from zoo.errors import ParameterError
-
         if opset is None:
             return self.default_opset
         if self.opsets is None and self.default_opset is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.spec.architecture import Architecture, Dim
+from zoo.version import __version__
 
 if TYPE_CHECKING:
     import torch
@@ -59,7 +60,6 @@ def provenance(
     ``runtimes`` (``[{"name", "settings"}]``) it was proven on, when not only the default."""
     import torch
 
-    from zoo import __version__
 
     meta = {
         "version": __version__,

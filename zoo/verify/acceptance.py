@@ -23,11 +23,7 @@ from typing import Any
 
 from zoo.errors import ParameterError
 from zoo.records import Record
-
-VARIANTS = {
-    "int8": "int8 weights (onnxruntime quantization)",
-    "fp16": "float16 weights and arithmetic, inputs and outputs kept in their dtype",
-}
+from zoo.text import dtype_text
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ def accept_output(spec: Any, ref: Any, cand: Any, criteria: Acceptance, generato
                 f"(at most {criteria.max_error:g} required)"
             )
     if spec.task is not None:
-        dtype = str(ref.dtype).removeprefix("torch.") if hasattr(ref, "dtype") else "float32"
+        dtype = dtype_text(ref.dtype) if hasattr(ref, "dtype") else "float32"
         target = make_target(spec, ref.detach().cpu().float(), generator).double().numpy()
         loss_ref = closed_form_loss(spec, ref64, target, dtype)
         loss_got = closed_form_loss(spec, cand64, target, dtype)

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
+from zoo.build.model import MAX_SEED, build_model, check_seed, dry_build
+from zoo.build.weights import check_regular_file, sha256
 from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
 from zoo.files.paths import check_input_file
 from zoo.files.staging import side_files
@@ -15,9 +17,11 @@ from zoo.host.plugin_calls import call_exporter
 from zoo.progress import timed
 from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX
+from zoo.spec.params import coerce_params, parse_params
 from zoo.verify.acceptance import Acceptance
 from zoo.verify.divergence import failure_text
-from zoo.verify.results import ExportResult
+from zoo.verify.input_files import load_input_files
+from zoo.verify.results import VerifyResult
 from zoo.verify.run import check_timeout, verify_on_runtimes
 from zoo.verify.runtimes import parse_runtimes, recorded_runtimes
 from zoo.verify.tolerances import ToleranceOption, check_tolerances, parse_tolerance
@@ -87,17 +91,12 @@ def verify_artifact(
     seed: int | None = None,
     timeout: float | None = None,
     runtimes: Sequence[str] = (),
-) -> ExportResult:
+) -> VerifyResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it;
     with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
     any file of a known format, zoo's metadata or not. The file is untrusted: what
     its metadata asks to build is checked against the weights it holds before
     anything is allocated."""
-    from zoo.build.model import build_model, check_seed
-    from zoo.build.weights import check_regular_file
-    from zoo.spec.params import coerce_params, parse_params
-    from zoo.verify.input_files import load_input_files
-
     check_input_file(path, "give the file 'zoo export' wrote")
     rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
     check_tolerances(rtol, atol)
@@ -113,15 +112,7 @@ def verify_artifact(
         seed = 0 if seed is None else seed
         check_seed(seed)
     else:
-        arch = zoo.architectures.get(meta["architecture"])
-        if arch is None:
-            plugin = meta.get("plugin", "?")
-            raise UsageError(
-                f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
-                "install that plugin (see 'zoo plugins')"
-            )
-        overrides, seed = recorded_build(path, meta, weights)
-        overrides = coerce_params(overrides, arch.parameters, arch.name)
+        arch, overrides, seed = recorded_architecture(zoo, path, meta, weights)
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
     acceptance = recorded_acceptance(path, meta, rtol, atol)
@@ -131,7 +122,7 @@ def verify_artifact(
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     opset = int(meta["opset"]) if meta.get("opset", "None").isdigit() else None
-    result = ExportResult(built, exporter, opset, static, files=[path])
+    result = VerifyResult(built, exporter, opset, static, files=[path])
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
@@ -152,6 +143,19 @@ def verify_artifact(
     return result
 
 
+def recorded_architecture(zoo: Any, path: Path, meta: dict[str, str], weights: Path | None) -> tuple[Any, dict[str, Any], int]:
+    """The architecture, typed parameters and seed ``path``'s metadata names."""
+    arch = zoo.architectures.get(meta["architecture"])
+    if arch is None:
+        plugin = meta.get("plugin", "?")
+        raise UsageError(
+            f"{path.name} was exported from {meta['architecture']!r} of plugin {plugin!r}, which is not installed; "
+            "install that plugin (see 'zoo plugins')"
+        )
+    overrides, seed = recorded_build(path, meta, weights)
+    return arch, coerce_params(overrides, arch.parameters, arch.name), seed
+
+
 def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:
     """A variant's acceptance criteria, as its file records them; ``None`` for a float file."""
     if "variant" not in meta:
@@ -161,7 +165,7 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
     try:
         return Acceptance.from_metadata(meta.get("acceptance", "{}"))
     except (ValueError, TypeError, ZooError) as exc:
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.acceptance: {exc}") from exc
+        raise damaged_metadata(path, f"zoo.acceptance: {exc}") from exc
 
 
 def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
@@ -181,9 +185,6 @@ def read_paths(zoo: Any, path: Path, weights: Path | None = None) -> list[Path]:
 def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tuple[dict[str, Any], int]:
     """The parameters and seed ``path`` was exported with; ``weights`` must be the
     file it was exported with (by sha256), or absent when it had none."""
-    from zoo.build.model import MAX_SEED
-    from zoo.build.weights import sha256
-
     expected = meta.get("weights_sha256")
     if expected and weights is None:
         raise UsageError(f"{path.name} was exported with trained weights (sha256 {expected[:12]}…); pass them with --weights FILE")
@@ -197,12 +198,12 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
         params = json.loads(meta.get("params", "{}"))
         seed = int(meta.get("seed", "0"))
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested 100,000 deep
-        raise UsageError(f"{path.name} has damaged zoo metadata: {one_line(exc, 120)}") from None
+        raise damaged_metadata(path, one_line(exc, 120)) from None
     # What build_model would blame on --param or --seed is the file's fault here.
     if not isinstance(params, dict):
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.params is {meta['params'][:60]!r}, not a JSON object")
+        raise damaged_metadata(path, f"zoo.params is {meta['params'][:60]!r}, not a JSON object")
     if not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
+        raise damaged_metadata(path, f"zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
     return params, seed
 
 
@@ -211,15 +212,13 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
     file saying ``width: 20000``), from a build on torch's ``meta`` device stopped
     at twice what the file holds. A ``--fold-linear`` file legitimately holds fewer
     weights than its module: there only ``build_model``'s memory bound applies."""
-    from zoo.build.model import dry_build
-
     if exporter.count_weights is None:
         return
     elements, nbytes = call_exporter(exporter.count_weights, path, error=UsageError, what=f"{path.name} is not a readable {exporter.name} file")
     try:
         folded = bool(json.loads(meta.get("options", "{}")).get("fold_linear"))
     except (ValueError, RecursionError, AttributeError):
-        raise UsageError(f"{path.name} has damaged zoo metadata: zoo.options is not a JSON object") from None
+        raise damaged_metadata(path, "zoo.options is not a JSON object") from None
     if folded:
         return
     size = dry_build(arch, params, limit_bytes=2 * nbytes + 2**16)
@@ -228,3 +227,8 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
             f"zoo.params would build at least {size.elements:.3g} parameters but {path.name} holds {elements:,}; "
             "the metadata does not describe this file"
         )
+
+
+def damaged_metadata(path: Path, detail: str) -> UsageError:
+    """The error for a file whose zoo metadata zoo could not have written."""
+    return UsageError(f"{path.name} has damaged zoo metadata: {detail}")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo.spec.architecture import Output, Tolerance
+from zoo.text import dtype_text, sizes_text
 
 
 def compare_output(
@@ -16,7 +17,7 @@ def compare_output(
     Returns the stats for the report (``None`` if the shapes differ) and what failed."""
     from zoo.check.task_calls import agreement, closed_form_loss, loss_slack, losses_agree, make_target, task_stats
 
-    dtype = str(ref.dtype).removeprefix("torch.")
+    dtype = dtype_text(ref.dtype)
     ref_np = as_numpy(ref)
     if cand.shape != ref_np.shape:
         return None, [f"output {spec.name!r} has shape {list(cand.shape)}, PyTorch gives {list(ref_np.shape)}"]
@@ -119,4 +120,4 @@ def percentiles(values: Any) -> dict[str, float]:
 
 
 def case_label(sizes: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sizes.items()) or "static shapes"
+    return sizes_text(sizes) or "static shapes"

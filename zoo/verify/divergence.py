@@ -16,7 +16,10 @@ from typing import Any
 from zoo.build.model import BuiltModel, ieee_float32
 from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
+from zoo.text import dtype_text
+from zoo.verify.compare import as_numpy, error_stats
 from zoo.verify.results import Verification
+from zoo.verify.tolerances import tolerance_for
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +57,6 @@ def first_divergence(
     tolerance from that module's output in PyTorch; ``None`` when none is (or the
     runtime cannot tell). ``expose(path, feed)`` returns the values of the file's module
     scopes as the runtime that failed computes them (``Runtime.intermediates``)."""
-    from zoo.verify.compare import as_numpy, error_stats
-    from zoo.verify.tolerances import tolerance_for
-
     feed_names = feed_names or {}
     feed = {feed_names.get(name, name): as_numpy(t) for name, t in inputs.items()}
     try:
@@ -73,7 +73,7 @@ def first_divergence(
         ref = reference.get(item["module"])
         if ref is None or tuple(ref.shape) != tuple(item["value"].shape):
             continue
-        dtype = str(ref.dtype).removeprefix("torch.")
+        dtype = dtype_text(ref.dtype)
         tol = tolerance_for(built.arch, built.device, dtype, rtol, atol)
         stats = error_stats(as_numpy(ref), item["value"], tol.rtol if tol else 0.0, tol.atol if tol else 0.0)
         if not stats["ok"]:

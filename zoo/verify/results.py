@@ -63,8 +63,16 @@ class Verification(Record):
         return max((c.max_abs for c in self.cases), default=0.0)
 
 
+class Outcome(Record):
+    """What ``zoo export`` and ``zoo verify`` give for one architecture or file:
+    its name, whether it passed, and why not; the summary row the CLI prints."""
+
+    def summary_row(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+
 @dataclasses.dataclass
-class ExportResult(Record):
+class ExportResult(Outcome):
     """One record of ``--report``: everything needed to trust or redo an export."""
 
     built: Any  # zoo.build.model.BuiltModel
@@ -100,6 +108,13 @@ class ExportResult(Record):
         An unplaced file has no size or hash: whatever is on disk there is not this export."""
         return [file_record(p) if self.placed else {"path": str(p), "written": False} for p in self.files]
 
+    def summary_row(self) -> tuple[str, ...]:
+        if self.verification is None:
+            return (self.name, "FAILED", "-", "-", self.error or "")
+        seconds = sum(self.timings.values())
+        shown = str(self.files[0]) if self.ok else (self.error or "")
+        return (self.name, "ok" if self.ok else "FAILED", f"{self.verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+
     def to_dict(self) -> dict[str, Any]:
         built = self.built
         return to_json(
@@ -131,10 +146,8 @@ def runtime_verdict(verification: Verification) -> dict[str, Any]:
 
 
 @dataclasses.dataclass
-class FailedExport(Record):
-    """The record of an export that failed before verification (check, build or
-    export error), or of a ``zoo verify`` whose file fails its check or does not
-    load (``file``; its architecture may be unknown)."""
+class FailedExport(Outcome):
+    """The record of an export that failed before verification (check, build or export error)."""
 
     JSON_EXTRA = (("status", "status"),)
 
@@ -146,14 +159,19 @@ class FailedExport(Record):
     status = "failed"
     ok = False
 
+    def summary_row(self) -> tuple[str, ...]:
+        return (self.name, "FAILED", "-", "-", self.error)
 
-def summary_row(result: Any) -> tuple[str, ...]:
-    if getattr(result, "row", None) is not None:  # made in a worker process (zoo.export.workers.Finished)
-        return result.row
-    if getattr(result, "verification", None) is None:  # failed before verifying (FailedExport)
-        return (result.name, "FAILED", "-", "-", result.error)
-    verification = result.verification
-    seconds = sum(result.timings.values())
-    status = "ok" if result.ok else "FAILED"
-    shown = str(result.files[0]) if result.ok else (result.error or "")
-    return (result.name, status, f"{verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+
+@dataclasses.dataclass
+class VerifyResult(ExportResult):
+    """``zoo verify``: a file verified again against its rebuilt model (nothing exported)."""
+
+
+@dataclasses.dataclass
+class FailedVerify(FailedExport):
+    """A ``zoo verify`` whose file fails its check or does not load (its architecture may be unknown)."""
+
+
+def summary_row(result: Outcome) -> tuple[str, ...]:
+    return result.summary_row()

@@ -18,15 +18,17 @@ from typing import Any
 
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import verification_cases
-from zoo.errors import ParameterError, UsageError, VerificationFailed
+from zoo.errors import ParameterError, UsageError, VerificationFailed, one_line
 from zoo.host.plugin_calls import quiet_exporter
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.runner import Runner
+from zoo.text import dtype_text
 from zoo.verify.acceptance import Acceptance, accept_output
 from zoo.verify.compare import as_numpy, case_label, compare_output
+from zoo.verify.divergence import first_divergence
 from zoo.verify.results import CaseResult, Verification
-from zoo.verify.runtimes import RuntimeChoice, intermediates_of, load_runner
+from zoo.verify.runtimes import RuntimeChoice, diagnose, intermediates_of, load_runner
 from zoo.verify.tolerances import ToleranceOption, tolerance_for
 
 log = logging.getLogger(__name__)
@@ -110,8 +112,6 @@ def verify_files(
     if acceptance is not None:
         verification.tolerances = {}
     elif first_failed is not None and (expose := intermediates_of(exporter, choice)) is not None:
-        from zoo.verify.divergence import first_divergence
-
         feed_names = runner.feed_names if isinstance(runner, RenamedRunner) else None
         verification.first_divergence = first_divergence(built, expose, path, first_failed, rtol, atol, feed_names)
     verification.seconds = time.perf_counter() - start
@@ -137,15 +137,14 @@ def run_case(
     except VerificationFailed:  # timed out: no later case may run either
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
-        from zoo.errors import one_line
 
-        return CaseResult(dict(sizes), {}, [f"{case_label(sizes)}: {exporter.name} runtime raised {one_line(exc)}"])
+        return CaseResult(dict(sizes), {}, [f"{case_label(sizes)}: {runner.info.runtime or exporter.name} raised {one_line(exc)}"])
     generator = torch.Generator().manual_seed(seed)
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     for spec in arch.outputs:
         ref = reference[spec.name].detach().cpu()
-        dtype = str(ref.dtype).removeprefix("torch.")
+        dtype = dtype_text(ref.dtype)
         tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
         tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
         if spec.name not in got:
@@ -271,8 +270,6 @@ def verify_on_runtimes(
 ) -> list[Verification]:
     """``verify_files`` once per runtime, in order; a runtime that fails at tolerance
     is rerun under its precise settings and its verification says what that showed."""
-    from zoo.verify.runtimes import diagnose
-
     verifications = []
     for choice in runtimes or [RuntimeChoice(None)]:
         verification = verify_files(built, exporter, path, static, rtol, atol, runtime=choice, **options)
