@@ -235,3 +235,32 @@ def test_a_model_trained_on_breast_cancer_rows_is_proven_on_both_runtimes_on_tho
         assert cases[-1]["source"] == "rows.npz" and all(c["ok"] for c in cases)
         assert verdict["max_abs_error"] < 1e-5
     assert "inference_precision" in record["runtimes"][1]["runtime"]["settings"]
+
+
+class BrokenRuntimes:
+    """One hook that raises, one runtime whose availability check raises."""
+
+    @zoo_api.hookimpl
+    def register_runtimes(self, register):
+        def broken():
+            raise OSError("libfoo.so: cannot open shared object file")
+
+        register(zoo_api.Runtime(name="flaky", formats=("onnx",), load=HalfRunner, available=broken, install="pip install flaky"))
+
+
+class RaisingRuntimes:
+    @zoo_api.hookimpl
+    def register_runtimes(self, register):
+        register(zoo_api.Runtime(name="half-registered", formats=("onnx",), load=HalfRunner))
+        raise RuntimeError("boom")
+
+
+def test_runtime_faults_are_isolated_like_every_other_hook(run, exported) -> None:
+    zoo = load_zoo(entry_points=False, extra=[("flaky", BrokenRuntimes()), ("raising", RaisingRuntimes())])
+    assert zoo.problems == ["plugin 'raising': register_runtimes raised RuntimeError: boom; nothing it registered was kept"]
+    assert "half-registered" not in zoo.runtimes and "onnxruntime" in zoo.runtimes
+    (flaky,) = [line for line in run("plugins", zoo=zoo).output.splitlines() if line.startswith("flaky ") and " onnx " in line]
+    assert "no: pip install flaky" in flaky
+    result = run("verify", str(exported), "--runtime", "flaky", zoo=zoo)
+    assert result.exit_code == 2 and "flaky is not installed here; pip install flaky" in result.output
+    assert run("verify", str(exported), "--runtime", "all", zoo=zoo).exit_code == 0  # all: the available ones

@@ -137,6 +137,8 @@ def load_runner(exporter: Exporter, choice: RuntimeChoice, path: Any, device: st
     runtime = choice.runtime
     if runtime is None:
         who = f"the {exporter.name} exporter (plugin {exporter.plugin!r})"
+        if exporter.load is None:
+            raise UsageError(f"the {exporter.name} format has no runner of its own: name a runtime that runs it (--runtime, 'zoo plugins')")
         threads = {"threads": int(choice.settings["threads"])} if "threads" in choice.settings and takes_threads(exporter.load) else {}
         loaded = call_exporter(
             exporter.load, path, device, **threads, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
