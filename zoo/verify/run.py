@@ -36,19 +36,9 @@ log = logging.getLogger(__name__)
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
-
-
 def check_timeout(timeout: float | None) -> None:
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ParameterError(f"--timeout {timeout}: give a number of seconds above 0")
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -246,22 +236,6 @@ def _stop(runner: Runner, thread: threading.Thread) -> None:
     if runner.abortable:
         thread.join()  # onnxruntime checks the flag between kernels; a process leaving while it runs aborts
     runner.close()
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def verify_on_runtimes(
