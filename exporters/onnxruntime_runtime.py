@@ -6,6 +6,7 @@ public ``zoo`` API only. onnxruntime is imported inside the functions.
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,8 @@ SETTINGS = {
 
 
 def version() -> str:
-    import onnxruntime as ort
-
-    return ort.__version__
+    """From the installed distribution: ``zoo plugins`` imports no runtime library."""
+    return importlib.metadata.version("onnxruntime")
 
 
 def devices() -> tuple[str, ...]:

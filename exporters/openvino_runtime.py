@@ -11,6 +11,7 @@ in force, so a report says which one its numbers came from.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,9 +34,8 @@ def available() -> bool:
 
 
 def version() -> str:
-    import openvino
-
-    return openvino.__version__.split("-")[0]
+    """From the installed distribution: ``zoo plugins`` imports no runtime library."""
+    return importlib.metadata.version("openvino")
 
 
 def devices() -> tuple[str, ...]:
