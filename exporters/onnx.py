@@ -1,4 +1,4 @@
-"""ONNX export with torch.export (``torch.onnx.export(dynamo=True)``), run with onnxruntime.
+"""ONNX export with torch.export (``torch.onnx.export(dynamo=True)``); the runtimes that run it are plugins of their own.
 
 Registered through ``register_exporters`` like any third-party format. torch,
 onnx and onnxruntime are imported inside the functions, so loading this
@@ -7,14 +7,11 @@ plugin costs nothing.
 
 from __future__ import annotations
 
-import ast
-import functools
-import math
-import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from zoo.exporters.fold import fold_linear
+from zoo.exporters.onnx_files import _read, _read_file, tensor_size  # noqa: F401 - _read_file: its cache, for tests
 from zoo.exporters.torchlib import reuse_torchlib_registry
 
 import zoo
@@ -24,8 +21,6 @@ DEFAULT_OPSET = 20
 MIN_OPSET = 18  # the torch.export-based exporter's lowest
 MAX_OPSET = 23
 EXTERNAL_DATA_BYTES = 2**31 - 2**24  # protobuf's 2 GB limit, with room for the graph
-PROTOBUF_LIMIT = 2**31  # no ONNX file itself (weights apart) can be larger
-SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
 # Node metadata kept in the file: where a node came from in the module tree.
 # Stack traces and FX dumps are dropped: they hold absolute paths of this machine.
 KEEP_NODE_METADATA = ("namespace", "pkg.torch.onnx.name_scopes", "pkg.torch.onnx.class_hierarchy")
@@ -68,143 +63,13 @@ def export(job: ExportJob) -> list[Path]:
     return files  # zoo runs ``check`` on it next, then verifies it
 
 
-class OrtRunner:
-    """An onnxruntime session that maps input names to arrays and back; also
-    what ``zoo bench`` times (``session``), so both see the same providers."""
+def load(path: Path, device: str, threads: int | None = None) -> Any:
+    """The file in onnxruntime at its defaults, for a program that calls the format
+    directly (and for formats built on this one); zoo itself runs a file through
+    the registered runtimes (``--runtime``)."""
+    from zoo.exporters.onnxruntime_runtime import load as ort_load
 
-    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(3)  # some load-time warnings ignore the session's level
-        wanted = ["CPUExecutionProvider"]
-        self.note = ""
-        if device == "cuda":
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            else:
-                self.note = "this onnxruntime has no CUDAExecutionProvider: it ran on the CPU provider"
-        from onnx import TensorProto
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        read = _read(path)
-        model = read.model
-        io = [*model.graph.input, *model.graph.output]
-        bfloat16 = [v.name for v in io if v.type.tensor_type.elem_type == TensorProto.BFLOAT16]
-        if bfloat16:  # refused here rather than as a confusing dtype error on the first run
-            raise RuntimeError(
-                f"onnxruntime's Python API cannot take or return bfloat16 arrays (numpy has no bfloat16): "
-                f"{', '.join(bfloat16)}; export a float32 or float16 version of the model to verify it"
-            )
-        if read.data is None:
-            # Prepacking makes a packed copy of every weight while the session
-            # loads: past 2 GB that doubles the peak memory. Without it,
-            # onnxruntime maps the .data file instead of copying it.
-            options.add_session_config_entry("session.disable_prepacking", "1")
-        # external data is found relative to the file, so such a model loads from its path
-        source = str(path) if read.data is None else read.data
-        self.session = ort.InferenceSession(source, sess_options=options, providers=wanted)
-        self.run_options = ort.RunOptions()  # abort() sets its terminate flag: the running call returns
-        self.run_options.log_severity_level = 4  # a terminated run logs an error in red: zoo says why itself
-        self.providers = self.session.get_providers()
-        self.description = f"onnxruntime {ort.__version__}" + (f" (threads {threads})" if threads else "")
-        self.input_names = [i.name for i in self.session.get_inputs()]  # zoo verify --arch matches them to the architecture's
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
-        self.run_options.terminate = False
-        return dict(zip(self.output_names, self.session.run(None, feed, self.run_options)))
-
-    def abort(self) -> None:
-        """Stop a ``__call__`` running in another thread (a timeout, Ctrl-C): it raises there."""
-        self.run_options.terminate = True
-
-    def close(self) -> None:
-        """Free the session now: one left for the interpreter's exit after a terminated
-        run can abort the process ("terminate called without an active exception")."""
-        self.session = None
-
-
-def load(path: Path, device: str, threads: int | None = None) -> OrtRunner:
-    """``threads``: onnxruntime's intra-op threads (``zoo bench --threads``); default its own."""
-    return OrtRunner(path, device, threads)
-
-
-class _Read(NamedTuple):
-    model: Any  # onnx.ModelProto, without external data
-    data: bytes | None  # the file's bytes; None when its weights are external
-
-
-def _read(path: Path) -> _Read:
-    """``path`` parsed once for the checker, the metadata, the side files and the
-    session: reads of the same unchanged file reuse it."""
-    stat = os.stat(path)
-    if stat.st_size > PROTOBUF_LIMIT:  # refused before reading: protobuf cannot parse it anyway
-        raise ValueError(f"{Path(path).name} is {stat.st_size / 2**30:.3g} GiB; an ONNX file (weights apart) is under 2 GiB")
-    read = _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
-    if read.data is None:  # each time: the side files may have changed since the file was parsed
-        check_external_data(read.model, Path(path).parent)
-    return read
-
-
-@functools.lru_cache(maxsize=1)  # one model at a time: the last one read
-def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    data = Path(path).read_bytes()
-    model = onnx.load_model_from_string(data)  # external data stays on disk
-    external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
-    return _Read(model, None if external else data)
-
-
-def tensor_size(tensor: Any) -> tuple[int, int]:
-    """Elements and bytes a ``TensorProto`` declares (from its dims; nothing read)."""
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    elements = math.prod(tensor.dims)
-    try:
-        itemsize = tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    except (KeyError, TypeError, ValueError):  # string tensors, unknown types
-        itemsize = 1
-    return elements, elements * itemsize
-
-
-def check_external_data(model: Any, folder: Path) -> None:
-    """Each external tensor must lie inside its side file, and a side file must not
-    be much larger than its tensors need: checked from sizes alone, before
-    anything (checker, onnxruntime, a hash) reads it."""
-    from onnx.external_data_helper import uses_external_data
-
-    ends: dict[str, int] = {}
-    for tensor in model.graph.initializer:
-        if not uses_external_data(tensor):
-            continue
-        info = {e.key: e.value for e in tensor.external_data}
-        location = info.get("location", "")
-        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
-            raise ValueError(f"initializer {tensor.name!r} names side file {location!r}; only a file beside the model is read")
-        _, need = tensor_size(tensor)
-        offset, length = int(info.get("offset", 0) or 0), int(info.get("length", need) or 0)
-        if length != need:
-            raise ValueError(f"initializer {tensor.name!r} declares {length} bytes in {location}, its shape needs {need}")
-        try:
-            size = (folder / location).stat().st_size
-        except FileNotFoundError:  # the checker reports a missing side file (exit 1, a broken export)
-            continue
-        except OSError as exc:
-            raise ValueError(f"side file {location} of initializer {tensor.name!r}: {exc.strerror}") from None
-        if offset < 0 or offset + need > size:
-            raise ValueError(f"initializer {tensor.name!r} lies past the end of {location} ({offset}+{need} > {size} bytes)")
-        ends[location] = max(ends.get(location, 0), offset + need)
-    for location, end in ends.items():
-        size = (folder / location).stat().st_size
-        if size > 2 * end + SIDE_FILE_SLACK:
-            raise ValueError(
-                f"side file {location} is {size:,} bytes but the model's tensors use {end:,}; it is not this model's data"
-            )
+    return ort_load(path, device, {"threads": str(threads)} if threads else {})
 
 
 def count_weights(path: Path) -> tuple[int, int]:
@@ -242,53 +107,11 @@ def check(path: Path) -> None:
     onnx.checker.check_model(str(path) if read.data is None else read.model, full_check=True)
 
 
-def module_scopes(node: Any) -> list[tuple[str, str]]:
-    """``(module path, class)`` of every module ``node`` lies in, outermost first,
-    from the metadata the exporter wrote (``KEEP_NODE_METADATA``); the root is ``""``."""
-    meta = {p.key: p.value for p in node.metadata_props}
-    try:
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
-    except (ValueError, SyntaxError):  # damaged metadata: no module to name
-        return []
-    if not isinstance(scopes, list) or len(scopes) < 2 or scopes[0] != "" or len(classes) != len(scopes):
-        return []
-    return [(str(path), str(cls).rsplit(".", 1)[-1]) for path, cls in zip(scopes[:-1], classes[:-1])]  # the last is the op itself
-
-
 def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The output of the last node inside each module scope, in graph order, from
-    a copy of the model with those values exposed as outputs (small files only:
-    one with external weights is not copied)."""
-    import onnx
-    import onnxruntime as ort
+    """Each module scope's last value, in graph order, from onnxruntime's CPU provider."""
+    from zoo.exporters.onnxruntime_runtime import intermediates as ort_intermediates
 
-    read = _read(path)
-    if read.data is None:
-        return []
-    model = onnx.ModelProto()
-    model.CopyFrom(read.model)
-    last: dict[str, tuple[int, int, Any, str]] = {}  # module path -> (node index, -depth, node, class)
-    for index, node in enumerate(model.graph.node):  # ONNX graphs are stored in topological order
-        for depth, (module, cls) in enumerate(module_scopes(node)):
-            if node.output and node.output[0]:
-                last[module] = (index, -depth, node, cls)
-    # in graph order; where modules end on the same node (a Sequential and its last layer), the innermost first
-    ordered = [(module, (index, node, cls)) for module, (index, _, node, cls) in sorted(last.items(), key=lambda item: item[1][:2])]
-    outputs = {o.name for o in model.graph.output}
-    for _, (_, node, _) in ordered:
-        if node.output[0] not in outputs:
-            outputs.add(node.output[0])
-            model.graph.output.append(onnx.ValueInfoProto(name=node.output[0]))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
-    names = [node.output[0] for _, (_, node, _) in ordered]
-    values = session.run(names, feed)
-    return [
-        {"node": node.name, "op": node.op_type, "module": module, "class": cls, "value": value}
-        for (module, (_, node, cls)), value in zip(ordered, values)
-    ]
+    return ort_intermediates(path, feed, {})
 
 
 def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, str], calibration: Any) -> dict[str, Any]:

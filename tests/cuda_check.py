@@ -1,7 +1,8 @@
 """Every CUDA path in one go, on a machine with a GPU: ``make cuda-check``.
 
-Runs the tests marked ``cuda``, then ``zoo check``, ``export``, ``verify`` and
-``bench`` with ``--device cuda`` on every installed architecture (the seed's,
+Runs the tests marked ``cuda``, then ``zoo check``, ``export``, ``verify`` (``--runtime
+onnxruntime``, and ``onnxruntime:provider=tensorrt`` where TensorRT's provider is
+installed) and ``bench`` with ``--device cuda`` on every installed architecture (the seed's,
 and the example plugin's when it is installed), and prints a table last. Exit 0
 only when every step passed; without a GPU it says so once and exits 77
 (nothing was checked). ``--device cpu`` runs the same steps on the CPU:
@@ -61,6 +62,9 @@ def main() -> int:
     rows: list[tuple[str, ...]] = []
     listed = subprocess.run([*ZOO, "list", *([args.only] if args.only else []), "--json"], capture_output=True, text=True, check=True)
     names = [a["name"] for a in json.loads(listed.stdout)]
+    import onnxruntime
+
+    tensorrt = ["tensorrt"] if args.device == "cuda" and "TensorrtExecutionProvider" in onnxruntime.get_available_providers() else []
     with tempfile.TemporaryDirectory(prefix="zoo-cuda-check-") as folder:
         work = Path(folder)
         if not args.no_tests:
@@ -70,7 +74,9 @@ def main() -> int:
                 continue
             if not step(rows, "export", name, [*ZOO, "export", name, *device, "-o", f"{name}.onnx", "-f"], work):
                 continue
-            step(rows, "verify", name, [*ZOO, "verify", f"{name}.onnx", *device], work)
+            step(rows, "verify", name, [*ZOO, "verify", f"{name}.onnx", *device, "--runtime", "onnxruntime"], work)
+            for provider in tensorrt:  # the same --runtime path, on TensorRT's provider where installed
+                step(rows, "verify tensorrt", name, [*ZOO, "verify", f"{name}.onnx", *device, "--runtime", f"onnxruntime:provider={provider}"], work)
             step(rows, "bench", name, [*ZOO, "bench", name, *device, "--budget", "0.1", "--batch-sizes", "1,64", "--json"], work)
     widths = [max(len(r[i]) for r in [("STEP", "ARCHITECTURE", "STATUS", "TIME", "NOTE"), *rows]) for i in range(5)]
     print()

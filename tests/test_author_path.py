@@ -133,16 +133,28 @@ def test_a_failed_verify_with_json_prints_one_record(tmp_path):
 
 
 class NoProviders:
+    """A format with its own runner (a zoo.Runner) that names no providers."""
+
+    def __init__(self, runner_of=None):
+        self.runner_of = runner_of
+
     @hookimpl
     def register_exporters(self, register):
         from zoo.exporters import onnx
 
-        def load(path, device):
-            session = onnx.load(path, device)
-            runner = lambda feed: session(feed)  # noqa: E731 - a plain function: no providers attribute
-            runner.description = "plain runner"
-            return runner
+        import zoo
 
+        class Plain(zoo.Runner):
+            def __init__(self, path, device):
+                self.inner = onnx.load(path, device)
+                self.info = zoo.RunnerInfo("plain runner")
+                self.input_names, self.output_names = self.inner.input_names, self.inner.output_names
+                self.input_shapes = self.inner.input_shapes
+
+            def run(self, feed):
+                return self.inner.run(feed)
+
+        load = self.runner_of or Plain
         register(Exporter("plain", ".plain.onnx", onnx.export, load, onnx.read_metadata, default_opset=20))
 
 
@@ -152,6 +164,23 @@ def test_a_runner_without_providers_shows_no_brackets(tmp_path):
     assert result.exit_code == 0, result.stderr
     (header,) = [line for line in result.stdout.splitlines() if line.startswith("  verify")]
     assert header.startswith("  verify    plain runner against PyTorch") and "[" not in header
+
+
+def test_a_loader_that_returns_no_zoo_runner_is_one_line_naming_the_plugin(tmp_path):
+    """The runner contract is checked once, at load: not as an AttributeError mid-verification."""
+    from zoo.exporters import onnx
+
+    def plain_function(path, device):
+        session = onnx.load(path, device)
+        return lambda feed: session.run(feed)
+
+    zoo = load_zoo(entry_points=False, extra=[("plain", NoProviders(plain_function))])
+    result = invoke("export", "binary", "--format", "plain", "-o", tmp_path / "b.plain.onnx", zoo=zoo)
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "zoo: error: the plain exporter (plugin 'plain') load() returned function, not a zoo.Runner (see docs/plugins.md#runners)"
+    )
+    assert not (tmp_path / "b.plain.onnx").exists()
 
 
 # -- G: zoo.testing shows the exporter's reason (-v does not apply under pytest) -----------------

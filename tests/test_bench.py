@@ -126,22 +126,23 @@ def test_onnx_load_threads_reach_the_session_bench_times(zoo, tmp_path: Path) ->
 
     path = tmp_path / "m.onnx"
     assert export_model(build_model(zoo.architecture("binary")), zoo.exporter("onnx"), path).ok
-    runner = zoo.exporter("onnx").load(path, "cpu", threads=2)
+    runner = zoo.runtime("onnxruntime").load(path, "cpu", {"threads": "2"})
     assert runner.session.get_session_options().intra_op_num_threads == 2
-    assert runner.description.endswith("(threads 2)")
+    assert runner.info.description.endswith("(threads 2)")
 
 
-class WithoutSession:
-    """A format's runner that verifies fine but has no onnxruntime session to time."""
+class WithoutSession(zoo_api.Runner):
+    """A format's own runner that verifies fine but has no onnxruntime session to time."""
 
-    def __init__(self, path, device, threads=None) -> None:
+    def __init__(self, path, device) -> None:
         from zoo.exporters import onnx as onnx_format
 
         self._runner = onnx_format.load(path, device)
-        self.description, self.providers, self.note = self._runner.description, self._runner.providers, self._runner.note
+        self.info = zoo_api.RunnerInfo("other-onnx", "1.0")
+        self.input_names, self.output_names, self.input_shapes = self._runner.input_names, self._runner.output_names, {}
 
-    def __call__(self, feed):
-        return self._runner(feed)
+    def run(self, feed):
+        return self._runner.run(feed)
 
 
 def test_bench_times_the_runner_of_a_format_without_an_onnxruntime_session(zoo) -> None:

@@ -125,14 +125,18 @@ def test_params_are_parsed_by_annotation(run):
 def test_plugins_lists_builtins(run):
     result = run("plugins")
     assert result.exit_code == 0
-    assert "seed    zoo-onnx (built-in)" in result.stdout
-    assert "exporters: onnx" in result.stdout
+    assert [line.split()[:3] for line in result.stdout.splitlines()[1:6]] == [
+        [name, "zoo-onnx", "(built-in)"] for name in ("tasks", "seed", "onnx", "onnxruntime_runtime", "openvino_runtime")
+    ]
+    assert "exporters: onnx" in result.stdout and "runtimes: onnxruntime" in result.stdout
     formats = result.stdout.split("\n\n")[1].splitlines()
     assert formats[0].split() == ["FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"]
     assert formats[1].split()[:4] == ["onnx", ".onnx", "onnx", "--fold-linear"]
     assert formats[1].endswith("ONNX via torch.export (opset 20), verified with onnxruntime")
     data = json.loads(run("plugins", "--json").stdout)
-    assert {p["name"]: p["status"] for p in data} == {"tasks": "ok", "seed": "ok", "onnx": "ok"}
+    assert {p["name"]: p["status"] for p in data} == {
+        "tasks": "ok", "seed": "ok", "onnx": "ok", "onnxruntime_runtime": "ok", "openvino_runtime": "ok"
+    }
 
 
 def test_plugins_json_has_each_plugins_formats(run, zoo):

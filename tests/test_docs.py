@@ -128,6 +128,16 @@ def test_python_snippet_runs_and_what_it_defines_works(index: int, tmp_path: Pat
         result = export_model(build_model(the_zoo.architecture("binary")), exporter, output)
         assert result.ok, result.error
         assert verify_artifact(the_zoo, output).ok
+    for name in info.runtimes:  # a runtime from the guide: listed, and it verifies a file the onnx format wrote
+        listed = CliRunner().invoke(cli, ["plugins", "--json"], obj=the_zoo, catch_exceptions=False)
+        (record,) = [r for p in json.loads(listed.output) if p["name"] == "guide" for r in p["runtimes"]]
+        assert (record["name"], record["available"]) == (name, True)
+        path = tmp_path / "binary-sigmoid.onnx"
+        assert export_model(build_model(the_zoo.architecture("binary")), the_zoo.exporter("onnx"), path).ok
+        ran = CliRunner().invoke(cli, ["verify", str(path), "--runtime", name, "--json"], obj=the_zoo, catch_exceptions=False)
+        assert ran.exit_code == 0, ran.output
+        verified = json.loads(ran.output)["verification"]
+        assert verified["runtime_info"]["name"] == name and verified["max_abs_error"] < 1e-6
     for name in info.commands:
         ran = CliRunner().invoke(cli, [name, "binary"], obj=the_zoo, catch_exceptions=False)
         assert ran.exit_code == 0, ran.output

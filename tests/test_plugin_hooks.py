@@ -78,6 +78,38 @@ def exported_listing_pt2(example_zoo: Zoo, tmp_path: Path) -> Path:
     return tmp_path / "listing.pt2"
 
 
+def test_hook_register_runtimes_adds_a_runtime_that_verifies_a_file(run, tmp_path: Path) -> None:
+    """A third-party runtime (onnx's reference evaluator, as in the guide) verifies a file the onnx format wrote."""
+    import zoo as zoo_api
+
+    class Reference(zoo_api.Runner):
+        def __init__(self, path, device, settings):
+            import onnx
+            from onnx.reference import ReferenceEvaluator
+
+            model = onnx.load(str(path))
+            self.evaluator = ReferenceEvaluator(model)
+            self.input_names = [i.name for i in model.graph.input]
+            self.output_names = [o.name for o in model.graph.output]
+            self.input_shapes = {name: () for name in self.input_names}
+            self.info = zoo_api.RunnerInfo("onnx-reference", onnx.__version__, device)
+
+        def run(self, feed):
+            return dict(zip(self.output_names, self.evaluator.run(None, dict(feed))))
+
+    class Plugin:
+        @zoo_api.hookimpl
+        def register_runtimes(self, register):
+            register(zoo_api.Runtime(name="onnx-reference", formats=("onnx",), load=Reference))
+
+    zoo = load_zoo(entry_points=False, extra=[("reference", Plugin())])
+    assert zoo.plugins["reference"].runtimes == ["onnx-reference"]
+    exported = run("export", "binary", "--runtime", "onnx-reference", "--json", zoo=zoo)
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["verification"]["runtime_info"]["name"] == "onnx-reference"
+    assert "verify    onnx-reference" in run("verify", "binary-sigmoid.onnx", zoo=zoo).output  # the file names its runtime
+
+
 def test_hook_register_exporters_adds_a_format_that_exports_and_verifies(example_zoo: Zoo, run, tmp_path: Path) -> None:
     assert example_zoo.plugins["example"].exporters == ["pt2"]
     exported = run("export", "listing", "--format", "pt2", "-o", str(tmp_path / "l.pt2"), "--json", zoo=example_zoo)

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from zoo.spec.architecture import Architecture, Dim, Input, Output, Tolerance
     from zoo.spec.exporter import Exporter
     from zoo.spec.job import ExportJob
+    from zoo.spec.runner import Runner, RunnerInfo
+    from zoo.spec.runtime import Runtime, Setting
     from zoo.spec.task import LOG_FLOOR, HeadCheck, Metric, Task, log_floor
     from zoo.spec.weights import EvalSet, MetricClaim, Weights
 
@@ -39,6 +41,7 @@ _PUBLIC = {
     "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
     "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "Metric": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
     "Weights": "zoo.spec.weights", "MetricClaim": "zoo.spec.weights", "EvalSet": "zoo.spec.weights",
+    "Runner": "zoo.spec.runner", "RunnerInfo": "zoo.spec.runner", "Runtime": "zoo.spec.runtime", "Setting": "zoo.spec.runtime",
 }
 
 
@@ -103,6 +106,10 @@ __all__ = [
     "Metric",
     "Output",
     "ParameterError",
+    "Runner",
+    "RunnerInfo",
+    "Runtime",
+    "Setting",
     "Task",
     "Tolerance",
     "UsageError",

@@ -75,6 +75,7 @@ class BenchRow(Record):
     onnx: Timing = json_field(name="onnxruntime")
     sizes: dict[str, int] = field(default_factory=dict)  # every dynamic dimension: batch=64, seq=128
     variant: Timing | None = json_field(omit_none=True, default=None)  # the int8/fp16 file in onnxruntime
+    others: dict[str, Timing] = json_field(name="other_runtimes", omit_none=True, default=None)  # --runtime beyond the first
 
     @property
     def speedup(self) -> float:
@@ -109,3 +110,5 @@ class BenchResult(Record):
     sizes: dict[str, int] = field(default_factory=dict)  # the other dynamic dimensions, the same in every row
     label: str = json_field(skip=True, default="ORT")  # the exported runtime's column heading
     variant: dict[str, Any] | None = None  # name, method, criteria, sizes, accepted, and why not
+    runtime_info: dict[str, Any] | None = json_field(omit_none=True, default=None)  # the first runtime (zoo.RunnerInfo.to_dict())
+    other_runtimes: list[dict[str, Any]] = json_field(omit_none=True, default=None)  # each further runtime's RunnerInfo

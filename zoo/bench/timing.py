@@ -10,11 +10,10 @@ per call. On CUDA, each timed call ends with a device synchronisation.
 from __future__ import annotations
 
 import gc
-import inspect
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,10 @@ from zoo.export.pipeline import export_model, variant_of
 from zoo.export.plan import resolve_acceptance, resolve_format
 from zoo.spec.exporter import Exporter
 from zoo.spec.params import parse_params
+from zoo.spec.runner import Runner
 from zoo.verify.acceptance import variant_name
 from zoo.verify.artifact import exported_metadata, verify_artifact
-from zoo.verify.compare import as_numpy
+from zoo.verify.runtimes import RuntimeChoice, load_runner, parse_runtimes
 
 DEFAULT_BATCH_SIZES = (1, 64, 4096)
 DEFAULT_BUDGET_S = 0.5  # timed calls per runtime and batch size
@@ -54,6 +54,7 @@ class BenchPlan:
     acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
     weights: Path | None = None  # --weights: the file to load
     weights_entry: Any = None  # the registered zoo.Weights it is, if any
+    runtimes: list[Any] = field(default_factory=list)  # zoo.verify.runtimes.RuntimeChoice, one latency column each
 
 
 def bench_file(zoo: Any, path: Path, arch_name: str | None, params: Sequence[str], weights: Path | None, seed: int | None,
@@ -87,6 +88,7 @@ class BenchRequest:
     plot: Path | None = None
     weights: str | Path | None = None  # a weight set's name, or a state dict file
     arch_name: str | None = None  # zoo bench FILE --arch NAME: a file zoo did not write
+    runtimes: Sequence[str] = ()  # --runtime NAME[:KEY=VALUE,...], or all
 
 
 def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
@@ -98,6 +100,7 @@ def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
     resolve_format(exporter, options=options)
     variant = variant_name(r.quantize, r.precision)
     acceptance = resolve_acceptance(exporter, variant, {})
+    choices = parse_runtimes(zoo, r.runtimes, exporter)
     if r.plot is not None:
         require_matplotlib()
         check_plot_path(r.plot)
@@ -108,7 +111,8 @@ def plan_bench(zoo: Any, request: BenchRequest) -> BenchPlan:
         overrides = {**choice.entry.params, **overrides}
     sizes = parse_sizes(r.dim_sizes, dynamic_dims(arch, {**arch.defaults, **overrides}))
     return BenchPlan(
-        arch, overrides, exporter, batches, sizes, options, variant, acceptance, choice.path if choice else None, choice.entry if choice else None
+        arch, overrides, exporter, batches, sizes, options, variant, acceptance, choice.path if choice else None,
+        choice.entry if choice else None, choices,
     )
 
 
@@ -172,100 +176,111 @@ def bench_model(
     variant: str | None = None,
     acceptance: Any = None,
     file: Path | None = None,
+    runtimes: Sequence[Any] = (),
 ) -> BenchResult:
-    """Export ``built`` (verified), then time PyTorch eager and the exported model at each batch size.
+    """Export ``built`` (verified on every runtime), then time PyTorch eager and the
+    exported model on each runtime at each batch size.
 
-    ``threads`` sets both runtimes' intra-op threads (``None``: each one's default).
-    ``sizes`` sets other dynamic dimensions (default: their sample sizes). The
-    exported model is timed through its onnxruntime session when the format's
-    runner has one, else by calling the runner itself (numpy in and out).
-    ``variant`` ("int8", "fp16") is made from the verified file, judged by
-    ``acceptance`` (``zoo.verify.acceptance``) and timed beside it, accepted or not: the
-    result says which. ``file``: time this exported file (verified by the caller) instead of exporting.
+    ``threads`` sets the intra-op threads of PyTorch and of each runtime that takes a
+    ``threads`` setting (``None``: each one's default). ``sizes`` sets other dynamic
+    dimensions (default: their sample sizes). ``runtimes``
+    (``zoo.verify.runtimes.RuntimeChoice``): the first is the main column, each other
+    one adds a latency column; none: the format's own runner. ``variant`` ("int8",
+    "fp16") is made from the verified file, judged by ``acceptance`` and timed beside
+    it on the first runtime, accepted or not: the result says which. ``file``: time this exported file (verified by the caller) instead of exporting.
     """
     import torch
-
 
     fixed = {**sample_sizes(built.arch, built.params), **(sizes or {})}
     if "batch" not in fixed:
         raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
+    choices = [with_threads(c, threads) for c in runtimes or [RuntimeChoice(None)]]
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as folder:
         path, export_stats = file, {}
         if file is None:
             path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
-            exported = export_model(built, exporter, path, options=options)
+            exported = export_model(built, exporter, path, options=options, runtimes=choices)
             if not exported.ok:
                 raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
             export_stats = exported.export_stats
-        runner = load_runner(exporter, path, built.device, threads)
-        session = getattr(runner, "session", None)
-        timed_session = callable(getattr(session, "run", None))
+        runners = [load_runner(exporter, choice, path, built.device) for choice in choices]
+        info = runners[0].info
         result = BenchResult(
             architecture=built.arch.name,
             params=built.params,
             seed=built.seed,
             device=built.device,
             torch_runtime=f"torch {torch.__version__} eager (inference_mode, threads {threads or torch.get_num_threads()})",
-            onnx_runtime=getattr(runner, "description", exporter.name),
-            providers=list(getattr(runner, "providers", [])),
+            onnx_runtime=info.description,
+            providers=list(info.providers),
             budget_s=budget_s,
             export_stats=export_stats,
-            note=getattr(runner, "note", ""),
+            note=info.note,
             format=exporter.name,
             sizes={name: size for name, size in fixed.items() if name != "batch"},
-            label="ORT" if timed_session else exporter.name.upper(),
+            label="ORT" if info.runtime == "onnxruntime" else (choices[0].name or exporter.name).upper(),
+            runtime_info=info.to_dict(),
+            other_runtimes=[r.info.to_dict() for r in runners[1:]] or None,
         )
-        variant_session = None
+        variant_runner = None
         if variant is not None:
-            if not timed_session:
-                raise UsageError(f"zoo bench times a variant in onnxruntime: the {exporter.name} format's runner has no session")
-            variant_session = bench_variant(built, exporter, path, variant, acceptance, threads, result)
-        sync = torch.cuda.synchronize if built.device == "cuda" else None
-        default_threads = torch.get_num_threads()
-        try:
-            if threads:
-                torch.set_num_threads(threads)
-            for batch in batch_sizes:
-                case = {**fixed, "batch": batch}
-                inputs = built.sample_inputs(case)
-                progress.stage(f"timing batch {batch}")
-                torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
-                exported_call = onnx_call(session, inputs, built.device) if timed_session else runner_call(runner, inputs)
-                onnx_timing = Timing(exporter.name, batch, time_calls(exported_call, budget_s))  # both return synchronised
-                variant_timing = None
-                if variant_session is not None:
-                    variant_timing = Timing(variant, batch, time_calls(onnx_call(variant_session, inputs, built.device), budget_s))
-                result.rows.append(BenchRow(batch, torch_timing, onnx_timing, {"batch": batch, **result.sizes}, variant_timing))
-        finally:
-            torch.set_num_threads(default_threads)
+            if info.runtime != "onnxruntime":
+                raise UsageError(f"zoo bench times a variant in onnxruntime: put --runtime onnxruntime first (the {exporter.name} format runs on {info.runtime or 'its own runner'})")
+            variant_runner = bench_variant(built, exporter, path, variant, acceptance, choices[0], result)
+        names = [choice.name or exporter.name for choice in choices]
+        time_rows(built, dict(zip(names, runners)), variant_runner, batch_sizes, fixed, budget_s, threads, result)
+        for runner in runners:
+            runner.close()
     return result
 
 
+def time_rows(
+    built: BuiltModel, runners: Mapping[str, Runner], variant_runner: Runner | None, batch_sizes: Sequence[int], fixed: Mapping[str, int],
+    budget_s: float, threads: int | None, result: BenchResult,
+) -> None:
+    """One row per batch size: PyTorch, each runtime by name (and the variant), timed one after the other."""
+    import torch
+
+    sync = torch.cuda.synchronize if built.device == "cuda" else None
+    default_threads = torch.get_num_threads()
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        for batch in batch_sizes:
+            case = {**fixed, "batch": batch}
+            inputs = built.sample_inputs(case)
+            progress.stage(f"timing batch {batch}")
+            torch_timing = Timing("torch", batch, time_calls(torch_call(built, inputs), budget_s, sync))
+            timings = [Timing(name, batch, time_calls(r.timed_call(inputs, built.device), budget_s)) for name, r in runners.items()]
+            variant_timing = None
+            if variant_runner is not None:
+                variant_timing = Timing("variant", batch, time_calls(variant_runner.timed_call(inputs, built.device), budget_s))
+            others = {t.runtime: t for t in timings[1:]} or None
+            result.rows.append(BenchRow(batch, torch_timing, timings[0], {"batch": batch, **result.sizes}, variant_timing, others))
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+def with_threads(choice: RuntimeChoice, threads: int | None) -> RuntimeChoice:
+    """``--threads`` for a runtime that takes a ``threads`` setting (or a format's own ``load``
+    that takes ``threads=``), unless ``--runtime`` set its own."""
+    runtime = choice.runtime
+    if not threads or "threads" in choice.settings or (runtime is not None and "threads" not in runtime.settings):
+        return choice
+    return choice.with_settings({"threads": str(threads)})
+
+
 def bench_variant(
-    built: BuiltModel, exporter: Exporter, source: Path, variant: str, acceptance: Any, threads: int | None, result: BenchResult
-) -> Any:
-    """Make and judge the variant of the verified file ``source``; its onnxruntime session."""
+    built: BuiltModel, exporter: Exporter, source: Path, variant: str, acceptance: Any, choice: RuntimeChoice, result: BenchResult
+) -> Runner:
+    """Make and judge the variant of the verified file ``source``; its runner on ``choice``."""
     progress.stage(f"making the {variant} variant")
     target, made, verification = variant_of(
-        exporter, built, source, exported_metadata(exporter, source), variant, acceptance, source.parent / variant, source
+        exporter, built, source, exported_metadata(exporter, source), variant, acceptance, source.parent / variant, source,
+        runtimes=[choice],
     )
     result.variant = {**made, "accepted": verification.ok, "failure": None if verification.ok else verification.failures[0]}
-    return exporter.load(target, built.device, threads=threads).session
-
-
-def load_runner(exporter: Exporter, path: Path, device: str, threads: int | None) -> Any:
-    """The format's runner; ``threads`` reaches loaders that take it (onnx's does)."""
-    try:
-        takes_threads = "threads" in inspect.signature(exporter.load).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
-        takes_threads = False
-    return exporter.load(path, device, threads=threads) if takes_threads else exporter.load(path, device)
-
-
-def runner_call(runner: Callable[[dict[str, Any]], Any], inputs: Mapping[str, Any]) -> Callable[[], Any]:
-    """One call of a format's runner, numpy in and out, as verification calls it."""
-    feed = {name: as_numpy(tensor) for name, tensor in inputs.items()}
-    return lambda: runner(feed)
+    return load_runner(exporter, choice, target, built.device)
 
 
 def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any]:
@@ -278,30 +293,3 @@ def torch_call(built: BuiltModel, inputs: Mapping[str, Any]) -> Callable[[], Any
             return call_module(arch, module, feed)
 
     return call
-
-
-def onnx_call(session: Any, inputs: Mapping[str, Any], device: str) -> Callable[[], Any]:
-    """One ``run``: from numpy on the CPU; on CUDA, inputs and outputs stay on the
-    device (I/O binding), as PyTorch's do."""
-    if device == "cuda" and session.get_providers()[0] == "CUDAExecutionProvider":
-        binding = session.io_binding()
-        bound = {name: tensor.contiguous() for name, tensor in inputs.items()}  # alive as long as the call
-        for name, tensor in bound.items():
-            binding.bind_input(name, "cuda", 0, _numpy_dtype(tensor), tuple(tensor.shape), tensor.data_ptr())
-        for output in session.get_outputs():
-            binding.bind_output(output.name, "cuda")
-
-        def call_bound() -> Any:
-            session.run_with_iobinding(binding)
-            binding.synchronize_outputs()
-            return bound
-
-        return call_bound
-    feed = {name: tensor.detach().cpu().numpy() for name, tensor in inputs.items()}
-    return lambda: session.run(None, feed)
-
-
-def _numpy_dtype(tensor: Any) -> Any:
-    import torch
-
-    return torch.empty((), dtype=tensor.dtype).numpy().dtype.type

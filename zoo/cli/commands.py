@@ -34,6 +34,7 @@ from zoo.cli.options import (
     param_option,
     report_option,
     rtol_option,
+    runtime_option,
     seed_option,
     timeout_option,
     variant_options,
@@ -47,6 +48,7 @@ from zoo.cli.render import (
     export_summary,
     list_lines,
     plugins_lines,
+    runtime_records,
     show_lines,
 )
 from zoo.cli.weights import weights_command
@@ -213,6 +215,7 @@ def check_command(
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="With --all: export in this many worker processes.")
 @click.option("--shard", metavar="I/N", help="With --all: export only the I-th of N disjoint shards of the sorted list (1-based).")
+@runtime_option
 @timeout_option(None)
 @report_option
 @json_option
@@ -235,6 +238,8 @@ def export_command(
       zoo export multiclass --weights w.safetensors --inputs test.npz --quantize int8
       zoo export --all -o exported/
       zoo export --all -o exported/ --jobs 2 --shard 1/4
+      zoo export binary --runtime all
+      zoo export binary --runtime openvino:inference_precision=f32
     """
     from zoo.export.plan import ExportRequest, plan_export
     from zoo.export.workers import run_plan
@@ -288,6 +293,7 @@ def export_command(
 @fold_linear_option
 @variant_options("Also time", "(judged by the default acceptance criteria)")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Also draw latency against batch size to this PNG (needs matplotlib).")
+@runtime_option
 @json_option
 @click.pass_context
 def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -306,6 +312,7 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
       zoo bench binary --plot latency.png
       zoo bench binary-sigmoid.onnx
       zoo bench stack --param width=1024 --quantize int8
+      zoo bench binary --runtime all
     """
     from zoo.bench.plot import plot_latency
     from zoo.bench.timing import BenchRequest, bench_file, bench_model, plan_bench
@@ -329,7 +336,7 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
     with terminal_progress(plan.arch.name, as_json):
         result = bench_model(
             built, plan.exporter, plan.batch_sizes, request.budget, plan.options, request.threads, plan.sizes, plan.variant,
-            plan.acceptance, file=file,
+            plan.acceptance, file=file, runtimes=plan.runtimes,
         )
     plot = request.plot
     if plot is not None:
@@ -350,6 +357,7 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @rtol_option
 @atol_option
 @inputs_option
+@runtime_option
 @timeout_option(600.0)  # the file is untrusted: it must not decide alone how long verify runs
 @click.option("--min-agreement", type=float, help="Variant: judge by this least agreement (a looser one the file records needs it).")
 @click.option("--max-loss-change", type=float, help="Variant: judge by this largest relative loss change.")
@@ -360,7 +368,7 @@ def bench_command(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.pass_context
 def verify_command(
     ctx: click.Context, file: Path, weights: str | None, arch_name: str | None, params: Sequence[str], seed: int | None,
-    device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], timeout: float | None,
+    device: str, rtol: Sequence[str], atol: Sequence[str], inputs: Sequence[Path], runtimes: Sequence[str], timeout: float | None,
     min_agreement: float | None, max_loss_change: float | None, max_error: float | None, accept_recorded: bool,
     report: Path | None, as_json: bool,
 ) -> None:
@@ -374,6 +382,7 @@ def verify_command(
       zoo verify trained.onnx --weights trained.safetensors --device cuda
       zoo verify model.onnx --inputs batch.npz --atol logits=1e-4
       zoo verify someone-elses.onnx --arch stack --weights stack.pt
+      zoo verify binary-sigmoid.onnx --runtime all
     """
     from zoo.files.paths import check_file_path
     from zoo.files.writing import write_json
@@ -386,7 +395,7 @@ def verify_command(
     try:
         result = verify_artifact(
             get_zoo(ctx), file, weights=weights, device=device, rtol=rtol, atol=atol, inputs=inputs, arch_name=arch_name,
-            params=params, seed=seed, timeout=timeout, accept_recorded=accept_recorded,
+            params=params, seed=seed, timeout=timeout, accept_recorded=accept_recorded, runtimes=runtimes,
             criteria={"min_agreement": min_agreement, "max_loss_change": max_loss_change, "max_error": max_error},
         )
     except ZooError as exc:  # the file fails its check or does not load: scripts get a record too
@@ -422,7 +431,11 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     plugin_commands(ctx)  # so plugin commands are listed too
 
     # each plugin with the formats it registered, as the text's FORMAT table shows them
-    records = [{**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters]} for i in zoo.plugins.values()]
+    runtimes = {record["name"]: record for record in runtime_records(zoo)}
+    records = [
+        {**i.to_dict(), "formats": [zoo.exporters.get(name).to_dict() for name in i.exporters], "runtimes": [runtimes[name] for name in i.runtimes]}
+        for i in zoo.plugins.values()
+    ]
     echo(records, plugins_lines(zoo), as_json)
 
 

@@ -69,6 +69,11 @@ fold_linear_option = click.option(
     "--fold-linear", is_flag=True,
     help="Fold chains of affine ops (Gemm, MatMul+Add) with no nonlinearity between them into one, then verify.",
 )
+runtime_option = click.option(
+    "--runtime", "runtimes", multiple=True, metavar="NAME[:KEY=VALUE,...]",
+    help="Runtime to prove the file on, repeatable, with its settings (openvino:inference_precision=f32); "
+    "'all': every installed one ('zoo plugins' lists them). Default: onnxruntime.",
+)
 
 
 def format_option(help: str) -> Any:

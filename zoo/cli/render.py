@@ -46,6 +46,7 @@ def bench_lines(result: Any) -> list[str]:
         f"bench {result.architecture} (seed {result.seed}, device {result.device}; {changed})",
         f"  torch     {result.torch_runtime}",
         f"  {result.format:<9} {result.onnx_runtime}{providers}, verified against PyTorch before timing",
+        *(f"  {'':<9} {other['description']} [{', '.join(other['providers'])}], verified too" for other in result.other_runtimes or []),
     ]
     if result.note:
         lines.append(f"  note      {result.note}")
@@ -73,6 +74,11 @@ def bench_lines(result: Any) -> list[str]:
         ]
         for row in result.rows
     ]
+    for other in result.other_runtimes or []:  # one latency column per further runtime
+        name = other["name"]
+        headers += [f"{name.upper()} MEDIAN", f"{name.upper()} SAMPLES/S"]
+        for cells, row in zip(rows, result.rows):
+            cells += [human_seconds(row.others[name].median), human_rate(row.others[name].throughput)]
     if variant is not None:
         name = variant["name"].upper()
         headers += [f"{name} MEDIAN", f"{name} VS ORT"]
@@ -121,14 +127,20 @@ def export_lines(result: Any, verb: str = "export", detail: bool = False) -> lis
     if fold is not None:
         lines.extend(fold_lines(fold))
     variant_file = result.variant is not None and result.variant_verification is None  # zoo verify of a variant
-    lines.extend(verification_lines(verification, variant=variant_file, detail=detail))
+    for each in result.verifications or [verification]:  # one block per runtime
+        lines.extend(verification_lines(each, variant=variant_file, detail=detail))
     if not variant_file:
         tolerances = "; ".join(f"{k} rtol {v['rtol']:g} atol {v['atol']:g}" for k, v in verification.tolerances.items())
         lines.append(f"  tolerance {tolerances}")
+    if len(result.verifications) > 1:
+        lines.extend(runtime_table(result.verifications))
     if result.variant is not None:
         lines.extend(variant_lines(result.variant, labelled_drops(result.variant_verification or verification)))
         if result.variant_verification is not None:
             lines.extend(verification_lines(result.variant_verification, variant=True, detail=detail)[1:])
+        for judged in result.variant.get("runtimes", []):  # --runtime: each one's verdict on the variant
+            verdict = "accepted" if judged["accepted"] else f"NOT ACCEPTED: {judged['failure']}"
+            lines.append(f"  {result.variant['name'] + ' on':<9} {judged['runtime']['name']} {judged['runtime']['version']}: {verdict}")
         lines.extend(speed_lines(result.variant))
     lines.extend(metric_lines(result))
     if result.claim is not None:
@@ -185,6 +197,8 @@ def verification_lines(verification: Any, variant: bool = False, detail: bool = 
                      "and in --json/--report")
     if verification.first_divergence:
         lines.append(f"  diverges  {divergence_text(verification.first_divergence)}")
+    if verification.diagnosis:
+        lines.append(f"  why       {verification.diagnosis['text']}")
     return lines
 
 
@@ -273,6 +287,18 @@ def speed_lines(variant: dict[str, Any]) -> list[str]:
         lines.append(f"  speed     {variant['name']} vs float32 file, same runtime: {rows} (median of {speed['budget_s']:g} s of alternating calls)")
     lines.extend(f"  warning   {warning}" for warning in variant.get("warnings", []))
     return lines
+
+
+def runtime_table(verifications: Sequence[Any]) -> list[str]:
+    """The verdict per runtime, one line each, after the blocks."""
+    rows = []
+    for v in verifications:
+        info = v.runner or {}
+        settings = ", ".join(f"{k}={val}" for k, val in info.get("settings", {}).items()) or "-"
+        verdict = "ok" if v.ok else ("MATCHES WITH PRECISE SETTINGS" if (v.diagnosis or {}).get("matches_with_precise") else "FAILED")
+        rows.append((info.get("name", v.runtime), info.get("version", ""), info.get("device", ""), ",".join(info.get("providers", [])) or "-",
+                     settings, f"{v.max_abs:.2e}", verdict))
+    return ["  runtimes", *("    " + line for line in table(("RUNTIME", "VERSION", "DEVICE", "PROVIDERS", "SETTINGS", "MAX ABS", "VERDICT"), rows).splitlines())]
 
 
 def variant_lines(variant: dict[str, Any], drops: dict[str, str] | None = None) -> list[str]:
@@ -414,8 +440,8 @@ def plugins_lines(zoo: Any) -> list[str]:
         registered = [
             f"{kind}: {', '.join(names)}"
             for kind, names in (
-                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("commands", info.commands),
-                ("weights", info.weights),
+                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("runtimes", info.runtimes),
+                ("commands", info.commands), ("weights", info.weights),
             )
             if names
         ]
@@ -429,10 +455,32 @@ def plugins_lines(zoo: Any) -> list[str]:
             for e in zoo.exporters
         ]
         lines += ["", table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats)]
+    if len(zoo.runtimes):  # what --runtime takes, and whether each can run here
+        lines += ["", table(("RUNTIME", "FORMATS", "PLUGIN", "AVAILABLE", "SETTINGS"), [runtime_row(d) for d in runtime_records(zoo)])]
     if len(zoo.tasks):  # what Output(task=...) takes, with the heads each task accepts
         tasks = [(t.name, ",".join(t.head_names()), t.plugin, t.summary or "-") for t in zoo.tasks]
         lines += ["", table(("TASK", "HEADS", "PLUGIN", "SUMMARY"), tasks)]
     return lines
+
+
+def runtime_records(zoo: Any) -> list[dict[str, Any]]:
+    """Every runtime with its availability here, devices and version (``zoo plugins --json``)."""
+    from zoo.verify.runtimes import runtime_devices, runtime_version, safe_available
+
+    records = []
+    for runtime in zoo.runtimes:
+        available = safe_available(runtime)
+        records.append(runtime.to_dict(available, runtime_devices(runtime) if available else (), runtime_version(runtime) if available else ""))
+    return records
+
+
+def runtime_row(record: dict[str, Any]) -> tuple[str, ...]:
+    if record["available"]:
+        where = f"yes: {record['version'] or '?'} on {', '.join(record['devices']) or '-'}"
+    else:
+        where = f"no: {record['install'] or 'not installed'}"
+    settings = " ".join(f"{k}={'|'.join(v['choices']) or 'N'}" for k, v in record["settings"].items()) or "-"
+    return (record["name"], ",".join(record["formats"]), record["plugin"], where, settings)
 
 
 def export_summary(results: Sequence[Any], single: bool, detail: bool = False) -> list[str]:

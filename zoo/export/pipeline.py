@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from zoo.verify.artifact import check_artifact
 from zoo.verify.claim import score_claim
 from zoo.verify.divergence import failure_text
 from zoo.verify.results import ExportResult, FailedExport, Verification
-from zoo.verify.run import verify_files
+from zoo.verify.run import verify_on_runtimes
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
@@ -79,14 +79,16 @@ def export_model(
     atol: float | None = None,
     force: bool = False,
     options: dict[str, Any] | None = None,
+    runtimes: Sequence[Any] = (),
 ) -> ExportResult:
     """Export an already-built model to ``output`` (the library's entry point; the
-    CLI goes through ``plan_export`` and ``export_targets``)."""
+    CLI goes through ``plan_export`` and ``export_targets``), proven on ``runtimes``
+    (``zoo.verify.runtimes.RuntimeChoice``; none: the format's own runner)."""
     options = dict(options or {})
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
     plan = ExportPlan(
         exporter=exporter, targets=[Target(built.arch, output)], opset=opset, static=static, rtol=rtol, atol=atol,
-        options=options, force=force, seed=built.seed, device=built.device,
+        options=options, force=force, seed=built.seed, device=built.device, runtimes=list(runtimes),
     )
     check_output_path(output, force)
     return export_built(plan, built, output)
@@ -112,13 +114,14 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         check_side_files(written, job.path, output, plan.force)  # fail before verifying; place() checks again
         with timed(result.timings, "verify"):
             check_artifact(exporter, job.path)
-            result.verification = verify_files(
-                built, exporter, job.path, plan.static, plan.rtol, plan.atol, extra=plan.inputs, timeout=plan.timeout
+            result.verifications = verify_on_runtimes(
+                built, exporter, job.path, plan.runtimes, plan.static, plan.rtol, plan.atol, extra=plan.inputs, timeout=plan.timeout
             )
-        if not result.verification.ok:  # nothing is placed: a file that computes the wrong thing must not look good
+            result.verification = result.verifications[0]
+        if not result.ok_on_every_runtime:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
             result.placed = False
-            result.error = failure_text(result.verification)
+            result.error = failure_text(next(v for v in result.verifications if not v.ok))
             return result
         main = job.path
         if plan.variant is not None:  # built on the verified float32 file, placed instead of it once accepted
@@ -161,7 +164,7 @@ def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Pa
     with timed(result.timings, plan.variant):
         target, result.variant, result.variant_verification = variant_of(
             plan.exporter, built, job.path, job.metadata, plan.variant, plan.acceptance, folder, output, plan.static,
-            extra=plan.inputs, calibration=calibration_of(built, plan.calibration, plan.static),
+            extra=plan.inputs, calibration=calibration_of(built, plan.calibration, plan.static), runtimes=plan.runtimes,
         )
     return [target]
 
@@ -203,6 +206,7 @@ def row_batches(inputs: dict[str, Any], rows: int | None) -> list[dict[str, Any]
 def variant_of(
     exporter: Exporter, built: BuiltModel, source: Path, metadata: dict[str, str], variant: str, acceptance: Acceptance,
     folder: Path, disk_path: Path, static: bool = False, extra: list[Any] | None = None, calibration: Calibration | None = None,
+    runtimes: Sequence[Any] = (),
 ) -> tuple[Path, dict[str, Any], Verification]:
     """Make ``variant`` of the verified file ``source`` in ``folder`` (same file name),
     check it, and verify it against ``built`` by ``acceptance`` on every case (``extra``:
@@ -221,13 +225,17 @@ def variant_of(
         what=f"{exporter.name} could not make the {variant} variant of {built.arch.name}", disk_path=disk_path,
     )
     check_artifact(exporter, target)
-    verification = verify_files(built, exporter, target, static, acceptance=acceptance, extra=list(extra or ()))
+    # judged on every runtime, on every case (the user's too): the first one that does not accept it is the verdict
+    verifications = verify_on_runtimes(built, exporter, target, runtimes, static, acceptance=acceptance, extra=list(extra or ()))
+    verification = next((v for v in verifications if not v.ok), verifications[0])
     made = {"name": variant, **(how or {}), "criteria": acceptance, "float32_bytes": source.stat().st_size, "bytes": target.stat().st_size}
     if made.get("method") == "static":
         made["calibration"] = {
             "source": calibration.source, "rows": calibration.rows, "batches": len(calibration.feeds),
             "representative": calibration.representative, "text": calibration.text(),
         }
+    if len(verifications) > 1:  # the verdict of each runtime
+        made["runtimes"] = [{"runtime": v.runner, "accepted": v.ok, "failure": v.failures[0] if v.failures else None} for v in verifications]
     return target, made, verification
 
 
@@ -246,7 +254,9 @@ def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> Exp
         output_names=check.output_order,
         path=path,
         opset=plan.opset,
-        metadata=provenance(built, plan.exporter.name, plan.opset, plan.static, plan.options),
+        metadata=provenance(
+            built, plan.exporter.name, plan.opset, plan.static, plan.options, [c.to_dict() for c in plan.runtimes if c.runtime is not None]
+        ),
         device=built.device,
         options=dict(plan.options),
     )

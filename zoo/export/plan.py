@@ -31,6 +31,7 @@ from zoo.text import shorten
 from zoo.verify.acceptance import Acceptance, parse_metric_drops, variant_name
 from zoo.verify.input_files import load_input_files
 from zoo.verify.run import check_timeout
+from zoo.verify.runtimes import RuntimeChoice, parse_runtimes
 from zoo.verify.tolerances import check_tolerances, parse_tolerance
 
 
@@ -69,6 +70,7 @@ class ExportPlan:
     calibration: list[Any] = field(default_factory=list)  # the user's rows to calibrate int8 on (InputCase, --calibration)
     calibration_files: list[Path] = field(default_factory=list)
     min_speedup: float | None = None  # the variant must be this many times faster than the float32 file
+    runtimes: list[RuntimeChoice] = field(default_factory=list)  # none: the format's own runner
 
     @property
     def protected(self) -> list[Path]:
@@ -137,6 +139,7 @@ class ExportRequest:
     jobs: int = 1
     shard: str | None = None
     sizes: Sequence[str] = ()  # --size DIM=N
+    runtimes: Sequence[str] = ()  # --runtime NAME[:KEY=VALUE,...], or all
 
 
 def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
@@ -155,6 +158,7 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     criteria["max_metric_drop"] = parse_metric_drops(r.max_metric_drop) or None
     acceptance = resolve_acceptance(exporter, variant, criteria)
     check_variant_extras(variant, r.min_speedup, r.calibration)
+    choices = parse_runtimes(zoo, r.runtimes, exporter)
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(r.seed)
     check_timeout(r.timeout)
@@ -198,6 +202,7 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
         weights_entry=choice.entry if choice else None, eval_path=eval_set_path(choice), report=r.report, variant=variant,
         acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in r.inputs], timeout=r.timeout, sizes=chosen,
         calibration=calibrating, calibration_files=[Path(f) for f in r.calibration], min_speedup=r.min_speedup,
+        runtimes=choices,
     )
     if r.report is not None:  # the JSON must never replace the model or its weights
         check_file_path(r.report, "--report", plan.protected)

@@ -45,6 +45,7 @@ from zoo.interrupts import (
     signals_blocked,
 )
 from zoo.verify.results import FailedExport, Outcome
+from zoo.verify.runtimes import RuntimeChoice
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to remove its staging before it is killed
 
@@ -158,14 +159,16 @@ class _PortableTarget:
     refused: str | None
     refused_code: int
     format_name: str
-    plan: ExportPlan  # its exporter and targets left out: the worker has its own, from the same plugins
+    plan: ExportPlan  # its exporter, targets and runtimes left out: the worker has its own, from the same plugins
+    runtimes: list[tuple[str, dict[str, str]]]  # by name and settings: a Runtime's callables do not pickle
 
 
 def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
     refused = target.refused
     return _PortableTarget(
         target.arch.name, str(target.path), None if refused is None else str(refused),
-        0 if refused is None else refused.exit_code, plan.exporter.name, replace(plan, exporter=None, targets=[]),
+        0 if refused is None else refused.exit_code, plan.exporter.name, replace(plan, exporter=None, targets=[], runtimes=[]),
+        [(c.name, c.settings) for c in plan.runtimes],
     )
 
 
@@ -225,7 +228,10 @@ def _export(portable: _PortableTarget) -> Finished:
     refused = None if portable.refused is None else ZooError(portable.refused)
     if refused is not None:
         refused.exit_code = portable.refused_code
-    plan = replace(portable.plan, exporter=zoo.exporter(portable.format_name), targets=[Target(arch, Path(portable.path), refused)])
+    runtimes = [RuntimeChoice(zoo.runtime(name) if name else None, chosen) for name, chosen in portable.runtimes]
+    plan = replace(
+        portable.plan, exporter=zoo.exporter(portable.format_name), targets=[Target(arch, Path(portable.path), refused)], runtimes=runtimes
+    )
     (result,) = export_targets(plan)
     exit_code = 0 if result.ok else result.exit_code if isinstance(result, FailedExport) else 1
     return Finished(arch.name, result.to_dict(), result.summary_row(), result.ok, exit_code)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from zoo.spec.architecture import Architecture
     from zoo.spec.exporter import Exporter
+    from zoo.spec.runtime import Runtime
     from zoo.spec.task import Task
     from zoo.spec.weights import Weights
 
@@ -77,6 +78,18 @@ def register_weights(register: Callable[[Weights], None]) -> None:
     ``register(Weights(...))`` once per weight set. A weight set for an unknown
     architecture, with parameters it does not take, or with a name that
     architecture already has, is refused and reported.
+    """
+
+
+@hookspec
+def register_runtimes(register: Callable[[Runtime], None]) -> None:
+    """Register runtimes, selected with ``--runtime NAME`` on ``zoo export``,
+    ``verify`` and ``bench``: each runs the files of the formats it names.
+
+    Called once per plugin when zoo loads its plugins. Call
+    ``register(Runtime(...))`` once per runtime; import its library inside its
+    ``load``/``available``/``version`` callables, so a missing one only makes it
+    unavailable (``zoo plugins`` shows its ``install`` line).
     """
 
 

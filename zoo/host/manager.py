@@ -38,6 +38,7 @@ from zoo.records import Record, json_field
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.registry import Registry
+from zoo.spec.runtime import Runtime
 from zoo.spec.task import Task, resolve_tasks
 from zoo.spec.weights import Weights, WeightsRegistry
 from zoo.text import shorten, some
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 
 DISTRIBUTION = "zoo-onnx"
 BUILTIN_TASK_PLUGIN = "zoo.plugins.tasks"
-DEFAULT_PLUGINS = (BUILTIN_TASK_PLUGIN, "zoo.plugins.seed", "zoo.exporters.onnx")
+DEFAULT_PLUGINS = (
+    BUILTIN_TASK_PLUGIN, "zoo.plugins.seed", "zoo.exporters.onnx", "zoo.exporters.onnxruntime_runtime", "zoo.exporters.openvino_runtime",
+)
 LOAD_ENV = "ZOO_LOAD_PLUGINS"
 SLOW_IMPORT_S = 3.0  # then name the plugin whose import is still running
 
@@ -67,6 +70,7 @@ class PluginInfo(Record):
     tasks: list[str] = field(default_factory=list)
     architectures: list[str] = field(default_factory=list)
     exporters: list[str] = field(default_factory=list)
+    runtimes: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     weights: list[str] = field(default_factory=list)  # ARCH.NAME
     errors: list[str] = field(default_factory=list)
@@ -81,7 +85,7 @@ class PluginInfo(Record):
 
     @property
     def registered(self) -> bool:
-        return bool(self.tasks or self.architectures or self.exporters or self.commands or self.weights)
+        return bool(self.tasks or self.architectures or self.exporters or self.runtimes or self.commands or self.weights)
 
 
 class Zoo:
@@ -94,6 +98,7 @@ class Zoo:
         self.exporters: Registry[Exporter] = Registry("exporter", list_command="zoo plugins")
         self.tasks: Registry[Task] = Registry("task", list_command="zoo plugins")
         self.weights = WeightsRegistry()
+        self.runtimes: Registry[Runtime] = Registry("runtime", list_command="zoo plugins")
         self.plugins: dict[str, PluginInfo] = {}
         self.problems: list[str] = []
 
@@ -121,6 +126,7 @@ class Zoo:
             "register_architectures", self.architectures, Architecture, "architectures", prepare=lambda a: resolve_tasks(a, self.tasks)
         )
         self._call_each("register_exporters", self.exporters, Exporter, "exporters")
+        self._call_each("register_runtimes", self.runtimes, Runtime, "runtimes")
         self._call_each("register_weights", self.weights, Weights, "weights", prepare=self._weights_for_architecture)
 
     def trace_hooks(self) -> None:
@@ -217,6 +223,9 @@ class Zoo:
 
     def exporter(self, name: str) -> Exporter:
         return self.exporters.resolve(name)
+
+    def runtime(self, name: str) -> Runtime:
+        return self.runtimes.resolve(name)
 
 
 def load_zoo(

@@ -35,12 +35,11 @@ class Exporter:
     """An export format: what a plugin passes to ``register`` in ``register_exporters``.
 
     ``export(job)`` writes ``job.path`` (and any side files, named in its return
-    value) for ``job.module`` traced on ``job.sample``; ``load(path, device)``
-    returns a callable mapping input names to numpy arrays onto output names to
-    numpy arrays, with a ``description`` attribute (runtime, providers) used in
-    reports (and ``input_names``/``output_names``, the file's own, which
-    ``zoo verify --arch`` matches to the architecture's); ``read_metadata(path)`` returns the ``dict[str, str]`` written by
-    ``export``. See ``zoo.ExportJob`` for the job object. bfloat16 inputs reach
+    value) for ``job.module`` traced on ``job.sample``; ``read_metadata(path)``
+    returns the ``dict[str, str]`` written by ``export``. See ``zoo.ExportJob``
+    for the job object. A format's files are run by the registered runtimes that
+    name it (``zoo.Runtime``, ``--runtime``); for a format no runtime runs,
+    ``load(path, device)`` returns its own ``zoo.Runner``. bfloat16 inputs reach
     the runner as float32 arrays (numpy has no bfloat16).
 
     Optional: ``check(path)`` validates a written file's structure and raises
@@ -58,7 +57,7 @@ class Exporter:
     name: str
     suffix: str
     export: Callable[..., Any]
-    load: Callable[..., Any]
+    load: Callable[..., Any] | None  # its own runner, for a format no registered runtime runs
     read_metadata: Callable[..., dict[str, str]]
     summary: str = ""
     default_opset: int | None = None  # for formats with versioned operator sets

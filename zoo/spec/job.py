@@ -63,8 +63,11 @@ class ExportJob:
         return shapes if self.arch.keyword_inputs else tuple(shapes.values())
 
 
-def provenance(built: Any, exporter_name: str, opset: int | None, static: bool, options: dict[str, Any]) -> dict[str, str]:
-    """What goes inside the file, so ``zoo verify`` can rebuild the model from it alone."""
+def provenance(
+    built: Any, exporter_name: str, opset: int | None, static: bool, options: dict[str, Any], runtimes: list[dict[str, Any]] | None = None
+) -> dict[str, str]:
+    """What goes inside the file, so ``zoo verify`` can rebuild the model from it alone;
+    ``runtimes`` (``[{"name", "settings"}]``) it was proven on, when not only the default."""
     import torch
 
 
@@ -87,4 +90,6 @@ def provenance(built: Any, exporter_name: str, opset: int | None, static: bool, 
             meta["weights"] = built.weights["name"]
     if options:  # a folded graph says so
         meta["options"] = json.dumps(options, sort_keys=True)
+    if runtimes and runtimes != [{"name": "onnxruntime", "settings": {}}]:  # what zoo verify of the file re-uses
+        meta["runtimes"] = json.dumps(runtimes, sort_keys=True)
     return {META_PREFIX + k: v for k, v in meta.items()}

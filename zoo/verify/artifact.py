@@ -24,7 +24,8 @@ from zoo.verify.claim import score_claim
 from zoo.verify.divergence import failure_text
 from zoo.verify.input_files import load_input_files
 from zoo.verify.results import VerifyResult
-from zoo.verify.run import check_timeout, verify_files
+from zoo.verify.run import check_timeout, verify_on_runtimes
+from zoo.verify.runtimes import parse_runtimes, recorded_runtimes
 from zoo.verify.tolerances import ToleranceOption, check_tolerances, parse_tolerance
 
 
@@ -93,6 +94,7 @@ def verify_artifact(
     timeout: float | None = None,
     criteria: dict[str, float | None] | None = None,
     accept_recorded: bool = False,
+    runtimes: Sequence[str] = (),
 ) -> VerifyResult:
     """Rebuild the model named in ``path``'s own metadata and verify the file against it;
     with ``arch_name``, build that architecture (``params``, ``seed``) instead, for
@@ -127,6 +129,8 @@ def verify_artifact(
         acceptance, criteria_source, notes = judged_criteria(acceptance, dict(criteria or {}), accept_recorded)
     elif any(v is not None for v in (criteria or {}).values()) or accept_recorded:
         raise UsageError(f"{path.name} is not a variant (no zoo.variant): it is judged by --rtol/--atol, not acceptance criteria")
+    # --runtime, else the runtimes and settings the file was proven on at export (zoo.runtimes)
+    choices, note = (parse_runtimes(zoo, runtimes, exporter), "") if runtimes else recorded_runtimes(zoo, exporter, meta)
     static = meta.get("static") == "true"
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
@@ -137,20 +141,24 @@ def verify_artifact(
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
-        result.verification = verify_files(
-            built, exporter, path, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
+        result.verifications = verify_on_runtimes(
+            built, exporter, path, choices, static, rtol, atol, acceptance=acceptance, extra=cases, match_io=arch_name is not None,
             timeout=timeout,
         )
-        if result.verification.ok:
+        result.verification = result.verifications[0]
+        if note:
+            result.verification.note = "; ".join(filter(None, (result.verification.note, note)))
+        if result.ok_on_every_runtime:
             rescore(result, choice, meta.get("variant") or exporter.name)
     interrupts.stop_if_interrupted()  # one a library swallowed: no verdict, no report
     if acceptance is not None:
         result.variant = {"name": meta["variant"], "criteria": acceptance, "criteria_from": criteria_source, "notes": notes}
-        for note in notes:
-            warn(note)
-    if not result.verification.ok:
-        result.error = failure_text(result.verification)
-        shapes = any(" has shape " in f or " runtime raised " in f for f in result.verification.failures)
+        for unapplied in notes:
+            warn(unapplied)
+    if not result.ok_on_every_runtime:
+        failing = next(v for v in result.verifications if not v.ok)
+        result.error = failure_text(failing)
+        shapes = any(" has shape " in f or " runtime raised " in f for f in failing.failures)
         if arch_name is not None and shapes:  # no weights make shapes fit: the parameters differ
             result.error += f" (the file's shapes are not those of {arch.name} with these --param values: give the ones it was made with)"
         elif arch_name is not None and weights is None:

@@ -10,12 +10,12 @@ path it came from.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from zoo.build.model import BuiltModel, call_module, ieee_float32
 from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
-from zoo.spec.exporter import Exporter
 from zoo.text import dtype_text
 from zoo.verify.compare import as_numpy, error_stats
 from zoo.verify.results import Verification
@@ -50,16 +50,17 @@ def module_outputs(built: BuiltModel, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def first_divergence(
-    built: BuiltModel, exporter: Exporter, path: Any, inputs: dict[str, Any], rtol: Any, atol: Any,
+    built: BuiltModel, expose: Callable[..., Any], path: Any, inputs: dict[str, Any], rtol: Any, atol: Any,
     feed_names: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """The first module scope, in graph order, whose last node's output is beyond
     tolerance from that module's output in PyTorch; ``None`` when none is (or the
-    exporter cannot tell)."""
+    runtime cannot tell). ``expose(path, feed)`` returns the values of the file's module
+    scopes as the runtime that failed computes them (``Runtime.intermediates``)."""
     feed_names = feed_names or {}
     feed = {feed_names.get(name, name): as_numpy(t) for name, t in inputs.items()}
     try:
-        exposed = call_exporter(exporter.intermediates, path, feed, error=VerificationFailed, what="intermediate values")  # type: ignore[arg-type]
+        exposed = call_exporter(expose, path, feed, error=VerificationFailed, what="intermediate values")  # type: ignore[arg-type]
     except ZooError as exc:  # a diagnosis that fails must not hide the failure it explains
         log.info("%s", exc)
         return None

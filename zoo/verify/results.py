@@ -48,6 +48,9 @@ class Verification(Record):
     # on failure: the first node whose output differs from its module's (zoo.verify.divergence)
     first_divergence: dict[str, Any] | None = json_field(omit_none=True, default=None)
     fixed: dict[str, int] = dataclasses.field(default_factory=dict)  # dimensions the file takes at one size only
+    runner: dict[str, Any] | None = json_field(name="runtime_info", omit_none=True, default=None)  # zoo.RunnerInfo.to_dict()
+    # on failure at tolerance: the rerun under the runtime's precise settings (zoo.verify.runtimes.diagnose)
+    diagnosis: dict[str, Any] | None = json_field(omit_none=True, default=None)
 
     @property
     def ok(self) -> bool:
@@ -88,10 +91,15 @@ class ExportResult(Outcome):
     variant: dict[str, Any] | None = None  # name, how it was made, criteria, sizes (``zoo.verify.acceptance``)
     variant_verification: Verification | None = None  # the variant against PyTorch, by its criteria
     claim: Any = None  # zoo.verify.claim.ClaimResult: the weight set's claimed metric, re-scored
+    verifications: list[Verification] = dataclasses.field(default_factory=list)  # one per runtime (--runtime); the first is ``verification``
+
+    @property
+    def ok_on_every_runtime(self) -> bool:
+        return all(v.ok for v in self.verifications or [self.verification] if v is not None)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.verification is not None and self.verification.ok
+        return self.error is None and self.verification is not None and self.ok_on_every_runtime
 
     @property
     def name(self) -> str:
@@ -127,12 +135,18 @@ class ExportResult(Outcome):
                 "export_stats": self.export_stats,
                 "check": self.check,
                 "verification": self.verification,
+                **({"runtimes": [runtime_verdict(v) for v in self.verifications]} if len(self.verifications) > 1 else {}),
                 "variant": None if self.variant is None else {**self.variant, "verification": self.variant_verification},
                 "claim": self.claim,
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
                 "versions": versions(),
             }
         )
+
+
+def runtime_verdict(verification: Verification) -> dict[str, Any]:
+    """One runtime's line of the verdict table: which runtime, its verdict, its whole verification."""
+    return {"runtime": verification.runner, "ok": verification.ok, "max_abs_error": verification.max_abs, "verification": verification}
 
 
 @dataclasses.dataclass

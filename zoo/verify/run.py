@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +20,16 @@ from zoo import interrupts
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import VERIFY_SEED_OFFSET, dynamic_dims, verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed, one_line
-from zoo.host.plugin_calls import call_exporter, quiet_exporter
+from zoo.host.plugin_calls import quiet_exporter
 from zoo.spec.architecture import Architecture, Dim
 from zoo.spec.exporter import Exporter
+from zoo.spec.runner import Runner
 from zoo.text import dtype_text
 from zoo.verify.acceptance import Acceptance, accept_output
 from zoo.verify.compare import as_numpy, case_label, compare_output
 from zoo.verify.divergence import first_divergence
 from zoo.verify.results import CaseResult, Verification
+from zoo.verify.runtimes import RuntimeChoice, diagnose, intermediates_of, load_runner
 from zoo.verify.tolerances import ToleranceOption, tolerance_for
 
 log = logging.getLogger(__name__)
@@ -64,21 +66,22 @@ def verify_files(
     extra: Sequence[InputCase] = (),
     match_io: bool = False,
     timeout: float | None = None,
+    runtime: RuntimeChoice | None = None,
 ) -> Verification:
     """Run the exported model and PyTorch on fresh inputs at several sizes (and on
     ``extra``, the user's own) and compare every output: against tolerances, or
     for a variant (int8, fp16), by its ``acceptance`` criteria. ``match_io``: the
     file's inputs and outputs may have other names (a file zoo did not write).
-    Past ``timeout`` seconds (``--timeout``) the running call is stopped."""
+    Past ``timeout`` seconds (``--timeout``) the running call is stopped. ``runtime``:
+    which runtime and settings run the file (default: the format's own runner)."""
     import torch
 
     arch = built.arch
     start = time.perf_counter()
     deadline = None if timeout is None else time.monotonic() + timeout
-    what = f"{exporter.name} could not load {path.name}"
-    runner = run_stoppable(  # session creation (constant folding) is under --timeout too
-        lambda _: call_exporter(exporter.load, path, built.device, error=VerificationFailed, what=what, limit=10_000), {}, deadline, timeout
-    )
+    choice = runtime or RuntimeChoice(None)
+    # session creation (constant folding) is under --timeout too
+    runner = run_stoppable(Loading(lambda: load_runner(exporter, choice, path, built.device)), {}, deadline, timeout)
     if static:
         check_static(runner, path)
     if match_io:
@@ -93,8 +96,8 @@ def verify_files(
         tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
         cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index, case.labels))
     labelled = frozenset(name for case in extra for name in case.labels)  # outputs whose metrics judge a variant
-    verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
-    verification.note = getattr(runner, "note", "")
+    info = runner.info
+    verification = Verification(runtime=info.description, providers=list(info.providers), note=info.note, runner=info.to_dict())
     verification.fixed = fixed
     first_failed = None
     for sizes, inputs, source, seed, labels in cases:
@@ -108,9 +111,9 @@ def verify_files(
             first_failed = inputs
     if acceptance is not None:
         verification.tolerances = {}
-    elif first_failed is not None and exporter.intermediates is not None:
-        feed_names = getattr(runner, "feed_names", None)
-        verification.first_divergence = first_divergence(built, exporter, path, first_failed, rtol, atol, feed_names)
+    elif first_failed is not None and (expose := intermediates_of(exporter, choice)) is not None:
+        feed_names = runner.feed_names if isinstance(runner, RenamedRunner) else None
+        verification.first_divergence = first_divergence(built, expose, path, first_failed, rtol, atol, feed_names)
     verification.seconds = time.perf_counter() - start
     return verification
 
@@ -125,7 +128,7 @@ class Labelled:
 
 
 def run_case(
-    built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
+    built: BuiltModel, exporter: Exporter, runner: Runner, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
     rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
     deadline: float | None = None, timeout: float | None = None, labelled: Labelled = Labelled(),
 ) -> CaseResult:
@@ -147,7 +150,7 @@ def run_case(
         raise
     except Exception as exc:  # noqa: BLE001 - a runtime that rejects a shape is a failed case
 
-        return CaseResult(dict(sizes), {}, [f"{label}: {exporter.name} runtime raised {one_line(exc)}"])
+        return CaseResult(dict(sizes), {}, [f"{label}: {runner.info.runtime or exporter.name} raised {one_line(exc)}"])
     generator = torch.Generator().manual_seed(seed)
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
@@ -226,25 +229,32 @@ def labelled_scores(
     return target, metrics, accept_metrics(spec, metrics, labelled.source) if acceptance is not None else []
 
 
-def renamed_io(runner: Any, arch: Architecture, file_name: str) -> Any:
-    """``runner`` taking and giving the architecture's names, for a file whose inputs
+class RenamedRunner(Runner):
+    """A runner taking and giving the architecture's names, for a file whose inputs
     and outputs are named otherwise: matched by name, else by position."""
-    file_inputs = list(getattr(runner, "input_names", []))
-    file_outputs = list(getattr(runner, "output_names", []))
-    declared_in = [i.name for i in arch.inputs]
-    declared_out = [o.name for o in arch.outputs]
-    to_file = match_names(declared_in, file_inputs, "inputs", arch.name, file_name)
-    from_file = {v: k for k, v in match_names(declared_out, file_outputs, "outputs", arch.name, file_name).items()}
 
-    def run(feed: dict[str, Any]) -> dict[str, Any]:
-        got = runner({to_file[name]: value for name, value in feed.items()})
-        return {from_file[name]: value for name, value in got.items() if name in from_file}
+    def __init__(self, runner: Runner, arch: Architecture, file_name: str) -> None:
+        declared_in = [i.name for i in arch.inputs]
+        declared_out = [o.name for o in arch.outputs]
+        self.feed_names = match_names(declared_in, list(runner.input_names), "inputs", arch.name, file_name)
+        self.from_file = {v: k for k, v in match_names(declared_out, list(runner.output_names), "outputs", arch.name, file_name).items()}
+        self.inner, self.info, self.abortable = runner, runner.info, runner.abortable
+        self.input_names, self.output_names = declared_in, declared_out
+        self.input_shapes = {name: runner.input_shapes.get(self.feed_names[name], ()) for name in declared_in}
 
-    run.feed_names = to_file  # type: ignore[attr-defined]
-    for attr in ("description", "providers", "note"):
-        if hasattr(runner, attr):
-            setattr(run, attr, getattr(runner, attr))
-    return run
+    def run(self, feed: Any) -> dict[str, Any]:
+        got = self.inner.run({self.feed_names[name]: value for name, value in feed.items()})
+        return {self.from_file[name]: value for name, value in got.items() if name in self.from_file}
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def renamed_io(runner: Runner, arch: Architecture, file_name: str) -> Runner:
+    return RenamedRunner(runner, arch, file_name)
 
 
 def match_names(declared: list[str], found: list[str], kind: str, arch: str, file_name: str) -> dict[str, str]:
@@ -259,22 +269,19 @@ def match_names(declared: list[str], found: list[str], kind: str, arch: str, fil
     )
 
 
-def fixed_sizes(runner: Any, arch: Architecture, params: dict[str, Any]) -> dict[str, int]:
+def fixed_sizes(runner: Runner, arch: Architecture, params: dict[str, Any]) -> dict[str, int]:
     """Dynamic dimensions of ``arch`` that the file fixes to one size (its inputs matched
     by name, else by position): only that size can be verified."""
-    session = getattr(runner, "session", None)
-    if session is None:
-        return {}
-    found = list(session.get_inputs())
-    by_name = {inp.name: inp for inp in found}
+    found = [(name, runner.input_shapes.get(name, ())) for name in runner.input_names]
+    by_name = dict(found)
     dims = dynamic_dims(arch, params)
     fixed: dict[str, int] = {}
     for position, inp in enumerate(arch.inputs):
-        match = by_name.get(inp.name) or (found[position] if position < len(found) else None)
+        match = by_name.get(inp.name) if inp.name in by_name else (found[position][1] if position < len(found) else None)
         for axis, dim in enumerate(inp.shape if match is not None else ()):
             name = dim.name if isinstance(dim, Dim) else dim
-            if isinstance(name, str) and name in dims and axis < len(match.shape) and isinstance(match.shape[axis], int):
-                fixed[name] = int(match.shape[axis])
+            if isinstance(name, str) and name in dims and axis < len(match) and isinstance(match[axis], int):
+                fixed[name] = int(match[axis])
     return fixed
 
 
@@ -287,20 +294,19 @@ def file_cases(cases: list[dict[str, int]], fixed: dict[str, int]) -> list[dict[
     return unique
 
 
-def check_static(runner: Any, path: Any) -> None:
+def check_static(runner: Runner, path: Any) -> None:
     """A file whose metadata says static shapes must have them: otherwise verifying
     one case would silently skip the sizes the file accepts."""
-    session = getattr(runner, "session", None)
-    for inp in session.get_inputs() if session is not None else []:
-        symbolic = [d for d in inp.shape if not isinstance(d, int)]
+    for name, shape in runner.input_shapes.items():
+        symbolic = [str(d) for d in shape if not isinstance(d, int)]
         if symbolic:
             raise VerificationFailed(
-                f"{path.name} says it was exported with static shapes (zoo.static), but its input {inp.name!r} has "
+                f"{path.name} says it was exported with static shapes (zoo.static), but its input {name!r} has "
                 f"dynamic dimensions ({', '.join(map(str, symbolic))}); the metadata does not describe this file"
             )
 
 
-def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, timeout: float | None) -> Any:
+def run_stoppable(runner: Runner, feed: dict[str, Any], deadline: float | None, timeout: float | None) -> Any:
     """``runner(feed)`` in a worker thread, so that a deadline or Ctrl-C can stop it:
     while onnxruntime runs, the main thread would not even see Ctrl-C. Stopping
     calls the runner's ``abort()`` (onnxruntime's ``RunOptions.terminate``), if it
@@ -309,7 +315,7 @@ def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, tim
 
     def work() -> None:
         try:
-            box["result"] = runner(feed)
+            box["result"] = runner.run(feed)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             box["error"] = exc
 
@@ -332,16 +338,47 @@ def run_stoppable(runner: Any, feed: dict[str, Any], deadline: float | None, tim
 STOP_WAIT_S = 5.0  # how long a stopped runtime call may take to notice
 
 
-def _stop(runner: Any, thread: threading.Thread) -> None:
-    abort = getattr(runner, "abort", None)
-    if abort is not None:
-        abort()
+def _stop(runner: Runner, thread: threading.Thread) -> None:
+    runner.abort()
+    if runner.abortable:
         thread.join(STOP_WAIT_S)  # onnxruntime checks the flag between kernels (a Loop's body may not)
     if thread.is_alive():  # still in native code: the program ends without tearing it down
         interrupts.abandoned_native_call()
         return
-    close = getattr(runner, "close", None)
-    if close is not None:
-        close()
+    runner.close()
 
 
+class Loading:
+    """Loading a file (session creation, with its constant folding) as a call
+    ``run_stoppable`` can put under ``--timeout``: it cannot be aborted, only left."""
+
+    abortable = False
+
+    def __init__(self, load: Callable[[], Runner]) -> None:
+        self.load = load
+
+    def run(self, _feed: Any) -> Runner:
+        return self.load()
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def verify_on_runtimes(
+    built: BuiltModel, exporter: Exporter, path: Any, runtimes: Sequence[RuntimeChoice], static: bool,
+    rtol: ToleranceOption = None, atol: ToleranceOption = None, **options: Any,
+) -> list[Verification]:
+    """``verify_files`` once per runtime, in order; a runtime that fails at tolerance
+    is rerun under its precise settings and its verification says what that showed."""
+    verifications = []
+    for choice in runtimes or [RuntimeChoice(None)]:
+        verification = verify_files(built, exporter, path, static, rtol, atol, runtime=choice, **options)
+        if options.get("acceptance") is None:
+            verification.diagnosis = diagnose(
+                choice, verification, lambda precise: verify_files(built, exporter, path, static, rtol, atol, runtime=precise, **options)
+            )
+        verifications.append(verification)
+    return verifications

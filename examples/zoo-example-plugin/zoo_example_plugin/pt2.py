@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import zoo
 from zoo import Exporter, ExportJob
 
 MANIFEST = "zoo_manifest.json"  # extra file inside the archive: metadata + input/output names
@@ -46,8 +47,9 @@ def load_program(path: Path) -> tuple[Any, dict[str, Any]]:
     return program, json.loads(extra[MANIFEST])
 
 
-class ProgramRunner:
-    """Runs the reloaded program: input names → numpy arrays in, output names → numpy arrays out."""
+class ProgramRunner(zoo.Runner):
+    """Runs the reloaded program: input names → numpy arrays in, output names → numpy arrays out.
+    The format runs its files itself: no registered runtime runs pt2 files, so zoo uses this ``Exporter.load``."""
 
     def __init__(self, path: Path, device: str) -> None:
         import torch
@@ -57,10 +59,10 @@ class ProgramRunner:
         self.device = torch.device(device)
         self.input_names = manifest["inputs"]
         self.output_names = manifest["outputs"]
-        self.description = f"torch.export program (torch {torch.__version__})"
-        self.providers = [device]
+        self.input_shapes = {name: () for name in self.input_names}  # the program keeps its dynamic shapes
+        self.info = zoo.RunnerInfo("torch.export program", f"(torch {torch.__version__})", device, (device,))
 
-    def __call__(self, feed: dict[str, Any]) -> dict[str, Any]:
+    def run(self, feed: dict[str, Any]) -> dict[str, Any]:
         import torch
 
         args = [torch.as_tensor(feed[name], device=self.device) for name in self.input_names]

@@ -1,0 +1,153 @@
+"""Reading an ONNX file once for every reader (the format's checker and metadata, the runtimes), and its module scopes.
+
+Shared by the ``onnx`` format and the built-in runtimes: a file is parsed once,
+its external data checked from sizes alone before anything reads it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import math
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+PROTOBUF_LIMIT = 2**31  # no ONNX file itself (weights apart) can be larger
+SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
+
+
+def read_model(path: Path) -> tuple[Any, bytes | None]:
+    """``path`` as an ``onnx.ModelProto`` (without external data) and its bytes
+    (``None`` when its weights are external), parsed once for every reader."""
+    read = _read(path)
+    return read.model, read.data
+
+
+class _Read(NamedTuple):
+    model: Any  # onnx.ModelProto, without external data
+    data: bytes | None  # the file's bytes; None when its weights are external
+
+
+def _read(path: Path) -> _Read:
+    """``path`` parsed once for the checker, the metadata, the side files and the
+    session: reads of the same unchanged file reuse it."""
+    stat = os.stat(path)
+    if stat.st_size > PROTOBUF_LIMIT:  # refused before reading: protobuf cannot parse it anyway
+        raise ValueError(f"{Path(path).name} is {stat.st_size / 2**30:.3g} GiB; an ONNX file (weights apart) is under 2 GiB")
+    read = _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    if read.data is None:  # each time: the side files may have changed since the file was parsed
+        check_external_data(read.model, Path(path).parent)
+    return read
+
+
+@functools.lru_cache(maxsize=1)  # one model at a time: the last one read
+def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    data = Path(path).read_bytes()
+    model = onnx.load_model_from_string(data)  # external data stays on disk
+    external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
+    return _Read(model, None if external else data)
+
+
+def tensor_size(tensor: Any) -> tuple[int, int]:
+    """Elements and bytes a ``TensorProto`` declares (from its dims; nothing read)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    elements = math.prod(tensor.dims)
+    try:
+        itemsize = tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):  # string tensors, unknown types
+        itemsize = 1
+    return elements, elements * itemsize
+
+
+def check_external_data(model: Any, folder: Path) -> None:
+    """Each external tensor must lie inside its side file, and a side file must not
+    be much larger than its tensors need: checked from sizes alone, before
+    anything (checker, onnxruntime, a hash) reads it."""
+    from onnx.external_data_helper import uses_external_data
+
+    ends: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        if not uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+            raise ValueError(f"initializer {tensor.name!r} names side file {location!r}; only a file beside the model is read")
+        _, need = tensor_size(tensor)
+        offset, length = int(info.get("offset", 0) or 0), int(info.get("length", need) or 0)
+        if length != need:
+            raise ValueError(f"initializer {tensor.name!r} declares {length} bytes in {location}, its shape needs {need}")
+        try:
+            size = (folder / location).stat().st_size
+        except FileNotFoundError:  # the checker reports a missing side file (exit 1, a broken export)
+            continue
+        except OSError as exc:
+            raise ValueError(f"side file {location} of initializer {tensor.name!r}: {exc.strerror}") from None
+        if offset < 0 or offset + need > size:
+            raise ValueError(f"initializer {tensor.name!r} lies past the end of {location} ({offset}+{need} > {size} bytes)")
+        ends[location] = max(ends.get(location, 0), offset + need)
+    for location, end in ends.items():
+        size = (folder / location).stat().st_size
+        if size > 2 * end + SIDE_FILE_SLACK:
+            raise ValueError(
+                f"side file {location} is {size:,} bytes but the model's tensors use {end:,}; it is not this model's data"
+            )
+
+
+def module_scopes(node: Any) -> list[tuple[str, str]]:
+    """``(module path, class)`` of every module ``node`` lies in, outermost first,
+    from the metadata the exporter wrote (``KEEP_NODE_METADATA``); the root is ``""``."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
+    except (ValueError, SyntaxError):  # damaged metadata: no module to name
+        return []
+    if not isinstance(scopes, list) or len(scopes) < 2 or scopes[0] != "" or len(classes) != len(scopes):
+        return []
+    return [(str(path), str(cls).rsplit(".", 1)[-1]) for path, cls in zip(scopes[:-1], classes[:-1])]  # the last is the op itself
+
+
+class Exposed(NamedTuple):
+    model_bytes: bytes  # the model with each module scope's last value as an output
+    names: list[str]  # those values, in graph order
+    scopes: list[tuple[str, Any, str]]  # (module path, node, class) of each
+
+
+def exposed_model(path: Path) -> Exposed | None:
+    """A copy of the model with the output of the last node inside each module
+    scope exposed as an output, in graph order, for any runtime to run (small
+    files only: one with external weights is not copied; ``None`` then)."""
+    import onnx
+
+    read = _read(path)
+    if read.data is None:
+        return None
+    model = onnx.ModelProto()
+    model.CopyFrom(read.model)
+    last: dict[str, tuple[int, int, Any, str]] = {}  # module path -> (node index, -depth, node, class)
+    for index, node in enumerate(model.graph.node):  # ONNX graphs are stored in topological order
+        for depth, (module, cls) in enumerate(module_scopes(node)):
+            if node.output and node.output[0]:
+                last[module] = (index, -depth, node, cls)
+    # in graph order; where modules end on the same node (a Sequential and its last layer), the innermost first
+    ordered = [(module, node, cls) for module, (index, _, node, cls) in sorted(last.items(), key=lambda item: item[1][:2])]
+    outputs = {o.name for o in model.graph.output}
+    for _, node, _ in ordered:
+        if node.output[0] not in outputs:
+            outputs.add(node.output[0])
+            model.graph.output.append(onnx.ValueInfoProto(name=node.output[0]))
+    return Exposed(model.SerializeToString(), [node.output[0] for _, node, _ in ordered], ordered)
+
+
+def scope_values(exposed: Exposed, values: list[Any]) -> list[dict[str, Any]]:
+    """What ``intermediates`` returns: one dict per module scope, its value from ``values`` (in ``exposed.names`` order)."""
+    return [
+        {"node": node.name, "op": node.op_type, "module": module, "class": cls, "value": value}
+        for (module, node, cls), value in zip(exposed.scopes, values)
+    ]
