@@ -38,6 +38,7 @@ class BuiltModel:
     module: Any
     weights: dict[str, str] | None = None  # {"path": ..., "sha256": ...}
     params: dict[str, Any] = field(init=False)
+    released: bool = field(init=False, default=False)  # its weights were freed (``release_weights``)
 
     def __post_init__(self) -> None:
         self.params = {**self.arch.defaults, **self.overrides}
@@ -51,6 +52,8 @@ class BuiltModel:
         any key order; exporters that flatten outputs label them by position)."""
         import torch
 
+        if self.released:
+            raise RuntimeError(f"{self.arch.name}: its weights were released after verification; build it again")
         with torch.set_grad_enabled(grad), ieee_float32(self.device), plugin_code():
             try:
                 result = self.module(*inputs.values())  # positional, in declared order
@@ -59,6 +62,22 @@ class BuiltModel:
                     raise
                 raise CheckFailed(f"{self.arch.name}: forward pass raised {type(exc).__name__}: {exc}") from exc
         return name_outputs(self.arch, result)
+
+
+def weight_bytes(built: BuiltModel) -> int:
+    """Bytes of the module's parameters and buffers (tied ones once)."""
+    tensors = {id(t): t for t in [*built.module.parameters(), *built.module.buffers()]}.values()
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def release_weights(built: BuiltModel) -> None:
+    """Free the module's weights (moved to torch's ``meta`` device, which holds no
+    data): a large model's runtime copy then loads into the memory they held."""
+    import gc
+
+    built.module.to("meta")
+    built.released = True
+    gc.collect()  # an exporter's program in a reference cycle may still hold the old tensors
 
 
 @contextmanager

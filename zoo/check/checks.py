@@ -124,21 +124,31 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
 
 
 def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None:
+    """Backward from ``total``; each gradient is measured and freed the moment
+    autograd accumulates it (a post-accumulate-grad hook), so the pass never
+    holds a gradient for every weight: at most the ones still in flight."""
     params = [(name, p) for name, p in built.module.named_parameters() if p.requires_grad]
     for _, p in params:
         p.grad = None
     if total is None or not params:
         result.gradients = {"parameters": len(params), "checked": False}
         return
-    with plugin_code():  # a custom autograd Function's backward is the plugin's code too
-        try:
-            total.backward()
-        except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
-            if not plugin_fault(exc):
-                raise
-            raise CheckFailed(f"{built.arch.name}: backward pass raised {type(exc).__name__}: {exc}") from exc
-    missing = [name for name, p in params if p.grad is None]
-    squares = {name: _squared_sum(p.grad) for name, p in params if p.grad is not None}
+    squares: dict[str, float] = {}
+    hooks = [p.register_post_accumulate_grad_hook(_measure_and_free(name, squares)) for name, p in params]
+    try:
+        with plugin_code():  # a custom autograd Function's backward is the plugin's code too
+            try:
+                total.backward()
+            except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
+                if not plugin_fault(exc):
+                    raise
+                raise CheckFailed(f"{built.arch.name}: backward pass raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for _, p in params:
+            p.grad = None
+    missing = [name for name, _ in params if name not in squares]
     bad = [name for name, value in squares.items() if not math.isfinite(value)]
     norm = math.sqrt(sum(squares.values()))
     result.gradients = {"parameters": len(params), "checked": True, "no_grad": missing, "non_finite": bad, "norm": norm}
@@ -146,8 +156,14 @@ def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None
         result.failures.append(f"backward reached no gradient for {', '.join(missing)}")
     if bad:
         result.failures.append(f"non-finite gradients for {', '.join(bad)}")
-    for _, p in params:
-        p.grad = None
+
+
+def _measure_and_free(name: str, squares: dict[str, float]) -> Any:
+    def hook(param: Any) -> None:
+        squares[name] = squares.get(name, 0.0) + _squared_sum(param.grad)  # tied weights: one parameter, one hook
+        param.grad = None
+
+    return hook
 
 
 # Small float64 slices: a float64 copy of a 2 GB gradient would triple the

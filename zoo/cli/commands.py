@@ -160,6 +160,10 @@ def check_command(ctx: click.Context, name: str, params: Sequence[str], device: 
 @atol_option
 @inputs_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option(
+    "--update", is_flag=True,
+    help="Keep an existing file zoo wrote when it records this export's settings and versions and still verifies; re-export it otherwise.",
+)
 @variant_options("Place", "instead, once it meets the acceptance criteria")
 @click.option("--min-agreement", type=float, help="Variant: least fraction of rows whose argmax/threshold agrees with PyTorch (0.99).")
 @click.option("--max-loss-change", type=float, help="Variant: largest relative change of the loss (0.05).")
@@ -186,6 +190,7 @@ def export_command(
       zoo export stack --fold-linear
       zoo export --all -o exported/
       zoo export --all -o exported/ --jobs 2 --shard 1/4
+      zoo export --all -o exported/ --update
     """
     from zoo.export.plan import ExportRequest, plan_export
     from zoo.export.workers import run_plan

@@ -148,6 +148,7 @@ class _PortableTarget:
     refused: str | None
     refused_code: int
     format_name: str
+    recorded: dict[str, str] | None
     plan: ExportPlan  # its exporter and targets left out: the worker has its own, from the same plugins
 
 
@@ -155,7 +156,7 @@ def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
     refused = target.refused
     return _PortableTarget(
         target.arch.name, str(target.path), None if refused is None else str(refused),
-        0 if refused is None else refused.exit_code, plan.exporter.name, replace(plan, exporter=None, targets=[]),
+        0 if refused is None else refused.exit_code, plan.exporter.name, target.recorded, replace(plan, exporter=None, targets=[]),
     )
 
 
@@ -212,7 +213,7 @@ def _export(portable: _PortableTarget) -> Finished:
     refused = None if portable.refused is None else ZooError(portable.refused)
     if refused is not None:
         refused.exit_code = portable.refused_code
-    plan = replace(portable.plan, exporter=zoo.exporter(portable.format_name), targets=[Target(arch, Path(portable.path), refused)])
+    plan = replace(portable.plan, exporter=zoo.exporter(portable.format_name), targets=[Target(arch, Path(portable.path), refused, portable.recorded)])
     (result,) = export_targets(plan)
     exit_code = 0 if result.ok else result.exit_code if isinstance(result, FailedExport) else 1
     return Finished(arch.name, result.to_dict(), result.summary_row(), result.ok, exit_code)

@@ -85,6 +85,11 @@ class ExportResult(Outcome):
     export_stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # ExportJob.stats
     variant: dict[str, Any] | None = None  # name, how it was made, criteria, sizes (``zoo.verify.acceptance``)
     variant_verification: Verification | None = None  # the variant against PyTorch, by its criteria
+    update: dict[str, str] | None = None  # --update: {"status": "up to date" | "exported", "reason": ...}
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.ok and self.update is not None and self.update["status"] == "up to date"
 
     @property
     def ok(self) -> bool:
@@ -105,7 +110,8 @@ class ExportResult(Outcome):
             return (self.name, "FAILED", "-", "-", self.error or "")
         seconds = sum(self.timings.values())
         shown = str(self.files[0]) if self.ok else (self.error or "")
-        return (self.name, "ok" if self.ok else "FAILED", f"{self.verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+        status = "up to date (verified)" if self.up_to_date else "ok" if self.ok else "FAILED"
+        return (self.name, status, f"{self.verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
 
     def to_dict(self) -> dict[str, Any]:
         built = self.built
@@ -127,6 +133,7 @@ class ExportResult(Outcome):
                 "variant": None if self.variant is None else {**self.variant, "verification": self.variant_verification},
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
                 "versions": versions(),
+                **({} if self.update is None else {"update": self.update}),
             }
         )
 

@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,24 +69,22 @@ def verify_files(
     extra: Sequence[InputCase] = (),
     match_io: bool = False,
     timeout: float | None = None,
+    before_load: Callable[[], bool] | None = None,
 ) -> Verification:
     """Run the exported model and PyTorch on fresh inputs at several sizes (and on
     ``extra``, the user's own) and compare every output: against tolerances, or
     for a variant (int8, fp16), by its ``acceptance`` criteria. ``match_io``: the
     file's inputs and outputs may have other names (a file zoo did not write).
-    Past ``timeout`` seconds (``--timeout``) the running call is stopped."""
+    Past ``timeout`` seconds (``--timeout``) the running call is stopped.
+
+    PyTorch's outputs for every case are computed before the runtime loads the
+    file; then ``before_load`` runs: it may free PyTorch's weights (it returns
+    whether it did), so two copies of a large model's weights never coexist."""
     import torch
 
     arch = built.arch
     start = time.perf_counter()
     deadline = None if timeout is None else time.monotonic() + timeout
-    runner = call_exporter(
-        exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
-    )
-    if static:
-        check_static(runner, path)
-    if match_io:
-        runner = renamed_io(runner, arch, path.name)
     cases: list[tuple[dict[str, int], dict[str, Any], str | None, int]] = []
     for index, sizes in enumerate(verification_cases(arch, built.params)[: 1 if static else None]):
         seed = built.seed + VERIFY_SEED_OFFSET + index
@@ -95,12 +93,22 @@ def verify_files(
         dtypes = {inp.name: getattr(torch, inp.dtype) for inp in arch.inputs}
         tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
         cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index))
+    feeds = [{name: as_numpy(t) for name, t in inputs.items()} for _, inputs, _, _ in cases]  # before forward: a model may change its inputs
+    references = [{k: v.detach().cpu() for k, v in built.forward(inputs).items()} for _, inputs, _, _ in cases]
+    released = before_load() if before_load is not None else False
+    runner = call_exporter(
+        exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
+    )
+    if static:
+        check_static(runner, path)
+    if match_io:
+        runner = renamed_io(runner, arch, path.name)
     verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
     verification.note = getattr(runner, "note", "")
     first_failed = None
-    for sizes, inputs, source, seed in cases:
+    for (sizes, inputs, source, seed), feed, reference in zip(cases, feeds, references):
         result = run_case(
-            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout
+            built, exporter, runner, sizes, feed, reference, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout
         )
         result.source = source
         verification.cases.append(result)
@@ -108,6 +116,8 @@ def verify_files(
             first_failed = inputs
     if acceptance is not None:
         verification.tolerances = {}
+    elif released and first_failed is not None:
+        verification.note = "PyTorch's weights were freed to fit memory: run 'zoo verify' on the file for the first divergence"
     elif first_failed is not None and exporter.intermediates is not None:
         feed_names = getattr(runner, "feed_names", None)
         verification.first_divergence = first_divergence(built, exporter, path, first_failed, rtol, atol, feed_names)
@@ -116,17 +126,15 @@ def verify_files(
 
 
 def run_case(
-    built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
+    built: BuiltModel, exporter: Exporter, runner: Any, sizes: dict[str, int], feed: dict[str, Any], reference: dict[str, Any], seed: int,
     rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
     deadline: float | None = None, timeout: float | None = None,
 ) -> CaseResult:
-    """One case: the exported model and PyTorch on the same inputs, every output compared."""
+    """One case: the exported model on ``feed`` against PyTorch's ``reference`` outputs, every output compared."""
     import numpy as np
     import torch
 
     arch = built.arch
-    feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
-    reference = built.forward(inputs)
     log.debug("running %s on %s", exporter.name, case_label(sizes))
     try:
         with quiet_exporter():
@@ -140,7 +148,7 @@ def run_case(
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     for spec in arch.outputs:
-        ref = reference[spec.name].detach().cpu()
+        ref = reference[spec.name]
         dtype = dtype_text(ref.dtype)
         tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
         tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
