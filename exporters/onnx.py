@@ -68,6 +68,19 @@ def export(job: ExportJob) -> list[Path]:
     return files  # zoo runs ``check`` on it next, then verifies it
 
 
+def warm_up(opset: int | None) -> None:
+    """What the first export of a process pays, paid ahead: the imports, and the
+    exporter's op table for ``opset``, built by exporting a one-layer model."""
+    import onnxruntime  # noqa: F401
+    import torch
+
+    reuse_torchlib_registry()
+    torch.onnx.export(
+        torch.nn.Linear(2, 1), (torch.zeros(1, 2),), dynamo=True, optimize=True, verbose=False,
+        opset_version=opset or DEFAULT_OPSET,
+    )
+
+
 class OrtRunner:
     """An onnxruntime session that maps input names to arrays and back; also
     what ``zoo bench`` times (``session``), so both see the same providers."""
@@ -365,6 +378,7 @@ def register_exporters(register):
             files=side_files,
             intermediates=intermediates,
             count_weights=count_weights,
+            warm_up=warm_up,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
             options=("fold_linear",),

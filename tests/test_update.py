@@ -137,7 +137,7 @@ def test_a_file_zoo_did_not_write_is_left_alone(run, tmp_path: Path) -> None:
     foreign.write_bytes(b"someone else's model")
     result = run("export", "stack", "-o", "m.onnx", "--update")
     assert result.exit_code == 2
-    assert result.stderr == f"zoo: error: 'm.onnx' already exists and zoo did not write it; --update leaves it alone (pass --force to overwrite it)\n"
+    assert result.stderr == "zoo: error: 'm.onnx' already exists and zoo did not write it; --update leaves it alone (pass --force to overwrite it)\n"
     assert foreign.read_bytes() == b"someone else's model"
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "binary-sigmoid.onnx").write_bytes(b"not zoo's")
