@@ -21,8 +21,9 @@ from zoo.check.task_calls import (
 )
 from zoo.errors import CheckFailed
 from zoo.host.manager import plugin_code, plugin_fault
+from zoo.progress import stage
 from zoo.records import Record, json_field
-from zoo.text import dtype_text
+from zoo.text import dtype_text, human_bytes
 
 
 @dataclass
@@ -119,6 +120,7 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
         if total is None:  # no task: still prove gradients flow
             floats = [v for v in outputs.values() if v.is_floating_point()]
             total = sum(v.float().mean() for v in floats) if floats else None
+        stage("check: backward")
         _check_gradients(built, total, result)
     return result
 
@@ -134,7 +136,9 @@ def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None
         result.gradients = {"parameters": len(params), "checked": False}
         return
     squares: dict[str, float] = {}
-    hooks = [p.register_post_accumulate_grad_hook(_measure_and_free(name, squares)) for name, p in params]
+    total_bytes = sum(p.numel() * p.element_size() for _, p in params)
+    done = [0]  # bytes of weights whose gradient has been checked, for a terminal
+    hooks = [p.register_post_accumulate_grad_hook(_measure_and_free(name, squares, done, total_bytes)) for name, p in params]
     try:
         with plugin_code():  # a custom autograd Function's backward is the plugin's code too
             try:
@@ -158,10 +162,12 @@ def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None
         result.failures.append(f"non-finite gradients for {', '.join(bad)}")
 
 
-def _measure_and_free(name: str, squares: dict[str, float]) -> Any:
+def _measure_and_free(name: str, squares: dict[str, float], done: list[int], total_bytes: int) -> Any:
     def hook(param: Any) -> None:
         squares[name] = squares.get(name, 0.0) + _squared_sum(param.grad)  # tied weights: one parameter, one hook
         param.grad = None
+        done[0] += param.numel() * param.element_size()
+        stage(f"check: backward, gradients of {human_bytes(done[0])} of {human_bytes(total_bytes)} of weights checked")
 
     return hook
 

@@ -201,10 +201,10 @@ def export_command(
     plan = plan_export(zoo, ExportRequest(name, export_all, report=report, jobs=jobs, shard=shard, **options))
     with terminal_progress(plan.targets[0].arch.name if not export_all else None, as_json):
         results = run_plan(plan, jobs, zoo, None if as_json or not export_all else lambda line: click.echo(line, err=True))
+        records = [r.to_dict() for r in results]  # the files' sha256 is computed here: a terminal sees how far
     failed = next((r for r in results if not r.ok), None)
     if not export_all and isinstance(failed, FailedExport) and failed.exit_code != 1 and failed.exception is not None:
         raise failed.exception  # a usage error (a parameter the build refused): one line, as before any work
-    records = [r.to_dict() for r in results]
     record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
         placed = [p.name for r in results if isinstance(r, ExportResult) and r.ok and r.placed for p in r.files]

@@ -25,7 +25,7 @@ from zoo.export.update import expected_metadata, stale_reason
 from zoo.files.paths import check_output_path
 from zoo.files.staging import OldSideFiles, check_side_files, old_side_files, place, side_files, staging
 from zoo.host.plugin_calls import call_exporter, code_location, reason
-from zoo.progress import timed
+from zoo.progress import stage, timed
 from zoo.spec.architecture import Dim
 from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX, ExportJob, provenance
@@ -191,6 +191,7 @@ def before_load(plan: ExportPlan, built: BuiltModel, written: list[Path], path: 
         if release:
             release_weights(built)  # in place: the job's module is the same object
         check_side_files(written, path, output, plan.force)  # place() checks again
+        stage(f"verify: {plan.exporter.name} check of {path.name}")
         check_artifact(plan.exporter, path)
         return release
 

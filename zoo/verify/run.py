@@ -20,6 +20,7 @@ from zoo.build.model import BuiltModel
 from zoo.build.shapes import verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed, one_line
 from zoo.host.plugin_calls import call_exporter, quiet_exporter
+from zoo.progress import stage
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.text import dtype_text
@@ -94,8 +95,10 @@ def verify_files(
         tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
         cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index))
     feeds = [{name: as_numpy(t) for name, t in inputs.items()} for _, inputs, _, _ in cases]  # before forward: a model may change its inputs
+    stage("verify: PyTorch's outputs")
     references = [{k: v.detach().cpu() for k, v in built.forward(inputs).items()} for _, inputs, _, _ in cases]
     released = before_load() if before_load is not None else False
+    stage(f"verify: loading {path.name} into {exporter.name}'s runtime")
     runner = call_exporter(
         exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}", limit=10_000
     )
@@ -106,7 +109,8 @@ def verify_files(
     verification = Verification(runtime=getattr(runner, "description", exporter.name), providers=list(getattr(runner, "providers", [])))
     verification.note = getattr(runner, "note", "")
     first_failed = None
-    for (sizes, inputs, source, seed), feed, reference in zip(cases, feeds, references):
+    for number, ((sizes, inputs, source, seed), feed, reference) in enumerate(zip(cases, feeds, references), 1):
+        stage(f"verify: case {number} of {len(cases)} ({case_label(sizes)})")
         result = run_case(
             built, exporter, runner, sizes, feed, reference, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout
         )
