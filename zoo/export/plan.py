@@ -235,10 +235,13 @@ def refuse_existing(target: Target, force: bool, update: Exporter | None = None)
     recorded = recorded_metadata(update, target.path) if update is not None else None
     try:
         check_output_path(target.path, force or recorded is not None)
-    except OutputPathError:
+    except OutputPathError as exc:
+        refused = exc
         if update is not None and not force and target.path.is_file() and not target.path.is_symlink():
-            exc = OutputPathError(f"{str(target.path)!r} already exists and zoo did not write it; --update leaves it alone (pass --force to overwrite it)")
-        return Target(target.arch, target.path, exc)
+            refused = OutputPathError(
+                f"{str(target.path)!r} already exists and zoo did not write it; --update leaves it alone (pass --force to overwrite it)"
+            )
+        return Target(target.arch, target.path, refused)
     except ZooError as exc:
         return Target(target.arch, target.path, exc)
     return Target(target.arch, target.path, recorded=recorded)
