@@ -90,9 +90,3 @@ def versions() -> dict[str, str]:
     }
 
 
-
-
-
-
-
-

@@ -39,12 +39,6 @@ MIN_CALLS = 5
 MAX_CALLS = 100_000
 
 
-
-
-
-
-
-
 @dataclass
 class BenchPlan:
     """``zoo bench``'s options, refused before any model is built."""

@@ -76,8 +76,6 @@ def _open_regular(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
-
-
 def read_state_dict(path: Path) -> dict[str, Any]:
     """The state dict in ``path``, validated (see the module docstring) but not yet
     compared with a model: that is ``load_weights``'s job."""

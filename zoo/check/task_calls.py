@@ -56,8 +56,6 @@ def dtype_name(array: np.ndarray | None = None, dtype: str | None = None) -> str
     return name if name in TINY else "float32"
 
 
-
-
 def losses_agree(a: float, b: float, rtol: float, atol: float) -> bool:
     """Two losses agree when both are finite and close, or both the same infinity; NaN never agrees."""
     if math.isnan(a) or math.isnan(b):
@@ -127,8 +125,6 @@ def loss_slack(output: Output, reference: np.ndarray, target: np.ndarray, rtol: 
     t = np.asarray(target, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return float(slack(output, y, t, rtol, atol, dtype_name(reference, dtype)))
-
-
 
 
 def head_checks(output: Output, prediction: np.ndarray, dtype: str | None = None) -> list[HeadCheck]:

@@ -87,12 +87,6 @@ def bench_lines(result: Any) -> list[str]:
     return lines
 
 
-
-
-
-
-
-
 # what every case reports; any other entry is a task's fraction (argmax_agreement, exact_match)
 VARIANT_FLAGS = {"int8": "--quantize int8", "fp16": "--precision fp16"}  # how a format's variants are asked for
 DECISIONS = ("_agreement", "exact_match")  # per-case stats that are fractions of decisions, shown as percentages
@@ -207,8 +201,6 @@ def fold_lines(fold: dict[str, Any]) -> list[str]:
     ]
     lines.extend(f"            {chain}" for chain in fold["chains"])
     return lines
-
-
 
 
 def heading(arch: Architecture) -> str:

@@ -238,8 +238,6 @@ def variant_of(
     return target, made, verification
 
 
-
-
 def make_job(plan: ExportPlan, built: BuiltModel, check: Any, path: Path) -> ExportJob:
     """The job for ``built``, traced on the sample inputs its check ran (``CheckResult``)."""
     dims = {} if plan.static else dynamic_dims(built.arch, built.params)
@@ -282,17 +280,5 @@ def run_exporter(exporter: Exporter, job: ExportJob, output: Path) -> list[Path]
             "but did not apply it (nothing recorded in job.stats)"
         )
     return [Path(p) for p in (written or [job.path])]
-
-
-
-
-
-
-
-
-
-
-
-
 
 

@@ -43,31 +43,6 @@ _OWNED_NAME = re.compile(r"\.zoo-(\d+)-[0-9a-f]+\.tmp(\.[^.]+)?$")
 LOCK_NAME = ".lock"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary folder beside ``final`` (same file system, so moves are atomic
@@ -273,7 +248,6 @@ def old_side_files(exporter: Exporter, path: Path) -> OldSideFiles:
         mine = written_by_zoo and os.path.normpath(side) == own_name and stat.S_ISREG(side_info.st_mode)
         (old.own if mine else old.foreign).append(side)
     return old
-
 
 
 def side_files(exporter: Exporter, path: Path, error: Callable[[str], Any]) -> list[Path]:

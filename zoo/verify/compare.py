@@ -117,7 +117,5 @@ def percentiles(values: Any) -> dict[str, float]:
     return {**{f"p{q}": float(v) for q, v in zip(PERCENTILES, found)}, "max": top}
 
 
-
-
 def case_label(sizes: Mapping[str, int]) -> str:
     return sizes_text(sizes) or "static shapes"

@@ -35,19 +35,9 @@ log = logging.getLogger(__name__)
 VERIFY_SEED_OFFSET = 1000  # verification inputs differ from the export sample
 
 
-
-
 def check_timeout(timeout: float | None) -> None:
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise ParameterError(f"--timeout {timeout}: give a number of seconds above 0")
-
-
-
-
-
-
-
-
 
 
 @dataclass
@@ -252,19 +242,5 @@ def _stop(runner: Any, thread: threading.Thread) -> None:
     close = getattr(runner, "close", None)
     if close is not None:
         close()
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
