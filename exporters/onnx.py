@@ -72,6 +72,19 @@ def load(path: Path, device: str, threads: int | None = None) -> Any:
     return ort_load(path, device, {"threads": str(threads)} if threads else {})
 
 
+def warm_up(opset: int | None) -> None:
+    """What the first export of a process pays, paid ahead: the imports, and the
+    exporter's op table for ``opset``, built by exporting a one-layer model."""
+    import onnxruntime  # noqa: F401
+    import torch
+
+    reuse_torchlib_registry()
+    torch.onnx.export(
+        torch.nn.Linear(2, 1), (torch.zeros(1, 2),), dynamo=True, optimize=True, verbose=False,
+        opset_version=opset or DEFAULT_OPSET,
+    )
+
+
 def count_weights(path: Path) -> tuple[int, int]:
     """Elements and bytes of the weights ``path`` holds (initializers and constants),
     counted from their shapes: what ``zoo verify`` compares its metadata against."""
@@ -186,6 +199,7 @@ def register_exporters(register):
             files=side_files,
             intermediates=intermediates,
             count_weights=count_weights,
+            warm_up=warm_up,
             default_opset=DEFAULT_OPSET,
             opsets=(MIN_OPSET, MAX_OPSET),
             options=("fold_linear",),

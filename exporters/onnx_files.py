@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 PROTOBUF_LIMIT = 2**31  # no ONNX file itself (weights apart) can be larger
+KEEP_BYTES = 64 * 2**20  # a file up to this size stays in memory for the checker and the session; a larger one is read from disk
 SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
 
 
@@ -25,8 +26,9 @@ def read_model(path: Path) -> tuple[Any, bytes | None]:
 
 
 class _Read(NamedTuple):
-    model: Any  # onnx.ModelProto, without external data
-    data: bytes | None  # the file's bytes; None when its weights are external
+    model: Any  # onnx.ModelProto; a large file's without its weights' bytes (their shapes stay)
+    data: bytes | None  # the file's bytes; None when its weights are external or it is large
+    external: bool = False  # its weights are in side files
 
 
 def _read(path: Path) -> _Read:
@@ -36,7 +38,7 @@ def _read(path: Path) -> _Read:
     if stat.st_size > PROTOBUF_LIMIT:  # refused before reading: protobuf cannot parse it anyway
         raise ValueError(f"{Path(path).name} is {stat.st_size / 2**30:.3g} GiB; an ONNX file (weights apart) is under 2 GiB")
     read = _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
-    if read.data is None:  # each time: the side files may have changed since the file was parsed
+    if read.external:  # each time: the side files may have changed since the file was parsed
         check_external_data(read.model, Path(path).parent)
     return read
 
@@ -49,7 +51,14 @@ def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
     data = Path(path).read_bytes()
     model = onnx.load_model_from_string(data)  # external data stays on disk
     external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
-    return _Read(model, None if external else data)
+    if external or len(data) <= KEEP_BYTES:
+        return _Read(model, None if external else data, external)
+    # Large: the parse keeps what the metadata, side files and sizes need, not a
+    # second and third copy of the weights; the checker and the runtimes read the path.
+    del data
+    for tensor in model.graph.initializer:
+        tensor.ClearField("raw_data")
+    return _Read(model, None, False)
 
 
 def tensor_size(tensor: Any) -> tuple[int, int]:

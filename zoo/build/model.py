@@ -38,6 +38,7 @@ class BuiltModel:
     weights: dict[str, str] | None = None  # {"path": ..., "sha256": ..., "tensors_sha256": ...}
     sizes: dict[str, int] = field(default_factory=dict)  # --size: chosen sizes of dynamic dims for the export sample
     params: dict[str, Any] = field(init=False)
+    released: bool = field(init=False, default=False)  # its weights were freed (``release_weights``)
 
     def __post_init__(self) -> None:
         self.params = {**self.arch.defaults, **self.overrides}
@@ -56,6 +57,8 @@ class BuiltModel:
         any key order; exporters that flatten outputs label them by position)."""
         import torch
 
+        if self.released:
+            raise RuntimeError(f"{self.arch.name}: its weights were released after verification; build it again")
         with torch.set_grad_enabled(grad), ieee_float32(self.device), plugin_code():
             try:
                 result = call_module(self.arch, self.module, inputs)
@@ -70,6 +73,22 @@ def call_module(arch: Architecture, module: Any, inputs: Mapping[str, Any]) -> A
     """``module``'s forward on ``inputs``: by keyword where the architecture says
     so, else by position in declared order."""
     return module(**inputs) if arch.keyword_inputs else module(*inputs.values())
+
+
+def weight_bytes(built: BuiltModel) -> int:
+    """Bytes of the module's parameters and buffers (tied ones once)."""
+    tensors = {id(t): t for t in [*built.module.parameters(), *built.module.buffers()]}.values()
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def release_weights(built: BuiltModel) -> None:
+    """Free the module's weights (moved to torch's ``meta`` device, which holds no
+    data): a large model's runtime copy then loads into the memory they held."""
+    import gc
+
+    built.module.to("meta")
+    built.released = True
+    gc.collect()  # an exporter's program in a reference cycle may still hold the old tensors
 
 
 @contextmanager

@@ -21,8 +21,9 @@ from zoo.check.task_calls import (
 )
 from zoo.errors import CheckFailed
 from zoo.host.plugin_calls import plugin_code, plugin_fault
+from zoo.progress import stage
 from zoo.records import Record, json_field
-from zoo.text import dtype_text
+from zoo.text import dtype_text, human_bytes
 
 
 @dataclass
@@ -121,6 +122,7 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
         if total is None:  # no task: still prove gradients flow
             floats = [v for v in outputs.values() if v.is_floating_point()]
             total = sum(v.float().mean() for v in floats) if floats else None
+        stage("check: backward")
         _check_gradients(built, total, result)
     return result
 
@@ -156,21 +158,33 @@ def _check_other_sizes(built: BuiltModel, result: CheckResult) -> None:
 
 
 def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None:
+    """Backward from ``total``; each gradient is measured and freed the moment
+    autograd accumulates it (a post-accumulate-grad hook), so the pass never
+    holds a gradient for every weight: at most the ones still in flight."""
     params = [(name, p) for name, p in built.module.named_parameters() if p.requires_grad]
     for _, p in params:
         p.grad = None
     if total is None or not params:
         result.gradients = {"parameters": len(params), "checked": False}
         return
-    with plugin_code():  # a custom autograd Function's backward is the plugin's code too
-        try:
-            total.backward()
-        except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
-            if not plugin_fault(exc):
-                raise
-            raise CheckFailed(f"{built.arch.name}: backward pass raised {type(exc).__name__}: {exc}") from exc
-    missing = [name for name, p in params if p.grad is None]
-    squares = {name: _squared_sum(p.grad) for name, p in params if p.grad is not None}
+    squares: dict[str, float] = {}
+    total_bytes = sum(p.numel() * p.element_size() for _, p in params)
+    done = [0]  # bytes of weights whose gradient has been checked, for a terminal
+    hooks = [p.register_post_accumulate_grad_hook(_measure_and_free(name, squares, done, total_bytes)) for name, p in params]
+    try:
+        with plugin_code():  # a custom autograd Function's backward is the plugin's code too
+            try:
+                total.backward()
+            except BaseException as exc:  # noqa: BLE001 - the model's own bug (sys.exit() too), reported as a failed check
+                if not plugin_fault(exc):
+                    raise
+                raise CheckFailed(f"{built.arch.name}: backward pass raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for _, p in params:
+            p.grad = None
+    missing = [name for name, _ in params if name not in squares]
     bad = [name for name, value in squares.items() if not math.isfinite(value)]
     norm = math.sqrt(sum(squares.values()))
     result.gradients = {"parameters": len(params), "checked": True, "no_grad": missing, "non_finite": bad, "norm": norm}
@@ -182,8 +196,16 @@ def _check_gradients(built: BuiltModel, total: Any, result: CheckResult) -> None
         )
     if bad:
         result.failures.append(f"non-finite gradients for {', '.join(bad)}")
-    for _, p in params:
-        p.grad = None
+
+
+def _measure_and_free(name: str, squares: dict[str, float], done: list[int], total_bytes: int) -> Any:
+    def hook(param: Any) -> None:
+        squares[name] = squares.get(name, 0.0) + _squared_sum(param.grad)  # tied weights: one parameter, one hook
+        param.grad = None
+        done[0] += param.numel() * param.element_size()
+        stage(f"check: backward, gradients of {human_bytes(done[0])} of {human_bytes(total_bytes)} of weights checked")
+
+    return hook
 
 
 def _clip(names: list[str], limit: int = 5) -> str:

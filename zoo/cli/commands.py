@@ -200,6 +200,10 @@ def check_command(
 @atol_option
 @inputs_option
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option(
+    "--update", is_flag=True,
+    help="Keep an existing file zoo wrote when it records this export's settings and versions and still verifies; re-export it otherwise.",
+)
 @variant_options("Place", "instead, once it meets the acceptance criteria")
 @click.option("--min-agreement", type=float, help="Variant: least fraction of rows whose argmax/threshold agrees with PyTorch (0.99).")
 @click.option("--max-loss-change", type=float, help="Variant: largest relative change of the loss (0.05).")
@@ -240,6 +244,7 @@ def export_command(
       zoo export --all -o exported/ --jobs 2 --shard 1/4
       zoo export binary --runtime all
       zoo export binary --runtime openvino:inference_precision=f32
+      zoo export --all -o exported/ --update
     """
     from zoo.export.plan import ExportRequest, plan_export
     from zoo.export.workers import run_plan
@@ -251,10 +256,10 @@ def export_command(
         plan = plan_export(zoo, ExportRequest(name, export_all, report=report, jobs=jobs, shard=shard, **options))
     with terminal_progress(plan.targets[0].arch.name if not export_all else None, as_json):
         results = run_plan(plan, jobs, zoo, None if as_json or not export_all else lambda line: click.echo(line, err=True))
+        records = [r.to_dict() for r in results]  # the files' sha256 is computed here: a terminal sees how far
     failed = next((r for r in results if not r.ok), None)
     if not export_all and isinstance(failed, FailedExport) and failed.exit_code != 1 and failed.exception is not None:
         raise failed.exception  # a usage error (a parameter the build refused): one line, as before any work
-    records = [r.to_dict() for r in results]
     record = records if export_all else records[0]
     if report is not None:  # side files (NAME.onnx.data) are known only now
         placed = [p.name for r in results if isinstance(r, ExportResult) and r.ok and r.placed for p in r.files]

@@ -151,6 +151,10 @@ def export_lines(result: Any, verb: str = "export", detail: bool = False) -> lis
             lines.append(f"  file      {record['path']}  {human_bytes(record['bytes'])}  sha256 {record['sha256'][:16]}…")
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     lines.append(f"  time      {timings}")
+    if getattr(result, "update", None) is not None and result.ok:  # --update: kept, or why it was exported again
+        update = result.update
+        lines.append("up to date (verified)" if update["status"] == "up to date" else f"exported again: {update['reason']}")
+        return lines
     lines.append("ok" if result.ok else f"{verb} FAILED")
     return lines
 
@@ -487,7 +491,21 @@ def export_summary(results: Sequence[Any], single: bool, detail: bool = False) -
     """``zoo export``: one export in full, or a table of several."""
     if single:
         return export_lines(results[0], detail=detail)
-    return [table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results])]
+    lines = [table(("NAME", "STATUS", "MAX ABS ERROR", "TIME", "FILE"), [summary_row(r) for r in results])]
+    states = [update_status(r) for r in results]
+    if any(state is not None for state in states):  # --update: what each file is now
+        failed = sum(not r.ok for r in results)
+        kept = sum(r.ok and state == "up to date" for r, state in zip(results, states))
+        lines.append(f"{len(results) - failed - kept} exported, {kept} up to date, {failed} failed")
+    return lines
+
+
+def update_status(result: Any) -> str | None:
+    """``--update``: "up to date" or "exported" (from a worker's record too); else ``None``."""
+    update = getattr(result, "update", None)
+    if update is None and hasattr(result, "record"):
+        update = result.record.get("update")
+    return None if update is None else update["status"]
 
 
 def needed_atol_text(stats: dict[str, Any]) -> str:

@@ -12,19 +12,21 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
-from zoo.build.model import BuiltModel, build_model
+from zoo.build.model import BuiltModel, build_model, release_weights, weight_bytes
 from zoo.build.shapes import dynamic_dims
 from zoo.build.trained import WeightsChoice, name_weights
-from zoo.errors import CheckFailed, ExportFailed, PluginError, ZooError
+from zoo.errors import CheckFailed, ExportFailed, PluginError, VerificationFailed, ZooError
 from zoo.export.plan import ExportPlan, Target, resolve_format
+from zoo.export.update import expected_metadata, stale_reason
 from zoo.files.paths import check_output_path
-from zoo.files.staging import OldSideFiles, check_side_files, old_side_files, place, staging
+from zoo.files.staging import OldSideFiles, check_side_files, old_side_files, place, side_files, staging
 from zoo.host.plugin_calls import call_exporter, code_location, reason
-from zoo.progress import timed
+from zoo.progress import stage, timed
 from zoo.spec.architecture import Dim
 from zoo.spec.exporter import Calibration, Exporter
 from zoo.spec.job import META_PREFIX, ExportJob, provenance
@@ -55,7 +57,12 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
             built = build_model(arch, plan.overrides, seed=plan.seed, device=plan.device, weights=plan.weights)
             built.sizes = {k: v for k, v in plan.sizes.items() if k in dynamic_dims(arch, built.params)}
             name_weights(built, WeightsChoice(plan.weights, plan.weights_entry) if plan.weights else None)
-            results.append(export_built(plan, built, target.path))
+            if target.recorded is not None:
+                results.append(export_or_keep(plan, built, target))
+            else:
+                results.append(export_built(plan, built, target.path, owned=True))
+                if plan.update:
+                    results[-1].update = {"status": "exported", "reason": "no file was there"}
         except ZooError as exc:
             results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))
         except BaseException as exc:  # noqa: BLE001 - a plugin's bug (even sys.exit()) must not stop the other architectures
@@ -66,6 +73,45 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
                 FailedExport(arch.name, f"{arch.name} (plugin {arch.plugin!r}) raised {reason(exc)} (run with -vv for the traceback)")
             )
     return results
+
+
+def export_or_keep(plan: ExportPlan, built: BuiltModel, target: Target) -> ExportResult:
+    """``--update`` of a file zoo wrote: kept when it records what this export would
+    and still verifies against ``built`` (a verification, no export); otherwise
+    exported again, replacing it (the ``--force`` rules)."""
+    assert target.recorded is not None
+    expected = expected_metadata(built, plan.exporter, plan.opset, plan.static, plan.options, plan.variant, plan.acceptance)
+    reason = stale_reason(target.recorded, expected)
+    if reason is None:
+        kept = verify_kept(plan, built, target.path)
+        if kept.ok:
+            return kept
+        failures = kept.verification.failures if kept.verification is not None else []
+        reason = "it no longer verifies against the model: " + (failures[0] if failures else kept.error or "verification failed")
+    result = export_built(replace(plan, force=True), built, target.path, owned=True)
+    result.update = {"status": "exported", "reason": reason}
+    return result
+
+
+def verify_kept(plan: ExportPlan, built: BuiltModel, path: Path) -> ExportResult:
+    """The existing file ``path`` verified against ``built``, as an up-to-date result."""
+    result = ExportResult(built, plan.exporter, plan.opset, plan.static, files=[path])
+    with timed(result.timings, "verify"):
+        try:
+            check_artifact(plan.exporter, path)
+            result.files = [path, *side_files(plan.exporter, path, error=VerificationFailed)]
+            result.verifications = verify_on_runtimes(
+                built, plan.exporter, path, plan.runtimes, plan.static, plan.rtol, plan.atol,
+                acceptance=plan.acceptance if plan.variant else None, extra=plan.inputs, timeout=plan.timeout,
+            )
+            result.verification = result.verifications[0]
+        except VerificationFailed as exc:
+            result.error = str(exc)
+            return result
+    if not result.ok_on_every_runtime:
+        result.error = failure_text(next(v for v in result.verifications if not v.ok))
+    result.update = {"status": "up to date", "reason": "verified"}
+    return result
 
 
 def export_model(
@@ -94,10 +140,12 @@ def export_model(
     return export_built(plan, built, output)
 
 
-def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportResult:
+def export_built(plan: ExportPlan, built: BuiltModel, output: Path, owned: bool = False) -> ExportResult:
     """Check, export into a staging folder, check the file, verify it there, then
     move the files into place. Raises on a failed check or export; a failed
-    verification places nothing and returns a result whose ``ok`` is False."""
+    verification places nothing and returns a result whose ``ok`` is False.
+    ``owned``: the pipeline built ``built`` and nothing uses it afterwards, so a
+    large model's weights are freed once PyTorch's reference outputs exist."""
     from zoo.check.checks import check_model
 
     exporter = plan.exporter
@@ -111,11 +159,10 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path) -> ExportRes
         with timed(result.timings, "export"):
             written = run_exporter(exporter, job, output)
         result.export_stats = job.stats
-        check_side_files(written, job.path, output, plan.force)  # fail before verifying; place() checks again
         with timed(result.timings, "verify"):
-            check_artifact(exporter, job.path)
             result.verifications = verify_on_runtimes(
-                built, exporter, job.path, plan.runtimes, plan.static, plan.rtol, plan.atol, extra=plan.inputs, timeout=plan.timeout
+                built, exporter, job.path, plan.runtimes, plan.static, plan.rtol, plan.atol, extra=plan.inputs, timeout=plan.timeout,
+                before_load=before_load(plan, built, written, job.path, output, owned),
             )
             result.verification = result.verifications[0]
         if not result.ok_on_every_runtime:  # nothing is placed: a file that computes the wrong thing must not look good
@@ -155,6 +202,29 @@ def static_batch(plan: ExportPlan, job: ExportJob) -> int | None:
     if not plan.static:
         return None
     return int(next(iter(job.sample.values())).shape[0])
+
+
+RELEASE_BYTES = 256 * 2**20  # below this the second copy costs little, and a failure keeps its first divergence
+
+
+def before_load(plan: ExportPlan, built: BuiltModel, written: list[Path], path: Path, output: Path, owned: bool) -> Callable[[], bool]:
+    """What ``verify_files`` calls once PyTorch's outputs exist: frees a large
+    model's weights (when the pipeline owns it and no variant still needs it),
+    then checks the files, which reads them, before the runtime loads them."""
+
+    def run() -> bool:
+        # not with a variant, a second runtime or a claim to score to come: they need PyTorch's weights again
+        release = (
+            owned and plan.variant is None and len(plan.runtimes) <= 1 and plan.eval_path is None and weight_bytes(built) >= RELEASE_BYTES
+        )
+        if release:
+            release_weights(built)  # in place: the job's module is the same object
+        check_side_files(written, path, output, plan.force)  # place() checks again
+        stage(f"verify: {plan.exporter.name} check of {path.name}")
+        check_artifact(plan.exporter, path)
+        return release
+
+    return run
 
 
 def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Path, output: Path, result: ExportResult) -> list[Path]:

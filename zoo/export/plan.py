@@ -23,6 +23,7 @@ from zoo.build.model import check_device, check_seed
 from zoo.build.shapes import dynamic_dims, parse_dim_sizes
 from zoo.build.trained import eval_set_file, resolve_weights
 from zoo.errors import OutputPathError, UsageError, ZooError
+from zoo.export.update import recorded_metadata
 from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
@@ -42,6 +43,7 @@ class Target:
     arch: Architecture
     path: Path
     refused: ZooError | None = None  # why it cannot be written (with --all, that target's failure)
+    recorded: dict[str, str] | None = None  # --update: the zoo metadata of the file zoo wrote there earlier
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ExportPlan:
     atol: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     force: bool = False
+    update: bool = False  # keep a file zoo wrote that is still what this export would write (zoo.export.update)
     seed: int = 0
     device: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
@@ -122,6 +125,7 @@ class ExportRequest:
     rtol: Any = None  # --rtol/--atol text from the command line, or numbers
     atol: Any = None
     force: bool = False
+    update: bool = False
     seed: int = 0
     device: str = "cpu"
     weights: str | Path | None = None  # a weight set's name, or a state dict file
@@ -198,7 +202,7 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     check_device(r.device)  # fail before any work when the device is missing
     plan = ExportPlan(
         exporter=exporter, targets=targets, opset=opset, static=r.static, rtol=rtol, atol=atol, options=options, force=r.force,
-        seed=r.seed, device=r.device, overrides=overrides, weights=choice.path if choice else None,
+        update=r.update, seed=r.seed, device=r.device, overrides=overrides, weights=choice.path if choice else None,
         weights_entry=choice.entry if choice else None, eval_path=eval_set_path(choice), report=r.report, variant=variant,
         acceptance=acceptance, inputs=cases, input_files=[Path(f) for f in r.inputs], timeout=r.timeout, sizes=chosen,
         calibration=calibrating, calibration_files=[Path(f) for f in r.calibration], min_speedup=r.min_speedup,
@@ -209,9 +213,11 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     if r.export_all:  # every option is valid: only now make the folder, then see which files can be written
         make_export_folder(targets[0].path.parent)
         mine = shard_of(targets, *parse_shard(r.shard)) if r.shard is not None else targets
-        plan.targets = [refuse_existing(t, r.force) for t in mine]
+        plan.targets = [refuse_existing(t, r.force, exporter if r.update else None) for t in mine]
     else:  # before the build: a big model costs seconds and GBs
-        check_output_path(targets[0].path, r.force)
+        plan.targets = [refuse_existing(targets[0], r.force, exporter if r.update else None)]
+        if plan.targets[0].refused is not None:
+            raise plan.targets[0].refused
     return plan
 
 
@@ -282,10 +288,21 @@ def shard_of(targets: list[Target], index: int, count: int) -> list[Target]:
     return sorted(targets, key=lambda t: t.arch.name)[index - 1 :: count]
 
 
-def refuse_existing(target: Target, force: bool) -> Target:
-    """``target``, with the reason its path cannot be written, if any."""
+def refuse_existing(target: Target, force: bool, update: Exporter | None = None) -> Target:
+    """``target``, with the reason its path cannot be written, if any. With
+    ``update`` (the format's exporter, for ``--update``) an existing file zoo
+    wrote may be replaced, and its metadata is kept to compare; one zoo did not
+    write is refused as without ``--update``."""
+    recorded = recorded_metadata(update, target.path) if update is not None else None
     try:
-        check_output_path(target.path, force)
+        check_output_path(target.path, force or recorded is not None)
+    except OutputPathError as exc:
+        refused = exc
+        if update is not None and not force and target.path.is_file() and not target.path.is_symlink():
+            refused = OutputPathError(
+                f"{str(target.path)!r} already exists and zoo did not write it; --update leaves it alone (pass --force to overwrite it)"
+            )
+        return Target(target.arch, target.path, refused)
     except ZooError as exc:
         return Target(target.arch, target.path, exc)
-    return target
+    return Target(target.arch, target.path, recorded=recorded)

@@ -17,6 +17,7 @@ ends the command in one line naming the targets left unfinished.
 from __future__ import annotations
 
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from zoo.build.model import dry_build
 from zoo.errors import ExportFailed, UsageError, ZooError
 from zoo.export.pipeline import export_targets
 from zoo.export.plan import ExportPlan, Target
@@ -47,6 +49,7 @@ from zoo.interrupts import (
 from zoo.verify.results import FailedExport, Outcome
 from zoo.verify.runtimes import RuntimeChoice
 
+log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to remove its staging before it is killed
 
 
@@ -88,12 +91,13 @@ def export_in_workers(
     others = set(multiprocessing.active_children())  # a host program's own children: never ours to stop
     with signals_blocked():  # multiprocessing's helper ignores SIGINT and SIGTERM; started now, SIGHUP stays held in it too
         resource_tracker.ensure_running()
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads, list(plugin_sources))) as pool:
+    warm = (plan.exporter.name, plan.opset)
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(plugin_modules, threads, list(plugin_sources), warm)) as pool:
         pending: dict[Future[Finished], int] = {}
         try:
             with signals_blocked():  # workers start (here, on submit) with them held, until their own handlers are set
-                for index, target in enumerate(plan.targets):
-                    pending[pool.submit(_export_one, _portable(plan, target))] = index
+                for index in longest_first(plan.targets):
+                    pending[pool.submit(_export_one, _portable(plan, plan.targets[index]))] = index
             for future, index in _as_completed(pending):
                 results[index] = future.result()
                 if on_done is not None:
@@ -159,6 +163,7 @@ class _PortableTarget:
     refused: str | None
     refused_code: int
     format_name: str
+    recorded: dict[str, str] | None
     plan: ExportPlan  # its exporter, targets and runtimes left out: the worker has its own, from the same plugins
     runtimes: list[tuple[str, dict[str, str]]]  # by name and settings: a Runtime's callables do not pickle
 
@@ -167,7 +172,7 @@ def _portable(plan: ExportPlan, target: Target) -> _PortableTarget:
     refused = target.refused
     return _PortableTarget(
         target.arch.name, str(target.path), None if refused is None else str(refused),
-        0 if refused is None else refused.exit_code, plan.exporter.name, replace(plan, exporter=None, targets=[], runtimes=[]),
+        0 if refused is None else refused.exit_code, plan.exporter.name, target.recorded, replace(plan, exporter=None, targets=[], runtimes=[]),
         [(c.name, c.settings) for c in plan.runtimes],
     )
 
@@ -178,7 +183,20 @@ _worker_zoo: Any = None
 _exporting = False  # whether a worker is inside an export (with staging to remove) or waiting for one
 
 
-def _start_worker(plugin_modules: list[tuple[str, str]], threads: int, sources: list[str]) -> None:
+def longest_first(targets: list[Target]) -> list[int]:
+    """Target indices, the largest model first (by its parameter count from a build
+    on torch's ``meta`` device): the longest export must not start last."""
+    def size(index: int) -> int:
+        try:
+            dry = dry_build(targets[index].arch, {}, limit_bytes=2**34)
+        except Exception:  # noqa: BLE001 - a plugin's build that fails here fails in its export, with its reason
+            return 0
+        return 0 if dry is None else dry.elements
+
+    return sorted(range(len(targets)), key=lambda index: -size(index))
+
+
+def _start_worker(plugin_modules: list[tuple[str, str]], threads: int, sources: list[str], warm: tuple[str, int | None]) -> None:
     for signum in HANDLED:  # first: a signal while torch imports ends the worker without a traceback
         signal.signal(signum, _worker_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)  # held since the parent started this process (one may be waiting)
@@ -195,6 +213,21 @@ def _start_worker(plugin_modules: list[tuple[str, str]], threads: int, sources: 
     torch.set_num_threads(threads)
     extra: list[tuple[str, ModuleType]] = [(name, importlib.import_module(module)) for name, module in plugin_modules]
     _worker_zoo = load_zoo(extra=extra, plugins=sources)
+    _warm_up(*warm)
+
+
+def _warm_up(format_name: str, opset: int | None) -> None:
+    """The format's one-off start-up cost, paid before the first target arrives."""
+    from zoo.host.plugin_calls import quiet_exporter
+
+    exporter = _worker_zoo.exporters.get(format_name)
+    if exporter is None or exporter.warm_up is None:
+        return
+    try:
+        with quiet_exporter():
+            exporter.warm_up(opset)
+    except Exception:  # noqa: BLE001 - only a head start: the export itself reports any real problem
+        log.debug("warming up %s failed", format_name, exc_info=True)
 
 
 def _worker_signal(signum: int, frame: object) -> None:
@@ -230,7 +263,8 @@ def _export(portable: _PortableTarget) -> Finished:
         refused.exit_code = portable.refused_code
     runtimes = [RuntimeChoice(zoo.runtime(name) if name else None, chosen) for name, chosen in portable.runtimes]
     plan = replace(
-        portable.plan, exporter=zoo.exporter(portable.format_name), targets=[Target(arch, Path(portable.path), refused)], runtimes=runtimes
+        portable.plan, exporter=zoo.exporter(portable.format_name), targets=[Target(arch, Path(portable.path), refused, portable.recorded)],
+        runtimes=runtimes,
     )
     (result,) = export_targets(plan)
     exit_code = 0 if result.ok else result.exit_code if isinstance(result, FailedExport) else 1

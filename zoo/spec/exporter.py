@@ -73,6 +73,9 @@ class Exporter:
     # count_weights(path) -> (elements, bytes) of the weights a file holds, from its shapes
     # alone: ``zoo verify`` refuses metadata that would build far more than that
     count_weights: Callable[[Any], tuple[int, int]] | None = None
+    # warm_up(opset): what a first export pays once per process (imports, the
+    # exporter's tables); ``--jobs`` workers call it before their first target
+    warm_up: Callable[[int | None], None] | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "exporter")

@@ -92,10 +92,15 @@ class ExportResult(Outcome):
     variant_verification: Verification | None = None  # the variant against PyTorch, by its criteria
     claim: Any = None  # zoo.verify.claim.ClaimResult: the weight set's claimed metric, re-scored
     verifications: list[Verification] = dataclasses.field(default_factory=list)  # one per runtime (--runtime); the first is ``verification``
+    update: dict[str, str] | None = None  # --update: {"status": "up to date" | "exported", "reason": ...}
 
     @property
     def ok_on_every_runtime(self) -> bool:
         return all(v.ok for v in self.verifications or [self.verification] if v is not None)
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.ok and self.update is not None and self.update["status"] == "up to date"
 
     @property
     def ok(self) -> bool:
@@ -116,7 +121,8 @@ class ExportResult(Outcome):
             return (self.name, "FAILED", "-", "-", self.error or "")
         seconds = sum(self.timings.values())
         shown = str(self.files[0]) if self.ok else (self.error or "")
-        return (self.name, "ok" if self.ok else "FAILED", f"{self.verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
+        status = "up to date (verified)" if self.up_to_date else "ok" if self.ok else "FAILED"
+        return (self.name, status, f"{self.verification.max_abs:.2e}", f"{seconds:.1f}s", shown)
 
     def to_dict(self) -> dict[str, Any]:
         built = self.built
@@ -140,6 +146,7 @@ class ExportResult(Outcome):
                 "claim": self.claim,
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
                 "versions": versions(),
+                **({} if self.update is None else {"update": self.update}),
             }
         )
 

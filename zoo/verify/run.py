@@ -21,6 +21,7 @@ from zoo.build.model import BuiltModel
 from zoo.build.shapes import VERIFY_SEED_OFFSET, dynamic_dims, verification_cases
 from zoo.errors import ParameterError, UsageError, VerificationFailed, one_line
 from zoo.host.plugin_calls import quiet_exporter
+from zoo.progress import stage
 from zoo.spec.architecture import Architecture, Dim
 from zoo.spec.exporter import Exporter
 from zoo.spec.runner import Runner
@@ -67,42 +68,50 @@ def verify_files(
     match_io: bool = False,
     timeout: float | None = None,
     runtime: RuntimeChoice | None = None,
+    before_load: Callable[[], bool] | None = None,
 ) -> Verification:
     """Run the exported model and PyTorch on fresh inputs at several sizes (and on
     ``extra``, the user's own) and compare every output: against tolerances, or
     for a variant (int8, fp16), by its ``acceptance`` criteria. ``match_io``: the
     file's inputs and outputs may have other names (a file zoo did not write).
-    Past ``timeout`` seconds (``--timeout``) the running call is stopped. ``runtime``:
-    which runtime and settings run the file (default: the format's own runner)."""
-    import torch
+    Past ``timeout`` seconds (``--timeout``) the running call, or the file's
+    loading, is stopped. ``runtime``: which runtime and settings run the file
+    (default: the format's own runner).
 
+    PyTorch's outputs for every case are computed before the runtime loads the
+    file; then ``before_load`` runs: it may free PyTorch's weights (it returns
+    whether it did), so two copies of a large model's weights never coexist."""
     arch = built.arch
     start = time.perf_counter()
     deadline = None if timeout is None else time.monotonic() + timeout
+    generated = verification_cases(arch, built.params, built.sizes)[: 1 if static else None]
+    cases = case_inputs(built, generated, extra)
+    feeds, references = pytorch_side(built, cases)
+    released = before_load() if before_load is not None else False
     choice = runtime or RuntimeChoice(None)
+    stage(f"verify: loading {path.name} into {choice.name or exporter.name}")
     # session creation (constant folding) is under --timeout too
     runner = run_stoppable(Loading(lambda: load_runner(exporter, choice, path, built.device)), {}, deadline, timeout)
     if static:
         check_static(runner, path)
     if match_io:
         runner = renamed_io(runner, arch, path.name)
-    cases: list[tuple[dict[str, int], dict[str, Any], str | None, int, dict[str, Any]]] = []
     fixed = fixed_sizes(runner, arch, built.params)  # a static file (zoo's or foreign) takes only its own sizes
-    for index, sizes in enumerate(file_cases(verification_cases(arch, built.params, built.sizes)[: 1 if static else None], fixed)):
-        seed = built.seed + VERIFY_SEED_OFFSET + index
-        cases.append((dict(sizes), built.sample_inputs(sizes, seed=seed), None, seed, {}))
-    for index, case in enumerate(extra):
-        dtypes = {inp.name: getattr(torch, inp.dtype) for inp in arch.inputs}
-        tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
-        cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index, case.labels))
+    at_fixed = file_cases(generated, fixed)
+    if at_fixed != generated:
+        if released:  # zoo's own files take the sizes it generates: only a foreign one gets here
+            raise VerificationFailed(f"{path.name} fixes {fixed}, and PyTorch's weights were freed; run 'zoo verify' on it")
+        cases = case_inputs(built, at_fixed, extra)
+        feeds, references = pytorch_side(built, cases)
     labelled = frozenset(name for case in extra for name in case.labels)  # outputs whose metrics judge a variant
     info = runner.info
     verification = Verification(runtime=info.description, providers=list(info.providers), note=info.note, runner=info.to_dict())
     verification.fixed = fixed
     first_failed = None
-    for sizes, inputs, source, seed, labels in cases:
+    for number, ((sizes, inputs, source, seed, labels), feed, reference) in enumerate(zip(cases, feeds, references), 1):
+        stage(f"verify: case {number} of {len(cases)} ({case_label(sizes)})")
         result = run_case(
-            built, exporter, runner, sizes, inputs, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout,
+            built, exporter, runner, sizes, feed, reference, seed, rtol, atol, verification.tolerances, acceptance, deadline, timeout,
             Labelled(labels, labelled, source or ""),
         )
         result.source = source
@@ -111,11 +120,41 @@ def verify_files(
             first_failed = inputs
     if acceptance is not None:
         verification.tolerances = {}
+    elif released and first_failed is not None:
+        verification.note = "PyTorch's weights were freed to fit memory: run 'zoo verify' on the file for the first divergence"
     elif first_failed is not None and (expose := intermediates_of(exporter, choice)) is not None:
         feed_names = runner.feed_names if isinstance(runner, RenamedRunner) else None
         verification.first_divergence = first_divergence(built, expose, path, first_failed, rtol, atol, feed_names)
     verification.seconds = time.perf_counter() - start
     return verification
+
+
+Case = tuple[dict[str, int], dict[str, Any], "str | None", int, dict[str, Any]]  # sizes, inputs, source, seed, labels
+
+
+def case_inputs(built: BuiltModel, generated: list[dict[str, int]], extra: Sequence[InputCase]) -> list[Case]:
+    """The generated cases' inputs (seeded apart from the export sample), then the user's."""
+    import torch
+
+    arch = built.arch
+    cases: list[Case] = []
+    for index, sizes in enumerate(generated):
+        seed = built.seed + VERIFY_SEED_OFFSET + index
+        cases.append((dict(sizes), built.sample_inputs(sizes, seed=seed), None, seed, {}))
+    for index, case in enumerate(extra):
+        dtypes = {inp.name: getattr(torch, inp.dtype) for inp in arch.inputs}
+        tensors = {name: torch.from_numpy(array.copy()).to(built.device, dtypes[name]) for name, array in case.inputs.items()}
+        cases.append((case.sizes, tensors, case.source, built.seed + VERIFY_SEED_OFFSET + len(cases) + index, case.labels))
+    return cases
+
+
+def pytorch_side(built: BuiltModel, cases: list[Case]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each case's feed for the runtime (copied before forward: a model may change its
+    inputs) and PyTorch's outputs on it."""
+    feeds = [{name: as_numpy(t) for name, t in inputs.items()} for _, inputs, _, _, _ in cases]
+    stage("verify: PyTorch's outputs")
+    references = [{k: v.detach().cpu() for k, v in built.forward(inputs).items()} for _, inputs, _, _, _ in cases]
+    return feeds, references
 
 
 @dataclass(frozen=True)
@@ -128,20 +167,20 @@ class Labelled:
 
 
 def run_case(
-    built: BuiltModel, exporter: Exporter, runner: Runner, sizes: dict[str, int], inputs: dict[str, Any], seed: int,
-    rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]], acceptance: Acceptance | None = None,
-    deadline: float | None = None, timeout: float | None = None, labelled: Labelled = Labelled(),
+    built: BuiltModel, exporter: Exporter, runner: Runner, sizes: dict[str, int], feed: dict[str, Any], reference: dict[str, Any],
+    seed: int, rtol: ToleranceOption, atol: ToleranceOption, tolerances: dict[str, dict[str, float]],
+    acceptance: Acceptance | None = None, deadline: float | None = None, timeout: float | None = None,
+    labelled: Labelled = Labelled(),
 ) -> CaseResult:
-    """One case: the exported model and PyTorch on the same inputs, every output compared.
-    ``labelled.source``: the user's file the inputs came from (named in every failure), else generated."""
+    """One case: the exported model on ``feed`` against PyTorch's ``reference`` outputs, every
+    output compared. ``labelled.source``: the user's file the inputs came from (named in every
+    failure), else generated."""
     import numpy as np
     import torch
 
     arch = built.arch
     source = labelled.source or None
     label = f"{source} ({case_label(sizes)})" if source else case_label(sizes)
-    feed = {name: as_numpy(t) for name, t in inputs.items()}  # copied before forward: a model may change its inputs
-    reference = built.forward(inputs)
     log.debug("running %s on %s", exporter.name, case_label(sizes))
     try:
         with quiet_exporter():
@@ -155,7 +194,7 @@ def run_case(
     outputs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     for spec in arch.outputs:
-        ref = reference[spec.name].detach().cpu()
+        ref = reference[spec.name]
         dtype = dtype_text(ref.dtype)
         tol = tolerance_for(arch, built.device, dtype, rtol, atol, spec.name)
         tolerances[spec.name] = {"rtol": tol.rtol, "atol": tol.atol} if tol else {"rtol": 0.0, "atol": 0.0}
@@ -374,9 +413,12 @@ def verify_on_runtimes(
     """``verify_files`` once per runtime, in order; a runtime that fails at tolerance
     is rerun under its precise settings and its verification says what that showed."""
     verifications = []
-    for choice in runtimes or [RuntimeChoice(None)]:
-        verification = verify_files(built, exporter, path, static, rtol, atol, runtime=choice, **options)
-        if options.get("acceptance") is None:
+    before_load = options.pop("before_load", None)  # once: the file's checks, and maybe freeing PyTorch's weights
+    for index, choice in enumerate(runtimes or [RuntimeChoice(None)]):
+        verification = verify_files(
+            built, exporter, path, static, rtol, atol, runtime=choice, before_load=before_load if index == 0 else None, **options
+        )
+        if options.get("acceptance") is None and not built.released:  # a rerun needs PyTorch's weights
             verification.diagnosis = diagnose(
                 choice, verification, lambda precise: verify_files(built, exporter, path, static, rtol, atol, runtime=precise, **options)
             )
