@@ -115,3 +115,10 @@ class OpsetOption(click.Option):
     @help.setter
     def help(self, _text: str | None) -> None:  # click.Option.__init__ assigns it
         pass
+
+
+def finite_seconds(value: float, flag: str) -> float:
+    """A number of seconds click's FloatRange took: NaN gets through it."""
+    if value != value:
+        raise click.BadParameter(f"{flag} nan is not a number of seconds")
+    return value

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from types import SimpleNamespace
 from typing import Any
 
+from zoo.cli.render_variants import claim_line, labelled_drops, metric_lines, speed_lines, variant_lines
 from zoo.spec.architecture import Architecture
 from zoo.spec.params import format_value
 from zoo.text import human_bytes, human_rate, human_seconds, sizes_text
@@ -211,86 +211,16 @@ def case_name(case: Any) -> str:
     return f"{case.source} ({sizes})" if case.source else sizes
 
 
-def labelled_drops(verification: Any) -> dict[str, str]:
-    """Metric name -> its allowed drop as text, for the metrics a variant's labelled cases judged."""
-    from zoo.verify.acceptance import drop_text
-
-    found = {}
-    for case in verification.cases if verification is not None else []:
-        for stats in case.outputs.values():
-            for name, metric in stats.get("metrics", {}).items():
-                if metric.get("max_drop") is not None:
-                    found[name] = drop_text(metric["max_drop"], metric)
-    return found
 
 
-def metric_lines(result: Any) -> list[str]:
-    """One line per labelled case and output: each metric on PyTorch, the float file and the variant, and the change."""
-    from zoo.verify.acceptance import metric_text
-
-    exported = result.exporter.name
-    variant = result.variant["name"] if result.variant is not None else None
-    float_cases = [] if result.variant is not None and result.variant_verification is None else result.verification.cases
-    candidates = {(c.source, name): stats.get("metrics", {}) for c in float_cases for name, stats in c.outputs.items()}
-    float_losses = {(c.source, name): stats["loss"]["exported"] for c in float_cases for name, stats in c.outputs.items() if "loss" in stats}
-    judged = result.variant_verification.cases if result.variant_verification is not None else result.verification.cases
-    lines = []
-    for case in judged:
-        for out_name, stats in case.outputs.items():
-            for metric_name, found in stats.get("metrics", {}).items():
-                floated = candidates.get((case.source, out_name), {}).get(metric_name)
-                sides = [("torch", found["torch"])]
-                if variant is not None and floated is not None:
-                    sides.append((exported, floated["candidate"]))
-                sides.append((variant or exported, found["candidate"]))
-                shown = "  ".join(f"{side} {metric_text(value, found)}" for side, value in sides)
-                verdict = "" if found.get("max_drop") is None or variant is None else ("  ok" if found["ok"] else "  NOT ACCEPTED")
-                lines.append(f"  metric    {case.source} {out_name}: {metric_name}  {shown}  ({change_text(found)}){verdict}")
-                worst = found.get("most_changed_class")
-                if worst is not None and worst["change"] != 0:
-                    lines.append(
-                        f"            most changed class {worst['class']}: {worst['torch']:.1%} → {worst['candidate']:.1%} "
-                        f"({signed(worst['change'], True)} pp, {worst['rows']} rows)"
-                    )
-            if stats.get("metrics") and "loss" in stats:
-                loss, floated = stats["loss"], float_losses.get((case.source, out_name))
-                sides = [("torch", loss["torch"])] + ([(exported, floated)] if variant is not None and floated is not None else [])
-                lines.append(loss_line(case.source, out_name, [*sides, (variant or exported, loss.get("variant", loss.get("exported")))]))
-    return lines
 
 
-def signed(value: float, percent: bool) -> str:
-    """``+0.19`` / ``−0.56`` (a true minus sign), in percentage points when ``percent``."""
-    text = f"{value * 100:+.2f}" if percent else f"{value:+.4g}"
-    return text.replace("-", "−")
 
 
-def change_text(found: dict[str, Any]) -> str:
-    """``+0.20 pp; 2 right→wrong, 3 wrong→right; 95% interval of the change −0.56…+0.93 pp``."""
-    unit = " pp" if found["percent"] else ""
-    parts = [signed(found["change"], found["percent"]) + unit]
-    if "right_to_wrong" in found:
-        parts.append(f"{found['right_to_wrong']} right→wrong, {found['wrong_to_right']} wrong→right")
-    low, high = found["interval"]
-    parts.append(f"95% interval of the change {signed(low, found['percent'])}…{signed(high, found['percent'])}{unit}")
-    return "; ".join(parts)
 
 
-def loss_line(source: str, out_name: str, sides: list[tuple[str, float]]) -> str:
-    shown = "  ".join(f"{side} {value:.6g}" for side, value in sides)
-    return f"  loss      {source} {out_name}: on its labels  {shown}"
 
 
-def speed_lines(variant: dict[str, Any]) -> list[str]:
-    speed = variant.get("speed")
-    lines = []
-    if speed:
-        rows = ", ".join(
-            f"{', '.join(f'{k}={v}' for k, v in row['sizes'].items()) or 'sample'} {row['speedup']:.2f}×" for row in speed["rows"]
-        )
-        lines.append(f"  speed     {variant['name']} vs float32 file, same runtime: {rows} (median of {speed['budget_s']:g} s of alternating calls)")
-    lines.extend(f"  warning   {warning}" for warning in variant.get("warnings", []))
-    return lines
 
 
 def runtime_table(verifications: Sequence[Any]) -> list[str]:
@@ -305,24 +235,6 @@ def runtime_table(verifications: Sequence[Any]) -> list[str]:
     return ["  runtimes", *("    " + line for line in table(("RUNTIME", "VERSION", "DEVICE", "PROVIDERS", "SETTINGS", "MAX ABS", "VERDICT"), rows).splitlines())]
 
 
-def variant_lines(variant: dict[str, Any], drops: dict[str, str] | None = None) -> list[str]:
-    """Which variant, how it was made, its size against the float32 file, and its criteria."""
-    criteria = variant["criteria"]
-    calibrated = variant.get("calibration", {}).get("text")
-    made = f" ({variant['method']}{', ' + calibrated if calibrated else ''})" if variant.get("method") else ""
-    criteria = criteria if hasattr(criteria, "min_agreement") else SimpleNamespace(**criteria)
-    size = ""
-    if variant.get("bytes"):
-        size = f": {human_bytes(variant['bytes'])}, {variant['bytes'] / variant['float32_bytes']:.2f}× the float32 file"
-    lines = [
-        f"  variant   {variant['name']}{made}{size}",
-        f"  accept    agreement ≥ {criteria.min_agreement:.1%}, loss change ≤ {criteria.max_loss_change:.0%}, "
-        f"p99 error ≤ {criteria.max_error:g}× RMS (regression) on every case",
-    ]
-    if drops:
-        allowed = ", ".join(f"{name} drop ≤ {drop}" for name, drop in drops.items())
-        lines[-1] = f"  accept    {allowed} on labelled cases; agreement, loss and error reported for labelled outputs, judged for others"
-    return lines
 
 
 def output_lines(sizes: str, name: str, stats: dict[str, Any], extra: str = "") -> list[str]:
@@ -353,32 +265,10 @@ def fold_lines(fold: dict[str, Any]) -> list[str]:
     return lines
 
 
-def claim_line(claim: Any) -> str:
-    """``accuracy 96.1% (claimed 96.1%) on the ...: torch 96.1%, onnx 96.1%  ok``; the headline is the placed file's."""
-    def show(value: float) -> str:
-        return f"{value:.1%}" if claim.metric == "accuracy" else f"{value:.4g}"
-
-    placed = list(claim.scores.values())[-1]
-    each = ", ".join(f"{label} {show(value)}" for label, value in claim.scores.items())
-    return (
-        f"  claim     {claim.metric} {show(placed)} (claimed {show(claim.claimed)}) on the {claim.eval_set}, {claim.rows} rows: "
-        f"{each}  {'ok' if claim.ok else 'MISSED'}"
-    )
 
 
-def weights_rows(weights: Iterable[Any]) -> list[tuple[str, ...]]:
-    return [(w.architecture, w.name + (" (default)" if w.default else ""), w.claim_text(), w.plugin) for w in weights]
 
 
-def weights_lines(weights: Sequence[Any], cached: Sequence[Any], folder: Any, removed: Sequence[Any] = ()) -> list[str]:
-    """``zoo weights``: what is registered, then what the download cache holds."""
-    lines = [table(("ARCHITECTURE", "WEIGHTS", "CLAIM", "PLUGIN"), weights_rows(weights))] if weights else ["no weight sets registered"]
-    lines.extend(f"removed {entry.path} ({human_bytes(entry.bytes)})" for entry in removed)
-    if cached:
-        lines += ["", f"cache {folder}:", table(("FILE", "SIZE", "SHA256"), [(c.path.name, human_bytes(c.bytes), c.sha256[:16] + "…") for c in cached])]
-    else:
-        lines.append(f"cache {folder}: empty")
-    return lines
 
 
 def heading(arch: Architecture) -> str:
@@ -436,55 +326,10 @@ def list_lines(archs: Sequence[Architecture], pattern: str | None, weights: Any 
     return [table(("NAME", "ALIASES", "TASK", "INPUTS", "WEIGHTS", "PLUGIN"), [(*r[:4], n, r[4]) for r, n in zip(rows, named)])]
 
 
-def plugins_lines(zoo: Any) -> list[str]:
-    """``zoo plugins``: each plugin with what it registered and its errors; then the formats and tasks."""
-    infos = list(zoo.plugins.values())
-    rows = []
-    for info in infos:
-        registered = [
-            f"{kind}: {', '.join(names)}"
-            for kind, names in (
-                ("tasks", info.tasks), ("architectures", info.architectures), ("exporters", info.exporters), ("runtimes", info.runtimes),
-                ("commands", info.commands), ("weights", info.weights),
-            )
-            if names
-        ]
-        dist = f"{info.distribution or '-'}{' (built-in)' if info.builtin else ''}"
-        rows.append((info.name, dist, info.version or "-", info.status, "; ".join(registered) or "-"))
-    lines = [table(("PLUGIN", "DISTRIBUTION", "VERSION", "STATUS", "REGISTERED"), rows)]
-    lines.extend(f"{info.name}: {error}" for info in infos for error in info.errors)
-    if len(zoo.exporters):  # what --format takes, and what each format can do
-        formats = [
-            (e.name, e.suffix, e.plugin, " ".join([*("--" + o.replace("_", "-") for o in e.options), *map(VARIANT_FLAGS.get, e.variants)]) or "-", e.summary or "-")
-            for e in zoo.exporters
-        ]
-        lines += ["", table(("FORMAT", "SUFFIX", "PLUGIN", "OPTIONS", "SUMMARY"), formats)]
-    if len(zoo.runtimes):  # what --runtime takes, and whether each can run here
-        lines += ["", table(("RUNTIME", "FORMATS", "PLUGIN", "AVAILABLE", "SETTINGS"), [runtime_row(d) for d in runtime_records(zoo)])]
-    if len(zoo.tasks):  # what Output(task=...) takes, with the heads each task accepts
-        tasks = [(t.name, ",".join(t.head_names()), t.plugin, t.summary or "-") for t in zoo.tasks]
-        lines += ["", table(("TASK", "HEADS", "PLUGIN", "SUMMARY"), tasks)]
-    return lines
 
 
-def runtime_records(zoo: Any) -> list[dict[str, Any]]:
-    """Every runtime with its availability here, devices and version (``zoo plugins --json``)."""
-    from zoo.verify.runtimes import runtime_devices, runtime_version, safe_available
-
-    records = []
-    for runtime in zoo.runtimes:
-        available = safe_available(runtime)
-        records.append(runtime.to_dict(available, runtime_devices(runtime) if available else (), runtime_version(runtime) if available else ""))
-    return records
 
 
-def runtime_row(record: dict[str, Any]) -> tuple[str, ...]:
-    if record["available"]:
-        where = f"yes: {record['version'] or '?'} on {', '.join(record['devices']) or '-'}"
-    else:
-        where = f"no: {record['install'] or 'not installed'}"
-    settings = " ".join(f"{k}={'|'.join(v['choices']) or 'N'}" for k, v in record["settings"].items()) or "-"
-    return (record["name"], ",".join(record["formats"]), record["plugin"], where, settings)
 
 
 def export_summary(results: Sequence[Any], single: bool, detail: bool = False) -> list[str]:

@@ -9,7 +9,7 @@ import click
 from zoo.cli.group import get_zoo
 from zoo.cli.options import json_option
 from zoo.cli.output import echo
-from zoo.cli.render import weights_lines
+from zoo.cli.render_plugins import weights_lines
 from zoo.errors import UsageError
 from zoo.spec.weights import is_url
 

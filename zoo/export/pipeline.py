@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
-from zoo.build.model import BuiltModel, build_model, release_weights, weight_bytes
+from zoo.build.model import BuiltModel, build_model, release_weights
 from zoo.build.shapes import dynamic_dims
+from zoo.build.sizing import weight_bytes
 from zoo.build.trained import WeightsChoice, name_weights
 from zoo.errors import CheckFailed, ExportFailed, PluginError, VerificationFailed, ZooError
 from zoo.export.plan import ExportPlan, Target, resolve_format
@@ -215,7 +216,7 @@ def before_load(plan: ExportPlan, built: BuiltModel, written: list[Path], path: 
     def run() -> bool:
         # not with a variant, a second runtime or a claim to score to come: they need PyTorch's weights again
         release = (
-            owned and plan.variant is None and len(plan.runtimes) <= 1 and plan.eval_path is None and weight_bytes(built) >= RELEASE_BYTES
+            owned and plan.variant is None and len(plan.runtimes) <= 1 and plan.eval_path is None and weight_bytes(built.module) >= RELEASE_BYTES
         )
         if release:
             release_weights(built)  # in place: the job's module is the same object
@@ -242,7 +243,7 @@ def make_variant(plan: ExportPlan, built: BuiltModel, job: ExportJob, folder: Pa
 def variant_speed(plan: ExportPlan, built: BuiltModel, source: Path, variant: Path, result: ExportResult) -> list[str]:
     """Time the accepted variant against the float32 file (``result.variant["speed"]``);
     the refusal under ``--min-speedup``, else warnings where it is slower or larger."""
-    from zoo.verify.speed import speed_verdict, time_against
+    from zoo.bench.speed import speed_verdict, time_against
 
     with timed(result.timings, "timing"):
         result.variant["speed"] = time_against(plan.exporter, built, source, variant, result.variant_verification)

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from zoo.build.model import dry_build
+from zoo.build.sizing import dry_build
 from zoo.errors import ExportFailed, UsageError, ZooError
 from zoo.export.pipeline import export_targets
 from zoo.export.plan import ExportPlan, Target

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo import interrupts
-from zoo.build.model import MAX_SEED, build_model, check_seed, dry_build
+from zoo.build.model import MAX_SEED, build_model, check_seed
+from zoo.build.sizing import dry_build
 from zoo.build.trained import WeightsChoice, eval_set_file, name_weights, resolve_weights
 from zoo.build.weights import check_regular_file, read_state_dict, sha256, tensors_sha256
 from zoo.errors import UsageError, VerificationFailed, ZooError, one_line

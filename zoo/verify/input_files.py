@@ -1,6 +1,6 @@
 """The user's own inputs to verify on (``--inputs FILE.npz``), checked before any model is built.
 
-An ``.npz`` is untrusted: ``zoo.verify.npz`` validates every member (no pickle,
+An ``.npz`` is untrusted: ``zoo.files.npz`` validates every member (no pickle,
 no code runs) and refuses one that would unpack to more than ``MAX_INPUT_BYTES``. Its keys are
 the architecture's input names, each array batch dimension first, of the
 declared dtype, rank and fixed sizes; integers lie in the input's ``range``;
@@ -23,10 +23,10 @@ from typing import Any
 
 from zoo.build.shapes import dynamic_dims, value_range
 from zoo.errors import ParameterError, UsageError
+from zoo.files.npz import read_npz
 from zoo.files.paths import file_kind
 from zoo.spec.architecture import INT_DTYPES, Architecture, Dim, Input, Output
 from zoo.text import shorten, some
-from zoo.verify.npz import read_npz
 from zoo.verify.run import InputCase
 
 MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
