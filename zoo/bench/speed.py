@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.host.plugin_calls import call_exporter, quiet_exporter
+from zoo.host.plugin_calls import quiet_exporter
+from zoo.verify.runtimes import RuntimeChoice, load_runner
 
 BUDGET_S = 0.1  # per size, both files together: a verdict, not a benchmark ('zoo bench' is that)
 MIN_CALLS = 5
@@ -33,22 +34,16 @@ def timing_sizes(verification: Any) -> list[dict[str, int]]:
 
 def time_against(exporter: Any, built: Any, float_path: Path, variant_path: Path, verification: Any) -> dict[str, Any]:
     """Median seconds per call of both files at each timing size, and the speed-ups."""
-    from zoo.errors import VerificationFailed
     from zoo.verify.compare import as_numpy
 
-    runners = [
-        call_exporter(exporter.load, path, built.device, error=VerificationFailed, what=f"{exporter.name} could not load {path.name}")
-        for path in (float_path, variant_path)
-    ]
+    runners = [load_runner(exporter, RuntimeChoice(None), path, built.device) for path in (float_path, variant_path)]
     rows = []
     for sizes in timing_sizes(verification):
         feed = {name: as_numpy(t) for name, t in built.sample_inputs(sizes or None, seed=built.seed).items()}
         float_s, variant_s = alternate(runners, feed)
         rows.append({"sizes": sizes, "float32_s": float_s, "variant_s": variant_s, "speedup": float_s / variant_s if variant_s > 0 else 0.0})
     for runner in runners:
-        close = getattr(runner, "close", None)
-        if close is not None:
-            close()
+        runner.close()
     return {"budget_s": BUDGET_S, "rows": rows}
 
 

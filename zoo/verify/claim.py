@@ -17,10 +17,11 @@ from typing import Any
 
 from zoo.build.model import BuiltModel
 from zoo.errors import UsageError
-from zoo.host.plugin_calls import call_exporter, quiet_exporter
+from zoo.host.plugin_calls import quiet_exporter
 from zoo.records import Record
 from zoo.spec.architecture import Output
 from zoo.spec.weights import MetricClaim, Weights
+from zoo.verify.runtimes import RuntimeChoice, load_runner
 
 MAX_EVAL_BYTES = 256 << 20
 CHUNK_ROWS = 64  # a batch size every verification already ran
@@ -139,12 +140,12 @@ def score_claim(
     except UsageError as exc:
         raise UsageError(f"{what}: {exc}; tell the plugin's authors") from None
     for label, path in files.items():
-        runner = call_exporter(exporter.load, path, built.device, error=UsageError, what=f"{exporter.name} could not load {path.name}")
-        with quiet_exporter():
-            result.scores[label] = score(claim.metric, output, predictions(runner, inputs, output.name, rows, size), labels)
-        close = getattr(runner, "close", None)
-        if close is not None:
-            close()
+        runner = load_runner(exporter, RuntimeChoice(None), path, built.device)
+        try:
+            with quiet_exporter():
+                result.scores[label] = score(claim.metric, output, predictions(runner, inputs, output.name, rows, size), labels)
+        finally:
+            runner.close()
     for label, value in result.scores.items():
         if not claim.met_by(value):
             result.failures.append(
