@@ -73,16 +73,14 @@ def load(path: Path, device: str, threads: int | None = None) -> Any:
 
 
 def warm_up(opset: int | None) -> None:
-    """What the first export of a process pays, paid ahead: the imports, and the
-    exporter's op table for ``opset``, built by exporting a one-layer model."""
+    """What the first export of a process pays, paid ahead: the imports and the
+    exporter's op table. (A trial export here would leave torch's semaphores to
+    multiprocessing's resource tracker, which reports them when a worker is stopped.)"""
     import onnxruntime  # noqa: F401
-    import torch
+    import torch  # noqa: F401
+    import torch.onnx  # noqa: F401
 
     reuse_torchlib_registry()
-    torch.onnx.export(
-        torch.nn.Linear(2, 1), (torch.zeros(1, 2),), dynamo=True, optimize=True, verbose=False,
-        opset_version=opset or DEFAULT_OPSET,
-    )
 
 
 def count_weights(path: Path) -> tuple[int, int]:

@@ -37,7 +37,7 @@ def test_a_single_export_shows_its_stages_on_a_terminal_only(tmp_path: Path) -> 
         assert f"binary-sigmoid: {stage} …" in terminal
     # how far through the weights and the cases (what a 2 GB export spends minutes on)
     assert "binary-sigmoid: check: backward, gradients of 220 B of 220 B of weights checked …" in terminal, terminal
-    assert "binary-sigmoid: verify: loading b.onnx into onnx's runtime …" in terminal
+    assert "binary-sigmoid: verify: loading b.onnx into onnxruntime …" in terminal
     assert "binary-sigmoid: verify: case 1 of 3 (batch=" in terminal
     assert terminal.endswith("\r\x1b[K")  # the line is cleared before the summary
     assert " …" not in stdout and stdout.splitlines()[-1] == "ok"

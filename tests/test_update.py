@@ -153,11 +153,11 @@ def test_a_large_models_weights_are_freed_before_the_runtime_loads(run, tmp_path
     """Past RELEASE_BYTES the pipeline frees PyTorch's weights once its reference
     outputs exist; the verification still compares against them."""
     from zoo.export import pipeline
-    from zoo.verify import run as verify_run
+    from zoo.verify import runtimes as verify_runtimes
 
     monkeypatch.setattr(pipeline, "RELEASE_BYTES", 0)
     events: list[str] = []
-    real_release, real_call = pipeline.release_weights, verify_run.call_exporter
+    real_release, real_call = pipeline.release_weights, verify_runtimes.call_exporter
 
     def release(built) -> None:
         events.append("forward done" if built.module is not None else "?")
@@ -171,7 +171,7 @@ def test_a_large_models_weights_are_freed_before_the_runtime_loads(run, tmp_path
         return real_call(function, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "release_weights", release)
-    monkeypatch.setattr(verify_run, "call_exporter", call)
+    monkeypatch.setattr(verify_runtimes, "call_exporter", call)  # the runner is loaded there
     result = record(run("export", "stack", "-o", "m.onnx", "--json"))
     assert result["status"] == "ok" and len(result["verification"]["cases"]) >= 3
     assert events == ["forward done", "released", "runtime loads"]

@@ -169,7 +169,7 @@ def test_variants_of_a_million_parameter_model_re_verify(run, tmp_path: Path) ->
 
         elements, nbytes = count_weights(tmp_path / path)
         assert elements > 1_000_000 and nbytes < (0.3 if variant == "int8" else 0.55) * 4 * elements
-        verified = run("verify", path)
+        verified = run("verify", path, "--accept-recorded")  # the wide criteria it records are looser than zoo's
         assert verified.exit_code == 0, verified.stderr
         assert f"variant   {variant}" in verified.stdout
 

@@ -21,9 +21,9 @@ from zoo.verify.artifact import verify_artifact
 def described(description: str):
     """onnx's own loader, with a runtime description that tells which exporter loaded the file."""
 
-    def load(path: Path, device: str) -> onnx_format.OrtRunner:
+    def load(path: Path, device: str):
         runner = onnx_format.load(path, device)
-        runner.description = description
+        runner.info = dataclasses.replace(runner.info, runtime=description, version="")  # zoo.RunnerInfo names who ran it
         return runner
 
     return load

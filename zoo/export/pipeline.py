@@ -65,7 +65,10 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
                 if plan.update:
                     results[-1].update = {"status": "exported", "reason": "no file was there"}
         except ZooError as exc:
-            results.append(FailedExport(arch.name, str(exc), exit_code=exc.exit_code, exception=exc))
+            text = str(exc)
+            if isinstance(exc, PluginError) and f"plugin {arch.plugin!r}" not in text:  # a task's or exporter's fault on this model
+                text = f"{arch.name} (plugin {arch.plugin!r}): {text}"
+            results.append(FailedExport(arch.name, text, exit_code=exc.exit_code, exception=exc))
         except BaseException as exc:  # noqa: BLE001 - a plugin's bug (even sys.exit()) must not stop the other architectures
             if isinstance(exc, KeyboardInterrupt):  # the user's Ctrl-C stops everything
                 raise

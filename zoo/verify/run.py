@@ -89,7 +89,7 @@ def verify_files(
     feeds, references = pytorch_side(built, cases)
     released = before_load() if before_load is not None else False
     choice = runtime or RuntimeChoice(None)
-    stage(f"verify: loading {path.name} into {choice.name or exporter.name}")
+    stage(f"verify: loading {path.name} into " + (choice.name if choice.name else f"{exporter.name}'s runtime"))
     # session creation (constant folding) is under --timeout too
     runner = run_stoppable(Loading(lambda: load_runner(exporter, choice, path, built.device)), {}, deadline, timeout)
     if static:
