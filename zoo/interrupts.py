@@ -159,6 +159,8 @@ def finished(status: int) -> None:
     if _State.done is None:
         _State.done = status
     _State.printed = True
+    if _State.program and _State.received:
+        _exit(_State.done)
     if _State.program and (_State.abandoned or threads_left()):
         _exit(_State.done)  # the interpreter's exit would wait on plugin threads, or tear down a library mid-call (SIGABRT)
 
@@ -180,8 +182,6 @@ def end_without_waiting_for_threads() -> None:
             _exit(0)
 
     util.Finalize(None, leave, exitpriority=-1000)  # the last finalizer to run
-    if _State.program and _State.received:
-        _exit(_State.done)
 
 
 def _outside_command(signum: int, frame: object) -> None:
