@@ -66,7 +66,7 @@ def export_targets(plan: ExportPlan, on_start: Callable[[int, Target], None] | N
                     results[-1].update = {"status": "exported", "reason": "no file was there"}
         except ZooError as exc:
             text = str(exc)
-            if isinstance(exc, PluginError) and f"plugin {arch.plugin!r}" not in text:  # a task's or exporter's fault on this model
+            if isinstance(exc, PluginError) and text.startswith("task '"):  # a task's function failed on this model's outputs
                 text = f"{arch.name} (plugin {arch.plugin!r}): {text}"
             results.append(FailedExport(arch.name, text, exit_code=exc.exit_code, exception=exc))
         except BaseException as exc:  # noqa: BLE001 - a plugin's bug (even sys.exit()) must not stop the other architectures

@@ -64,7 +64,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, ma
         read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
         shape, fortran, dtype = read_header(member, max_header_size=10_000)
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-            raise UsageError(f"{where}: {name} is an array of {dtype}: it could not be read without running code (pickle); give plain numeric arrays")
+            raise UsageError(f"{where}: {name} is an array of {dtype} (it needs pickle): it could not be read without running code; give plain numeric arrays")
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > max_bytes:
             raise UsageError(f"{where}: the header of {name} declares shape {shorten(shape)}: {nbytes:,} bytes, over the {max_bytes:,} zoo reads")
