@@ -285,6 +285,7 @@ def test_registration_faults_are_isolated_and_named(example_plugin):
         ({"source": "w.safetensors"}, "an absolute file path"),
         ({"format": "state_dict"}, "a state_dict file ends in .pt, .pth, .bin"),
         ({"name": "default"}, "'default' is reserved"),
+        ({"claim": "accuracy"}, "claim must be a zoo.MetricClaim"),
     ],
 )
 def test_weights_entries_are_checked_where_they_are_written(example_plugin, changes, message):
@@ -295,7 +296,7 @@ def test_weights_entries_are_checked_where_they_are_written(example_plugin, chan
 def test_the_example_weights_reach_their_claim_in_pytorch(example_zoo, tmp_path):
     """The shipped entry is real: trained weights on a held-out split zoo can read."""
     from zoo.build.model import build_model
-    from zoo.verify.claim import load_eval_set, score
+    from zoo.verify.claim import claimed_metric, load_eval_set, score
 
     arch = example_zoo.architecture("multiclass")
     choice = resolve_weights(example_zoo, arch, "digits")
@@ -304,7 +305,10 @@ def test_the_example_weights_reach_their_claim_in_pytorch(example_zoo, tmp_path)
     import torch
 
     probabilities = built.forward({"x": torch.from_numpy(inputs["x"])})["probabilities"].numpy()
-    assert labels.shape == (359,) and score("accuracy", arch.outputs[0], probabilities, labels) == pytest.approx(0.9721, abs=1e-4)
+    accuracy = claimed_metric(arch.outputs[0], choice.entry.claim, "digits")
+    assert labels.shape == (359,) and score(accuracy, arch.outputs[0], probabilities, labels) == pytest.approx(0.9721, abs=1e-4)
+    with pytest.raises(UsageError, match=r"digits claims mae, but output 'probabilities' \(multiclass\) scores accuracy; tell the plugin's authors"):
+        claimed_metric(arch.outputs[0], dataclasses.replace(choice.entry.claim, metric="mae"), "digits")
     with pytest.raises(UsageError, match="it needs x and labels"):
         import numpy as np
 

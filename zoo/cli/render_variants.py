@@ -112,9 +112,7 @@ def variant_lines(variant: dict[str, Any], drops: dict[str, str] | None = None) 
 
 def claim_line(claim: Any) -> str:
     """``accuracy 96.1% (claimed 96.1%) on the ...: torch 96.1%, onnx 96.1%  ok``; the headline is the placed file's."""
-    def show(value: float) -> str:
-        return f"{value:.1%}" if claim.metric == "accuracy" else f"{value:.4g}"
-
+    show = claim.show
     placed = list(claim.scores.values())[-1]
     each = ", ".join(f"{label} {show(value)}" for label, value in claim.scores.items())
     return (

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from zoo.spec.registry import DuplicateName
 
 FORMATS = {"safetensors": (".safetensors",), "state_dict": (".pt", ".pth", ".bin")}
-METRICS = {"accuracy": "higher", "rmse": "lower", "mae": "lower"}  # what a claim may name, and which way is better
 LOOPBACK_HOSTS = ("localhost", "::1")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -71,36 +70,27 @@ class EvalSet:
 @dataclass(frozen=True)
 class MetricClaim:
     """What the weights reach: ``MetricClaim("accuracy", 0.961, EvalSet(...))``.
-    The export fails when a runtime scores worse than ``value`` by more than ``tolerance``."""
+    ``metric`` is one of the claimed output's task metrics (``Task.metrics``: its
+    direction and display come from there). The export fails when a runtime
+    scores worse than ``value`` by more than ``tolerance``."""
 
-    metric: str  # accuracy, rmse or mae
+    metric: str  # accuracy, rmse, r2...: a metric of the output's task
     value: float
     eval_set: EvalSet
     tolerance: float = 0.005
     output: str | None = None  # the output scored (default: the architecture's first)
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"metric {self.metric!r} is not one of {', '.join(METRICS)}")
+        if not isinstance(self.metric, str) or not _NAME.fullmatch(self.metric):
+            raise ValueError(f"claim metric must be the name of a task metric (accuracy, rmse...), got {self.metric!r}")
         for name in ("value", "tolerance"):
             number = getattr(self, name)
-            if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number) or number < 0:
-                raise ValueError(f"claim {name} must be a finite number >= 0, got {number!r}")
+            if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number):
+                raise ValueError(f"claim {name} must be a finite number, got {number!r}")
+        if self.tolerance < 0:
+            raise ValueError(f"claim tolerance must be >= 0, got {self.tolerance!r}")
         if not isinstance(self.eval_set, EvalSet):
             raise ValueError(f"eval_set must be a zoo.EvalSet, got {type(self.eval_set).__name__}")
-
-    @property
-    def higher_is_better(self) -> bool:
-        return METRICS[self.metric] == "higher"
-
-    def met_by(self, score: float) -> bool:
-        if self.higher_is_better:
-            return score >= self.value - self.tolerance
-        return score <= self.value + self.tolerance
-
-    def show(self, score: float) -> str:
-        """``96.1%`` for an accuracy, ``0.412`` for an error."""
-        return f"{score:.1%}" if self.metric == "accuracy" else f"{score:.4g}"
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,9 @@
 
 The evaluation set is an ``.npz`` pinned by sha256: one key per model input and
 ``labels``. It is read with ``allow_pickle=False`` and refused past
-``MAX_EVAL_BYTES`` unpacked. This module is also zoo's scorer (accuracy, RMSE,
-MAE), the smallest one the claim needs: accuracy is argmax against class
-indices for a multiclass output, else the 0/1 decision at the head's threshold
-(0.5 after a sigmoid, 0 for logits) against 0/1 labels, per value.
+``MAX_EVAL_BYTES`` unpacked. The claim names one of its
+output's task metrics (``Task.metrics``: accuracy, RMSE...), scored by
+``zoo.verify.metrics`` as every labelled comparison is.
 """
 
 from __future__ import annotations
@@ -20,7 +19,9 @@ from zoo.errors import UsageError
 from zoo.host.plugin_calls import quiet_exporter
 from zoo.records import Record
 from zoo.spec.architecture import Output
+from zoo.spec.task import Metric
 from zoo.spec.weights import MetricClaim, Weights
+from zoo.verify.metrics import metric_scores, task_metrics
 from zoo.verify.runtimes import RuntimeChoice, load_runner
 
 MAX_EVAL_BYTES = 256 << 20
@@ -39,12 +40,23 @@ class ClaimResult(Record):
     eval_sha256: str
     output: str
     rows: int
+    higher_is_better: bool = True
+    percent: bool = False  # shown as a percentage
     scores: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def met_by(self, value: float) -> bool:
+        if self.higher_is_better:
+            return value >= self.claimed - self.tolerance
+        return value <= self.claimed + self.tolerance
+
+    def show(self, value: float) -> str:
+        """``96.1%`` for an accuracy, ``0.412`` for an error."""
+        return f"{value:.1%}" if self.percent else f"{value:.4g}"
 
 
 def load_eval_set(path: Path, built: BuiltModel, what: str) -> tuple[dict[str, Any], Any]:
@@ -73,25 +85,24 @@ def load_eval_set(path: Path, built: BuiltModel, what: str) -> tuple[dict[str, A
     return inputs, arrays["labels"]
 
 
-def score(metric: str, output: Output, prediction: Any, labels: Any) -> float:
-    """``metric`` of ``prediction`` (numpy) against ``labels``."""
+def claimed_metric(output: Output, claim: MetricClaim, what: str) -> Metric:
+    """The task metric ``claim`` names on ``output`` (its direction and how it is shown)."""
+    _, metrics = task_metrics(output)
+    found = next((m for m in metrics if m.name == claim.metric), None)
+    if found is None:
+        scored = ", ".join(m.name for m in metrics) or "no metric"
+        raise UsageError(f"{what} claims {claim.metric}, but output {output.name!r} ({output.task or 'no task'}) scores {scored}; tell the plugin's authors")
+    return found
+
+
+def score(metric: Metric, output: Output, prediction: Any, labels: Any) -> float:
+    """``metric`` of ``prediction`` (numpy, batch first) against ``labels``, by the task's own metric."""
     import numpy as np
 
-    prediction = np.asarray(prediction, dtype=np.float64)
-    if metric == "accuracy":
-        if output.task == "multiclass":
-            decided = prediction.argmax(axis=-1)
-        else:
-            decided = (prediction > (0.5 if output.head == "sigmoid" else 0.0)).astype(np.int64)
-        labels = np.asarray(labels)
-        if labels.size != decided.size:
-            raise UsageError(f"labels hold {labels.size:,} values for {decided.size:,} decisions of output {output.name!r}")
-        return float((decided == labels.reshape(decided.shape)).mean())
-    labels = np.asarray(labels, dtype=np.float64)
-    if labels.size != prediction.size:
-        raise UsageError(f"labels hold {labels.size:,} values for {prediction.size:,} of output {output.name!r}")
-    error = prediction - labels.reshape(prediction.shape)
-    return float(np.sqrt(np.mean(error**2))) if metric == "rmse" else float(np.mean(np.abs(error)))
+    rows, labelled = len(prediction), len(np.asarray(labels))
+    if rows != labelled:
+        raise UsageError(f"labels hold {labelled:,} rows for {rows:,} of output {output.name!r}")
+    return metric_scores(output, prediction, labels)[metric.name]
 
 
 def chunks(inputs: dict[str, Any], rows: int, size: int) -> Any:
@@ -125,9 +136,11 @@ def score_claim(
     what = f"evaluation set {claim.eval_set.name!r} of weight set {entry.name!r}"
     inputs, labels = load_eval_set(eval_path, built, what)
     output = next((o for o in built.arch.outputs if o.name == claim.output), built.arch.outputs[0])
+    metric = claimed_metric(output, claim, what)
     rows, size = len(labels), batch or CHUNK_ROWS
     result = ClaimResult(
-        entry.name, claim.metric, claim.value, claim.tolerance, claim.eval_set.name, claim.eval_set.sha256, output.name, rows
+        entry.name, claim.metric, claim.value, claim.tolerance, claim.eval_set.name, claim.eval_set.sha256, output.name, rows,
+        metric.higher_is_better, metric.percent,
     )
     dtypes = {inp.name: getattr(torch, inp.dtype) for inp in built.arch.inputs}
 
@@ -136,21 +149,21 @@ def score_claim(
         return {k: t.detach().cpu().float().numpy() for k, t in built.forward(tensors).items()}
 
     try:
-        result.scores["torch"] = score(claim.metric, output, predictions(run_torch, inputs, output.name, rows, size), labels)
+        result.scores["torch"] = score(metric, output, predictions(run_torch, inputs, output.name, rows, size), labels)
     except UsageError as exc:
         raise UsageError(f"{what}: {exc}; tell the plugin's authors") from None
     for label, path in files.items():
         runner = load_runner(exporter, RuntimeChoice(None), path, built.device)
         try:
             with quiet_exporter():
-                result.scores[label] = score(claim.metric, output, predictions(runner, inputs, output.name, rows, size), labels)
+                result.scores[label] = score(metric, output, predictions(runner, inputs, output.name, rows, size), labels)
         finally:
             runner.close()
     for label, value in result.scores.items():
-        if not claim.met_by(value):
+        if not result.met_by(value):
             result.failures.append(
-                f"weight set {entry.name!r} claims {claim.metric} {claim.show(claim.value)} on the {claim.eval_set.name}, "
-                f"but {'PyTorch' if label == 'torch' else f'the {label} file'} reaches {claim.show(value)} "
-                f"(tolerance {claim.show(claim.tolerance)})"
+                f"weight set {entry.name!r} claims {claim.metric} {result.show(claim.value)} on the {claim.eval_set.name}, "
+                f"but {'PyTorch' if label == 'torch' else f'the {label} file'} reaches {result.show(value)} "
+                f"(tolerance {result.show(claim.tolerance)})"
             )
     return result

@@ -71,11 +71,20 @@ def score(arch: Architecture, outputs_by_name: Mapping[str, Any], labels_by_name
     for spec in arch.outputs:
         if spec.name not in labels_by_name or spec.name not in outputs_by_name:
             continue
-        _, metrics = task_metrics(spec)
         y, t = as_rows(spec, to_numpy(outputs_by_name[spec.name]), labels_by_name[spec.name])
-        with _quiet():
-            results[spec.name] = MetricResult(spec.name, len(t), {m.name: float(m.compute(spec, y, t)) for m in metrics})
+        results[spec.name] = MetricResult(spec.name, len(t), _compute_all(spec, y, t))
     return results
+
+
+def metric_scores(spec: Output, prediction: Any, labels: Any) -> dict[str, float]:
+    """Every metric of ``spec``'s task on one output's ``prediction`` against ``labels``."""
+    return _compute_all(spec, *as_rows(spec, to_numpy(prediction), labels))
+
+
+def _compute_all(spec: Output, y: Any, t: Any) -> dict[str, float]:
+    _, metrics = task_metrics(spec)
+    with _quiet():
+        return {m.name: float(m.compute(spec, y, t)) for m in metrics}
 
 
 def compare_scores(spec: Output, reference: Any, candidate: Any, labels: Any, max_drop: Mapping[str, float] | None = None) -> dict[str, Any]:
