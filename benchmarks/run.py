@@ -104,20 +104,15 @@ def hf_ratios(report: Report, folder: Path, repeats: int, optimum_cli: str | Non
     if optimum_cli is None:
         print("  8. skipped: no optimum-cli (pip install -c constraints.txt 'zoo-onnx[bench]' in a venv of its own; --optimum-cli PATH)")
         return
-    tests = HERE.parent / "tests"
-    sys.path.insert(0, str(tests))
+    plugin = HERE.parent / "examples" / "hf_models.py"
+    sys.path.insert(0, str(plugin.parent))
     import torch
     from hf_models import distilbert, gpt2
 
     for name, build in (("hf-distilbert-cls", distilbert), ("hf-gpt2", gpt2)):
         torch.manual_seed(0)
         build().save_pretrained(folder / name)
-        zoo_main = (
-            f"import sys; sys.path.insert(0, {str(tests)!r}); from hf_models import HFModels; "
-            "from zoo.host.manager import load_zoo; from zoo.cli.commands import cli; "
-            "cli.main(sys.argv[1:], obj=load_zoo(extra=[('hf', HFModels())]), prog_name='zoo')"
-        )
-        ours = [sys.executable, "-c", zoo_main, "export", name, "-f", "--weights", str(folder / name / "model.safetensors"),
+        ours = [str(BIN / "zoo"), "--plugin", str(plugin), "export", name, "-f", "--weights", str(folder / name / "model.safetensors"),
                 "-o", str(folder / f"{name}.onnx")]
         theirs = [optimum_cli, "export", "onnx", "--model", str(folder / name), "--task", HF_MODELS[name], str(folder / f"{name}-optimum")]
         zoo_s, optimum_s = alternate(ours, theirs, repeats, folder)

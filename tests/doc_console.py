@@ -11,7 +11,16 @@ private site folder on PYTHONPATH, never into this environment.
 What differs from machine to machine or run to run is masked on both sides
 before the comparison: durations, sha256 prefixes, the digits of errors below
 1e-4, benchmark rates, runs of spaces, the finishing order of ``--jobs`` lines.
-An expected line ``...`` stands for any number of lines.
+An expected line ``...`` stands for any number of lines. A variant's
+speed verdict (``warning   the int8 file is slower ...``) and a bench timing's
+"no measurement" warning depend on the processor and its load, and are left out on both sides; the speed line itself is compared, its ratios masked.
+
+After a change to what zoo prints, re-record a document's outputs and read the diff::
+
+    python tests/doc_console.py --record README.md
+
+It rewrites the output of every command that printed something else, except
+where the document shows ``...`` (those it lists, to edit by hand).
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ _MASKS = [
     (re.compile(r"\b\d(?:\.\d+)?e-(?:0[5-9]|[1-9]\d)\b"), "<tiny>"),
     (re.compile(r"\b0\.00e\+00\b"), "<tiny>"),
     (re.compile(r"\b\d+(?:\.\d+)?[kM]\b"), "<rate>"),
-    (re.compile(r"\b\d+\.\d+×(?= |$)"), "<x>×"),
+    (re.compile(r"\b\d+\.\d+×(?=[ ,)]|$)"), "<x>×"),
     (re.compile(r"at least \d+ calls"), "at least <n> calls"),
     # int8 kernels differ between processors (the README says so): a variant's measured figures
     (re.compile(r"(p99 abs|argmax|threshold|loss|agrees with PyTorch on) [+-]?\d+(?:\.\d+)?(?:e[+-]\d+)?%?"), r"\1 <v>"),
@@ -78,12 +87,13 @@ _MASKS = [
 ]
 
 
-_BENCH_ROW = re.compile(r"^(batch=\d+(?:, \w+=\d+)*)\s+(.*×)\s*$")  # a zoo bench row: every figure is a timing
+_BENCH_ROW = re.compile(r"^(batch=\d+(?:, \w+=\d+)*)\s+(.*×\??\)?)\s*$")  # a zoo bench row: every figure is a timing
 
 
 def mask(line: str) -> str:
     if row := _BENCH_ROW.match(line):
-        return f"{row.group(1)}  " + re.sub(r"\d+(?:\.\d+)?(?: ?(?:µs|ms|ns|s|k|M)\b)?", "<n>", re.sub(r" {2,}", "  ", row.group(2)))
+        figures = re.sub(r"\((.*)×\?\)", r"\1×", row.group(2))  # an unreliable speed-up's brackets: a timing verdict too
+        return f"{row.group(1)}  " + re.sub(r"\d+(?:\.\d+)?(?: ?(?:µs|ms|ns|s|k|M)\b)?", "<n>", re.sub(r" {2,}", "  ", figures))
     for pattern, replacement in _MASKS:
         line = pattern.sub(replacement, line)
     return line.rstrip()
@@ -103,10 +113,17 @@ def _unordered_progress(lines: list[str]) -> list[str]:
     return out[:-1]
 
 
+# verdicts on a timing: a variant slower than its float file, a bench timing too noisy to compare
+_SPEED_VERDICT = re.compile(r"^\s+warning\s+the \w+ file is (?:slower|no faster) than|^warning: .*: its speed-up \(in brackets\) is no measurement")
+
+
+def _compared(lines: list[str]) -> list[str]:
+    return _unordered_progress([mask(x) for x in lines if not _SPEED_VERDICT.match(x)])
+
+
 def matches(expected: list[str], actual: list[str]) -> bool:
-    pattern = "".join(r"(?:[^\n]*\n)*?" if line.strip() == "..." else re.escape(line) + r"\n"
-                      for line in _unordered_progress([mask(x) for x in expected]))
-    return re.fullmatch(pattern, "".join(f"{line}\n" for line in _unordered_progress([mask(x) for x in actual]))) is not None
+    pattern = "".join(r"(?:[^\n]*\n)*?" if line.strip() == "..." else re.escape(line) + r"\n" for line in _compared(expected))
+    return re.fullmatch(pattern, "".join(f"{line}\n" for line in _compared(actual))) is not None
 
 
 class Reader:
@@ -148,10 +165,13 @@ class Reader:
         return done.returncode, done.stdout.splitlines()
 
 
-def run_document(document: Path, folder: Path, skip: set[str] = frozenset()) -> list[str]:
-    """Every step of ``document`` in order; one message per command whose output differs."""
+def run_document(document: Path, folder: Path, skip: set[str] = frozenset(), record: bool = False) -> list[str]:
+    """Every step of ``document`` in order; one message per command whose output differs.
+    ``record``: write what each such command printed into the document instead
+    (not where it shows ``...``: those stay problems)."""
     reader = Reader(folder)
     problems: list[str] = []
+    rewrites: list[tuple[Step, list[str]]] = []
     for step in document_steps(document):
         if step.file:
             reader.write(step)
@@ -161,6 +181,28 @@ def run_document(document: Path, folder: Path, skip: set[str] = frozenset()) -> 
         code, actual = reader.run(step.command)
         # a command shown without output must succeed; one shown with it must print that
         if (step.expected and not matches(step.expected, actual)) or (not step.expected and code != 0):
+            if record and step.expected and all(line.strip() != "..." for line in step.expected):
+                rewrites.append((step, actual))
+                continue
             problems.append(f"{document.name}:{step.where}: $ {step.command}\n--- the document shows\n"
                             + "\n".join(step.expected) + "\n--- it printed\n" + "\n".join(actual))
+    if rewrites:
+        lines = document.read_text().split("\n")
+        for step, actual in reversed(rewrites):  # from the end, so earlier line numbers hold
+            lines[step.where : step.where + len(step.expected)] = actual
+        document.write_text("\n".join(lines))
     return problems
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description="Run a document's console blocks; --record rewrites what they print.")
+    parser.add_argument("document", type=Path)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        found = run_document(args.document.resolve(), Path(folder), record=args.record)
+    print("\n\n".join(found) or f"every console block of {args.document} prints what it shows")
+    sys.exit(1 if found else 0)

@@ -3,6 +3,7 @@ checkpoints as transformers saves them, and a training-only parameter."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,14 @@ from zoo.host.manager import load_zoo
 
 transformers = pytest.importorskip("transformers")
 
-from hf_models import HFModels, gpt2  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import hf_models  # noqa: E402
+from hf_models import gpt2  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def hf_zoo():
-    return load_zoo(entry_points=False, extra=[("hf", HFModels())])
+    return load_zoo(entry_points=False, extra=[("hf", hf_models)])
 
 
 def test_a_save_pretrained_gpt2_loads_with_its_tied_head_filled(run, hf_zoo, tmp_path: Path) -> None:
