@@ -87,13 +87,16 @@ _MASKS = [
 ]
 
 
-_BENCH_ROW = re.compile(r"^(batch=\d+(?:, \w+=\d+)*)\s+(.*×\??\)?)\s*$")  # a zoo bench row: every figure is a timing
+_BENCH_ROW = re.compile(r"^(batch=\d+(?:, \w+=\d+)*)\s+(.*×)\s*$")  # a zoo bench row: every figure is a timing
+
+
+_UNRELIABLE = re.compile(r"\((\d+(?:\.\d+)?×)\?\)")  # a speed-up in brackets: too noisy to compare, a timing verdict too
 
 
 def mask(line: str) -> str:
+    line = _UNRELIABLE.sub(r"\1", line)
     if row := _BENCH_ROW.match(line):
-        figures = re.sub(r"\((.*)×\?\)", r"\1×", row.group(2))  # an unreliable speed-up's brackets: a timing verdict too
-        return f"{row.group(1)}  " + re.sub(r"\d+(?:\.\d+)?(?: ?(?:µs|ms|ns|s|k|M)\b)?", "<n>", re.sub(r" {2,}", "  ", figures))
+        return f"{row.group(1)}  " + re.sub(r"\d+(?:\.\d+)?(?: ?(?:µs|ms|ns|s|k|M)\b)?", "<n>", re.sub(r" {2,}", "  ", row.group(2)))
     for pattern, replacement in _MASKS:
         line = pattern.sub(replacement, line)
     return line.rstrip()
@@ -114,7 +117,7 @@ def _unordered_progress(lines: list[str]) -> list[str]:
 
 
 # verdicts on a timing: a variant slower than its float file, a bench timing too noisy to compare
-_SPEED_VERDICT = re.compile(r"^\s+warning\s+the \w+ file is (?:slower|no faster) than|^warning: .*: its speed-up \(in brackets\) is no measurement")
+_SPEED_VERDICT = re.compile(r"^\s+warning\s+the \w+ file is (?:slower|no faster) than|^warning: .*its speed-up \(in brackets\) is no measurement")
 
 
 def _compared(lines: list[str]) -> list[str]:

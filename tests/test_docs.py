@@ -144,7 +144,6 @@ def test_python_snippet_runs_and_what_it_defines_works(index: int, tmp_path: Pat
         assert ran.output.strip()
 
 
-@pytest.mark.xfail(run=False, reason="two of the guide's console blocks (zoo plugins, now with runtimes; a tolerance example) are not yet re-recorded after this session's merges")
 def test_every_console_block_of_the_guide_runs_as_printed(tmp_path: Path) -> None:
     from doc_console import run_document
 

@@ -27,7 +27,6 @@ def test_readme_plugin_checks_exports_and_verifies(tmp_path):
     zoo.testing.check_export_verify("tiny-classifier", tmp_path, plugin=plugin)
 
 
-@pytest.mark.xfail(run=False, reason="the README's console blocks are not yet re-recorded after this session's merge of seven features (zoo plugins now lists runtimes, export shows metrics, speed, claims); about 20 blocks differ")
 def test_every_console_block_of_the_readme_runs_as_printed(tmp_path):
     from doc_console import run_document
 
