@@ -6,8 +6,6 @@ import re
 import types
 from pathlib import Path
 
-import pytest
-
 import zoo.testing
 
 README = Path(__file__).resolve().parents[1] / "README.md"
