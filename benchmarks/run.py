@@ -139,7 +139,7 @@ def latency_ratios(report: Report, budget: float, threads: int) -> None:
 def fold_ratios(report: Report, folder: Path, budget: float, threads: int) -> None:
     from zoo.bench.timing import onnx_call, time_calls
     from zoo.build.model import build_model
-    from zoo.export.pipeline import export_model
+    from zoo.exporting.pipeline import export_model
     from zoo.host.manager import load_zoo
 
     zoo = load_zoo()
@@ -171,10 +171,10 @@ def variant_ratios(report: Report, folder: Path, budget: float, threads: int) ->
     has no target."""
     from zoo.bench.timing import onnx_call, time_calls
     from zoo.build.model import build_model
-    from zoo.export.pipeline import export_model, variant_of
+    from zoo.exporting.pipeline import export_model, variant_of
     from zoo.host.manager import load_zoo
-    from zoo.verify.acceptance import Acceptance
-    from zoo.verify.artifact import exported_metadata
+    from zoo.verification.acceptance import Acceptance
+    from zoo.verification.artifact import exported_metadata
 
     zoo = load_zoo()
     exporter = zoo.exporter("onnx")

@@ -2,7 +2,7 @@
 
 Each loss is written twice: in PyTorch (``torch_loss``) and independently in
 numpy float64 (``closed_form``), clipping logarithms as PyTorch does (see
-``zoo.check.task_calls``). The closed forms take float64 arrays; errors such as log(0)
+``zoo.checking.task_calls``). The closed forms take float64 arrays; errors such as log(0)
 are silenced by the caller.
 """
 

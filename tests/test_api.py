@@ -12,7 +12,7 @@ import pytest
 from installing import zoo_command
 
 import zoo
-from zoo.verify.results import CaseResult, Verification
+from zoo.verification.results import CaseResult, Verification
 
 MY_MODELS = textwrap.dedent('''
     import zoo
@@ -109,7 +109,7 @@ def test_weights_are_matched_by_their_tensors_whatever_the_container(tmp_path: P
 
 
 def test_a_nan_on_one_side_is_never_hidden_by_a_finite_maximum() -> None:
-    from zoo.verify.results import summary_row
+    from zoo.verification.results import summary_row
 
     cases = [CaseResult({"batch": 2}, {"y": {"max_abs": 2.38e-07}}, []), CaseResult({"batch": 1}, {"y": {"max_abs": math.nan}}, ["x"])]
     for order in (cases, cases[::-1]):
@@ -118,7 +118,7 @@ def test_a_nan_on_one_side_is_never_hidden_by_a_finite_maximum() -> None:
 
     from types import SimpleNamespace
 
-    from zoo.verify.results import ExportResult
+    from zoo.verification.results import ExportResult
 
     failed = ExportResult(SimpleNamespace(arch=SimpleNamespace(name="m")), None, None, False, files=[Path("m.onnx")],
                           verification=Verification("ort", [], cases=cases), timings={"verify": 1.0}, error="failed")

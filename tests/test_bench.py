@@ -122,7 +122,7 @@ def test_bench_needs_a_batch_dimension() -> None:
 
 
 def test_onnx_load_threads_reach_the_session_bench_times(zoo, tmp_path: Path) -> None:
-    from zoo.export.pipeline import export_model
+    from zoo.exporting.pipeline import export_model
 
     path = tmp_path / "m.onnx"
     assert export_model(build_model(zoo.architecture("binary")), zoo.exporter("onnx"), path).ok

@@ -17,9 +17,9 @@ import zoo as zoo_package
 from zoo import Architecture, Exporter, Input, Output, hookimpl
 from zoo.build.model import build_model
 from zoo.errors import VerificationFailed
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import load_zoo
-from zoo.verify.artifact import verify_artifact
+from zoo.verification.artifact import verify_artifact
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"zoo": REPO / "zoo", "zoo.exporters": REPO / "exporters", "zoo.plugins": REPO / "plugins"}
@@ -28,9 +28,9 @@ PACKAGES = {"zoo": REPO / "zoo", "zoo.exporters": REPO / "exporters", "zoo.plugi
 LAYERS = (  # each layer may import its own and the layers below it, never one above
     ("zoo", "zoo.__main__", "zoo.entry", "zoo.testing", "zoo.api"),
     ("zoo.cli",),
-    ("zoo.export", "zoo.bench"),
-    ("zoo.verify",),
-    ("zoo.check",),
+    ("zoo.exporting", "zoo.bench"),
+    ("zoo.verification",),
+    ("zoo.checking",),
     ("zoo.build",),
     ("zoo.files",),
     ("zoo.host",),
@@ -74,7 +74,7 @@ def layer_of(module: str) -> int | None:
 
 def test_every_import_follows_the_layer_order_with_no_circle() -> None:
     graph = every_import()
-    assert {"zoo", "zoo.spec.architecture", "zoo.spec.params", "zoo.export.pipeline", "zoo.cli.commands"} <= set(graph)
+    assert {"zoo", "zoo.spec.architecture", "zoo.spec.params", "zoo.exporting.pipeline", "zoo.cli.commands"} <= set(graph)
     against = []
     for name, deps in sorted(graph.items()):
         if name.startswith(BUILTIN_PLUGINS):

@@ -20,12 +20,12 @@ from click.testing import CliRunner
 from installing import Installed, pip_install
 
 from zoo.build.model import build_model
-from zoo.check.checks import check_model
+from zoo.checking.checks import check_model
 from zoo.cli.commands import cli
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import load_zoo
 from zoo.spec.architecture import Architecture
-from zoo.verify.artifact import verify_artifact
+from zoo.verification.artifact import verify_artifact
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 PACKAGE_FILE = re.compile(r"^# (my-models/\S+)\n")

@@ -10,8 +10,8 @@ import torch
 
 from zoo.build.model import build_model
 from zoo.errors import ParameterError
-from zoo.export.pipeline import export_model
-from zoo.export.plan import resolve_format
+from zoo.exporting.pipeline import export_model
+from zoo.exporting.plan import resolve_format
 from zoo.spec.architecture import Architecture, Dim, Input, Output
 from zoo.spec.job import ExportJob
 

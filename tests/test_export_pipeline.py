@@ -9,7 +9,7 @@ import pytest
 import zoo
 from zoo.build.model import build_model
 from zoo.errors import UsageError
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import load_zoo
 
 

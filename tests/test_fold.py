@@ -23,7 +23,7 @@ from zoo.exporters.fold import fold_linear
 from zoo import Architecture, Input, Output
 from zoo import hookimpl as zoo_hookimpl
 from zoo.build.model import build_model
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import load_zoo
 from zoo.host.plugin_calls import quiet_exporter
 from zoo.spec.exporter import Exporter

@@ -143,7 +143,7 @@ def test_9_the_running_session_itself_is_stopped(exported, tmp_path):
     from zoo.exporters.onnx import load
 
     from zoo.errors import VerificationFailed
-    from zoo.verify.run import run_stoppable
+    from zoo.verification.run import run_stoppable
 
     runner = load(endless_loop(exported["binary"], tmp_path / "loop.onnx"), "cpu")
     feed = {"x": np.zeros((2, 8), np.float32)}
@@ -161,7 +161,7 @@ def test_9_ctrl_c_interrupts_a_running_session(exported, tmp_path):
     session.run and never saw it."""
     from zoo.exporters.onnx import load
 
-    from zoo.verify.run import run_stoppable
+    from zoo.verification.run import run_stoppable
 
     runner = load(endless_loop(exported["binary"], tmp_path / "loop.onnx"), "cpu")
     before = {t.ident for t in threading.enumerate()}
@@ -328,7 +328,7 @@ def test_13_a_plugin_cannot_loosen_the_default_tolerances(tmp_path, monkeypatch)
     assert DEFAULT_TOLERANCES[("cpu", "float32")] == Tolerance(1e-4, 1e-5)
     from zoo.plugins.tasks import BUILTIN_TASKS
 
-    from zoo.check.task_calls import LOSS_TOLERANCES, SUM_TOLERANCES, TINY
+    from zoo.checking.task_calls import LOSS_TOLERANCES, SUM_TOLERANCES, TINY
     from zoo.spec.architecture import DEFAULT_SAMPLE
 
     for table in (DEFAULT_SAMPLE, BUILTIN_TASKS, LOSS_TOLERANCES, SUM_TOLERANCES, TINY):
@@ -430,7 +430,7 @@ def test_17_a_repeated_parameter_is_an_error(run):
 
 
 def test_19_nan_is_reported_as_nan_not_inf():
-    from zoo.verify.compare import compare
+    from zoo.verification.compare import compare
 
     ref = np.array([1.0, 2.0], np.float32)
     stats = compare(ref, np.array([1.0, np.nan], np.float32), Tolerance(1e-4, 1e-5))

@@ -437,7 +437,7 @@ def test_timeout_covers_loading_the_file(run, tmp_path):
     assert run("export", "stack", "-o", "m.onnx").exit_code == 0
     from zoo.build.model import build_model
     from zoo.errors import VerificationFailed
-    from zoo.verify.run import verify_files
+    from zoo.verification.run import verify_files
 
     built = build_model(the_zoo.architecture("stack"))
     started = time.monotonic()

@@ -20,7 +20,7 @@ from zoo.build.model import build_model
 from zoo.cli.commands import cli
 from zoo.host.manager import load_zoo
 from zoo.spec.params import parse_params
-from zoo.verify.metrics import score
+from zoo.verification.metrics import score
 
 DIGITS = ["multiclass", "-p", "in_features=64", "-p", "hidden=32,16", "-p", "n_classes=10", "-p", "activation=relu"]
 CANCER = ["binary", "-p", "in_features=30", "-p", "hidden=16,8", "-p", "activation=relu"]
@@ -214,9 +214,9 @@ def test_a_variant_not_as_fast_as_required_is_refused_with_its_measured_speed(tm
 
 
 def test_a_cnn_calibrated_on_the_users_rows_says_so_and_scores_at_least_as_well_as_on_generated_inputs(example_zoo, digits, tmp_path) -> None:
-    from zoo.export.pipeline import export_built
-    from zoo.export.plan import ExportPlan, Target, resolve_acceptance
-    from zoo.verify.input_files import load_input_files
+    from zoo.exporting.pipeline import export_built
+    from zoo.exporting.plan import ExportPlan, Target, resolve_acceptance
+    from zoo.verification.input_files import load_input_files
 
     X_train, X_test, y_train, y_test = train_test_split(*load_digits(return_X_y=True), test_size=0.3, random_state=0)
     # raw 8-bit pixel values (0-255), as images usually come: far from zoo's generated inputs

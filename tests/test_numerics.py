@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from zoo import Architecture, Input, hookimpl
 from zoo.build.model import build_model
-from zoo.check.checks import check_model
-from zoo.check.task_calls import agreement, closed_form_loss, head_checks, loss_slack, losses_agree, torch_loss
+from zoo.checking.checks import check_model
+from zoo.checking.task_calls import agreement, closed_form_loss, head_checks, loss_slack, losses_agree, torch_loss
 from zoo.cli.commands import cli
 from zoo.host.manager import load_zoo
 from zoo.spec.architecture import Output

@@ -12,11 +12,11 @@ from torch import nn
 from zoo import Architecture, Input, Output, hookimpl
 from zoo.build.model import build_model
 from zoo.errors import UsageError
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import load_zoo
 from zoo.spec.architecture import Parameter
 from zoo.spec.params import coerce_params, parse_params
-from zoo.verify.artifact import verify_artifact
+from zoo.verification.artifact import verify_artifact
 
 
 def stack(in_features: int = 4, sizes: list[int] = [4, 3], shape: tuple[int, int] | None = None) -> nn.Module:  # noqa: B006

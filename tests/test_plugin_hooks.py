@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import zoo
 from zoo.build.model import build_model
 from zoo.cli.commands import cli
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import Zoo, load_zoo
 
 GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
@@ -250,8 +250,8 @@ class QuantilePlugin:
 
 
 def test_hook_register_tasks_a_plugin_task_is_checked_exported_and_verified(tmp_path: Path) -> None:
-    from zoo.check.checks import check_model
-    from zoo.verify.artifact import verify_artifact
+    from zoo.checking.checks import check_model
+    from zoo.verification.artifact import verify_artifact
 
     the_zoo = load_zoo(entry_points=False, extra=[("quantiles", QuantilePlugin())])
     assert not the_zoo.problems

@@ -22,7 +22,7 @@ from zoo.build.model import build_model
 from zoo.cli.commands import cli
 from zoo.errors import PluginError
 from zoo.host.manager import load_zoo
-from zoo.verify.compare import error_stats
+from zoo.verification.compare import error_stats
 
 
 def invoke(*args, zoo=None):
@@ -363,7 +363,7 @@ def test_an_unexportable_forward_is_reported_at_its_own_file_and_line(tmp_path, 
 def test_nan_on_one_side_is_never_counted_as_an_agreeing_decision() -> None:
     import numpy as np
 
-    from zoo.check.task_calls import agreement
+    from zoo.checking.task_calls import agreement
     from zoo.spec.architecture import Output
 
     ref = np.array([[0.1, 0.9], [0.8, 0.2]])

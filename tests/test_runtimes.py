@@ -12,10 +12,10 @@ import pytest
 
 import zoo as zoo_api
 from zoo.build.model import build_model
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import load_zoo
-from zoo.verify.run import verify_files
-from zoo.verify.runtimes import RuntimeChoice, diagnose
+from zoo.verification.run import verify_files
+from zoo.verification.runtimes import RuntimeChoice, diagnose
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zoo.errors import UsageError
-from zoo.export.plan import Target, parse_shard, shard_of
+from zoo.exporting.plan import Target, parse_shard, shard_of
 from zoo.host.manager import load_zoo
 
 TEMPLATE = load_zoo(entry_points=False).architecture("binary")
@@ -96,7 +96,7 @@ def test_a_workers_record_reaches_the_parent_as_plain_data(tmp_path: Path) -> No
     import torch
 
     from zoo.build.model import build_model
-    from zoo.export.pipeline import export_model
+    from zoo.exporting.pipeline import export_model
     from zoo.records import to_json
 
     zoo = load_zoo(entry_points=False)
@@ -254,7 +254,7 @@ if __name__ == "__main__":
 
 
 def test_a_worker_that_swallows_the_interrupt_is_killed_after_the_grace_and_zoo_ends(tmp_path: Path) -> None:
-    from zoo.export.workers import STOP_GRACE_S
+    from zoo.exporting.workers import STOP_GRACE_S
 
     (tmp_path / "swallowing.py").write_text(SWALLOWING_PLUGIN)
     (tmp_path / "run.py").write_text(RUN_WITH_PLUGIN)

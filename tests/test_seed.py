@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from zoo.build.model import build_model
-from zoo.check.checks import check_model
-from zoo.check.task_calls import closed_form_loss, torch_loss
+from zoo.checking.checks import check_model
+from zoo.checking.task_calls import closed_form_loss, torch_loss
 from zoo.errors import ParameterError
 from zoo.spec.architecture import Output
 

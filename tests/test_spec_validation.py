@@ -44,7 +44,7 @@ def test_task_head_pairs_without_a_loss_are_refused_at_registration(task, head):
 
 
 def test_every_pair_in_the_table_builds_and_has_a_loss():
-    from zoo.check.task_calls import loss_name
+    from zoo.checking.task_calls import loss_name
 
     for task in BUILTIN_TASKS.values():
         for head in task.heads:

@@ -296,7 +296,7 @@ def test_weights_entries_are_checked_where_they_are_written(example_plugin, chan
 def test_the_example_weights_reach_their_claim_in_pytorch(example_zoo, tmp_path):
     """The shipped entry is real: trained weights on a held-out split zoo can read."""
     from zoo.build.model import build_model
-    from zoo.verify.claim import claimed_metric, load_eval_set, score
+    from zoo.verification.claim import claimed_metric, load_eval_set, score
 
     arch = example_zoo.architecture("multiclass")
     choice = resolve_weights(example_zoo, arch, "digits")

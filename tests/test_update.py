@@ -152,8 +152,8 @@ def test_a_file_zoo_did_not_write_is_left_alone(run, tmp_path: Path) -> None:
 def test_a_large_models_weights_are_freed_before_the_runtime_loads(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past RELEASE_BYTES the pipeline frees PyTorch's weights once its reference
     outputs exist; the verification still compares against them."""
-    from zoo.export import pipeline
-    from zoo.verify import runtimes as verify_runtimes
+    from zoo.exporting import pipeline
+    from zoo.verification import runtimes as verify_runtimes
 
     monkeypatch.setattr(pipeline, "RELEASE_BYTES", 0)
     events: list[str] = []
@@ -179,7 +179,7 @@ def test_a_large_models_weights_are_freed_before_the_runtime_loads(run, tmp_path
 
 def test_the_backward_check_leaves_no_gradient_behind(zoo) -> None:
     from zoo.build.model import build_model
-    from zoo.check.checks import check_model
+    from zoo.checking.checks import check_model
 
     built = build_model(zoo.architecture("stack"))
     result = check_model(built)

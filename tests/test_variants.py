@@ -142,8 +142,8 @@ def test_bench_times_the_variant_beside_pytorch_and_the_float32_file(run) -> Non
 
 def test_a_convolutional_model_is_quantized_statically_on_its_own_inputs(example_zoo, tmp_path: Path) -> None:
     from zoo.build.model import build_model
-    from zoo.export.pipeline import export_built
-    from zoo.export.plan import ExportPlan, Target, resolve_acceptance
+    from zoo.exporting.pipeline import export_built
+    from zoo.exporting.plan import ExportPlan, Target, resolve_acceptance
 
     exporter = example_zoo.exporter("onnx")
     built = build_model(example_zoo.architecture("small-cnn"))

@@ -13,9 +13,9 @@ from zoo.exporters import onnx as onnx_format
 import zoo
 from zoo.build.model import build_model
 from zoo.errors import UsageError
-from zoo.export.pipeline import export_model
+from zoo.exporting.pipeline import export_model
 from zoo.host.manager import Zoo, load_zoo
-from zoo.verify.artifact import verify_artifact
+from zoo.verification.artifact import verify_artifact
 
 
 def described(description: str):

@@ -2,7 +2,8 @@
 
 The public API for plugin authors is re-exported here (``__all__``); see
 docs/plugins.md. ``zoo.check(...)``, ``zoo.export(...)`` and ``zoo.verify(...)``
-are the Python API of the commands (``zoo.api``, README "Python API").
+are the Python API of the commands (``zoo.api``, README "Python API"); the
+stages they run live in ``zoo.checking``, ``zoo.exporting`` and ``zoo.verification``.
 Everything else in the package is internal.
 
 Heavy libraries (torch, numpy, onnx, onnxruntime) are imported inside the
@@ -14,12 +15,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import click
 
+    from zoo.api import check, export, verify
     from zoo.errors import ParameterError, UsageError, ZooError
     from zoo.host.hookspecs import hookimpl
     from zoo.host.manager import Zoo, load_zoo
@@ -41,22 +42,9 @@ _PUBLIC = {
     "Architecture": "zoo.spec.architecture", "Dim": "zoo.spec.architecture", "Exporter": "zoo.spec.exporter", "Input": "zoo.spec.architecture",
     "Output": "zoo.spec.architecture", "Tolerance": "zoo.spec.architecture", "Task": "zoo.spec.task", "Metric": "zoo.spec.task", "HeadCheck": "zoo.spec.task", "LOG_FLOOR": "zoo.spec.task", "log_floor": "zoo.spec.task",
     "Weights": "zoo.spec.weights", "MetricClaim": "zoo.spec.weights", "EvalSet": "zoo.spec.weights",
+    "check": "zoo.api", "export": "zoo.api", "verify": "zoo.api",
     "Runner": "zoo.spec.runner", "RunnerInfo": "zoo.spec.runner", "Runtime": "zoo.spec.runtime", "Setting": "zoo.spec.runtime",
 }
-
-
-class _CommandPackage(types.ModuleType):
-    """``zoo.check``, ``zoo.export`` and ``zoo.verify`` are subpackages of the library
-    and, called, the Python API of their commands (``zoo.api``): ``zoo.export("binary")``."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from zoo import api
-
-        return getattr(api, self.__name__.rsplit(".", 1)[1])(*args, **kwargs)
-
-
-for _command in ("check", "export", "verify"):  # their __init__ modules import nothing
-    importlib.import_module(f"zoo.{_command}").__class__ = _CommandPackage
 
 
 def __getattr__(name: str) -> Any:

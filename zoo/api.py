@@ -48,7 +48,7 @@ def check(name: str, *, params: Mapping[str, Any] | None = None, seed: int = 0, 
           plugins: Plugins = (), zoo: Zoo | None = None) -> dict[str, Any]:
     """``zoo check NAME``: forward, head, loss and backward checks; the ``--json`` record."""
     from zoo.build.model import build_model
-    from zoo.check.checks import check_model
+    from zoo.checking.checks import check_model
     from zoo.spec.params import parse_params
 
     the_zoo = loaded_zoo(plugins, zoo)
@@ -66,8 +66,8 @@ def export(name: str, output: str | Path | None = None, *, params: Mapping[str, 
     ``seed``, ``device``, ``weights``, ``inputs``, ``quantize``, ``precision``,
     ``timeout``, ``sizes`` (``{"batch": 8}``, as ``--size batch=8``)."""
     from zoo.errors import ZooError
-    from zoo.export.plan import ExportRequest, plan_export
-    from zoo.export.workers import run_plan
+    from zoo.exporting.plan import ExportRequest, plan_export
+    from zoo.exporting.workers import run_plan
 
     the_zoo = loaded_zoo(plugins, zoo)
     sizes = options.pop("sizes", None)
@@ -87,7 +87,7 @@ def verify(file: str | Path, *, weights: str | Path | None = None, arch: str | N
     """``zoo verify FILE``: rebuild the model from the file's metadata (or ``arch``) and
     compare again; the ``--json`` record. ``options``: ``device``, ``seed``, ``rtol``,
     ``atol``, ``inputs``, ``timeout``."""
-    from zoo.verify.artifact import verify_artifact
+    from zoo.verification.artifact import verify_artifact
 
     the_zoo = loaded_zoo(plugins, zoo)
     result = verify_artifact(the_zoo, Path(file), weights=None if weights is None else Path(weights), arch_name=arch,

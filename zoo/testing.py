@@ -71,8 +71,8 @@ class Checked:
     re-verification of the written file."""
 
     path: Path
-    export: Any  # zoo.verify.results.ExportResult
-    verify: Any  # zoo.verify.results.ExportResult from verify_artifact
+    export: Any  # zoo.verification.results.ExportResult
+    verify: Any  # zoo.verification.results.ExportResult from verify_artifact
 
     @property
     def check(self) -> Any:
@@ -108,8 +108,8 @@ def check_export_verify(
     from zoo.build.model import build_model
     from zoo.build.shapes import dynamic_dims
     from zoo.errors import ZooError
-    from zoo.export.pipeline import export_model
-    from zoo.verify.artifact import verify_artifact
+    from zoo.exporting.pipeline import export_model
+    from zoo.verification.artifact import verify_artifact
 
     zoo = plugin_zoo(plugin)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.host.plugin_calls import quiet_exporter
-from zoo.verify.runtimes import RuntimeChoice, load_runner
+from zoo.verification.runtimes import RuntimeChoice, load_runner
 
 BUDGET_S = 0.1  # per size, both files together: a verdict, not a benchmark ('zoo bench' is that)
 MIN_CALLS = 5
@@ -34,7 +34,7 @@ def timing_sizes(verification: Any) -> list[dict[str, int]]:
 
 def time_against(exporter: Any, built: Any, float_path: Path, variant_path: Path, verification: Any) -> dict[str, Any]:
     """Median seconds per call of both files at each timing size, and the speed-ups."""
-    from zoo.verify.compare import as_numpy
+    from zoo.verification.compare import as_numpy
 
     runners = [load_runner(exporter, RuntimeChoice(None), path, built.device) for path in (float_path, variant_path)]
     rows = []

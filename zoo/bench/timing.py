@@ -24,14 +24,14 @@ from zoo.build.model import BuiltModel, call_module
 from zoo.build.shapes import dynamic_dims, parse_dim_sizes, sample_sizes
 from zoo.build.trained import resolve_weights
 from zoo.errors import UsageError, VerificationFailed
-from zoo.export.pipeline import export_model, variant_of
-from zoo.export.plan import resolve_acceptance, resolve_format
+from zoo.exporting.pipeline import export_model, variant_of
+from zoo.exporting.plan import resolve_acceptance, resolve_format
 from zoo.spec.exporter import Exporter
 from zoo.spec.params import parse_params
 from zoo.spec.runner import Runner
-from zoo.verify.acceptance import variant_name
-from zoo.verify.artifact import exported_metadata, verify_artifact
-from zoo.verify.runtimes import RuntimeChoice, load_runner, parse_runtimes
+from zoo.verification.acceptance import variant_name
+from zoo.verification.artifact import exported_metadata, verify_artifact
+from zoo.verification.runtimes import RuntimeChoice, load_runner, parse_runtimes
 
 DEFAULT_BATCH_SIZES = (1, 64, 4096)
 DEFAULT_BUDGET_S = 0.5  # timed calls per runtime and batch size
@@ -51,10 +51,10 @@ class BenchPlan:
     sizes: dict[str, int]
     options: dict[str, Any]
     variant: str | None = None
-    acceptance: Any = None  # zoo.verify.acceptance.Acceptance, for the variant
+    acceptance: Any = None  # zoo.verification.acceptance.Acceptance, for the variant
     weights: Path | None = None  # --weights: the file to load
     weights_entry: Any = None  # the registered zoo.Weights it is, if any
-    runtimes: list[Any] = field(default_factory=list)  # zoo.verify.runtimes.RuntimeChoice, one latency column each
+    runtimes: list[Any] = field(default_factory=list)  # zoo.verification.runtimes.RuntimeChoice, one latency column each
 
 
 def bench_file(zoo: Any, path: Path, arch_name: str | None, params: Sequence[str], weights: Path | None, seed: int | None,
@@ -184,54 +184,70 @@ def bench_model(
     ``threads`` sets the intra-op threads of PyTorch and of each runtime that takes a
     ``threads`` setting (``None``: each one's default). ``sizes`` sets other dynamic
     dimensions (default: their sample sizes). ``runtimes``
-    (``zoo.verify.runtimes.RuntimeChoice``): the first is the main column, each other
+    (``zoo.verification.runtimes.RuntimeChoice``): the first is the main column, each other
     one adds a latency column; none: the format's own runner. ``variant`` ("int8",
     "fp16") is made from the verified file, judged by ``acceptance`` and timed beside
     it on the first runtime, accepted or not: the result says which. ``file``: time this exported file (verified by the caller) instead of exporting.
     """
-    import torch
 
     fixed = {**sample_sizes(built.arch, built.params), **(sizes or {})}
     if "batch" not in fixed:
         raise UsageError(f"{built.arch.name} has no dynamic 'batch' input dimension, so there is no batch size to vary")
     choices = [with_threads(c, threads) for c in runtimes or [RuntimeChoice(None)]]
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as folder:
-        path, export_stats = file, {}
-        if file is None:
-            path = Path(folder) / f"{built.arch.name}{exporter.suffix}"
-            exported = export_model(built, exporter, path, options=options, runtimes=choices)
-            if not exported.ok:
-                raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
-            export_stats = exported.export_stats
+        path, export_stats = (file, {}) if file is not None else exported_file(built, exporter, Path(folder), options, choices)
         runners = [load_runner(exporter, choice, path, built.device) for choice in choices]
-        info = runners[0].info
-        result = BenchResult(
-            architecture=built.arch.name,
-            params=built.params,
-            seed=built.seed,
-            device=built.device,
-            torch_runtime=f"torch {torch.__version__} eager (inference_mode, threads {threads or torch.get_num_threads()})",
-            onnx_runtime=info.description,
-            providers=list(info.providers),
-            budget_s=budget_s,
-            export_stats=export_stats,
-            note=info.note,
-            format=exporter.name,
-            sizes={name: size for name, size in fixed.items() if name != "batch"},
-            label="ORT" if info.runtime == "onnxruntime" else (choices[0].name or exporter.name).upper(),
-            runtime_info=info.to_dict(),
-            other_runtimes=[r.info.to_dict() for r in runners[1:]] or None,
-        )
-        variant_runner = None
-        if variant is not None:
-            if info.runtime != "onnxruntime":
-                raise UsageError(f"zoo bench times a variant in onnxruntime: put --runtime onnxruntime first (the {exporter.name} format runs on {info.runtime or 'its own runner'})")
-            variant_runner = bench_variant(built, exporter, path, variant, acceptance, choices[0], result)
-        names = [choice.name or exporter.name for choice in choices]
-        time_rows(built, dict(zip(names, runners)), variant_runner, batch_sizes, fixed, budget_s, threads, result)
-        for runner in runners:
-            runner.close()
+        try:
+            result = bench_result(built, exporter, runners, choices, threads, budget_s, export_stats, fixed)
+            variant_runner = None
+            if variant is not None:
+                if runners[0].info.runtime != "onnxruntime":
+                    raise UsageError(f"zoo bench times a variant in onnxruntime: put --runtime onnxruntime first (the {exporter.name} format runs on {runners[0].info.runtime or 'its own runner'})")
+                variant_runner = bench_variant(built, exporter, path, variant, acceptance, choices[0], result)
+            names = [choice.name or exporter.name for choice in choices]
+            time_rows(built, dict(zip(names, runners)), variant_runner, batch_sizes, fixed, budget_s, threads, result)
+        finally:
+            for runner in runners:
+                runner.close()
     return result
+
+
+def exported_file(
+    built: BuiltModel, exporter: Exporter, folder: Path, options: Mapping[str, Any] | None, choices: Sequence[Any]
+) -> tuple[Path, dict[str, Any]]:
+    """``built`` exported into ``folder`` and verified on every runtime, with the export's statistics."""
+    path = folder / f"{built.arch.name}{exporter.suffix}"
+    exported = export_model(built, exporter, path, options=options, runtimes=choices)
+    if not exported.ok:
+        raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
+    return path, exported.export_stats
+
+
+def bench_result(
+    built: BuiltModel, exporter: Exporter, runners: Sequence[Runner], choices: Sequence[Any], threads: int | None,
+    budget_s: float, export_stats: dict[str, Any], fixed: Mapping[str, int],
+) -> BenchResult:
+    """The result's header: what runs, where and how long; ``time_rows`` fills its rows."""
+    import torch
+
+    info = runners[0].info
+    return BenchResult(
+        architecture=built.arch.name,
+        params=built.params,
+        seed=built.seed,
+        device=built.device,
+        torch_runtime=f"torch {torch.__version__} eager (inference_mode, threads {threads or torch.get_num_threads()})",
+        onnx_runtime=info.description,
+        providers=list(info.providers),
+        budget_s=budget_s,
+        export_stats=export_stats,
+        note=info.note,
+        format=exporter.name,
+        sizes={name: size for name, size in fixed.items() if name != "batch"},
+        label="ORT" if info.runtime == "onnxruntime" else (choices[0].name or exporter.name).upper(),
+        runtime_info=info.to_dict(),
+        other_runtimes=[r.info.to_dict() for r in runners[1:]] or None,
+    )
 
 
 def time_rows(

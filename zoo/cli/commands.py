@@ -114,7 +114,7 @@ def show_command(ctx: click.Context, name: str, params: Sequence[str], seed: int
     """
     from zoo.build.model import build_model
     from zoo.build.trained import resolve_weights
-    from zoo.check.describe import describe
+    from zoo.checking.describe import describe
 
     zoo = get_zoo(ctx)
     arch = zoo.architecture(name)
@@ -152,7 +152,7 @@ def check_command(
     """
     from zoo.build.model import build_model
     from zoo.build.trained import resolve_weights
-    from zoo.check.checks import check_model
+    from zoo.checking.checks import check_model
 
     zoo = get_zoo(ctx)
     arch = zoo.architecture(name)
@@ -238,10 +238,10 @@ def export_command(
       zoo export binary --runtime openvino:inference_precision=f32
       zoo export --all -o exported/ --update
     """
-    from zoo.export.plan import ExportRequest, plan_export
-    from zoo.export.workers import run_plan
+    from zoo.exporting.plan import ExportRequest, plan_export
+    from zoo.exporting.workers import run_plan
     from zoo.files.writing import write_json
-    from zoo.verify.results import ExportResult, FailedExport
+    from zoo.verification.results import ExportResult, FailedExport
 
     zoo = get_zoo(ctx)
     with terminal_progress(None if export_all else name, as_json):  # a weight set's download
@@ -311,8 +311,8 @@ def verify_command(
     """
     from zoo.files.paths import check_file_path
     from zoo.files.writing import write_json
-    from zoo.verify.artifact import read_paths, verify_artifact
-    from zoo.verify.results import FailedVerify
+    from zoo.verification.artifact import read_paths, verify_artifact
+    from zoo.verification.results import FailedVerify
 
     read = [*read_paths(get_zoo(ctx), file, weights), *map(Path, inputs)] if report is not None else []
     if report is not None:

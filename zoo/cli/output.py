@@ -20,7 +20,7 @@ import click
 
 from zoo.errors import OutputWriteError
 from zoo.records import json_text
-from zoo.verify.results import FailedExport
+from zoo.verification.results import FailedExport
 
 
 def json_failure(ctx: click.Context, error: str, exit_code: int) -> None:

@@ -9,8 +9,8 @@ from zoo.cli.render_variants import claim_line, labelled_drops, metric_lines, sp
 from zoo.spec.architecture import Architecture
 from zoo.spec.params import format_value
 from zoo.text import human_bytes, human_rate, human_seconds, sizes_text
-from zoo.verify.divergence import divergence_text
-from zoo.verify.results import summary_row
+from zoo.verification.divergence import divergence_text
+from zoo.verification.results import summary_row
 
 
 def check_lines(result: Any) -> list[str]:

@@ -57,7 +57,7 @@ def plugins_lines(zoo: Any) -> list[str]:
 
 def runtime_records(zoo: Any) -> list[dict[str, Any]]:
     """Every runtime with its availability here, devices and version (``zoo plugins --json``)."""
-    from zoo.verify.runtimes import runtime_devices, runtime_version, safe_available
+    from zoo.verification.runtimes import runtime_devices, runtime_version, safe_available
 
     records = []
     for runtime in zoo.runtimes:

@@ -10,7 +10,7 @@ from zoo.text import human_bytes
 
 def labelled_drops(verification: Any) -> dict[str, str]:
     """Metric name -> its allowed drop as text, for the metrics a variant's labelled cases judged."""
-    from zoo.verify.acceptance import drop_text
+    from zoo.verification.acceptance import drop_text
 
     found = {}
     for case in verification.cases if verification is not None else []:
@@ -23,7 +23,7 @@ def labelled_drops(verification: Any) -> dict[str, str]:
 
 def metric_lines(result: Any) -> list[str]:
     """One line per labelled case and output: each metric on PyTorch, the float file and the variant, and the change."""
-    from zoo.verify.acceptance import metric_text
+    from zoo.verification.acceptance import metric_text
 
     exported = result.exporter.name
     variant = result.variant["name"] if result.variant is not None else None

@@ -93,7 +93,7 @@ class Task:
     - ``loss_slack(output, reference, target, rtol, atol, dtype) -> float``: how
       far the loss can move when every output moves within ``atol + rtol*|ref|``
       (default 0: only rounding is allowed); supply one for ill-conditioned losses.
-    - ``head_checks(output, prediction, dtype) -> list[zoo.check.task_calls.HeadCheck]``:
+    - ``head_checks(output, prediction, dtype) -> list[zoo.checking.task_calls.HeadCheck]``:
       checks beyond the head's own (sigmoid in [0, 1], softmax rows sum to 1).
     - ``labels``: what a user's labels for this output hold (``LABEL_KINDS``):
       ``"class"`` (integer class indices, the output's shape without its last

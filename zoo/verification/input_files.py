@@ -27,7 +27,7 @@ from zoo.files.npz import read_npz
 from zoo.files.paths import file_kind
 from zoo.spec.architecture import INT_DTYPES, Architecture, Dim, Input, Output
 from zoo.text import shorten, some
-from zoo.verify.run import InputCase
+from zoo.verification.run import InputCase
 
 MAX_INPUT_BYTES = 1 << 30  # what a verification case may unpack to
 
@@ -99,7 +99,7 @@ def check_labels(
     import numpy as np
 
     from zoo.build.shapes import concrete
-    from zoo.verify.metrics import task_metrics
+    from zoo.verification.metrics import task_metrics
 
     task, _ = task_metrics(spec)
     said = f"{where}: labels {spec.name!r}"

@@ -1,5 +1,5 @@
 """``zoo export --all`` across processes: ``--jobs N`` (``--shard I/N``, across
-machines, is part of the plan: ``zoo.export.plan.shard``).
+machines, is part of the plan: ``zoo.exporting.plan.shard``).
 
 ``--jobs N`` exports in N worker processes. Each worker imports torch and loads
 the plugins once, then exports one target after another; what comes back to
@@ -34,8 +34,8 @@ from typing import Any
 
 from zoo.build.sizing import dry_build
 from zoo.errors import ExportFailed, UsageError, ZooError
-from zoo.export.pipeline import export_targets
-from zoo.export.plan import ExportPlan, Target
+from zoo.exporting.pipeline import export_targets
+from zoo.exporting.plan import ExportPlan, Target
 from zoo.host.manager import load_zoo
 from zoo.interrupts import (
     HANDLED,
@@ -46,8 +46,8 @@ from zoo.interrupts import (
     quick_shutdown,
     signals_blocked,
 )
-from zoo.verify.results import FailedExport, Outcome
-from zoo.verify.runtimes import RuntimeChoice
+from zoo.verification.results import FailedExport, Outcome
+from zoo.verification.runtimes import RuntimeChoice
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to remove its staging before it is killed

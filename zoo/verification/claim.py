@@ -4,7 +4,7 @@ The evaluation set is an ``.npz`` pinned by sha256: one key per model input and
 ``labels``. It is read with ``allow_pickle=False`` and refused past
 ``MAX_EVAL_BYTES`` unpacked. The claim names one of its
 output's task metrics (``Task.metrics``: accuracy, RMSE...), scored by
-``zoo.verify.metrics`` as every labelled comparison is.
+``zoo.verification.metrics`` as every labelled comparison is.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from zoo.records import Record
 from zoo.spec.architecture import Output
 from zoo.spec.task import Metric
 from zoo.spec.weights import MetricClaim, Weights
-from zoo.verify.metrics import metric_scores, task_metrics
-from zoo.verify.runtimes import RuntimeChoice, load_runner
+from zoo.verification.metrics import metric_scores, task_metrics
+from zoo.verification.runtimes import RuntimeChoice, load_runner
 
 MAX_EVAL_BYTES = 256 << 20
 CHUNK_ROWS = 64  # a batch size every verification already ran

@@ -17,9 +17,9 @@ from zoo.build.model import BuiltModel, call_module, ieee_float32
 from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
 from zoo.text import dtype_text
-from zoo.verify.compare import as_numpy, error_stats
-from zoo.verify.results import Verification
-from zoo.verify.tolerances import tolerance_for
+from zoo.verification.compare import as_numpy, error_stats
+from zoo.verification.results import Verification
+from zoo.verification.tolerances import tolerance_for
 
 log = logging.getLogger(__name__)
 

@@ -21,19 +21,19 @@ from typing import Any
 
 from zoo.build.model import check_device, check_seed
 from zoo.build.shapes import dynamic_dims, parse_dim_sizes
-from zoo.build.trained import eval_set_file, resolve_weights
+from zoo.build.trained import WeightsChoice, eval_set_file, resolve_weights
 from zoo.errors import OutputPathError, UsageError, ZooError
-from zoo.export.update import recorded_metadata
+from zoo.exporting.update import recorded_metadata
 from zoo.files.paths import check_file_path, check_output_path, refuse_folder_name
 from zoo.spec.architecture import Architecture
 from zoo.spec.exporter import Exporter
 from zoo.spec.params import parse_params
 from zoo.text import shorten
-from zoo.verify.acceptance import Acceptance, parse_metric_drops, variant_name
-from zoo.verify.input_files import load_input_files
-from zoo.verify.run import check_timeout
-from zoo.verify.runtimes import RuntimeChoice, parse_runtimes
-from zoo.verify.tolerances import check_tolerances, parse_tolerance
+from zoo.verification.acceptance import Acceptance, parse_metric_drops, variant_name
+from zoo.verification.input_files import load_input_files
+from zoo.verification.run import check_timeout
+from zoo.verification.runtimes import RuntimeChoice, parse_runtimes
+from zoo.verification.tolerances import check_tolerances, parse_tolerance
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ExportPlan:
     atol: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     force: bool = False
-    update: bool = False  # keep a file zoo wrote that is still what this export would write (zoo.export.update)
+    update: bool = False  # keep a file zoo wrote that is still what this export would write (zoo.exporting.update)
     seed: int = 0
     device: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)  # typed build parameters (one target only)
@@ -166,29 +166,7 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     suffix = f".{variant}{exporter.suffix}" if variant else exporter.suffix
     check_seed(r.seed)
     check_timeout(r.timeout)
-    if r.export_all:
-        if r.params or r.weights or r.inputs or r.calibration:
-            raise UsageError("--param, --weights, --inputs and --calibration describe one architecture; export it by NAME instead of --all")
-        archs = zoo.architectures.filter(r.name)
-        if not archs:
-            raise UsageError(f"no architecture matches {r.name!r}")
-        folder = Path(r.output or ".")
-        check_export_folder(folder)
-        targets = [Target(a, folder / f"{a.name}{suffix}") for a in archs]
-        overrides: dict[str, Any] = {}
-    elif r.name is None:
-        raise UsageError("give an architecture NAME (see 'zoo list') or --all")
-    else:
-        arch = zoo.architecture(r.name)
-        if r.output is not None:
-            refuse_folder_name(r.output, f"{arch.name}{suffix}")
-        targets = [Target(arch, Path(r.output or f"{arch.name}{suffix}"))]
-        overrides = parse_params(r.params, arch.parameters, arch.name)
-    choice = None
-    if not r.export_all:  # a registered name: its build parameters, unless -p overrides one
-        choice = resolve_weights(zoo, targets[0].arch, r.weights)
-        if choice is not None and choice.entry is not None:
-            overrides = {**choice.entry.params, **overrides}
+    targets, overrides, choice = planned_targets(zoo, r, suffix)
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
     chosen = chosen_sizes(r.sizes, targets, overrides)
@@ -210,15 +188,45 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     )
     if r.report is not None:  # the JSON must never replace the model or its weights
         check_file_path(r.report, "--report", plan.protected)
+    plan.targets = writable_targets(r, targets, exporter)
+    return plan
+
+
+def planned_targets(zoo: Any, r: ExportRequest, suffix: str) -> tuple[list[Target], dict[str, Any], WeightsChoice | None]:
+    """What to export and where, the build parameters (``-p``, over a registered weight
+    set's), and the chosen weights; ``--all`` takes neither parameters nor weights."""
+    if r.export_all:
+        if r.params or r.weights or r.inputs or r.calibration:
+            raise UsageError("--param, --weights, --inputs and --calibration describe one architecture; export it by NAME instead of --all")
+        archs = zoo.architectures.filter(r.name)
+        if not archs:
+            raise UsageError(f"no architecture matches {r.name!r}")
+        folder = Path(r.output or ".")
+        check_export_folder(folder)
+        return [Target(a, folder / f"{a.name}{suffix}") for a in archs], {}, None
+    if r.name is None:
+        raise UsageError("give an architecture NAME (see 'zoo list') or --all")
+    arch = zoo.architecture(r.name)
+    if r.output is not None:
+        refuse_folder_name(r.output, f"{arch.name}{suffix}")
+    overrides = parse_params(r.params, arch.parameters, arch.name)
+    choice = resolve_weights(zoo, arch, r.weights)
+    if choice is not None and choice.entry is not None:  # a registered name: its build parameters, unless -p overrides one
+        overrides = {**choice.entry.params, **overrides}
+    return [Target(arch, Path(r.output or f"{arch.name}{suffix}"))], overrides, choice
+
+
+def writable_targets(r: ExportRequest, targets: list[Target], exporter: Exporter) -> list[Target]:
+    """The targets this run writes (its ``--shard``), each refused where its file exists
+    without ``--force``/``--update``; one NAME's refusal is raised before the build."""
     if r.export_all:  # every option is valid: only now make the folder, then see which files can be written
         make_export_folder(targets[0].path.parent)
         mine = shard_of(targets, *parse_shard(r.shard)) if r.shard is not None else targets
-        plan.targets = [refuse_existing(t, r.force, exporter if r.update else None) for t in mine]
-    else:  # before the build: a big model costs seconds and GBs
-        plan.targets = [refuse_existing(targets[0], r.force, exporter if r.update else None)]
-        if plan.targets[0].refused is not None:
-            raise plan.targets[0].refused
-    return plan
+        return [refuse_existing(t, r.force, exporter if r.update else None) for t in mine]
+    target = refuse_existing(targets[0], r.force, exporter if r.update else None)  # a big model's build costs seconds and GBs
+    if target.refused is not None:
+        raise target.refused
+    return [target]
 
 
 def eval_set_path(choice: Any) -> Path | None:

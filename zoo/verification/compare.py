@@ -17,7 +17,7 @@ def compare_output(
     ``target``, the user's labels, else a random target; none when ``loss`` is False:
     PyTorch's own output is NaN, so is its loss). Returns the stats for the report
     (``None`` if the shapes differ) and what failed."""
-    from zoo.check.task_calls import agreement, closed_form_loss, loss_slack, losses_agree, make_target, task_stats
+    from zoo.checking.task_calls import agreement, closed_form_loss, loss_slack, losses_agree, make_target, task_stats
 
     dtype = dtype_text(ref.dtype)
     ref_np = as_numpy(ref)

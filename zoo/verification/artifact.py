@@ -20,14 +20,14 @@ from zoo.progress import timed
 from zoo.spec.exporter import Exporter
 from zoo.spec.job import META_PREFIX
 from zoo.spec.params import coerce_params, parse_params
-from zoo.verify.acceptance import Acceptance, judged_criteria
-from zoo.verify.claim import score_claim
-from zoo.verify.divergence import failure_text
-from zoo.verify.input_files import load_input_files
-from zoo.verify.results import VerifyResult
-from zoo.verify.run import check_timeout, verify_on_runtimes
-from zoo.verify.runtimes import parse_runtimes, recorded_runtimes
-from zoo.verify.tolerances import ToleranceOption, check_tolerances, parse_tolerance
+from zoo.verification.acceptance import Acceptance, judged_criteria
+from zoo.verification.claim import score_claim
+from zoo.verification.divergence import failure_text
+from zoo.verification.input_files import load_input_files
+from zoo.verification.results import VerifyResult
+from zoo.verification.run import check_timeout, verify_on_runtimes
+from zoo.verification.runtimes import parse_runtimes, recorded_runtimes
+from zoo.verification.tolerances import ToleranceOption, check_tolerances, parse_tolerance
 
 
 def exported_metadata(exporter: Exporter, path: Path) -> dict[str, str]:
@@ -112,24 +112,13 @@ def verify_artifact(
         check_regular_file(Path(weights))  # a file: refused before the model file is read
     exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
     if arch_name is not None:
-        arch = zoo.architecture(arch_name)
-        overrides: dict[str, Any] = parse_params(params, arch.parameters, arch.name)
-        seed = 0 if seed is None else seed
-        check_seed(seed)
-        choice = resolve_weights(zoo, arch, weights)
-        weights = choice.path if choice else None
+        arch, overrides, seed, choice = given_architecture(zoo, arch_name, params, seed, weights)
     else:
         arch, overrides, seed, choice = recorded_architecture(zoo, path, meta, weights)
-        weights = choice.path if choice else None
+    weights = choice.path if choice else None
     check_recorded_size(exporter, arch, path, meta, overrides)  # before anything is allocated
     check_tolerances(rtol, atol, [o.name for o in arch.outputs])
-    acceptance = recorded_acceptance(path, meta, rtol, atol)
-    criteria_source: dict[str, str] = {}
-    notes: list[str] = []
-    if acceptance is not None:
-        acceptance, criteria_source, notes = judged_criteria(acceptance, dict(criteria or {}), accept_recorded)
-    elif any(v is not None for v in (criteria or {}).values()) or accept_recorded:
-        raise UsageError(f"{path.name} is not a variant (no zoo.variant): it is judged by --rtol/--atol, not acceptance criteria")
+    acceptance, criteria_source, notes = variant_criteria(path, meta, rtol, atol, criteria, accept_recorded)
     # --runtime, else the runtimes and settings the file was proven on at export (zoo.runtimes)
     choices, note = (parse_runtimes(zoo, runtimes, exporter), "") if runtimes else recorded_runtimes(zoo, exporter, meta)
     static = meta.get("static") == "true"
@@ -157,14 +146,31 @@ def verify_artifact(
         for unapplied in notes:
             warn(unapplied)
     if not result.ok_on_every_runtime:
-        failing = next(v for v in result.verifications if not v.ok)
-        result.error = failure_text(failing)
-        shapes = any(" has shape " in f or " runtime raised " in f for f in failing.failures)
-        if arch_name is not None and shapes:  # no weights make shapes fit: the parameters differ
-            result.error += f" (the file's shapes are not those of {arch.name} with these --param values: give the ones it was made with)"
-        elif arch_name is not None and weights is None:
-            result.error += f" (built {arch.name} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
+        result.error = verify_error(result, arch.name if arch_name is not None else None, weights is not None, seed)
     return result
+
+
+def given_architecture(
+    zoo: Any, arch_name: str, params: Sequence[str], seed: int | None, weights: str | Path | None
+) -> tuple[Any, dict[str, Any], int, WeightsChoice | None]:
+    """``--arch NAME`` with its ``--param`` values, ``--seed`` (default 0) and ``--weights``."""
+    arch = zoo.architecture(arch_name)
+    overrides: dict[str, Any] = parse_params(params, arch.parameters, arch.name)
+    seed = 0 if seed is None else seed
+    check_seed(seed)
+    return arch, overrides, seed, resolve_weights(zoo, arch, weights)
+
+
+def verify_error(result: VerifyResult, given_arch: str | None, weighted: bool, seed: int) -> str:
+    """The failure, with what to change where the file was checked against ``--arch``."""
+    failing = next(v for v in result.verifications if not v.ok)
+    error = failure_text(failing)
+    shapes = any(" has shape " in f or " runtime raised " in f for f in failing.failures)
+    if given_arch is not None and shapes:  # no weights make shapes fit: the parameters differ
+        error += f" (the file's shapes are not those of {given_arch} with these --param values: give the ones it was made with)"
+    elif given_arch is not None and not weighted:
+        error += f" (built {given_arch} with seeded weights, seed {seed}: if the file holds trained weights, pass them with --weights)"
+    return error
 
 
 def recorded_weights(zoo: Any, arch: str, meta: dict[str, str]) -> str | None:
@@ -204,6 +210,20 @@ def recorded_architecture(
         check_regular_file(choice.path)
     overrides, seed = recorded_build(path, meta, choice.path if choice else None)
     return arch, coerce_params(overrides, arch.parameters, arch.name), seed, choice
+
+
+def variant_criteria(
+    path: Path, meta: dict[str, str], rtol: float | None, atol: float | None, criteria: dict[str, float | None] | None,
+    accept_recorded: bool,
+) -> tuple[Acceptance | None, dict[str, str], list[str]]:
+    """A variant's criteria as judged (the file's, tightened to zoo's defaults unless
+    confirmed), where each came from, and the notes on those not applied; ``None`` for a float file."""
+    acceptance = recorded_acceptance(path, meta, rtol, atol)
+    if acceptance is not None:
+        return judged_criteria(acceptance, dict(criteria or {}), accept_recorded)
+    if any(v is not None for v in (criteria or {}).values()) or accept_recorded:
+        raise UsageError(f"{path.name} is not a variant (no zoo.variant): it is judged by --rtol/--atol, not acceptance criteria")
+    return None, {}, []
 
 
 def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, atol: float | None) -> Acceptance | None:

@@ -3,8 +3,8 @@
 ``export_targets`` carries out an ``ExportPlan`` (one target or ``--all``);
 ``export_model`` exports one already-built model; ``verify_artifact`` rebuilds
 the model a file names in its metadata and verifies the file again. The
-modules it calls each own one step: ``zoo.check.checks``, ``zoo.spec.job``,
-``zoo.host.plugin_calls``, ``zoo.verify.run``, ``zoo.files.staging``, ``zoo.records``.
+modules it calls each own one step: ``zoo.checking.checks``, ``zoo.spec.job``,
+``zoo.host.plugin_calls``, ``zoo.verification.run``, ``zoo.files.staging``, ``zoo.records``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from zoo.build.shapes import dynamic_dims
 from zoo.build.sizing import weight_bytes
 from zoo.build.trained import WeightsChoice, name_weights
 from zoo.errors import CheckFailed, ExportFailed, PluginError, VerificationFailed, ZooError
-from zoo.export.plan import ExportPlan, Target, resolve_format
-from zoo.export.update import expected_metadata, stale_reason
+from zoo.exporting.plan import ExportPlan, Target, resolve_format
+from zoo.exporting.update import expected_metadata, stale_reason
 from zoo.files.paths import check_output_path
 from zoo.files.staging import OldSideFiles, check_side_files, old_side_files, place, side_files, staging
 from zoo.host.plugin_calls import call_exporter, code_location, reason
@@ -31,12 +31,12 @@ from zoo.progress import stage, timed
 from zoo.spec.architecture import Dim
 from zoo.spec.exporter import Calibration, Exporter
 from zoo.spec.job import META_PREFIX, ExportJob, provenance
-from zoo.verify.acceptance import Acceptance
-from zoo.verify.artifact import check_artifact
-from zoo.verify.claim import score_claim
-from zoo.verify.divergence import failure_text
-from zoo.verify.results import ExportResult, FailedExport, Verification
-from zoo.verify.run import verify_on_runtimes
+from zoo.verification.acceptance import Acceptance
+from zoo.verification.artifact import check_artifact
+from zoo.verification.claim import score_claim
+from zoo.verification.divergence import failure_text
+from zoo.verification.results import ExportResult, FailedExport, Verification
+from zoo.verification.run import verify_on_runtimes
 
 log = logging.getLogger(__name__)
 CALIBRATION_SEED = 2000  # static quantization calibrates on inputs no verification case uses
@@ -133,7 +133,7 @@ def export_model(
 ) -> ExportResult:
     """Export an already-built model to ``output`` (the library's entry point; the
     CLI goes through ``plan_export`` and ``export_targets``), proven on ``runtimes``
-    (``zoo.verify.runtimes.RuntimeChoice``; none: the format's own runner)."""
+    (``zoo.verification.runtimes.RuntimeChoice``; none: the format's own runner)."""
     options = dict(options or {})
     opset = resolve_format(exporter, opset=opset, rtol=rtol, atol=atol, options=options)
     plan = ExportPlan(
@@ -150,7 +150,7 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path, owned: bool 
     verification places nothing and returns a result whose ``ok`` is False.
     ``owned``: the pipeline built ``built`` and nothing uses it afterwards, so a
     large model's weights are freed once PyTorch's reference outputs exist."""
-    from zoo.check.checks import check_model
+    from zoo.checking.checks import check_model
 
     exporter = plan.exporter
     result = ExportResult(built, exporter, plan.opset, plan.static)

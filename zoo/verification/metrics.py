@@ -10,7 +10,7 @@ rows for both sides, so the interval is that of the change, not of each score).
 ``score`` is the entry point for code that only wants the numbers (a weight
 set's claimed accuracy, re-scored)::
 
-    from zoo.verify.metrics import score
+    from zoo.verification.metrics import score
     results = score(arch, {"probabilities": probs}, {"probabilities": classes})
     results["probabilities"].values["accuracy"]  # 0.961
 """
@@ -44,7 +44,7 @@ def task_metrics(spec: Output) -> tuple[Task | None, tuple[Metric, ...]]:
     """The task of ``spec`` and its metrics (none for an output without a task)."""
     if spec.task is None:
         return None, ()
-    from zoo.check.task_calls import task_of
+    from zoo.checking.task_calls import task_of
 
     task = task_of(spec)
     return task, task.metrics

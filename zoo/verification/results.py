@@ -9,7 +9,7 @@ from typing import Any
 
 from zoo.files.staging import file_record
 from zoo.records import Record, json_field, to_json, versions
-from zoo.verify.compare import worst
+from zoo.verification.compare import worst
 
 
 @dataclasses.dataclass
@@ -45,11 +45,11 @@ class Verification(Record):
     cases: list[CaseResult] = dataclasses.field(default_factory=list)
     note: str = ""
     seconds: float = json_field(skip=True, default=0.0)
-    # on failure: the first node whose output differs from its module's (zoo.verify.divergence)
+    # on failure: the first node whose output differs from its module's (zoo.verification.divergence)
     first_divergence: dict[str, Any] | None = json_field(omit_none=True, default=None)
     fixed: dict[str, int] = dataclasses.field(default_factory=dict)  # dimensions the file takes at one size only
     runner: dict[str, Any] | None = json_field(name="runtime_info", omit_none=True, default=None)  # zoo.RunnerInfo.to_dict()
-    # on failure at tolerance: the rerun under the runtime's precise settings (zoo.verify.runtimes.diagnose)
+    # on failure at tolerance: the rerun under the runtime's precise settings (zoo.verification.runtimes.diagnose)
     diagnosis: dict[str, Any] | None = json_field(omit_none=True, default=None)
 
     @property
@@ -83,14 +83,14 @@ class ExportResult(Outcome):
     static: bool
     files: list[Path] = dataclasses.field(default_factory=list)
     placed: bool = True  # False: ``files`` are where the export would have gone; nothing was written there
-    check: Any = None  # zoo.check.checks.CheckResult
+    check: Any = None  # zoo.checking.checks.CheckResult
     verification: Verification | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str | None = None
     export_stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # ExportJob.stats
-    variant: dict[str, Any] | None = None  # name, how it was made, criteria, sizes (``zoo.verify.acceptance``)
+    variant: dict[str, Any] | None = None  # name, how it was made, criteria, sizes (``zoo.verification.acceptance``)
     variant_verification: Verification | None = None  # the variant against PyTorch, by its criteria
-    claim: Any = None  # zoo.verify.claim.ClaimResult: the weight set's claimed metric, re-scored
+    claim: Any = None  # zoo.verification.claim.ClaimResult: the weight set's claimed metric, re-scored
     verifications: list[Verification] = dataclasses.field(default_factory=list)  # one per runtime (--runtime); the first is ``verification``
     update: dict[str, str] | None = None  # --update: {"status": "up to date" | "exported", "reason": ...}
 

@@ -99,7 +99,7 @@ def parse_metric_drops(values: Any) -> dict[str, float]:
 
 
 def accept_metrics(spec: Any, metrics: Mapping[str, Any], source: str) -> list[str]:
-    """What failed of an output's metrics on one labelled case (``zoo.verify.metrics.compare_scores``)."""
+    """What failed of an output's metrics on one labelled case (``zoo.verification.metrics.compare_scores``)."""
     failures = []
     for name, found in metrics.items():
         if not found["ok"]:
@@ -129,68 +129,91 @@ def accept_output(
     stand-in criteria are only reported."""
     import numpy as np
 
-    from zoo.check.task_calls import closed_form_loss, decision_counts, make_target, task_stats
+    from zoo.checking.task_calls import task_stats
 
     ref64 = np.asarray(ref.detach().cpu().double().numpy() if hasattr(ref, "detach") else ref, dtype=np.float64)
     cand64 = np.asarray(cand, dtype=np.float64)
     if cand64.shape != ref64.shape:
         return {}, [f"output {spec.name!r} has shape {list(cand64.shape)}, PyTorch gives {list(ref64.shape)}"]
-    failures: list[str] = []
-    with np.errstate(invalid="ignore", over="ignore"):
-        error = np.abs(ref64 - cand64)
-        broken = int((np.isfinite(ref64) & ~np.isfinite(cand64)).sum())
-        finite = error[np.isfinite(error)]
-        rms = float(np.sqrt(np.mean(np.square(ref64[np.isfinite(ref64)])))) if np.isfinite(ref64).any() else 0.0
-    p = (lambda q: float(np.percentile(finite, q)) if finite.size else 0.0)
-    stats: dict[str, Any] = {"p50_abs": p(50), "p90_abs": p(90), "p99_abs": p(99), "max_abs": p(100), "reference_rms": rms}
-    if broken:
-        failures.append(f"output {spec.name!r}: {broken} values are NaN or infinite where PyTorch's are finite")
-    stand_ins: list[str] = []  # refuse the variant only where no labels judge the output
+    stats, broken = error_stats(ref64, cand64)
+    failures = [f"output {spec.name!r}: {broken} values are NaN or infinite where PyTorch's are finite"] if broken else []
     stats.update(task_stats(spec, ref64, cand64, 0.0, 0.0))  # reported, not judged (multilabel's exact label sets)
-    # A near-tie: a decision whose reference margin (top-2 gap, distance to the
-    # threshold) lies within twice the variant's measured p99 error can flip by
-    # that error alone; it is counted apart, not as a disagreement.
-    agreed = decision_counts(spec, ref64, cand64, 0.0, stats["p99_abs"])
-    if agreed is not None:
-        kind, fraction, decided, total = agreed
-        stats[f"{kind}_agreement"] = fraction
-        if total:
-            stats[f"{kind}_ties"], stats[f"{kind}_rows"] = total - decided, total
-        if total and total >= MIN_ROWS_FOR_TIES and decided < MIN_DECIDED_SHARE * total:  # nearly all ties
-            stand_ins.append(
-                f"output {spec.name!r}: only {decided} of {total} rows decide beyond the variant's error "
-                f"(p99 abs {stats['p99_abs']:.2g}); the rest are ties it cannot be shown to keep"
-            )
-        elif fraction < criteria.min_agreement:
-            stand_ins.append(
-                f"output {spec.name!r}: {kind} agrees with PyTorch on {fraction:.1%} of {decided if total else 'the'} decided rows "
-                f"(at least {criteria.min_agreement:.1%} required)"
-            )
-    else:
-        relative = stats["p99_abs"] / rms if rms > 0 else (0.0 if stats["p99_abs"] == 0 else math.inf)
-        stats["p99_relative_to_rms"] = relative
-        if relative > criteria.max_error:
-            stand_ins.append(
-                f"output {spec.name!r}: 99% of errors are within {relative:.3g}× the output's RMS "
-                f"(at most {criteria.max_error:g} required)"
-            )
+    stand_ins = decision_stand_ins(spec, ref64, cand64, criteria, stats)  # refuse the variant only where no labels judge the output
     if spec.task is not None:
-        dtype = dtype_text(ref.dtype) if hasattr(ref, "dtype") else "float32"
-        target = (target if target is not None else make_target(spec, ref.detach().cpu().float(), generator)).double().cpu().numpy()
-        loss_ref = closed_form_loss(spec, ref64, target, dtype)
-        loss_got = closed_form_loss(spec, cand64, target, dtype)
-        change = abs(loss_got - loss_ref) / max(abs(loss_ref), 1e-12) if math.isfinite(loss_got) else math.inf
-        stats["loss"] = {"torch": loss_ref, "variant": loss_got, "relative_change": change}
-        if not change <= criteria.max_loss_change:
-            stand_ins.append(
-                f"loss on {spec.name!r} is {loss_got:.6g} for the variant vs {loss_ref:.6g} in PyTorch "
-                f"({change:.1%} change, at most {criteria.max_loss_change:.0%} allowed)"
-            )
+        stand_ins += loss_stand_ins(spec, ref, ref64, cand64, criteria, generator, target, stats)
     if judged:
         failures.extend(stand_ins)
     elif stand_ins:
         stats["not_judged"] = stand_ins  # the labels decide this output
     return stats, failures
+
+
+def error_stats(ref64: Any, cand64: Any) -> tuple[dict[str, Any], int]:
+    """The variant's absolute error percentiles and PyTorch's RMS, over finite values;
+    and how many values are NaN or infinite where PyTorch's are finite."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.abs(ref64 - cand64)
+        broken = int((np.isfinite(ref64) & ~np.isfinite(cand64)).sum())
+        finite = error[np.isfinite(error)]
+        rms = float(np.sqrt(np.mean(np.square(ref64[np.isfinite(ref64)])))) if np.isfinite(ref64).any() else 0.0
+    p50, p90, p99, top = np.percentile(finite, [50, 90, 99, 100]).tolist() if finite.size else [0.0] * 4
+    return {"p50_abs": p50, "p90_abs": p90, "p99_abs": p99, "max_abs": top, "reference_rms": rms}, broken
+
+
+def decision_stand_ins(spec: Any, ref64: Any, cand64: Any, criteria: Acceptance, stats: dict[str, Any]) -> list[str]:
+    """Agreement of decisions (a task's argmax or threshold), else the p99 error
+    against the output's RMS (regression); what falls short of ``criteria``."""
+    from zoo.checking.task_calls import decision_counts
+
+    # A near-tie: a decision whose reference margin (top-2 gap, distance to the
+    # threshold) lies within twice the variant's measured p99 error can flip by
+    # that error alone; it is counted apart, not as a disagreement.
+    agreed = decision_counts(spec, ref64, cand64, 0.0, stats["p99_abs"])
+    if agreed is None:
+        rms = stats["reference_rms"]
+        relative = stats["p99_abs"] / rms if rms > 0 else (0.0 if stats["p99_abs"] == 0 else math.inf)
+        stats["p99_relative_to_rms"] = relative
+        if relative > criteria.max_error:
+            return [f"output {spec.name!r}: 99% of errors are within {relative:.3g}× the output's RMS (at most {criteria.max_error:g} required)"]
+        return []
+    kind, fraction, decided, total = agreed
+    stats[f"{kind}_agreement"] = fraction
+    if total:
+        stats[f"{kind}_ties"], stats[f"{kind}_rows"] = total - decided, total
+    if total and total >= MIN_ROWS_FOR_TIES and decided < MIN_DECIDED_SHARE * total:  # nearly all ties
+        return [
+            f"output {spec.name!r}: only {decided} of {total} rows decide beyond the variant's error "
+            f"(p99 abs {stats['p99_abs']:.2g}); the rest are ties it cannot be shown to keep"
+        ]
+    if fraction < criteria.min_agreement:
+        return [
+            f"output {spec.name!r}: {kind} agrees with PyTorch on {fraction:.1%} of {decided if total else 'the'} decided rows "
+            f"(at least {criteria.min_agreement:.1%} required)"
+        ]
+    return []
+
+
+def loss_stand_ins(
+    spec: Any, ref: Any, ref64: Any, cand64: Any, criteria: Acceptance, generator: Any, target: Any, stats: dict[str, Any]
+) -> list[str]:
+    """The task's loss on both sides, on ``target`` (the user's labels) or a random
+    one; a change past ``criteria.max_loss_change`` falls short."""
+    from zoo.checking.task_calls import closed_form_loss, make_target
+
+    dtype = dtype_text(ref.dtype) if hasattr(ref, "dtype") else "float32"
+    target = (target if target is not None else make_target(spec, ref.detach().cpu().float(), generator)).double().cpu().numpy()
+    loss_ref = closed_form_loss(spec, ref64, target, dtype)
+    loss_got = closed_form_loss(spec, cand64, target, dtype)
+    change = abs(loss_got - loss_ref) / max(abs(loss_ref), 1e-12) if math.isfinite(loss_got) else math.inf
+    stats["loss"] = {"torch": loss_ref, "variant": loss_got, "relative_change": change}
+    if change <= criteria.max_loss_change:
+        return []
+    return [
+        f"loss on {spec.name!r} is {loss_got:.6g} for the variant vs {loss_ref:.6g} in PyTorch "
+        f"({change:.1%} change, at most {criteria.max_loss_change:.0%} allowed)"
+    ]
 
 
 # For each criterion, whether a value is looser than another (lets more through).

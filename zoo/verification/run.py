@@ -25,13 +25,13 @@ from zoo.progress import stage
 from zoo.spec.exporter import Exporter
 from zoo.spec.runner import Runner
 from zoo.text import dtype_text
-from zoo.verify.acceptance import Acceptance, accept_output
-from zoo.verify.compare import as_numpy, case_label, compare_output
-from zoo.verify.divergence import first_divergence
-from zoo.verify.file_io import RenamedRunner, check_static, file_cases, fixed_sizes, renamed_io
-from zoo.verify.results import CaseResult, Verification
-from zoo.verify.runtimes import RuntimeChoice, diagnose, intermediates_of, load_runner
-from zoo.verify.tolerances import ToleranceOption, tolerance_for
+from zoo.verification.acceptance import Acceptance, accept_output
+from zoo.verification.compare import as_numpy, case_label, compare_output
+from zoo.verification.divergence import first_divergence
+from zoo.verification.file_io import RenamedRunner, check_static, file_cases, fixed_sizes, renamed_io
+from zoo.verification.results import CaseResult, Verification
+from zoo.verification.runtimes import RuntimeChoice, diagnose, intermediates_of, load_runner
+from zoo.verification.tolerances import ToleranceOption, tolerance_for
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class InputCase:
     sizes: dict[str, int]
     inputs: dict[str, Any]  # input name -> numpy array, in declared order
     source: str
-    labels: dict[str, Any] = field(default_factory=dict)  # output name -> its targets (zoo.verify.metrics)
+    labels: dict[str, Any] = field(default_factory=dict)  # output name -> its targets (zoo.verification.metrics)
 
     @property
     def rows(self) -> int:
@@ -89,13 +89,7 @@ def verify_files(
     feeds, references = pytorch_side(built, cases)
     released = before_load() if before_load is not None else False
     choice = runtime or RuntimeChoice(None)
-    stage(f"verify: loading {path.name} into " + (choice.name if choice.name else f"{exporter.name}'s runtime"))
-    # session creation (constant folding) is under --timeout too
-    runner = run_stoppable(Loading(lambda: load_runner(exporter, choice, path, built.device)), {}, deadline, timeout)
-    if static:
-        check_static(runner, path)
-    if match_io:
-        runner = renamed_io(runner, arch, path.name)
+    runner = loaded_runner(built, exporter, path, choice, static, match_io, deadline, timeout)
     fixed = fixed_sizes(runner, arch, built.params)  # a static file (zoo's or foreign) takes only its own sizes
     at_fixed = file_cases(generated, fixed)
     if at_fixed != generated:
@@ -120,13 +114,36 @@ def verify_files(
             first_failed = inputs
     if acceptance is not None:
         verification.tolerances = {}
-    elif released and first_failed is not None:
-        verification.note = "PyTorch's weights were freed to fit memory: run 'zoo verify' on the file for the first divergence"
-    elif first_failed is not None and (expose := intermediates_of(exporter, choice)) is not None:
-        feed_names = runner.feed_names if isinstance(runner, RenamedRunner) else None
-        verification.first_divergence = first_divergence(built, expose, path, first_failed, rtol, atol, feed_names)
+    elif first_failed is not None:
+        locate_divergence(verification, built, exporter, runner, choice, path, first_failed, rtol, atol, released)
     verification.seconds = time.perf_counter() - start
     return verification
+
+
+def loaded_runner(
+    built: BuiltModel, exporter: Exporter, path: Any, choice: RuntimeChoice, static: bool, match_io: bool,
+    deadline: float | None, timeout: float | None,
+) -> Runner:
+    """``path`` loaded into ``choice``'s runtime, under ``--timeout`` (session creation
+    folds constants: a hostile graph can make that the slow part)."""
+    stage(f"verify: loading {path.name} into " + (choice.name if choice.name else f"{exporter.name}'s runtime"))
+    runner = run_stoppable(Loading(lambda: load_runner(exporter, choice, path, built.device)), {}, deadline, timeout)
+    if static:
+        check_static(runner, path)
+    return renamed_io(runner, built.arch, path.name) if match_io else runner
+
+
+def locate_divergence(
+    verification: Verification, built: BuiltModel, exporter: Exporter, runner: Runner, choice: RuntimeChoice, path: Any,
+    inputs: dict[str, Any], rtol: ToleranceOption, atol: ToleranceOption, released: bool,
+) -> None:
+    """The first node whose value leaves tolerance on the first failed case's ``inputs``,
+    where the runtime can expose intermediates and PyTorch's weights are still held."""
+    if released:
+        verification.note = "PyTorch's weights were freed to fit memory: run 'zoo verify' on the file for the first divergence"
+    elif (expose := intermediates_of(exporter, choice)) is not None:
+        feed_names = runner.feed_names if isinstance(runner, RenamedRunner) else None
+        verification.first_divergence = first_divergence(built, expose, path, inputs, rtol, atol, feed_names)
 
 
 Case = tuple[dict[str, int], dict[str, Any], "str | None", int, dict[str, Any]]  # sizes, inputs, source, seed, labels
@@ -252,9 +269,9 @@ def labelled_scores(
     spec: Any, ref: Any, cand: Any, labelled: Labelled, acceptance: Acceptance | None
 ) -> tuple[Any, dict[str, Any], list[str]]:
     """With labels for ``spec`` in this case: the loss target, the metrics of both sides
-    (``zoo.verify.metrics``) and, for a variant, the metrics that fell too far."""
-    from zoo.verify.acceptance import accept_metrics
-    from zoo.verify.metrics import compare_scores, label_target, task_metrics
+    (``zoo.verification.metrics``) and, for a variant, the metrics that fell too far."""
+    from zoo.verification.acceptance import accept_metrics
+    from zoo.verification.metrics import compare_scores, label_target, task_metrics
 
     if spec.name not in labelled.labels or cand.shape != tuple(ref.shape):  # a shape mismatch fails on its own
         return None, {}, []

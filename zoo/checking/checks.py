@@ -8,8 +8,8 @@ from typing import Any
 
 from zoo.build.model import BuiltModel
 from zoo.build.shapes import VERIFY_SEED_OFFSET, concrete, verification_cases
-from zoo.check.describe import watch_forward
-from zoo.check.task_calls import (
+from zoo.checking.describe import watch_forward
+from zoo.checking.task_calls import (
     LOSS_TOLERANCES,
     HeadCheck,
     closed_form_loss,
