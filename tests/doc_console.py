@@ -83,6 +83,7 @@ _MASKS = [
     # int8 kernels differ between processors (the README says so): a variant's measured figures
     (re.compile(r"(p99 abs|argmax|threshold|loss|agrees with PyTorch on) [+-]?\d+(?:\.\d+)?(?:e[+-]\d+)?%?"), r"\1 <v>"),
     (re.compile(r"/tmp/[\w./-]+/"), "<tmp>/"),
+    (re.compile(r"(\.pt2  )\d+(?:\.\d+)? kB"), r"\1<size>"),  # a torch.export archive's size varies from run to run
     (re.compile(r" {2,}"), "  "),
 ]
 
