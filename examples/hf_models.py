@@ -21,6 +21,17 @@ def gpt2(n_layer: int = 2, n_embd: int = 64) -> object:
     return GPT2LMHeadModel(config)
 
 
+def gpt2_with_cache(n_embd: int = 64) -> object:
+    """GPT-2 that returns its key/value cache (``use_cache=True``): a ``DynamicCache``
+    in its ``cache`` output (from transformers 5.25), one ``layers[i].keys``/``.values`` pair per layer."""
+    model = gpt2(n_layer=CACHE_LAYERS, n_embd=n_embd)
+    model.config.use_cache = True
+    return model
+
+
+CACHE_LAYERS = 2
+
+
 def distilbert(n_layers: int = 2, dim: int = 64, n_labels: int = 3) -> object:
     """DistilBERT sequence classifier."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
@@ -71,6 +82,14 @@ def register_architectures(register):
         (Output("logits", task="multiclass"),),
         summary="GPT-2 with an attention mask, passed by keyword (its second parameter is past_key_values)",
         sample_inputs=padded_mask, keyword_inputs=True,
+    ))
+    register(Architecture(
+        "hf-gpt2-cache", gpt2_with_cache,
+        (Input("input_ids", ("batch", seq), dtype="int64", range=(0, VOCAB)),),
+        (Output("logits", task="multiclass"),
+         *(Output(f"present_{layer}_{kind}", path=f"cache.layers.{layer}.{kind}s")
+           for layer in range(CACHE_LAYERS) for kind in ("key", "value"))),
+        summary="GPT-2 with use_cache=True: its key/value cache exported as outputs, picked by path",
     ))
     register(Architecture(
         "hf-distilbert-cls", distilbert,

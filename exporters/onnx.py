@@ -168,6 +168,26 @@ def make_variant(source: Path, target: Path, variant: str, metadata: dict[str, s
     return how
 
 
+# What a quantized graph computes with: onnxruntime's dynamic and static (QDQ, QOperator) forms
+INT8_OPS = frozenset({
+    "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearMatMul",
+    "QLinearConv", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention",
+})
+
+
+def holds_variant(path: Path, variant: str) -> bool:
+    """Whether the file computes as ``variant`` does: int8 quantization ops, or float16 weights or casts."""
+    from onnx import TensorProto
+
+    graph = _read(path).model.graph
+    if variant == "int8":
+        return any(node.op_type in INT8_OPS for node in graph.node)
+    if variant == "fp16":
+        casts = (a.i for n in graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to")
+        return any(t.data_type == TensorProto.FLOAT16 for t in graph.initializer) or TensorProto.FLOAT16 in casts
+    return False
+
+
 # What static quantization quantizes: the weighted ops. A Softmax or Sigmoid head kept in
 # float: uint8 probabilities round small ones to 0, whose loss on real labels explodes.
 STATIC_OPS = ["Conv", "MatMul", "Gemm"]
@@ -203,5 +223,6 @@ def register_exporters(register):
             options=("fold_linear",),
             variants=("int8", "fp16"),
             make_variant=make_variant,
+            holds_variant=holds_variant,
         )
     )

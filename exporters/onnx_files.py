@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 PROTOBUF_LIMIT = 2**31  # no ONNX file itself (weights apart) can be larger
 KEEP_BYTES = 64 * 2**20  # a file up to this size stays in memory for the checker and the session; a larger one is read from disk
+MAX_TOP_LEVEL_FIELDS = 100_000  # a model's fields: its graph, opsets, functions, metadata entries
 SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
 
 
@@ -37,10 +38,50 @@ def _read(path: Path) -> _Read:
     stat = os.stat(path)
     if stat.st_size > PROTOBUF_LIMIT:  # refused before reading: protobuf cannot parse it anyway
         raise ValueError(f"{Path(path).name} is {stat.st_size / 2**30:.3g} GiB; an ONNX file (weights apart) is under 2 GiB")
+    if stat.st_size > KEEP_BYTES:  # a large file is read whole only if its framing holds to the end
+        check_framing(path, stat.st_size)
     read = _read_file(str(Path(path).resolve()), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
     if read.external:  # each time: the side files may have changed since the file was parsed
         check_external_data(read.model, Path(path).parent)
     return read
+
+
+def check_framing(path: Path, size: int) -> None:
+    """Walk the top-level protobuf fields of ``path`` by their tags and lengths alone,
+    seeking past each value: a file that is not a message to its last byte (zeros, a
+    valid model padded with junk) is refused having read a few bytes, not its size."""
+    with open(path, "rb") as file:
+        for _ in range(MAX_TOP_LEVEL_FIELDS):
+            if (offset := file.tell()) >= size:
+                return
+            tag = _varint(file)
+            wire = tag & 7
+            if tag < 8 or wire not in (0, 1, 2, 5):  # field number 0, or a group or unknown wire type
+                raise _not_framed(path, offset)
+            if wire == 0:
+                length = 0 if _varint(file) >= 0 else -1  # the value is the varint itself
+            else:
+                length = _varint(file) if wire == 2 else {1: 8, 5: 4}[wire]
+            if length < 0 or file.tell() + length > size:
+                raise _not_framed(path, offset)
+            file.seek(length, os.SEEK_CUR)
+    raise ValueError(f"{Path(path).name} has over {MAX_TOP_LEVEL_FIELDS:,} top-level fields; an ONNX model has a few dozen")
+
+
+def _not_framed(path: Path, offset: int) -> ValueError:
+    return ValueError(f"{Path(path).name} is not an ONNX file: its bytes at offset {offset:,} are no protobuf field")
+
+
+def _varint(file: Any) -> int:
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = file.read(1)
+        if not byte:
+            return -1  # past the end: no field
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    return -1  # longer than any varint
 
 
 @functools.lru_cache(maxsize=1)  # one model at a time: the last one read

@@ -156,5 +156,6 @@ def register_runtimes(register):
             settings=SETTINGS,
             precise={"graph_optimization": "disabled"},
             intermediates=intermediates,
+            refused_dtypes=("bfloat16",),  # numpy has no bfloat16: its Python API can neither take nor return one
         )
     )

@@ -90,3 +90,19 @@ def test_a_transformer_variant_re_verifies(run, hf_zoo, tmp_path: Path, flag: st
     verified = run("verify", f"hf-distilbert-cls.{variant}.onnx", zoo=hf_zoo)
     assert verified.exit_code == 0, verified.output
     assert f"variant   {variant}" in verified.stdout
+
+
+def test_gpt2_with_use_cache_exports_its_key_value_cache_as_outputs(run, hf_zoo, tmp_path: Path) -> None:
+    import json
+
+    import onnx
+
+    result = run("export", "hf-gpt2-cache", "--json", zoo=hf_zoo)
+    assert result.exit_code == 0, result.output
+    names = ["logits", *(f"present_{layer}_{kind}" for layer in range(2) for kind in ("key", "value"))]
+    assert [o.name for o in onnx.load(tmp_path / "hf-gpt2-cache.onnx").graph.output] == names
+    cases = json.loads(result.stdout)["verification"]["cases"]
+    assert len(cases) == 6 and all(list(case["outputs"]) == names for case in cases)
+    key = cases[0]["outputs"]["present_0_key"]
+    assert key["max_abs_error"] < 1e-5  # batch 2, 4 heads, seq 8, head size 16: a real cache, verified
+    assert run("verify", "hf-gpt2-cache.onnx", zoo=hf_zoo).exit_code == 0

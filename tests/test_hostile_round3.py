@@ -393,9 +393,9 @@ def off_by(source: Path, target: Path, factor: float, **meta: str) -> Path:
 
 
 def test_a_file_cannot_loosen_its_own_acceptance_criteria(run, tmp_path):
-    assert run("export", "stack", "-o", "good.onnx").exit_code == 0
+    assert run("export", "binary", "--quantize", "int8", "-o", "good.int8.onnx").exit_code == 0
     loose = json.dumps({"min_agreement": 0.0, "max_loss_change": 1.0, "max_error": 1.0})
-    off_by(tmp_path / "good.onnx", tmp_path / "off.onnx", 1.05, variant="int8", acceptance=loose)
+    off_by(tmp_path / "good.int8.onnx", tmp_path / "off.onnx", FACTOR, acceptance=loose)
     result = run("verify", "off.onnx", "--json")
     assert result.exit_code == 1, result.output
     record = json.loads(result.stdout)
@@ -408,12 +408,32 @@ def test_a_file_cannot_loosen_its_own_acceptance_criteria(run, tmp_path):
     assert again.exit_code == 0 and json.loads(again.stdout)["variant"]["criteria_from"]["max_error"] == "option"
 
 
+def test_a_float_file_does_not_earn_a_variants_criteria_by_claiming_one(run, tmp_path):
+    """zoo.variant on a file with no int8 computation: judged by tolerances, not by int8's looser criteria."""
+    assert run("export", "stack", "-o", "good.onnx").exit_code == 0
+    loose = json.dumps({"min_agreement": 0.0, "max_loss_change": 1.0, "max_error": 1.0})
+    off_by(tmp_path / "good.onnx", tmp_path / "off.onnx", 1.05, variant="int8", acceptance=loose)
+    for extra in ((), ("--accept-recorded",)):
+        result = run("verify", "off.onnx", *extra, "--json")
+        assert "Traceback" not in result.output
+        assert "off.onnx claims to be an int8 variant (zoo.variant), but it holds no int8 computation: judged as a float file" in result.stderr
+        if extra:  # nothing recorded is applied to a float file
+            assert_clean_failure(result, 2, "is not a variant")
+        else:
+            assert result.exit_code == 1 and json.loads(result.stdout)["variant"] is None, result.output
+            assert "differs from PyTorch" in result.stderr
+    assert run("verify", "good.onnx").exit_code == 0  # the same file, honestly labelled and unmodified, passes
+
+
+FACTOR = 1.5  # every float weight of the int8 file (scales, biases) this far off: its decisions and loss move
+
+
 @pytest.mark.parametrize("meta", [{"acceptance": "[" * 100_000 + "]" * 100_000}, {"opset": "²"}])
 def test_damaged_metadata_is_one_line(run, tmp_path, meta):
     from test_hostile import with_metadata
 
-    assert run("export", "stack", "-o", "good.onnx").exit_code == 0
-    with_metadata(tmp_path / "good.onnx", tmp_path / "bad.onnx", **({"variant": "int8"} if "acceptance" in meta else {}), **meta)
+    assert run("export", "binary", "--quantize", "int8", "-o", "good.onnx").exit_code == 0  # a variant: its zoo.acceptance is read
+    with_metadata(tmp_path / "good.onnx", tmp_path / "bad.onnx", **meta)
     result = run("verify", "bad.onnx")
     assert "Traceback" not in result.output and result.exit_code in (0, 2), result.output
     if "acceptance" in meta:
@@ -493,3 +513,52 @@ def test_a_plugin_thread_that_is_not_a_daemon_does_not_hang_the_command(tmp_path
     done = zoo_program(tmp_path, "export", "--all", "fd-*", "-o", "out", "--jobs", jobs, "--json", plugin=THREAD_PLUGIN, timeout=240)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 2
+
+
+# -- a large file that is no model is refused having read a few bytes of it ---------------------------
+
+
+@pytest.mark.parametrize("kind", ["zeros", "a valid model padded with zeros"])
+def test_a_2gb_file_that_is_no_model_costs_no_memory_to_refuse(run, tmp_path, kind):
+    path = tmp_path / "big.onnx"
+    if kind == "zeros":
+        path.touch()
+    else:
+        assert run("export", "stack", "-o", "big.onnx").exit_code == 0
+    os.truncate(path, 2**31 - 1)  # sparse: no disk is spent, but reading it whole would take 2 GiB
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        process = subprocess.Popen([sys.executable, "-c", "from zoo.entry import main; main()", "verify", str(path)], stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert process.returncode in (1, 2) and out == "", (out, err)
+    assert err.count("\n") == 1 and "big.onnx is not an ONNX file: its bytes at offset" in err and "Traceback" not in err, err
+    assert usage.ru_maxrss * 1024 < 2**30, f"peak RSS {usage.ru_maxrss / 2**20:.0f} MiB to refuse a file of 2 GiB"
+
+
+RACE = '''
+import os, signal
+from zoo.exporting import workers
+from zoo.interrupts import HANDLED, Interrupted
+
+for signum in HANDLED:
+    signal.signal(signum, workers._worker_signal)
+workers._exporting = True  # inside an export: the first signal raises, its cleanup runs
+signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C to the group, and the parent passing it on as SIGTERM,
+os.kill(os.getpid(), signal.SIGTERM)  # both pending before the worker's handler has run once
+try:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+    for _ in range(1000):
+        pass
+except Interrupted:
+    print("interrupted once")
+for _ in range(1000):  # the second signal's turn: handled quietly
+    pass
+'''
+
+
+def test_a_second_signal_pending_with_the_first_is_quiet_in_a_worker(tmp_path):
+    done = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "interrupted once\n", (done.stdout, done.stderr)
+    assert "race condition" not in done.stderr and done.stderr == "", done.stderr

@@ -176,12 +176,19 @@ def test_float16_exports_and_verifies_on_cpu(half_zoo, tmp_path):
     assert invoke("verify", out, zoo=half_zoo).exit_code == 0
 
 
-def test_bfloat16_export_fails_cleanly(half_zoo, tmp_path):
-    # onnxruntime's Python API has no bfloat16 arrays (and its CPU provider no bfloat16 Gemm)
+def test_bfloat16_is_refused_before_the_export(half_zoo, tmp_path):
+    # onnxruntime's Python API has no bfloat16 arrays (and its CPU provider no bfloat16 Gemm):
+    # refused from the runtime's declared refused_dtypes, before the build and the export
     result = invoke("export", "half-bfloat16", "-o", tmp_path / "half.onnx", zoo=half_zoo)
-    assert result.exit_code == 1
-    assert "bfloat16" in result.stderr and "Traceback" not in result.output
+    assert result.exit_code == 2, result.output
+    assert "zoo: error: half-bfloat16: input 'x' is bfloat16, which onnxruntime cannot take; export a float32 or float16" in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
+    # with --all, that architecture fails alone and the others are exported
+    every = invoke("export", "--all", "half", "-o", tmp_path / "all", zoo=half_zoo)
+    assert every.exit_code == 1, every.output
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["half-float16.onnx"]
+    assert "input 'x' is bfloat16" in every.output
 
 
 # -- finding 7: argmax/threshold margin scales with the values --------------------------

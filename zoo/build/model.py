@@ -38,6 +38,10 @@ class BuiltModel:
     sizes: dict[str, int] = field(default_factory=dict)  # --size: chosen sizes of dynamic dims for the export sample
     params: dict[str, Any] = field(init=False)
     released: bool = field(init=False, default=False)  # its weights were freed (``release_weights``)
+    # set by each forward: the declared outputs are picked out of what it returns (see name_outputs),
+    # and the entries of a dict result that none of them takes
+    selects_outputs: bool = field(init=False, default=False)
+    left_out: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.params = {**self.arch.defaults, **self.overrides}
@@ -65,7 +69,30 @@ class BuiltModel:
                 if not plugin_fault(exc):
                     raise
                 raise CheckFailed(f"{self.arch.name}: forward pass raised {type(exc).__name__}: {exc}") from exc
+        self.selects_outputs, self.left_out = selects_outputs(self.arch, result), left_out_entries(self.arch, result)
         return name_outputs(self.arch, result)
+
+    @contextmanager
+    def returning_declared_outputs(self) -> Iterator[None]:
+        """While exporting: the module's ``forward`` returns just the declared outputs, in
+        declared order, where they are picked out of more (its signature stays its own)."""
+        import functools
+
+        if not self.selects_outputs:
+            yield
+            return
+        module, arch = self.module, self.arch
+        own = module.forward
+
+        @functools.wraps(own)
+        def declared_only(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+            return tuple(name_outputs(arch, own(*args, **kwargs)).values())
+
+        module.forward = declared_only
+        try:
+            yield
+        finally:
+            del module.forward  # the class's own forward again
 
 
 def call_module(arch: Architecture, module: Any, inputs: Mapping[str, Any]) -> Any:
@@ -317,15 +344,17 @@ def _half_open(tensor: torch.Tensor, inp: Any, low: float, high: float) -> torch
 
 
 def name_outputs(arch: Architecture, result: Any) -> dict[str, torch.Tensor]:
-    """Map what ``forward`` returned (a tensor, a tuple, or a dict) onto the declared outputs."""
+    """The declared outputs in what ``forward`` returned: a tensor, a tuple (by
+    position), a dict or dataclass (by name), or any of these nested (by ``Output.path``).
+    Where it is exactly the declared outputs, in ``forward``'s own order; else in declared order."""
     import torch
 
     names = [o.name for o in arch.outputs]
-    if isinstance(result, torch.Tensor):
+    if selects_outputs(arch, result):
+        values = [output_at(arch, result, o.path or o.name, o.name) for o in arch.outputs]
+    elif isinstance(result, torch.Tensor):
         values = [result]
     elif isinstance(result, Mapping):
-        if set(result) != set(names):
-            raise CheckFailed(f"{arch.name}: forward returned outputs {sorted(result)}, but the architecture declares {names}")
         names = list(result)
         values = [result[name] for name in names]
     elif isinstance(result, (tuple, list)):
@@ -338,3 +367,44 @@ def name_outputs(arch: Architecture, result: Any) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             raise CheckFailed(f"{arch.name}: output {name!r} is a {type(value).__name__}, not a tensor")
     return dict(zip(names, values))
+
+
+def selects_outputs(arch: Architecture, result: Any) -> bool:
+    """Whether the declared outputs are picked out of ``result`` (by path, or by name from
+    a dict or object holding more), rather than being all of it: then the export
+    returns just them, in declared order."""
+    import torch
+
+    if any(o.path for o in arch.outputs):
+        return True
+    if isinstance(result, Mapping):
+        return set(result) != {o.name for o in arch.outputs}
+    return not isinstance(result, (torch.Tensor, tuple, list)) and all(hasattr(result, o.name) for o in arch.outputs)
+
+
+def left_out_entries(arch: Architecture, result: Any) -> list[str]:
+    """The entries of a dict result that no declared output takes (said once by the check)."""
+    if not isinstance(result, Mapping):
+        return []
+    taken = {(o.path or o.name).split(".")[0] for o in arch.outputs}
+    return [str(key) for key in result if key not in taken]
+
+
+def output_at(arch: Architecture, result: Any, path: str, name: str) -> Any:
+    """The value at ``path`` (dot-separated keys, attributes and indices) in ``result``."""
+    value = result
+    for part in path.split("."):
+        try:
+            if isinstance(value, Mapping):
+                value = value[part]
+            elif part.isdigit() and isinstance(value, (tuple, list)):
+                value = value[int(part)]
+            else:
+                value = getattr(value, part)
+        except (KeyError, IndexError, AttributeError):
+            held = f" with keys {', '.join(map(str, list(value)[:8]))}" if isinstance(value, Mapping) else ""
+            raise CheckFailed(
+                f"{arch.name}: output {name!r}: forward's result has no {part!r} at {path!r} "
+                f"(there is a {type(value).__name__}{held}); declare the outputs it returns, or give Output(path=...)"
+            ) from None
+    return value

@@ -80,6 +80,12 @@ def check_model(built: BuiltModel, backward: bool = True) -> CheckResult:
     sizes = built.export_sizes
     result.warnings, outputs = watch_forward(built, inputs, grad=backward)
     result.output_order = list(outputs)
+    if built.left_out:
+        many = len(built.left_out) > 1
+        result.warnings.append(
+            f"forward also returns {_clip(built.left_out)}, which no declared output takes: "
+            f"{'they are' if many else 'it is'} left out of the export (declare {'them' if many else 'it'} to export and verify {'them' if many else 'it'})"
+        )
 
     generator = torch.Generator().manual_seed(built.seed + 1)
     total = None

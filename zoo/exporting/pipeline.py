@@ -160,7 +160,7 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path, owned: bool 
         raise CheckFailed(f"{built.arch.name}: " + "; ".join(result.check.failures))
     with staging(output) as temp:
         job = make_job(plan, built, result.check, temp / output.name)
-        with timed(result.timings, "export"):
+        with timed(result.timings, "export"), built.returning_declared_outputs():
             written = run_exporter(exporter, job, output)
         result.export_stats = job.stats
         with timed(result.timings, "verify"):

@@ -167,6 +167,9 @@ def plan_export(zoo: Any, request: ExportRequest) -> ExportPlan:
     check_seed(r.seed)
     check_timeout(r.timeout)
     targets, overrides, choice = planned_targets(zoo, r, suffix)
+    targets = [runnable(target, choices) for target in targets]
+    if not r.export_all and targets[0].refused is not None:
+        raise targets[0].refused
     for target in targets:  # --atol NAME=...: an output of the model
         check_tolerances(rtol, atol, [o.name for o in target.arch.outputs])
     chosen = chosen_sizes(r.sizes, targets, overrides)
@@ -216,13 +219,27 @@ def planned_targets(zoo: Any, r: ExportRequest, suffix: str) -> tuple[list[Targe
     return [Target(arch, Path(r.output or f"{arch.name}{suffix}"))], overrides, choice
 
 
+def runnable(target: Target, choices: Sequence[RuntimeChoice]) -> Target:
+    """``target``, refused where an input's dtype is one a chosen runtime cannot take:
+    before the build and the export, not when the file is loaded."""
+    for choice in choices:
+        refused = choice.runtime.refused_dtypes if choice.runtime is not None else ()
+        for inp in target.arch.inputs:
+            if inp.dtype in refused:
+                return Target(target.arch, target.path, UsageError(
+                    f"{target.arch.name}: input {inp.name!r} is {inp.dtype}, which {choice.name} cannot take; "
+                    f"export a float32 or float16 version of the model, or verify on a --runtime that takes {inp.dtype}"
+                ))
+    return target
+
+
 def writable_targets(r: ExportRequest, targets: list[Target], exporter: Exporter) -> list[Target]:
     """The targets this run writes (its ``--shard``), each refused where its file exists
     without ``--force``/``--update``; one NAME's refusal is raised before the build."""
     if r.export_all:  # every option is valid: only now make the folder, then see which files can be written
         make_export_folder(targets[0].path.parent)
         mine = shard_of(targets, *parse_shard(r.shard)) if r.shard is not None else targets
-        return [refuse_existing(t, r.force, exporter if r.update else None) for t in mine]
+        return [t if t.refused is not None else refuse_existing(t, r.force, exporter if r.update else None) for t in mine]
     target = refuse_existing(targets[0], r.force, exporter if r.update else None)  # a big model's build costs seconds and GBs
     if target.refused is not None:
         raise target.refused

@@ -235,12 +235,18 @@ def _worker_signal(signum: int, frame: object) -> None:
     (its staging removed on the way out, see ``_export_one``); a waiting worker just ends."""
     count_signal(signum)  # if a library swallows the Interrupted, the export still stops before placing its files
     for handled in HANDLED:  # once: a second signal (the parent passing on the same Ctrl-C) must not cut the cleanup short
-        signal.signal(handled, signal.SIG_IGN)
+        signal.signal(handled, _already_stopping)
     if _exporting and deferring():
         return  # placing files: raised once they are all in place
     if _exporting:
         raise Interrupted(signum)
     os._exit(128 + signum)
+
+
+def _already_stopping(signum: int, frame: object) -> None:
+    """A further signal while a worker stops: nothing to do. A Python handler, not SIG_IGN: one
+    that arrived with the first, before it was handled, would find SIG_IGN and Python would
+    print ``Signal 15 ignored due to race condition``."""
 
 
 def _export_one(portable: _PortableTarget) -> Finished:

@@ -105,6 +105,9 @@ class Input:
         return tuple(Dim(d) if isinstance(d, str) else d for d in self.shape)
 
 
+OUTPUT_PATH = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*|\d+)(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|\d+))*")
+
+
 @dataclass(frozen=True)
 class Output:
     """One named model output.
@@ -117,13 +120,18 @@ class Output:
     ``sigmoid``, ``softmax``, ``log_softmax`` or ``None`` (raw logits or
     values). The task and its head are checked when the architecture is
     registered. ``shape``, when given, is checked after every forward pass
-    (same notation as inputs).
+    (same notation as inputs). ``path`` says where the tensor is in what
+    ``forward`` returns, as dot-separated dict keys, attributes and indices
+    (``past_key_values.layers.0.keys``); without it an output is found by its
+    name in a dict or dataclass result (other entries are left out of the
+    export, said once), or by its position in a tuple.
     """
 
     name: str
     task: str | None = None
     head: str | None = None
     shape: tuple[DimLike, ...] | None = None
+    path: str | None = None
     # the registered Task, set when the architecture is registered (zoo.spec.task.resolve_tasks)
     resolved_task: Any = field(default=None, init=False, repr=False, compare=False)
 
@@ -134,6 +142,8 @@ class Output:
             check_name(self.task, f"output {self.name!r}: task")
         if self.head is not None and self.head not in HEADS:
             raise ValueError(f"output {self.name!r}: head {self.head!r} is not one of {', '.join(HEADS)}")
+        if self.path is not None and not (isinstance(self.path, str) and OUTPUT_PATH.fullmatch(self.path)):
+            raise ValueError(f"output {self.name!r}: path {self.path!r} must be dot-separated names and indices, like 'past_key_values.layers.0.keys'")
 
 
 @dataclass(frozen=True)

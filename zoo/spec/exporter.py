@@ -73,6 +73,10 @@ class Exporter:
     # count_weights(path) -> (elements, bytes) of the weights a file holds, from its shapes
     # alone: ``zoo verify`` refuses metadata that would build far more than that
     count_weights: Callable[[Any], tuple[int, int]] | None = None
+    # holds_variant(path, variant) -> bool: the file holds what make_variant makes (int8
+    # ops, float16 weights). A file whose metadata claims a variant is judged by a
+    # variant's looser criteria only when this says so; else as a float file
+    holds_variant: Callable[[Any, str], bool] | None = None
     # warm_up(opset): what a first export pays once per process (imports, the
     # exporter's tables); ``--jobs`` workers call it before their first target
     warm_up: Callable[[int | None], None] | None = None

@@ -43,7 +43,9 @@ class Runtime:
     make the difference. ``intermediates(path, feed, settings)`` runs the file
     with its inner values exposed, like ``Exporter.intermediates``, so a failed
     verification names where this runtime diverges. ``version()`` for
-    ``zoo plugins``.
+    ``zoo plugins``. ``refused_dtypes`` are input dtypes its API cannot take
+    (onnxruntime's Python API: ``bfloat16``, numpy having none): a model with
+    such an input is refused before it is built and exported.
     """
 
     name: str
@@ -57,12 +59,15 @@ class Runtime:
     settings: Mapping[str, Setting] = dataclasses.field(default_factory=dict)
     precise: Mapping[str, str] = dataclasses.field(default_factory=dict)
     intermediates: Callable[..., list[dict[str, Any]]] | None = None
+    refused_dtypes: tuple[str, ...] = ()
     plugin: str = ""
 
     def __post_init__(self) -> None:
         check_name(self.name, "runtime")
         if isinstance(self.formats, str) or not self.formats:
             raise ValueError(f"runtime {self.name!r}: formats must be a tuple of exporter names, such as ('onnx',)")
+        if isinstance(self.refused_dtypes, str) or not all(isinstance(d, str) for d in self.refused_dtypes):
+            raise ValueError(f"runtime {self.name!r}: refused_dtypes must be a tuple of dtype names, such as ('bfloat16',)")
         for key, value in self.precise.items():
             if key not in self.settings:
                 raise ValueError(f"runtime {self.name!r}: precise setting {key!r} is not one of its settings")

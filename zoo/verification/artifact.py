@@ -111,6 +111,7 @@ def verify_artifact(
     if weights is not None and Path(weights).exists():
         check_regular_file(Path(weights))  # a file: refused before the model file is read
     exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
+    meta = unproven_variant_dropped(exporter, path, meta)
     if arch_name is not None:
         arch, overrides, seed, choice = given_architecture(zoo, arch_name, params, seed, weights)
     else:
@@ -212,6 +213,26 @@ def recorded_architecture(
     return arch, coerce_params(overrides, arch.parameters, arch.name), seed, choice
 
 
+def unproven_variant_dropped(exporter: Exporter, path: Path, meta: dict[str, str]) -> dict[str, str]:
+    """``meta``, without its variant claim (``zoo.variant``, ``zoo.acceptance``) unless the
+    file holds that variant: a float file must not earn a variant's looser criteria by saying so."""
+    claimed = meta.get("variant")
+    if claimed is None:
+        return meta
+    held = exporter.holds_variant is not None and call_exporter(
+        exporter.holds_variant, path, claimed, error=VerificationFailed, what=f"{exporter.name} exporter's holds_variant"
+    )
+    if held is True:
+        return meta
+    why = "its format cannot show it holds one" if exporter.holds_variant is None else f"it holds no {claimed} computation"
+    warn(f"{path.name} claims to be {article(claimed)} {claimed} variant (zoo.variant), but {why}: judged as a float file, by --rtol/--atol")
+    return {key: value for key, value in meta.items() if key not in ("variant", "acceptance")}
+
+
+def article(word: str) -> str:
+    return "an" if str(word)[:1].lower() in "aeiou" else "a"
+
+
 def variant_criteria(
     path: Path, meta: dict[str, str], rtol: float | None, atol: float | None, criteria: dict[str, float | None] | None,
     accept_recorded: bool,
@@ -222,7 +243,7 @@ def variant_criteria(
     if acceptance is not None:
         return judged_criteria(acceptance, dict(criteria or {}), accept_recorded)
     if any(v is not None for v in (criteria or {}).values()) or accept_recorded:
-        raise UsageError(f"{path.name} is not a variant (no zoo.variant): it is judged by --rtol/--atol, not acceptance criteria")
+        raise UsageError(f"{path.name} is not a variant: it is judged by --rtol/--atol, not acceptance criteria")
     return None, {}, []
 
 
@@ -231,7 +252,7 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
     if "variant" not in meta:
         return None
     if rtol is not None or atol is not None:
-        raise UsageError(f"{path.name} is {'an' if str(meta['variant'])[:1].lower() in 'aeiou' else 'a'} {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
+        raise UsageError(f"{path.name} is {article(meta['variant'])} {meta['variant']} variant, judged by its acceptance criteria, not --rtol/--atol")
     try:
         return Acceptance.from_metadata(meta.get("acceptance", "{}"))
     except (ValueError, TypeError, ZooError) as exc:
