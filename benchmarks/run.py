@@ -102,7 +102,7 @@ def hf_ratios(report: Report, folder: Path, repeats: int, optimum_cli: str | Non
     (loaded with --weights) against ``optimum-cli export onnx`` of the same folder;
     both whole processes, alternating."""
     if optimum_cli is None:
-        print("  8. skipped: no optimum-cli (pip install -c constraints.txt 'zoo-onnx[bench]' in a venv of its own; --optimum-cli PATH)")
+        print("  9. skipped: no optimum-cli (pip install -c constraints.txt 'zoo-onnx[bench]' in a venv of its own; --optimum-cli PATH)")
         return
     plugin = HERE.parent / "examples" / "hf_models.py"
     sys.path.insert(0, str(plugin.parent))
@@ -117,7 +117,7 @@ def hf_ratios(report: Report, folder: Path, repeats: int, optimum_cli: str | Non
         theirs = [optimum_cli, "export", "onnx", "--model", str(folder / name), "--task", HF_MODELS[name], str(folder / f"{name}-optimum")]
         zoo_s, optimum_s = alternate(ours, theirs, repeats, folder)
         ratio = zoo_s / optimum_s
-        report.add(f"8. zoo export {name} / optimum-cli export onnx", human_seconds(zoo_s), human_seconds(optimum_s), ratio, "≤ 1.0", ratio <= 1.0)
+        report.add(f"9. zoo export {name} / optimum-cli export onnx", human_seconds(zoo_s), human_seconds(optimum_s), ratio, "≤ 1.0", ratio <= 1.0)
 
 
 def latency_ratios(report: Report, budget: float, threads: int) -> None:
@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timed calls per runtime and batch size")
     parser.add_argument("--only", type=lambda text: {int(n) for n in text.split(",")}, default=None, help="ratio numbers to measure, e.g. 6,7 (5 needs no --large here)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and onnxruntime (ratios 3, 4)")
-    parser.add_argument("--optimum-cli", default=shutil.which("optimum-cli"), help="optimum-cli to compare with (ratio 8; default: on PATH)")
+    parser.add_argument("--optimum-cli", default=shutil.which("optimum-cli"), help="optimum-cli to compare with (ratio 9; default: on PATH)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"latencies: median per call, {args.budget:g} s budget after warm-up, {args.threads} intra-op thread(s) in both runtimes")

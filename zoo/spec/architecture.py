@@ -301,7 +301,7 @@ class Architecture:
                 for i in self.inputs
             ],
             "outputs": [
-                {"name": o.name, "task": o.task, "head": o.head, "shape": None if o.shape is None else [_dim_json(d) for d in o.shape]}
+                {"name": o.name, "task": o.task, "head": o.head, "shape": None if o.shape is None else [_dim_json(d) for d in o.shape], "path": o.path}
                 for o in self.outputs
             ],
             "parameters": {
