@@ -3,7 +3,7 @@
     python benchmarks/run.py             # ratios 1-4, 6-8: about ten minutes
     python benchmarks/run.py --large     # also 5: 1 GB and 2.15 GB exports against a hand-written one (minutes, 7 GB of memory)
     python benchmarks/run.py --only 6,7  # just these ratios
-    python benchmarks/run.py --only 8 --optimum-cli VENV/bin/optimum-cli  # against Optimum (the bench extra)
+    python benchmarks/run.py --only 9 --optimum-cli VENV/bin/optimum-cli  # against Optimum (the bench extra)
 
 Whole-process timings alternate the two commands being compared and take
 medians, so a burst of load on the machine hits both sides. Latencies come from
@@ -68,6 +68,12 @@ def alternate(first: list[str], second: list[str], repeats: int, cwd: Path, env:
     return statistics.median(a), statistics.median(b)
 
 
+def exporter_seconds(command: list[str]) -> float | None:
+    """The seconds of ``exporter_call.py``'s one export call; ``None`` where the exporter failed."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    return float(done.stdout.split()[-1]) if done.returncode == 0 else None
+
+
 class Report:
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, str, str, str]] = []
@@ -91,7 +97,7 @@ def cli_ratios(report: Report, folder: Path, repeats: int) -> None:
     report.add("2. zoo export binary / hand-written export", human_seconds(ours), human_seconds(theirs), ours / theirs, "≤ 1.05", ours / theirs <= 1.05)
 
 
-HF_MODELS = {  # zoo architecture (tests/hf_models.py) -> optimum-cli's task for the same saved model
+HF_MODELS = {  # zoo architecture (examples/hf_models.py) -> optimum-cli's task for the same saved model
     "hf-distilbert-cls": "text-classification",
     "hf-gpt2": "text-generation",
 }
@@ -118,6 +124,15 @@ def hf_ratios(report: Report, folder: Path, repeats: int, optimum_cli: str | Non
         zoo_s, optimum_s = alternate(ours, theirs, repeats, folder)
         ratio = zoo_s / optimum_s
         report.add(f"9. zoo export {name} / optimum-cli export onnx", human_seconds(zoo_s), human_seconds(optimum_s), ratio, "≤ 1.0", ratio <= 1.0)
+        # why: the exporter call alone, each in a fresh process (optimum-cli passes dynamo=False)
+        call = [sys.executable, str(HERE / "exporter_call.py"), str(folder / name)]
+        dynamo = [exporter_seconds([*call, "dynamo"]) for _ in range(repeats)]
+        script = [exporter_seconds([*call, "torchscript"]) for _ in range(repeats)]
+        if None in dynamo or None in script:
+            print(f"  9. {name}: the exporter call alone: {'dynamo' if None in dynamo else 'TorchScript'} fails on this transformers' model")
+            continue
+        report.add(f"9. {name}: torch.onnx.export dynamo=True / dynamo=False, the call alone", human_seconds(statistics.median(dynamo)),
+                   human_seconds(statistics.median(script)), statistics.median(dynamo) / statistics.median(script), "(why)", None)
 
 
 def latency_ratios(report: Report, budget: float, threads: int) -> None:
