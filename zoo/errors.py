@@ -111,3 +111,8 @@ def one_line(exc: BaseException, limit: int = 300, first_line: bool = False) -> 
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def damaged_metadata(name: str, detail: str) -> UsageError:
+    """The error for a file (``name``) whose zoo metadata zoo could not have written."""
+    return UsageError(f"{name} has damaged zoo metadata: {detail}")

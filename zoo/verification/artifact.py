@@ -12,7 +12,7 @@ from zoo.build.model import MAX_SEED, build_model, check_seed
 from zoo.build.sizing import dry_build
 from zoo.build.trained import WeightsChoice, eval_set_file, name_weights, resolve_weights
 from zoo.build.weights import check_regular_file, read_state_dict, sha256, tensors_sha256
-from zoo.errors import UsageError, VerificationFailed, ZooError, one_line
+from zoo.errors import UsageError, VerificationFailed, ZooError, damaged_metadata, one_line
 from zoo.files.paths import check_input_file, warn
 from zoo.files.staging import side_files
 from zoo.host.plugin_calls import call_exporter
@@ -256,7 +256,7 @@ def recorded_acceptance(path: Path, meta: dict[str, str], rtol: float | None, at
     try:
         return Acceptance.from_metadata(meta.get("acceptance", "{}"))
     except (ValueError, TypeError, ZooError) as exc:
-        raise damaged_metadata(path, f"zoo.acceptance: {exc}") from exc
+        raise damaged_metadata(path.name, f"zoo.acceptance: {exc}") from exc
 
 
 def read_paths(zoo: Any, path: Path, weights: str | Path | None = None) -> list[Path]:
@@ -301,12 +301,12 @@ def recorded_build(path: Path, meta: dict[str, str], weights: Path | None) -> tu
         params = json.loads(meta.get("params", "{}"))
         seed = int(meta.get("seed", "0"))
     except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested 100,000 deep
-        raise damaged_metadata(path, one_line(exc, 120)) from None
+        raise damaged_metadata(path.name, one_line(exc, 120)) from None
     # What build_model would blame on --param or --seed is the file's fault here.
     if not isinstance(params, dict):
-        raise damaged_metadata(path, f"zoo.params is {meta['params'][:60]!r}, not a JSON object")
+        raise damaged_metadata(path.name, f"zoo.params is {meta['params'][:60]!r}, not a JSON object")
     if not 0 <= seed <= MAX_SEED:
-        raise damaged_metadata(path, f"zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
+        raise damaged_metadata(path.name, f"zoo.seed is {seed}, not a seed zoo export writes (0 to {MAX_SEED})")
     return params, seed
 
 
@@ -323,7 +323,7 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
     try:
         folded = bool(json.loads(meta.get("options", "{}")).get("fold_linear"))
     except (ValueError, RecursionError, AttributeError):
-        raise damaged_metadata(path, "zoo.options is not a JSON object") from None
+        raise damaged_metadata(path.name, "zoo.options is not a JSON object") from None
     if folded:
         return
     size = dry_build(arch, params, limit_elements=2 * elements + 2**14)
@@ -333,7 +333,3 @@ def check_recorded_size(exporter: Exporter, arch: Any, path: Path, meta: dict[st
             "the metadata does not describe this file"
         )
 
-
-def damaged_metadata(path: Path, detail: str) -> UsageError:
-    """The error for a file whose zoo metadata zoo could not have written."""
-    return UsageError(f"{path.name} has damaged zoo metadata: {detail}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.errors import UsageError, VerificationFailed
+from zoo.errors import UsageError, VerificationFailed, damaged_metadata
 from zoo.host.plugin_calls import call_exporter
 from zoo.spec.exporter import Exporter
 from zoo.spec.runner import Runner, check_runner
@@ -112,7 +112,7 @@ def recorded_runtimes(zoo: Any, exporter: Exporter, meta: dict[str, str]) -> tup
         recorded = json.loads(meta.get("runtimes", "[]"))
         entries = [(str(e["name"]), {str(k): str(v) for k, v in dict(e.get("settings", {})).items()}) for e in recorded]
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
-        raise UsageError("the file has damaged zoo metadata: zoo.runtimes is not a list of runtimes") from None
+        raise damaged_metadata("the file", "zoo.runtimes is not a list of runtimes") from None
     choices, missing = [], []
     for name, settings in entries:
         runtime = zoo.runtimes.get(name)
@@ -122,7 +122,7 @@ def recorded_runtimes(zoo: Any, exporter: Exporter, meta: dict[str, str]) -> tup
         try:
             choices.append(RuntimeChoice(runtime, runtime.check_settings(settings)))
         except ValueError as exc:
-            raise UsageError(f"the file has damaged zoo metadata: zoo.runtimes: {exc}") from None
+            raise damaged_metadata("the file", f"zoo.runtimes: {exc}") from None
     note = f"exported on {', '.join(missing)} too, not installed here" if missing else ""
     return choices or default_choices(zoo, exporter), note
 
