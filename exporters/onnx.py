@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.exporters.fold import fold_linear
-from zoo.exporters.onnx_files import _read, _read_file, tensor_size  # noqa: F401 - _read_file: its cache, for tests
+from zoo.exporters.onnx_files import _read, _read_file, read_metadata_props, tensor_size  # noqa: F401 - _read_file: its cache, for tests
 from zoo.exporters.torchlib import reuse_torchlib_registry
 
 import zoo
@@ -106,7 +106,7 @@ def side_files(path: Path) -> list[Path]:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    return {prop.key: prop.value for prop in _read(path).model.metadata_props}
+    return read_metadata_props(path)
 
 
 def check(path: Path) -> None:
@@ -115,7 +115,8 @@ def check(path: Path) -> None:
     import onnx
 
     read = _read(path)
-    onnx.checker.check_model(str(path) if read.data is None else read.model, full_check=True)
+    # the file's own bytes where they are kept: a proto would be serialized again to reach the checker
+    onnx.checker.check_model(str(path) if read.data is None else read.data, full_check=True)
 
 
 def intermediates(path: Path, feed: dict[str, Any]) -> list[dict[str, Any]]:

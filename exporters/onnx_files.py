@@ -10,11 +10,14 @@ import ast
 import functools
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 PROTOBUF_LIMIT = 2**31  # no ONNX file itself (weights apart) can be larger
 KEEP_BYTES = 64 * 2**20  # a file up to this size stays in memory for the checker and the session; a larger one is read from disk
+METADATA_PROPS = 14  # ModelProto.metadata_props, repeated StringStringEntryProto
+MAX_METADATA_BYTES = 16 * 2**20
 MAX_TOP_LEVEL_FIELDS = 100_000  # a model's fields: its graph, opsets, functions, metadata entries
 SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
 
@@ -51,21 +54,58 @@ def check_framing(path: Path, size: int) -> None:
     seeking past each value: a file that is not a message to its last byte (zeros, a
     valid model padded with junk) is refused having read a few bytes, not its size."""
     with open(path, "rb") as file:
-        for _ in range(MAX_TOP_LEVEL_FIELDS):
-            if (offset := file.tell()) >= size:
-                return
-            tag = _varint(file)
-            wire = tag & 7
-            if tag < 8 or wire not in (0, 1, 2, 5):  # field number 0, or a group or unknown wire type
-                raise _not_framed(path, offset)
-            if wire == 0:
-                length = 0 if _varint(file) >= 0 else -1  # the value is the varint itself
-            else:
-                length = _varint(file) if wire == 2 else {1: 8, 5: 4}[wire]
-            if length < 0 or file.tell() + length > size:
-                raise _not_framed(path, offset)
-            file.seek(length, os.SEEK_CUR)
+        for _ in top_level_fields(file, path, size):
+            pass
+
+
+def top_level_fields(file: Any, path: Path, size: int) -> Iterator[tuple[int, int, int]]:
+    """``(field number, wire type, length)`` of each top-level field of the message in
+    ``file``, positioned at the field's value (``length`` bytes; 0 for a varint, already
+    read); the caller may read it or not. Bad framing is a ``ValueError``."""
+    for _ in range(MAX_TOP_LEVEL_FIELDS):
+        if (offset := file.tell()) >= size:
+            return
+        tag = _varint(file)
+        wire = tag & 7
+        if tag < 8 or wire not in (0, 1, 2, 5):  # field number 0, or a group or unknown wire type
+            raise _not_framed(path, offset)
+        if wire == 0:
+            length = 0 if _varint(file) >= 0 else -1  # the value is the varint itself
+        else:
+            length = _varint(file) if wire == 2 else {1: 8, 5: 4}[wire]
+        start = file.tell()
+        if length < 0 or start + length > size:
+            raise _not_framed(path, offset)
+        yield tag >> 3, wire, length
+        file.seek(start + length)
     raise ValueError(f"{Path(path).name} has over {MAX_TOP_LEVEL_FIELDS:,} top-level fields; an ONNX model has a few dozen")
+
+
+def read_metadata_props(path: Path) -> dict[str, str]:
+    """The model's ``metadata_props``, read from their own fields: the graph and its
+    weights are skipped, not parsed (``zoo export --update`` reads every file's)."""
+    from google.protobuf.message import DecodeError
+    from onnx import StringStringEntryProto
+
+    size = os.stat(path).st_size
+    if size > PROTOBUF_LIMIT:
+        raise ValueError(f"{Path(path).name} is {size / 2**30:.3g} GiB; an ONNX file (weights apart) is under 2 GiB")
+    found: dict[str, str] = {}
+    read = 0
+    with open(path, "rb") as file:
+        for number, wire, length in top_level_fields(file, path, size):
+            if number != METADATA_PROPS or wire != 2:
+                continue
+            read += length
+            if read > MAX_METADATA_BYTES:
+                raise ValueError(f"{Path(path).name} has over {MAX_METADATA_BYTES:,} bytes of metadata; zoo writes a few kB")
+            entry = StringStringEntryProto()
+            try:
+                entry.ParseFromString(file.read(length))
+            except DecodeError as exc:
+                raise ValueError(f"{Path(path).name}: a metadata entry does not parse ({exc})") from None
+            found[entry.key] = entry.value
+    return found
 
 
 def _not_framed(path: Path, offset: int) -> ValueError:

@@ -5,6 +5,7 @@ Each test names the case of the issue it covers, and fails without its fix.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -514,6 +515,29 @@ def test_a_plugin_thread_that_is_not_a_daemon_does_not_hang_the_command(tmp_path
     done = zoo_program(tmp_path, "export", "--all", "fd-*", "-o", "out", "--jobs", jobs, "--json", plugin=THREAD_PLUGIN, timeout=240)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)) == 2
+
+
+def test_ctrl_c_ends_every_process_of_jobs_whose_plugin_started_a_thread(tmp_path):
+    """The plugin's non-daemon thread keeps no worker, and no zoo process, alive after Ctrl-C."""
+    import signal
+
+    from test_faults import write_distribution
+    from test_scaleout import group_ends, wait_for_exports
+
+    write_distribution(tmp_path / "site", "zoo-hostile", {"hostile": "zoo_hostile_plugin"}, {"zoo_hostile_plugin": THREAD_PLUGIN})
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "ZOO_LOAD_PLUGINS": "zoo-hostile"}
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "export", "--all", "-o", "out", "--jobs", "2"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for_exports(proc, tmp_path / "out")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert group_ends(proc.pid), "a process of zoo's outlived it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "zoo: interrupted", stderr
+    assert "Traceback" not in stderr and "race condition" not in stderr
 
 
 # -- a large file that is no model is refused having read a few bytes of it ---------------------------
