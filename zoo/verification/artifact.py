@@ -102,14 +102,7 @@ def verify_artifact(
     any file of a known format, zoo's metadata or not. The file is untrusted: what
     its metadata asks to build is checked against the weights it holds before
     anything is allocated."""
-    check_input_file(path, "give the file 'zoo export' wrote")
-    rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
-    check_tolerances(rtol, atol)
-    if arch_name is None and (params or seed is not None):
-        raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
-    check_timeout(timeout)
-    if weights is not None and Path(weights).exists():
-        check_regular_file(Path(weights))  # a file: refused before the model file is read
+    rtol, atol = checked_options(path, weights, rtol, atol, arch_name, params, seed, timeout)
     exporter, meta = read_artifact(zoo.exporters, path, arch_given=arch_name is not None)
     meta = unproven_variant_dropped(exporter, path, meta)
     if arch_name is not None:
@@ -126,9 +119,7 @@ def verify_artifact(
     cases = load_input_files(inputs, arch, {**arch.defaults, **overrides}, static, param_hint=arch_name is not None)
     built = build_model(arch, overrides, seed=seed, device=device, weights=weights)
     name_weights(built, choice)
-    recorded_opset = meta.get("opset", "")
-    opset = int(recorded_opset) if recorded_opset.isascii() and recorded_opset.isdigit() and len(recorded_opset) < 6 else None
-    result = VerifyResult(built, exporter, opset, static, files=[path])
+    result = VerifyResult(built, exporter, recorded_opset(meta), static, files=[path])
     with timed(result.timings, "verify"):
         check_artifact(exporter, path)
         result.files = [path, *side_files(exporter, path, error=VerificationFailed)]
@@ -149,6 +140,34 @@ def verify_artifact(
     if not result.ok_on_every_runtime:
         result.error = verify_error(result, arch.name if arch_name is not None else None, weights is not None, seed)
     return result
+
+
+def checked_options(
+    path: Path,
+    weights: str | Path | None,
+    rtol: ToleranceOption,
+    atol: ToleranceOption,
+    arch_name: str | None,
+    params: Sequence[str],
+    seed: int | None,
+    timeout: float | None,
+) -> tuple[float | None, float | None]:
+    """The options refused before the file is read; returns the tolerances as numbers."""
+    check_input_file(path, "give the file 'zoo export' wrote")
+    rtol, atol = parse_tolerance("--rtol", rtol), parse_tolerance("--atol", atol)  # text from the command line, or numbers
+    check_tolerances(rtol, atol)
+    if arch_name is None and (params or seed is not None):
+        raise UsageError("--param and --seed say how to build --arch NAME; without --arch, the file's own metadata does")
+    check_timeout(timeout)
+    if weights is not None and Path(weights).exists():
+        check_regular_file(Path(weights))  # a file: refused before the model file is read
+    return rtol, atol
+
+
+def recorded_opset(meta: dict[str, str]) -> int | None:
+    """The opset the metadata records, when it is a plausible number (the file is untrusted)."""
+    text = meta.get("opset", "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else None
 
 
 def given_architecture(
