@@ -37,6 +37,7 @@ def test_plugins_lists_each_runtime_with_its_availability_in_text_and_json(run) 
     assert records["openvino"]["available"] and records["openvino"]["formats"] == ["onnx"]
     assert records["openvino"]["precise"] == {"inference_precision": "f32"}
     assert records["onnxruntime"]["precise"] == {"graph_optimization": "disabled"}
+    assert records["onnxruntime"]["refused_dtypes"] == ["bfloat16"] and records["openvino"]["refused_dtypes"] == []
 
 
 def test_a_missing_openvino_is_listed_with_its_install_line_and_asking_for_it_is_one_line(run, exported, monkeypatch) -> None:

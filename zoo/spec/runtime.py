@@ -92,5 +92,5 @@ class Runtime:
             "available": available, "install": None if available else self.install, "devices": list(devices),
             "version": version or None,
             "settings": {k: {"summary": s.summary, "choices": list(s.choices)} for k, s in self.settings.items()},
-            "precise": dict(self.precise),
+            "precise": dict(self.precise), "refused_dtypes": list(self.refused_dtypes),
         }
