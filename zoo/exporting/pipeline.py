@@ -113,7 +113,7 @@ def verify_kept(plan: ExportPlan, built: BuiltModel, path: Path) -> ExportResult
             result.error = str(exc)
             return result
     if not result.ok_on_every_runtime:
-        result.error = failure_text(next(v for v in result.verifications if not v.ok))
+        result.error = failure_text(next(v for v in result.verifications if not v.ok), len(result.verifications) > 1)
     result.update = {"status": "up to date", "reason": "verified"}
     return result
 
@@ -172,7 +172,7 @@ def export_built(plan: ExportPlan, built: BuiltModel, output: Path, owned: bool 
         if not result.ok_on_every_runtime:  # nothing is placed: a file that computes the wrong thing must not look good
             result.files = [output.parent / p.name for p in written]
             result.placed = False
-            result.error = failure_text(next(v for v in result.verifications if not v.ok))
+            result.error = failure_text(next(v for v in result.verifications if not v.ok), len(result.verifications) > 1)
             return result
         main = job.path
         if plan.variant is not None:  # built on the verified float32 file, placed instead of it once accepted

@@ -184,7 +184,7 @@ def given_architecture(
 def verify_error(result: VerifyResult, given_arch: str | None, weighted: bool, seed: int) -> str:
     """The failure, with what to change where the file was checked against ``--arch``."""
     failing = next(v for v in result.verifications if not v.ok)
-    error = failure_text(failing)
+    error = failure_text(failing, len(result.verifications) > 1)
     shapes = any(" has shape " in f or " runtime raised " in f for f in failing.failures)
     if given_arch is not None and shapes:  # no weights make shapes fit: the parameters differ
         error += f" (the file's shapes are not those of {given_arch} with these --param values: give the ones it was made with)"

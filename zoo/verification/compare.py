@@ -118,7 +118,16 @@ def atol_hint(stats: Mapping[str, Any]) -> str:
     if scale > 0 and stats["needed_atol"] > GROSS_ERROR * scale:  # not rounding: a tolerance must not hide it
         return (f"the error is {stats['needed_atol'] / scale:.0%} of the output's largest value: the file computes "
                 f"something else (other weights, a wrong op), not a rounding a tolerance should allow")
-    return f"atol {stats['needed_atol']:.3g} would pass"
+    return f"atol {rounded_up(stats['needed_atol'])} would pass"
+
+
+def rounded_up(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, rounded up: a tolerance that is
+    suggested must pass, not fall short by its last digit."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(value)))
+    return f"{math.ceil(value * scale) / scale:.{digits}g}"
 
 
 GROSS_ERROR = 0.01  # an error past this fraction of the output's scale is no rounding

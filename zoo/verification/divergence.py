@@ -17,7 +17,7 @@ from zoo.build.model import BuiltModel, call_module, ieee_float32
 from zoo.errors import VerificationFailed, ZooError
 from zoo.host.plugin_calls import call_exporter
 from zoo.text import dtype_text
-from zoo.verification.compare import as_numpy, error_stats
+from zoo.verification.compare import as_numpy, error_stats, rounded_up
 from zoo.verification.results import Verification
 from zoo.verification.tolerances import tolerance_for
 
@@ -88,9 +88,22 @@ def divergence_text(found: dict[str, Any]) -> str:
     return f"first divergence at node {found['node']!r} (module {found['module']}, {found['op']}): max abs {found['max_abs']:.3g}"
 
 
-def failure_text(verification: Verification) -> str:
-    """The one line of a failed verification: its first failure, and where it diverges when known."""
-    text = "verification failed: " + verification.failures[0]
+def failure_text(verification: Verification, several_runtimes: bool = False) -> str:
+    """The one line of a failed verification: its first failure, where it diverges
+    when known, and the runtime it failed on where that is the news (one of
+    several, or a runtime whose precise settings make it match)."""
+    diagnosis = verification.diagnosis or {}
+    runner = verification.runner or {}
+    where = ""
+    if (several_runtimes or diagnosis.get("matches_with_precise")) and runner.get("name"):
+        settings = ", ".join(f"{k} {v}" for k, v in runner.get("settings", {}).items())
+        where = f" on {runner['name']}" + (f" ({settings})" if settings else "")
+    text = f"verification failed{where}: " + verification.failures[0]
     if verification.first_divergence:
         text += "; " + divergence_text(verification.first_divergence)
+    if diagnosis.get("matches_with_precise"):
+        asked = ",".join(f"{k}={v}" for k, v in diagnosis["precise_settings"].items())
+        text += f"; with {asked} it matches: prove the file as you deploy it, with --runtime {runner['name']}:{asked}"
+        if verification.needed_atol:
+            text += f", or accept the difference with --atol {rounded_up(verification.needed_atol, 2)}"
     return text

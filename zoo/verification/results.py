@@ -64,6 +64,12 @@ class Verification(Record):
     def max_abs(self) -> float:
         return worst(c.max_abs for c in self.cases)
 
+    @property
+    def needed_atol(self) -> float | None:
+        """The smallest --atol every case passes at its rtol; None where none does (NaN on one side)."""
+        needed = [o.get("needed_atol") for c in self.cases for o in c.outputs.values()]
+        return None if not needed or None in needed else max(needed)
+
 
 class Outcome(Record):
     """What ``zoo export`` and ``zoo verify`` give for one architecture or file:
