@@ -124,13 +124,15 @@ def test_a_variant_that_loses_more_accuracy_than_allowed_fails_with_the_drop_and
     np.savez(tmp_path / "own.npz", x=x, probabilities=decided)
     out = tmp_path / "m.int8.onnx"
     flags = [f for p in params for f in ("-p", p)]
-    result = invoke("export", "multiclass", *flags, "--inputs", tmp_path / "own.npz", "--quantize", "int8", "-o", out, "--json")
-    assert result.exit_code == 1
+    # how many rows flip depends on the CPU's int8 kernels (about 2% on an AMD EPYC, fewer on a Xeon with VNNI): allow none
+    result = invoke("export", "multiclass", *flags, "--inputs", tmp_path / "own.npz", "--quantize", "int8", "-o", out,
+                    "--max-metric-drop", "accuracy=0", "--json")
+    assert result.exit_code == 1, result.stdout
     record = json.loads(result.stdout)
     accuracy = metrics_of(record["variant"]["verification"]["cases"][-1], "probabilities")["accuracy"]
-    assert accuracy["torch"] == 1.0 and accuracy["drop"] > 0.01 and not accuracy["ok"]
+    assert accuracy["torch"] == 1.0 and accuracy["drop"] > 0 and not accuracy["ok"]
     assert f"accuracy {accuracy['candidate']:.2%} vs 100.00% in PyTorch" in record["error"]
-    assert "(at most 1.00 pp allowed, --max-metric-drop)" in record["error"]
+    assert "(at most 0.00 pp allowed, --max-metric-drop)" in record["error"]
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["own.npz"]
     # a larger allowance accepts the same variant
     allowed = invoke("export", "multiclass", *flags, "--inputs", tmp_path / "own.npz", "--quantize", "int8", "-o", out,
