@@ -12,6 +12,7 @@ from typing import Any
 
 from zoo.exporters.fold import fold_linear
 from zoo.exporters.onnx_files import _read, _read_file, read_metadata_props, tensor_size  # noqa: F401 - _read_file: its cache, for tests
+from zoo.exporters.onnx_writer import save_model
 from zoo.exporters.torchlib import reuse_torchlib_registry
 
 import zoo
@@ -55,11 +56,17 @@ def export(job: ExportJob) -> list[Path]:
         job.stats["fold_linear"] = fold_linear(model).to_dict()
     weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     files = [job.path]
-    if weight_bytes < EXTERNAL_DATA_BYTES:
-        program.save(str(job.path), external_data=False)
-    else:
-        program.save(str(job.path), external_data=True)  # the exporter names it <file>.data
-        files.append(job.path.with_name(job.path.name + ".data"))
+    try:
+        if weight_bytes < EXTERNAL_DATA_BYTES:
+            save_model(model, job.path)  # one file, its weights streamed from PyTorch's memory
+        else:
+            program.save(str(job.path), external_data=True)  # the exporter names it <file>.data
+            files.append(job.path.with_name(job.path.name + ".data"))
+    finally:
+        # the exporter's graph outlives this call (held past gc); its weights are PyTorch's
+        # own tensors, so they could not be freed before the runtime loads the file
+        for value in model.graph.initializers.values():
+            value.const_value = None
     return files  # zoo runs ``check`` on it next, then verifies it
 
 

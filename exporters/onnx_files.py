@@ -17,8 +17,10 @@ from typing import Any, NamedTuple
 PROTOBUF_LIMIT = 2**31  # no ONNX file itself (weights apart) can be larger
 KEEP_BYTES = 64 * 2**20  # a file up to this size stays in memory for the checker and the session; a larger one is read from disk
 METADATA_PROPS = 14  # ModelProto.metadata_props, repeated StringStringEntryProto
+MODEL_GRAPH, GRAPH_INITIALIZER, TENSOR_RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
 MAX_METADATA_BYTES = 16 * 2**20
 MAX_TOP_LEVEL_FIELDS = 100_000  # a model's fields: its graph, opsets, functions, metadata entries
+MAX_FIELDS = 1_000_000  # any one message's, a graph's nodes and initializers included: the walk's time stays bounded
 SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
 
 
@@ -62,8 +64,18 @@ def top_level_fields(file: Any, path: Path, size: int) -> Iterator[tuple[int, in
     """``(field number, wire type, length)`` of each top-level field of the message in
     ``file``, positioned at the field's value (``length`` bytes; 0 for a varint, already
     read); the caller may read it or not. Bad framing is a ``ValueError``."""
-    for _ in range(MAX_TOP_LEVEL_FIELDS):
-        if (offset := file.tell()) >= size:
+    for count, (number, wire, _, start, end) in enumerate(fields(file, path, size)):
+        if count == MAX_TOP_LEVEL_FIELDS:
+            raise ValueError(f"{Path(path).name} has over {MAX_TOP_LEVEL_FIELDS:,} top-level fields; an ONNX model has a few dozen")
+        yield number, wire, end - start if wire else 0
+
+
+def fields(file: Any, path: Path, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """``(number, wire type, offset, value start, value end)`` of each field of the
+    message running from ``file``'s position to offset ``end``, with ``file`` at
+    the value's start (a varint's already read); bad framing is a ``ValueError``."""
+    for _ in range(MAX_FIELDS):
+        if (offset := file.tell()) >= end:
             return
         tag = _varint(file)
         wire = tag & 7
@@ -74,11 +86,11 @@ def top_level_fields(file: Any, path: Path, size: int) -> Iterator[tuple[int, in
         else:
             length = _varint(file) if wire == 2 else {1: 8, 5: 4}[wire]
         start = file.tell()
-        if length < 0 or start + length > size:
+        if length < 0 or start + length > end:
             raise _not_framed(path, offset)
-        yield tag >> 3, wire, length
+        yield tag >> 3, wire, offset, start, start + length
         file.seek(start + length)
-    raise ValueError(f"{Path(path).name} has over {MAX_TOP_LEVEL_FIELDS:,} top-level fields; an ONNX model has a few dozen")
+    raise ValueError(f"{Path(path).name} has a message of over {MAX_FIELDS:,} fields; an ONNX graph has thousands")
 
 
 def read_metadata_props(path: Path) -> dict[str, str]:
@@ -129,17 +141,64 @@ def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
     import onnx
     from onnx.external_data_helper import uses_external_data
 
+    if identity[2] > KEEP_BYTES:
+        # Large: parsed without its weights' bytes, which are skipped by their framing (the
+        # metadata, side files and sizes need none); the checker and the runtimes read the path
+        model = read_without_weights(Path(path), identity[2])
+        external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
+        return _Read(model, None, external)
     data = Path(path).read_bytes()
     model = onnx.load_model_from_string(data)  # external data stays on disk
     external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
-    if external or len(data) <= KEEP_BYTES:
-        return _Read(model, None if external else data, external)
-    # Large: the parse keeps what the metadata, side files and sizes need, not a
-    # second and third copy of the weights; the checker and the runtimes read the path.
-    del data
-    for tensor in model.graph.initializer:
-        tensor.ClearField("raw_data")
-    return _Read(model, None, False)
+    return _Read(model, None if external else data, external)
+
+
+def read_without_weights(path: Path, size: int) -> Any:
+    """``path`` as an ``onnx.ModelProto`` whose initializers keep everything but their
+    ``raw_data``: what it costs in memory is its graph, not its weights."""
+    import onnx
+
+    kept, graph = bytearray(), bytearray()
+    with open(path, "rb") as file:
+        for number, _, offset, _, end in fields(file, path, size):
+            if number != MODEL_GRAPH:
+                file.seek(offset)
+                kept += file.read(end - offset)
+                continue
+            for inner, _, inner_offset, _, inner_end in fields(file, path, end):
+                if inner != GRAPH_INITIALIZER:
+                    file.seek(inner_offset)
+                    graph += file.read(inner_end - inner_offset)
+                    continue
+                tensor = bytearray()
+                for field, _, field_offset, _, field_end in fields(file, path, inner_end):
+                    if field != TENSOR_RAW_DATA:
+                        file.seek(field_offset)
+                        tensor += file.read(field_end - field_offset)
+                graph += _length_delimited(GRAPH_INITIALIZER, tensor)
+                file.seek(inner_end)
+            file.seek(end)
+    model = onnx.ModelProto()
+    model.ParseFromString(bytes(kept) + _length_delimited(MODEL_GRAPH, graph))
+    return model
+
+
+def _length_delimited(number: int, value: bytes | bytearray) -> bytes:
+    return field_key(number) + varint(len(value)) + bytes(value)
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def field_key(number: int) -> bytes:
+    """The tag of a length-delimited field (wire type 2)."""
+    return varint(number << 3 | 2)
 
 
 def tensor_size(tensor: Any) -> tuple[int, int]:

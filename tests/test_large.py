@@ -11,10 +11,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
 from zoo.exporters import onnx as onnx_exporter
+from zoo.exporters import onnx_files
 
 WIDTH_PAST_2GB = 23200  # 10→w→w→5: w² + 17w + 5 float32 weights = 2,154,537,620 bytes > 2**31
 
@@ -73,3 +75,68 @@ def test_a_2gb_stack_exports_with_external_data_and_verifies(tmp_path: Path) -> 
     assert f"{tmp_path / 'big.onnx.data'}" in output
     peak = usage.ru_maxrss * 1024
     assert peak / weight_bytes <= 2.5, f"peak RSS {peak / 1e9:.2f} GB for {weight_bytes / 1e9:.2f} GB of weights"
+
+
+# -- one file past the 64 MiB a file is kept in memory for: written from PyTorch's memory, read without its weights --
+
+WIDTH_PAST_KEEP = 4200  # 4200² float32 weights: 70.6 MB
+
+
+@pytest.fixture(scope="module")
+def both_layouts(tmp_path_factory) -> tuple[Any, Path, Path]:
+    """The same exported program saved by zoo's writer and by onnx_ir's own ``save``."""
+    import torch
+    from zoo.exporters.onnx_writer import save_model
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(10, WIDTH_PAST_KEEP), torch.nn.Linear(WIDTH_PAST_KEEP, WIDTH_PAST_KEEP),
+                                 torch.nn.Linear(WIDTH_PAST_KEEP, 5)).eval()
+    program = torch.onnx.export(module, (torch.randn(2, 10),), input_names=["x"], dynamo=True, verbose=False,
+                                dynamic_shapes=({0: torch.export.Dim("batch")},))
+    folder = tmp_path_factory.mktemp("layouts")
+    ours, theirs = folder / "streamed.onnx", folder / "onnx_ir.onnx"
+    save_model(program.model, ours)
+    program.save(str(theirs), external_data=False)
+    return program, ours, theirs
+
+
+def _split(model: Any) -> tuple[list[bytes], bytes]:
+    tensors = sorted(t.SerializeToString() for t in model.graph.initializer)
+    del model.graph.initializer[:]
+    return tensors, model.SerializeToString()
+
+
+def test_the_streamed_file_holds_what_onnx_ir_writes_and_runs_the_same(both_layouts) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    program, ours, theirs = both_layouts
+    assert ours.stat().st_size > onnx_files.KEEP_BYTES
+    assert _split(onnx.load(str(ours))) == _split(onnx.load(str(theirs)))  # every weight's bytes, and all the rest
+    onnx.checker.check_model(str(ours), full_check=True)
+    assert all(type(v.const_value).__name__ == "TorchTensor" for v in program.model.graph.initializers.values()), "left as it was"
+    feed = {"x": np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32)}
+    run = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feed)[0] for p in (ours, theirs)]
+    assert np.array_equal(*run)
+
+
+def test_a_large_file_is_read_without_its_weights_bytes_in_either_layout(both_layouts) -> None:
+    _, ours, theirs = both_layouts
+    for path in (ours, theirs):
+        full = onnx.load(str(path))
+        for tensor in full.graph.initializer:
+            tensor.ClearField("raw_data")
+        read = onnx_files.read_without_weights(path, path.stat().st_size)
+        assert read.ByteSize() < 2**20 < path.stat().st_size
+        assert [tuple(t.dims) for t in read.graph.initializer if t.name == "1.weight"] == [(WIDTH_PAST_KEEP, WIDTH_PAST_KEEP)]
+        assert _split(read) == _split(full)
+
+
+def test_a_graph_of_a_million_empty_fields_is_refused_in_bounded_time(tmp_path: Path) -> None:
+    path = tmp_path / "many.onnx"
+    fields = (onnx_files.varint(20 << 3) + b"\x00") * (onnx_files.MAX_FIELDS + 1)  # field 20, varint 0: 2 bytes each
+    padding = bytes(onnx_files.KEEP_BYTES)
+    path.write_bytes(onnx_files.field_key(7) + onnx_files.varint(len(fields)) + fields
+                     + onnx_files.field_key(99) + onnx_files.varint(len(padding)) + padding)
+    with pytest.raises(ValueError, match="has a message of over 1,000,000 fields"):
+        onnx_files.read_without_weights(path, path.stat().st_size)
