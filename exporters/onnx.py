@@ -63,8 +63,8 @@ def export(job: ExportJob) -> list[Path]:
             program.save(str(job.path), external_data=True)  # the exporter names it <file>.data
             files.append(job.path.with_name(job.path.name + ".data"))
     finally:
-        # the exporter's graph outlives this call (held past gc); its weights are PyTorch's
-        # own tensors, so they could not be freed before the runtime loads the file
+        # the exporter's graph outlives this call (something holds it past gc.collect()) and
+        # its weights are PyTorch's own tensors: let go, so they can be freed before the runtime loads
         for value in model.graph.initializers.values():
             value.const_value = None
     return files  # zoo runs ``check`` on it next, then verifies it

@@ -11,7 +11,6 @@ Every protobuf reader (onnx, onnxruntime, OpenVINO) reads it as the one model it
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from zoo.exporters.onnx_files import GRAPH_INITIALIZER, MODEL_GRAPH, TENSOR_RAW_
 STRING = 8  # TensorProto.STRING: held as strings, never as raw bytes
 
 
-def save_model(model: Any, path: Path, progress: Callable[[int, int], None] | None = None) -> None:
-    """``model`` (an ``onnx_ir.Model``) to ``path`` as one file; ``progress(done, total)``
-    as weight bytes are written. The model is left as it was."""
+def save_model(model: Any, path: Path) -> None:
+    """``model`` (an ``onnx_ir.Model``) to ``path`` as one file; the model is left as it was."""
     import onnx
     import onnx_ir as ir
 
@@ -50,16 +48,12 @@ def save_model(model: Any, path: Path, progress: Callable[[int, int], None] | No
         body = header.SerializeToString() + field_key(TENSOR_RAW_DATA) + varint(len(data))
         tensors.append((field_key(GRAPH_INITIALIZER) + varint(len(body) + len(data)) + body, data))
     graph_bytes = sum(len(prefix) + len(data) for prefix, data in tensors)
-    total, done = sum(len(data) for _, data in tensors), 0
     with open(path, "wb") as file:
         file.write(head)
         file.write(field_key(MODEL_GRAPH) + varint(graph_bytes))
         for prefix, data in tensors:
             file.write(prefix)
             file.write(data)
-            done += len(data)
-            if progress is not None:
-                progress(done, total)
 
 
 def raw_bytes(tensor: Any) -> memoryview | bytes:
