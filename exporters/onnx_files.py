@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import itertools
 import math
 import os
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ METADATA_PROPS = 14  # ModelProto.metadata_props, repeated StringStringEntryProt
 MODEL_GRAPH, GRAPH_INITIALIZER, TENSOR_RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
 MAX_METADATA_BYTES = 16 * 2**20
 MAX_TOP_LEVEL_FIELDS = 100_000  # a model's fields: its graph, opsets, functions, metadata entries
-MAX_FIELDS = 1_000_000  # any one message's, a graph's nodes and initializers included: the walk's time stays bounded
+MAX_FIELDS = 1_000_000  # walked in a large file, its graph's nodes and initializers and theirs: the walk's time stays bounded
 SIDE_FILE_SLACK = 2**20  # a side file may hold this much beyond what its tensors need (alignment)
 
 
@@ -159,19 +160,27 @@ def read_without_weights(path: Path, size: int) -> Any:
     import onnx
 
     kept, graph = bytearray(), bytearray()
+    walked = itertools.count(1)
+
+    def counted(found: Iterator[tuple[int, int, int, int, int]]) -> Iterator[tuple[int, int, int, int, int]]:
+        for field in found:  # across the whole file: a million small messages cost as much as one large one
+            if next(walked) > MAX_FIELDS:
+                raise ValueError(f"{Path(path).name} has over {MAX_FIELDS:,} fields in its graph; an ONNX graph has thousands")
+            yield field
+
     with open(path, "rb") as file:
-        for number, _, offset, _, end in fields(file, path, size):
+        for number, _, offset, _, end in counted(fields(file, path, size)):
             if number != MODEL_GRAPH:
                 file.seek(offset)
                 kept += file.read(end - offset)
                 continue
-            for inner, _, inner_offset, _, inner_end in fields(file, path, end):
+            for inner, _, inner_offset, _, inner_end in counted(fields(file, path, end)):
                 if inner != GRAPH_INITIALIZER:
                     file.seek(inner_offset)
                     graph += file.read(inner_end - inner_offset)
                     continue
                 tensor = bytearray()
-                for field, _, field_offset, _, field_end in fields(file, path, inner_end):
+                for field, _, field_offset, _, field_end in counted(fields(file, path, inner_end)):
                     if field != TENSOR_RAW_DATA:
                         file.seek(field_offset)
                         tensor += file.read(field_end - field_offset)

@@ -64,5 +64,6 @@ def raw_bytes(tensor: Any) -> memoryview | bytes:
     array = tensor.numpy()
     same_layout = array.nbytes == tensor.nbytes and array.dtype != object  # 4-bit types are packed by tobytes()
     if same_layout and (sys.byteorder == "little" or array.dtype.itemsize == 1):
-        return memoryview(np.ascontiguousarray(array)).cast("B")
+        # as bytes: numpy's buffer protocol refuses ml_dtypes' types (bfloat16, float8)
+        return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     return tensor.tobytes()

@@ -78,20 +78,22 @@ class OpenVinoRunner(Runner):
 
         if device != "cpu":
             raise RuntimeError(f"zoo runs OpenVINO on its CPU device only; --device {device} is not one of its devices (cpu)")
-        _, data = read_model(path)
+        model, data = read_model(path)
         self.compiled, shown = compile_model(data, path, settings)
         self.request = self.compiled.create_infer_request()
         self.info = RunnerInfo("openvino", version(), "cpu", ("CPU",), shown)
-        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
-        self.output_names = [port.get_any_name() for port in self.compiled.outputs]
+        # a port has several names (an fp16 file's input is also its cast's): the graph's is the one zoo feeds
+        self.input_names = [graph_name(port, {i.name for i in model.graph.input}) for port in self.compiled.inputs]
+        self.output_names = [graph_name(port, {o.name for o in model.graph.output}) for port in self.compiled.outputs]
         self.input_shapes = {
-            port.get_any_name(): tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
-            for port in self.compiled.inputs
+            name: tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            for name, port in zip(self.input_names, self.compiled.inputs)
         }
 
     def run(self, feed: Mapping[str, Any]) -> dict[str, Any]:
-        results = self.request.infer({name: feed[name] for name in self.input_names})
-        return {port.get_any_name(): value.copy() for port, value in results.items()}  # the request reuses its buffers
+        results = self.request.infer({port: feed[name] for name, port in zip(self.input_names, self.compiled.inputs)})
+        named = dict(zip(self.compiled.outputs, self.output_names))
+        return {named.get(port, port.get_any_name()): value.copy() for port, value in results.items()}  # the request reuses its buffers
 
     abortable = True
 
@@ -100,6 +102,11 @@ class OpenVinoRunner(Runner):
 
     def close(self) -> None:
         self.request = self.compiled = None
+
+
+def graph_name(port: Any, names: set[str]) -> str:
+    """The one of ``port``'s names that the ONNX graph gives it."""
+    return next((name for name in sorted(port.get_names()) if name in names), port.get_any_name())
 
 
 def load(path: Path, device: str, settings: Mapping[str, str]) -> OpenVinoRunner:

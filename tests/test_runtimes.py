@@ -318,3 +318,11 @@ def test_runtime_faults_are_isolated_like_every_other_hook(run, exported) -> Non
     assert result.exit_code == 2 and "flaky is not installed here; pip install flaky" in result.output
     every = json.loads(run("verify", str(exported), "--runtime", "all", "--json", zoo=zoo).stdout)  # all: the available ones
     assert [r["runtime"]["name"] for r in every["runtimes"]] == ["onnxruntime", "openvino"]
+
+
+def test_an_fp16_file_runs_on_openvino_by_its_graphs_input_names(run, tmp_path) -> None:
+    """OpenVINO names an fp16 file's input port after its cast too ('graph_input_cast_0'): zoo feeds the graph's name."""
+    assert run("export", "multiclass", "--precision", "fp16", "-o", "mc.fp16.onnx").exit_code == 0
+    result = run("verify", "mc.fp16.onnx", "--runtime", "openvino:inference_precision=f32")
+    assert result.exit_code == 0, result.output
+    assert "  verify    openvino 20" in result.output and "KeyError" not in result.output

@@ -31,6 +31,7 @@ from zoo.spec.params import parse_params
 from zoo.spec.runner import Runner
 from zoo.verification.acceptance import variant_name
 from zoo.verification.artifact import exported_metadata, verify_artifact
+from zoo.verification.divergence import failure_text
 from zoo.verification.runtimes import RuntimeChoice, load_runner, parse_runtimes
 
 DEFAULT_BATCH_SIZES = (1, 64, 4096)
@@ -219,7 +220,9 @@ def exported_file(
     path = folder / f"{built.arch.name}{exporter.suffix}"
     exported = export_model(built, exporter, path, options=options, runtimes=choices)
     if not exported.ok:
-        raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {exported.error}")
+        failing = next((v for v in exported.verifications if not v.ok), None)
+        error = exported.error if failing is None else failure_text(failing, len(exported.verifications) > 1, tolerance_options=False)
+        raise VerificationFailed(f"{built.arch.name}: nothing to benchmark, the export's {error}")
     return path, exported.export_stats
 
 
