@@ -156,10 +156,15 @@ def _read_file(path: str, identity: tuple[int, ...]) -> _Read:
 
 def read_without_weights(path: Path, size: int) -> Any:
     """``path`` as an ``onnx.ModelProto`` whose initializers keep everything but their
-    ``raw_data``: what it costs in memory is its graph, not its weights."""
+    ``raw_data``: what it costs in memory is its graph, not its weights. Fields onnx
+    does not know are skipped too (no reader here uses them), and each kept field is
+    parsed as it is read, so a file padded with junk costs no copy of the junk."""
     import onnx
 
-    kept, graph = bytearray(), bytearray()
+    known_model, known_graph, known_tensor = (
+        proto.DESCRIPTOR.fields_by_number for proto in (onnx.ModelProto, onnx.GraphProto, onnx.TensorProto)
+    )
+    model = onnx.ModelProto()
     walked = itertools.count(1)
 
     def counted(found: Iterator[tuple[int, int, int, int, int]]) -> Iterator[tuple[int, int, int, int, int]]:
@@ -168,32 +173,31 @@ def read_without_weights(path: Path, size: int) -> Any:
                 raise ValueError(f"{Path(path).name} has over {MAX_FIELDS:,} fields in its graph; an ONNX graph has thousands")
             yield field
 
+    def field_bytes(file: Any, offset: int, end: int) -> bytes:
+        file.seek(offset)
+        return file.read(end - offset)
+
     with open(path, "rb") as file:
         for number, _, offset, _, end in counted(fields(file, path, size)):
+            if number not in known_model:
+                continue
             if number != MODEL_GRAPH:
-                file.seek(offset)
-                kept += file.read(end - offset)
+                model.MergeFromString(field_bytes(file, offset, end))
                 continue
             for inner, _, inner_offset, _, inner_end in counted(fields(file, path, end)):
+                if inner not in known_graph:
+                    continue
                 if inner != GRAPH_INITIALIZER:
-                    file.seek(inner_offset)
-                    graph += file.read(inner_end - inner_offset)
+                    model.graph.MergeFromString(field_bytes(file, inner_offset, inner_end))
                     continue
                 tensor = bytearray()
                 for field, _, field_offset, _, field_end in counted(fields(file, path, inner_end)):
-                    if field != TENSOR_RAW_DATA:
-                        file.seek(field_offset)
-                        tensor += file.read(field_end - field_offset)
-                graph += _length_delimited(GRAPH_INITIALIZER, tensor)
+                    if field in known_tensor and field != TENSOR_RAW_DATA:
+                        tensor += field_bytes(file, field_offset, field_end)
+                model.graph.initializer.add().MergeFromString(bytes(tensor))
                 file.seek(inner_end)
             file.seek(end)
-    model = onnx.ModelProto()
-    model.ParseFromString(bytes(kept) + _length_delimited(MODEL_GRAPH, graph))
     return model
-
-
-def _length_delimited(number: int, value: bytes | bytearray) -> bytes:
-    return field_key(number) + varint(len(value)) + bytes(value)
 
 
 def varint(value: int) -> bytes:

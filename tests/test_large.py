@@ -173,3 +173,15 @@ def test_weights_of_every_dtype_are_written_as_onnx_ir_writes_them(tmp_path: Pat
     save_model(program.model, tmp_path / "ours.onnx")
     program.save(str(tmp_path / "theirs.onnx"))
     assert _split(onnx.load(str(tmp_path / "ours.onnx"))) == _split(onnx.load(str(tmp_path / "theirs.onnx")))
+
+
+def test_fields_onnx_does_not_know_are_not_read_into_memory(tmp_path: Path, both_layouts) -> None:
+    """A model padded with a large unknown field (top level, in the graph, in a tensor) parses to its graph alone."""
+    _, ours, _ = both_layouts
+    path = tmp_path / "padded.onnx"
+    junk = onnx_files.field_key(99) + onnx_files.varint(onnx_files.KEEP_BYTES) + bytes(onnx_files.KEEP_BYTES)
+    model = onnx.load(str(ours))
+    path.write_bytes(model.SerializeToString() + junk + onnx_files.field_key(7) + onnx_files.varint(len(junk)) + junk)
+    read = onnx_files.read_without_weights(path, path.stat().st_size)
+    assert read.ByteSize() < 2**20 and len(read.graph.initializer) == len(model.graph.initializer)
+    assert read.graph.node == model.graph.node
