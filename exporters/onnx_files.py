@@ -74,10 +74,9 @@ def top_level_fields(file: Any, path: Path, size: int) -> Iterator[tuple[int, in
 def fields(file: Any, path: Path, end: int) -> Iterator[tuple[int, int, int, int, int]]:
     """``(number, wire type, offset, value start, value end)`` of each field of the
     message running from ``file``'s position to offset ``end``, with ``file`` at
-    the value's start (a varint's already read); bad framing is a ``ValueError``."""
-    for _ in range(MAX_FIELDS):
-        if (offset := file.tell()) >= end:
-            return
+    the value's start (a varint's already read); bad framing is a ``ValueError``.
+    Unbounded in count: its callers bound it (``top_level_fields``, ``read_without_weights``)."""
+    while (offset := file.tell()) < end:
         tag = _varint(file)
         wire = tag & 7
         if tag < 8 or wire not in (0, 1, 2, 5):  # field number 0, or a group or unknown wire type
@@ -91,7 +90,6 @@ def fields(file: Any, path: Path, end: int) -> Iterator[tuple[int, int, int, int
             raise _not_framed(path, offset)
         yield tag >> 3, wire, offset, start, start + length
         file.seek(start + length)
-    raise ValueError(f"{Path(path).name} has a message of over {MAX_FIELDS:,} fields; an ONNX graph has thousands")
 
 
 def read_metadata_props(path: Path) -> dict[str, str]:
